@@ -1,0 +1,5 @@
+import sys
+
+from festgym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,178 @@
+"""The ``festgym`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from festgym import __version__
+from festgym.errors import FestgymError
+from festgym.paths import data_dir, profiles_dir
+
+
+def _print_table(frame: pd.DataFrame, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(frame.to_dict(orient="records"), indent=2, default=str))
+    else:
+        print(frame.to_string(index=False))
+
+
+def _data(args: argparse.Namespace) -> Path | None:
+    return Path(args.data) if getattr(args, "data", None) else data_dir()
+
+
+def cmd_profiles_list(args: argparse.Namespace) -> int:
+    from festgym.profile import Profile, iter_profile_dirs
+
+    rows = [Profile.load(p).summary() for p in iter_profile_dirs(args.root)]
+    _print_table(pd.DataFrame(rows), args.json)
+    return 0
+
+
+def key_numbers(profile) -> dict:
+    """Headline figures of a profile at the default clock and full share."""
+    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
+    clocks = clocks[clocks >= profile.decode_grid.axes[3][0]]
+    dec = profile.decode(64, 1024, 1.0, clocks)
+    j_per_token = dec["power_w"] * dec["time_s"] / 64
+    best = int(np.argmin(j_per_token))
+    pre = profile.prefill(2048)
+    one = profile.decode(1, 1024)
+    return {
+        "profile": profile.key,
+        "params_b": round(profile.model.num_params / 1e9, 3),
+        "weight_gb": round(profile.model.weight_bytes / 1e9, 2),
+        "kv_kb_per_token": round(profile.model.kv_bytes_per_token / 1024, 1),
+        "default_clock_mhz": profile.gpu.default_sm_clock_mhz,
+        "idle_w": profile.gpu.idle_w,
+        "parked_w": profile.gpu.parked_w,
+        "tdp_w": profile.gpu.tdp_w,
+        "prefill_2048_ms": round(float(pre["time_s"]) * 1e3, 2),
+        "prefill_2048_w": round(float(pre["power_w"]), 1),
+        "decode_b1_ctx1024_ms": round(float(one["time_s"]) * 1e3, 2),
+        "decode_b64_ctx1024_ms": round(float(dec["time_s"][-1]) * 1e3, 2),
+        "decode_b64_ctx1024_w": round(float(dec["power_w"][-1]), 1),
+        "decode_b64_j_per_token_at_max_clock": round(float(j_per_token[-1]), 4),
+        "decode_b64_min_energy_clock_mhz": int(clocks[best]),
+        "decode_b64_j_per_token_at_that_clock": round(float(j_per_token[best]), 4),
+    }
+
+
+def cmd_profiles_show(args: argparse.Namespace) -> int:
+    from festgym.profile import load_profile
+
+    profile = load_profile(args.profile, args.root)
+    numbers = key_numbers(profile)
+    if args.plot:
+        from festgym.plotting import plot_profile
+
+        numbers["plot"] = str(plot_profile(profile, args.plot))
+    if args.json:
+        print(json.dumps({**numbers, "fit_errors": list(profile.fit_errors)}, indent=2, default=str))
+        return 0
+    width = max(map(len, numbers))
+    for key, value in numbers.items():
+        print(f"{key:<{width}}  {value}")
+    if profile.fit_errors:
+        print("\nfit errors recorded at generation:")
+        print(pd.DataFrame(profile.fit_errors).to_string(index=False))
+    return 0
+
+
+def cmd_profiles_check(args: argparse.Namespace) -> int:
+    from festgym.calibration.check import check_profiles
+    from festgym.profile import Profile, iter_profile_dirs
+
+    data = _data(args)
+    if data is None and not args.json:
+        print("reference data not found (../shared/data or FESTGYM_DATA): only grid fidelity is checked",
+              file=sys.stderr)
+    report = check_profiles((Profile.load(p) for p in iter_profile_dirs(args.root)), data)
+    _print_table(report, args.json)
+    return 0
+
+
+def cmd_profiles_generate(args: argparse.Namespace) -> int:
+    from festgym.generate import generate
+
+    profile = generate(args.gpu, args.model_config, args.out, args.name, fit_errors=not args.no_check)
+    print(f"wrote {profile.path} ({profile.key})")
+    return 0
+
+
+def cmd_profiles_calibrate(args: argparse.Namespace) -> int:
+    from festgym.calibration import fit
+    from festgym.calibration.sources import summaries
+    from festgym.generate import generate
+    from festgym.specs import GpuSpec, ModelSpec
+
+    data = _data(args)
+    if data is None:
+        raise FestgymError("calibration needs the reference data: put it at ../shared/data or set FESTGYM_DATA")
+    root = Path(args.root) if args.root else profiles_dir()
+    h100_path, a100_path = root / "H100-SXM-80GB" / "gpu.yaml", root / "A100-SXM-80GB" / "gpu.yaml"
+    configs = sorted((root / "model-configs").glob("*/config.json"))
+    models = {p.parent.name: ModelSpec.load(p) for p in configs}
+    h100, a100, comparisons = fit.calibrate(GpuSpec.load(h100_path), GpuSpec.load(a100_path), models, data)
+    fit.write_spec(h100, h100_path, fit.h100_notes(), summaries(comparisons[h100.name]))
+    fit.write_spec(a100, a100_path, fit.a100_notes(h100.name), summaries(comparisons[a100.name]))
+    report = pd.DataFrame([{"gpu": g, **r} for g, c in comparisons.items() for r in summaries(c)])
+    _print_table(report, False)
+    for gpu_path in (h100_path, a100_path):
+        for config in configs:
+            generate(gpu_path, config, gpu_path.parent / config.parent.name)
+    print(f"rewrote {h100_path}, {a100_path} and {2 * len(configs)} profiles")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="festgym", description="Energy-aware serverless LLM serving testbed.")
+    parser.add_argument("--version", action="version", version=f"festgym {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    profiles = sub.add_parser("profiles", help="GPU x model latency/power profiles")
+    psub = profiles.add_subparsers(dest="action", required=True)
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = psub.add_parser(name, help=help, description=help)
+        p.add_argument("--root", help="profiles folder (default: the checkout's profiles/)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("list", cmd_profiles_list, "table of shipped profiles")
+    p.add_argument("--json", action="store_true")
+    p = add("show", cmd_profiles_show, "key numbers of one profile")
+    p.add_argument("profile", help="GPU/MODEL, e.g. H100-SXM-80GB/Llama-3.1-8B, or a profile folder")
+    p.add_argument("--plot", metavar="DIR", help="write PNG curves into DIR")
+    p.add_argument("--json", action="store_true")
+    p = add("check", cmd_profiles_check, "fit error of every profile against every calibration source present")
+    p.add_argument("--data", help="reference data folder (default: ../shared/data or FESTGYM_DATA)")
+    p.add_argument("--json", action="store_true")
+    p = add("generate", cmd_profiles_generate, "build a profile for a dense decoder-only transformer")
+    p.add_argument("--gpu", required=True, help="GPU spec YAML, e.g. profiles/H100-SXM-80GB/gpu.yaml")
+    p.add_argument("--model-config", required=True, help="Hugging Face config.json")
+    p.add_argument("--out", required=True, help="output profile folder")
+    p.add_argument("--name", help="model name (default: the config's folder name)")
+    p.add_argument("--no-check", action="store_true", help="skip fit errors against the reference data")
+    p = add("calibrate", cmd_profiles_calibrate,
+            "refit GPU constants to the reference data and regenerate the shipped profiles (needs scipy)")
+    p.add_argument("--data", help="reference data folder (default: ../shared/data or FESTGYM_DATA)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FestgymError, FileNotFoundError) as exc:
+        print(f"festgym: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

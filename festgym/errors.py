@@ -1,0 +1,27 @@
+"""Typed errors. Each one names the file, field or fix, so a user can act on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FestgymError(Exception):
+    """Base class for every error festgym raises on purpose."""
+
+
+class SpecError(FestgymError, ValueError):
+    """A GPU spec, model config or profile file is missing a field or holds a bad value."""
+
+    def __init__(self, source: str | Path, field: str, problem: str):
+        self.source = str(source)
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{self.source}: field '{field}': {problem}")
+
+
+class ProfileNotFoundError(FestgymError, LookupError):
+    """No profile matches the GPU/model asked for."""
+
+
+class DataMissingError(FestgymError, FileNotFoundError):
+    """A calibration source under the reference-data folder is absent."""

@@ -1,0 +1,131 @@
+"""Build a profile for any dense decoder-only transformer from a GPU spec and a ``config.json``.
+
+The grids sample :mod:`festgym.roofline` with the GPU's calibrated constants. The power limiter is
+applied on the GPU's full clock ladder before the grid's clock levels are picked, so a grid
+point's time and power are those of the clock the firmware would really run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from festgym import roofline
+from festgym.grid import Grid
+from festgym.profile import DECODE_AXES, FIELDS, PREFILL_AXES, Profile
+from festgym.specs import GpuSpec, ModelSpec, read_mapping
+
+TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
+BATCH = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+CTX = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+CLOCK_LEVELS = 10
+LOWEST_CLOCK_FRAC = 0.3
+"""Grid clocks span [0.3, 1] × f_max: below that no serving controller goes (and decode
+bandwidth collapses); lookups below the lowest grid clock extrapolate."""
+
+
+def grid_clocks(gpu: GpuSpec, levels: int = CLOCK_LEVELS) -> np.ndarray:
+    """``levels`` supported clocks spread evenly from 0.3·f_max to f_max."""
+    ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
+    targets = np.linspace(LOWEST_CLOCK_FRAC * ladder[-1], ladder[-1], levels)
+    return np.unique(ladder[np.abs(ladder[None, :] - targets[:, None]).argmin(axis=1)])
+
+
+def _sample(work: roofline.Work, gpu: GpuSpec, share: np.ndarray, clocks: np.ndarray) -> dict[str, np.ndarray]:
+    """Evaluate on the full clock ladder (for the power limiter), keep the grid's clocks."""
+    ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
+    it = roofline.evaluate(work, gpu, share, ladder)
+    keep = np.searchsorted(ladder, clocks)
+    return {"time_s": it.time_s[..., keep], "power_w": it.power_w[..., keep], "hbm_util": it.hbm_util[..., keep]}
+
+
+def prefill_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+    """One prompt of ``tokens`` tokens per iteration (see the profile provenance)."""
+    tokens = np.asarray(TOKENS, dtype=float)[:, None, None]
+    share = np.asarray(SHARES)[None, :, None]
+    clocks = grid_clocks(gpu)
+    work = roofline.iteration_work(model, prefill_tokens=tokens, prefill_seqs=1.0)
+    fields = _sample(work, gpu, share, clocks)
+    return Grid(PREFILL_AXES, (tokens.ravel(), np.asarray(SHARES), clocks), fields)
+
+
+def decode_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+    batch = np.asarray(BATCH, dtype=float)[:, None, None, None]
+    ctx = np.asarray(CTX, dtype=float)[None, :, None, None]
+    share = np.asarray(SHARES)[None, None, :, None]
+    clocks = grid_clocks(gpu)
+    work = roofline.iteration_work(model, decode_batch=batch, decode_ctx=ctx)
+    fields = _sample(work, gpu, share, clocks)
+    axes = (batch.ravel(), ctx.ravel(), np.asarray(SHARES), clocks)
+    return Grid(DECODE_AXES, axes, {k: fields[k] for k in FIELDS})
+
+
+def provenance(gpu: GpuSpec) -> dict[str, Any]:
+    """Per-dimension provenance: every grid is modelled; name the equation, constants, sources."""
+    lat, pw = gpu.latency.to_dict(), gpu.power.to_dict()
+    notes = gpu.provenance.get("constants", {})
+
+    def constants(*names: str) -> dict[str, Any]:
+        merged = {**lat, **pw}
+        return {n: {"value": merged[n], "source": notes.get(n, "not recorded")} for n in names}
+
+    return {
+        "prefill_time_vs_tokens": {
+            "kind": "modelled",
+            "equation": "per-operator roofline: (a^p + b^p)^(1/p) of a = FLOPs/(peak·gemm_peak_frac·share/"
+                        "clock_stretch) and b = bytes/(HBM·hbm_frac), p = roofline_sharpness; "
+                        "one prompt per iteration, causal attention over itself",
+            "constants": constants("gemm_peak_frac", "hbm_frac", "roofline_sharpness", "attn_compute_frac"),
+        },
+        "decode_time_vs_batch_and_ctx": {
+            "kind": "modelled",
+            "equation": "weights streamed once per iteration + KV reads batch·ctx·kv_bytes/(HBM·kv_frac) "
+                        "+ host overhead iter_overhead_s + seq_overhead_s·batch + kernel_floor_s·layers",
+            "constants": constants("kv_frac", "iter_overhead_s", "seq_overhead_s", "kernel_floor_s"),
+        },
+        "time_vs_sm_clock": {
+            "kind": "modelled",
+            "equation": "compute time × (a + (1-a)·f_max/f), a = clock_insensitive_frac; HBM bandwidth "
+                        "saturates above share·f/f_max = bw_saturation_share; host time clock-independent",
+            "constants": constants("clock_insensitive_frac", "bw_saturation_share"),
+        },
+        "time_vs_sm_share": {
+            "kind": "modelled",
+            "equation": "compute throughput ∝ share (MPS SM partition); HBM bandwidth saturates above "
+                        "share·f/f_max = bw_saturation_share (no public measurement: assumption)",
+            "constants": constants("bw_saturation_share"),
+        },
+        "power": {
+            "kind": "modelled",
+            "equation": "idle_w + active_w·busy·share·x·v(x)² + (compute_w·FLOP_rate/peak + "
+                        "attention_w·KV_rate/HBM)·v(x)² + memory_w·byte_rate/HBM, x = f/f_max, "
+                        "v(x) = clip(1 - v_slope·(1-x), v_floor, 1); capped at TDP by throttling the clock",
+            "constants": constants("idle_w", "active_w", "compute_w", "memory_w", "attention_w",
+                                   "v_floor", "v_slope"),
+        },
+        "idle_and_parked_power": {"kind": "modelled", "constants": constants("idle_w", "parked_w")},
+        "gpu_spec": {"kind": "datasheet", "source": gpu.provenance.get("datasheet", "not recorded")},
+    }
+
+
+def build_profile(gpu: GpuSpec, model: ModelSpec) -> Profile:
+    return Profile(gpu, model, prefill_grid(model, gpu), decode_grid(model, gpu), provenance(gpu))
+
+
+def generate(gpu_path: str | Path, config_path: str | Path, out: str | Path, name: str | None = None,
+             fit_errors: bool = True) -> Profile:
+    """Build, check against the reference data when present, and save a profile to ``out``."""
+    gpu = GpuSpec.load(gpu_path)
+    config: Mapping[str, Any] = read_mapping(config_path)
+    model = ModelSpec.from_hf_config(config, name or Path(config_path).parent.name, config_path)
+    profile = build_profile(gpu, model)
+    if fit_errors:
+        from festgym.calibration.check import check_profile
+
+        profile = Profile(profile.gpu, profile.model, profile.prefill_grid, profile.decode_grid,
+                          profile.provenance, tuple(check_profile(profile)))
+    profile.save(out, config)
+    return Profile.load(out)

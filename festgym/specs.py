@@ -1,0 +1,273 @@
+"""GPU and model specifications: what a datasheet and a Hugging Face ``config.json`` say.
+
+A :class:`GpuSpec` holds the hardware figures of one GPU type plus the calibrated physics
+constants (:class:`festgym.roofline.LatencyConstants`, :class:`festgym.roofline.PowerConstants`)
+that turn FLOPs and bytes into seconds and watts. A :class:`ModelSpec` derives parameter count,
+weight bytes and KV-cache bytes per token from the architecture fields of a dense decoder-only
+transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from festgym.errors import SpecError
+from festgym.roofline import LatencyConstants, PowerConstants
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "fp8": 1}
+
+
+def require(mapping: Mapping[str, Any], key: str, source: str | Path, kind: type = float) -> Any:
+    """Return ``mapping[key]`` converted to ``kind``; raise :class:`SpecError` naming the field."""
+    if key not in mapping or mapping[key] is None:
+        raise SpecError(source, key, "missing")
+    value = mapping[key]
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise SpecError(source, key, f"expected {kind.__name__}, got {value!r}") from None
+    if kind in (int, float) and not math.isfinite(out):
+        raise SpecError(source, key, f"must be finite, got {value!r}")
+    return out
+
+
+def require_positive(mapping: Mapping[str, Any], key: str, source: str | Path, kind: type = float):
+    value = require(mapping, key, source, kind)
+    if value <= 0:
+        raise SpecError(source, key, f"must be > 0, got {value!r}")
+    return value
+
+
+def read_mapping(path: str | Path) -> dict:
+    """Read a YAML or JSON file that must hold a mapping at its top level."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(path, "<file>", "no such file")
+    try:
+        with path.open() as fh:
+            data = json.load(fh) if path.suffix == ".json" else yaml.safe_load(fh)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SpecError(path, "<file>", f"cannot parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(path, "<file>", "top level must be a mapping")
+    return data
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU type: datasheet figures (units in the names) and calibrated constants."""
+
+    name: str
+    sm_count: int
+    sm_clocks_mhz: tuple[int, ...]
+    """Supported SM (graphics) clocks, ascending, as ``nvidia-smi -q -d SUPPORTED_CLOCKS`` lists."""
+    default_sm_clock_mhz: int
+    memory_gb: float
+    hbm_bandwidth_gbps: float
+    """Peak HBM bandwidth, GB/s (10^9 bytes)."""
+    peak_bf16_tflops: float
+    """Peak dense BF16 tensor throughput at the highest SM clock, 10^12 FLOP/s."""
+    tdp_w: float
+    wake_s: float
+    """Time to bring a parked GPU (no context, deep idle) back to serving state."""
+    host_to_gpu_gbps: float
+    """Sustained host-to-GPU copy bandwidth for loading weights (PCIe/NVLink-C2C), GB/s."""
+    latency: LatencyConstants
+    power: PowerConstants
+    provenance: Mapping[str, Any]
+    source: str = "<memory>"
+
+    @property
+    def max_sm_clock_mhz(self) -> int:
+        return self.sm_clocks_mhz[-1]
+
+    @property
+    def idle_w(self) -> float:
+        return self.power.idle_w
+
+    @property
+    def parked_w(self) -> float:
+        return self.power.parked_w
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> "GpuSpec":
+        clocks = data.get("sm_clock_mhz")
+        if not isinstance(clocks, Mapping):
+            raise SpecError(source, "sm_clock_mhz", "missing: expected {min, max, step, default}")
+        lo, hi, step = (require_positive(clocks, k, source, int) for k in ("min", "max", "step"))
+        if lo >= hi:
+            raise SpecError(source, "sm_clock_mhz.min", f"must be below max ({lo} >= {hi})")
+        ladder = tuple(int(c) for c in np.arange(lo, hi + 1, step))
+        if ladder[-1] != hi:
+            raise SpecError(source, "sm_clock_mhz.step", f"({hi}-{lo}) is not a multiple of {step}")
+        default = require_positive(clocks, "default", source, int)
+        if default not in ladder:
+            raise SpecError(source, "sm_clock_mhz.default", f"{default} is not a supported clock")
+        constants = data.get("constants")
+        if not isinstance(constants, Mapping):
+            raise SpecError(source, "constants", "missing: calibrated latency and power constants")
+        return cls(
+            name=require(data, "name", source, str),
+            sm_count=require_positive(data, "sm_count", source, int),
+            sm_clocks_mhz=ladder,
+            default_sm_clock_mhz=default,
+            memory_gb=require_positive(data, "memory_gb", source),
+            hbm_bandwidth_gbps=require_positive(data, "hbm_bandwidth_gbps", source),
+            peak_bf16_tflops=require_positive(data, "peak_bf16_tflops", source),
+            tdp_w=require_positive(data, "tdp_w", source),
+            wake_s=require_positive(data, "wake_s", source),
+            host_to_gpu_gbps=require_positive(data, "host_to_gpu_gbps", source),
+            latency=LatencyConstants.from_dict(constants.get("latency", {}), f"{source}: constants"),
+            power=PowerConstants.from_dict(constants.get("power", {}), f"{source}: constants"),
+            provenance=dict(data.get("provenance", {})),
+            source=str(source),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GpuSpec":
+        return cls.from_dict(read_mapping(path), path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sm_count": self.sm_count,
+            "sm_clock_mhz": {
+                "min": self.sm_clocks_mhz[0],
+                "max": self.sm_clocks_mhz[-1],
+                "step": self.sm_clocks_mhz[1] - self.sm_clocks_mhz[0],
+                "default": self.default_sm_clock_mhz,
+            },
+            "memory_gb": self.memory_gb,
+            "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps,
+            "peak_bf16_tflops": self.peak_bf16_tflops,
+            "tdp_w": self.tdp_w,
+            "wake_s": self.wake_s,
+            "host_to_gpu_gbps": self.host_to_gpu_gbps,
+            "constants": {"latency": self.latency.to_dict(), "power": self.power.to_dict()},
+            "provenance": dict(self.provenance),
+        }
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A dense decoder-only transformer, from the fields of its Hugging Face ``config.json``."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    qk_norm: bool
+    """Per-head RMSNorm on queries and keys (Qwen3): adds 2·head_dim weights per layer."""
+    attention_bias: bool
+    dtype: str
+    source: str = "<memory>"
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def layer_matmul_params(self) -> int:
+        """Weights multiplied per token in one layer: QKV, O, and the gated MLP (gate, up, down)."""
+        h = self.hidden_size
+        attn = h * (self.q_dim + 2 * self.kv_dim) + self.q_dim * h
+        return attn + 3 * h * self.intermediate_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        """All parameters, counting a tied embedding/LM head once (as Hugging Face reports)."""
+        h = self.hidden_size
+        norms = 2 * h + (2 * self.head_dim if self.qk_norm else 0)
+        bias = (self.q_dim + 2 * self.kv_dim) if self.attention_bias else 0
+        per_layer = self.layer_matmul_params + norms + bias
+        heads = self.lm_head_params * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + heads + h
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.num_params * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer, in the model dtype (no KV quantisation)."""
+        return 2 * self.num_layers * self.kv_dim * self.dtype_bytes
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any], name: str, source: str | Path = "<dict>"):
+        for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+            if config.get(key):
+                raise SpecError(source, key, "mixture-of-experts models are not supported (dense only)")
+        hidden = require_positive(config, "hidden_size", source, int)
+        heads = require_positive(config, "num_attention_heads", source, int)
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or 0) or hidden // heads
+        if heads % kv_heads:
+            raise SpecError(source, "num_key_value_heads", f"{kv_heads} does not divide {heads} heads")
+        dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+        if dtype not in DTYPE_BYTES:
+            raise SpecError(source, "torch_dtype", f"unknown dtype {dtype!r}; one of {sorted(DTYPE_BYTES)}")
+        act = config.get("hidden_act", "silu")
+        if act not in ("silu", "swiglu", "gelu", "gelu_pytorch_tanh"):
+            raise SpecError(source, "hidden_act", f"{act!r}: only gated-MLP decoders are modelled")
+        return cls(
+            name=name,
+            num_layers=require_positive(config, "num_hidden_layers", source, int),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=require_positive(config, "intermediate_size", source, int),
+            vocab_size=require_positive(config, "vocab_size", source, int),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            qk_norm=str(config.get("model_type", "")).startswith("qwen3"),
+            attention_bias=bool(config.get("attention_bias", False)),
+            dtype=dtype,
+            source=str(source),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None) -> "ModelSpec":
+        """Read a ``config.json``; the model is named after its folder unless ``name`` is given."""
+        path = Path(path)
+        return cls.from_hf_config(read_mapping(path), name or path.parent.name, path)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_params": self.num_params,
+            "weight_gb": self.weight_bytes / 1e9,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "dtype": self.dtype,
+        }
