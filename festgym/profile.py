@@ -22,7 +22,7 @@ import yaml
 from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.grid import Grid
 from festgym.paths import profiles_dir
-from festgym.specs import GpuSpec, ModelSpec, read_mapping
+from festgym.specs import GpuSpec, ModelSpec
 
 FORMAT_VERSION = 1
 FIELDS = ("time_s", "power_w", "hbm_util")
@@ -30,6 +30,9 @@ PREFILL_AXES = ("tokens", "sm_share", "sm_clock_mhz")
 DECODE_AXES = ("batch", "ctx", "sm_share", "sm_clock_mhz")
 GRID_FILES = {"prefill": "prefill.csv", "decode": "decode.csv"}
 GRID_AXES = {"prefill": PREFILL_AXES, "decode": DECODE_AXES}
+AXIS_TRANSFORMS = {"tokens": "linear", "batch": "linear", "ctx": "linear", "sm_share": "reciprocal",
+                   "sm_clock_mhz": "reciprocal"}
+"""Interpolation coordinate of each axis (see :mod:`festgym.grid`)."""
 
 try:  # the C loader makes profile loading several times faster
     _YamlLoader = yaml.CSafeLoader
@@ -47,10 +50,10 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
         bad = ~np.isfinite(values)
         if bad.any():
             raise SpecError(source, column, f"NaN or infinite value at data row {int(np.argmax(bad)) + 1}")
-        if (values <= 0).any() and column != "hbm_util":
-            raise SpecError(source, column, f"non-positive value at data row {int(np.argmax(values <= 0)) + 1}")
-    if (data["hbm_util"] <= 0).any():
-        raise SpecError(source, "hbm_util", "must be > 0 (log interpolation)")
+        bad = values < 0 if column == "hbm_util" else values <= 0
+        if bad.any():
+            raise SpecError(source, column, f"{'negative' if column == 'hbm_util' else 'non-positive'} "
+                            f"value at data row {int(np.argmax(bad)) + 1}")
     share = data["sm_share"]
     if (share > 1.0).any():
         raise SpecError(source, "sm_share", f"shares must lie in (0, 1], found {share.max():g}")
@@ -67,7 +70,8 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
         raise SpecError(source, ",".join(axes), "rows must be sorted by " + ", ".join(axes)
                         + " (ascending, last column fastest)")
     shape = tuple(len(a) for a in axis_values)
-    return Grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS})
+    return Grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS},
+                tuple(AXIS_TRANSFORMS[a] for a in axes))
 
 
 def grid_to_frame(grid: Grid) -> pd.DataFrame:
@@ -162,8 +166,11 @@ class Profile:
         meta_path = folder / "profile.yaml"
         if not meta_path.is_file():
             raise SpecError(meta_path, "<file>", "no such file: not a profile folder")
-        with meta_path.open() as fh:
-            meta = yaml.load(fh, Loader=_YamlLoader)
+        try:
+            with meta_path.open() as fh:
+                meta = yaml.load(fh, Loader=_YamlLoader)
+        except yaml.YAMLError as exc:
+            raise SpecError(meta_path, "<file>", f"cannot parse: {exc}") from None
         if not isinstance(meta, dict):
             raise SpecError(meta_path, "<file>", "top level must be a mapping")
         version = meta.get("format_version")
@@ -226,10 +233,3 @@ def load_profile(key: str, root: str | Path | None = None) -> Profile:
     """Load a profile by ``GPU/MODEL`` name (see ``festgym profiles list``) or folder path."""
     return Profile.load(find_profile_dir(key, root))
 
-
-def model_config_path(name: str, root: str | Path | None = None) -> Path:
-    root = Path(root) if root is not None else profiles_dir()
-    return root / "model-configs" / name / "config.json"
-
-
-__all__ = ["Profile", "load_profile", "iter_profile_dirs", "find_profile_dir", "read_mapping"]

@@ -1,0 +1,96 @@
+"""The curves have the shape physics demands, on every shipped profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from festgym.profile import Profile, iter_profile_dirs
+
+PROFILES = [pytest.param(p, id=f"{p.parent.name}/{p.name}") for p in iter_profile_dirs()]
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def profile(request) -> Profile:
+    return Profile.load(request.param)
+
+
+def clocks_of(profile: Profile) -> np.ndarray:
+    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
+    return clocks[clocks >= profile.decode_grid.axes[-1][0]]
+
+
+def test_ten_profiles_cover_required_models():
+    keys = {f"{p.parent.name}/{p.name}" for p in iter_profile_dirs()}
+    for gpu in ("H100-SXM-80GB", "A100-SXM-80GB"):
+        for model in ("Llama-3.1-8B", "Qwen3-8B", "Qwen3-14B", "Llama-3.2-3B", "Llama-3.2-1B"):
+            assert f"{gpu}/{model}" in keys
+
+
+def test_prefill_time_falls_with_clock_and_share(profile):
+    time = profile.prefill_grid.fields["time_s"]
+    assert (np.diff(time, axis=1) <= 1e-12).all(), "more SM share must never slow prefill"
+    assert (np.diff(time, axis=2) <= 1e-12).all(), "a higher clock must never slow prefill"
+
+
+def test_prefill_scales_nearly_in_proportion_to_share_times_clock(profile):
+    # Below the power limit, prefill is compute-bound: time ∝ 1/(share · clock), up to the
+    # clock-insensitive fraction of compute time.
+    fmax = profile.gpu.max_sm_clock_mhz
+    lo, hi = 0.5 * fmax, 0.75 * fmax
+    t = profile.prefill_time(4096, np.array([0.25, 0.5, 0.25]), np.array([lo, lo, hi]))
+    share_ratio = t[0] / t[1]
+    clock_ratio = t[0] / t[2]
+    assert 1.8 < share_ratio <= 2.05, share_ratio
+    ideal = hi / lo
+    assert 0.8 * ideal < clock_ratio <= ideal * 1.01, clock_ratio
+
+
+def test_decode_changes_little_above_60_percent_clock(profile):
+    # Memory-bound batches; at 64+ an A100 (ridge ~150 FLOP/byte) starts to turn compute-bound.
+    fmax = profile.gpu.max_sm_clock_mhz
+    for batch in (1, 8, 32):
+        t = profile.decode_time(batch, 1024, 1.0, np.array([0.6 * fmax, fmax]))
+        assert t[0] / t[1] < 1.10, (batch, t)
+    # ...but it is not clock-free: far below, the SMs can no longer keep HBM busy.
+    t = profile.decode_time(8, 1024, 1.0, np.array([0.3 * fmax, fmax]))
+    assert t[0] / t[1] > 1.15
+
+
+def test_decode_bandwidth_saturates_with_share_while_prefill_does_not(profile):
+    dec = profile.decode_time(8, 1024, np.array([0.5, 1.0]))
+    pre = profile.prefill_time(4096, np.array([0.5, 1.0]), 0.6 * profile.gpu.max_sm_clock_mhz)
+    assert dec[0] / dec[1] < 1.3
+    assert pre[0] / pre[1] > 1.7
+
+
+def test_power_rises_with_clock_and_stays_between_idle_and_tdp(profile):
+    for grid in (profile.prefill_grid, profile.decode_grid):
+        power = grid.fields["power_w"]
+        assert (np.diff(power, axis=-1) >= -1e-9).all()
+        assert power.min() >= profile.gpu.idle_w
+        assert power.max() <= profile.gpu.tdp_w + 1e-9
+    assert profile.gpu.parked_w < profile.gpu.idle_w
+
+
+def test_decode_energy_per_token_is_u_shaped_in_clock(profile):
+    clocks = clocks_of(profile)
+    dec = profile.decode(64, 1024, 1.0, clocks)
+    energy = dec["power_w"] * dec["time_s"] / 64
+    best = int(np.argmin(energy))
+    assert 0 < best < len(clocks) - 1, "the energy-optimal clock must be interior"
+    # The high-clock arm is steep (V² above the voltage floor); the low-clock arm is shallower
+    # (static and HBM power over a longer step).
+    assert energy[best] < 0.99 * energy[0]
+    assert energy[best] < 0.85 * energy[-1]
+
+
+def test_static_power_is_a_large_part_of_decode_power(profile):
+    power = profile.decode_power(8, 1024)
+    assert 0.1 < profile.gpu.idle_w / power < 0.5
+
+
+def test_decode_time_grows_with_batch_and_context(profile):
+    time = profile.decode_grid.fields["time_s"]
+    assert (np.diff(time, axis=0) > 0).all()
+    assert (np.diff(time, axis=1) >= 0).all()
