@@ -14,7 +14,7 @@ import numpy as np
 
 from festgym import roofline
 from festgym.grid import Grid
-from festgym.profile import AXIS_TRANSFORMS, DECODE_AXES, FIELDS, PREFILL_AXES, Profile
+from festgym.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.specs import GpuSpec, ModelSpec, read_mapping
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
@@ -50,7 +50,7 @@ def prefill_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
     work = roofline.iteration_work(model, prefill_tokens=tokens, prefill_seqs=1.0)
     fields = _sample(work, gpu, share, clocks)
     axes = (tokens.ravel(), np.asarray(SHARES), clocks)
-    return Grid(PREFILL_AXES, axes, fields, tuple(AXIS_TRANSFORMS[a] for a in PREFILL_AXES))
+    return make_grid(PREFILL_AXES, axes, fields, gpu)
 
 
 def decode_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
@@ -61,7 +61,7 @@ def decode_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
     work = roofline.iteration_work(model, decode_batch=batch, decode_ctx=ctx)
     fields = _sample(work, gpu, share, clocks)
     axes = (batch.ravel(), ctx.ravel(), np.asarray(SHARES), clocks)
-    return Grid(DECODE_AXES, axes, fields, tuple(AXIS_TRANSFORMS[a] for a in DECODE_AXES))
+    return make_grid(DECODE_AXES, axes, fields, gpu)
 
 
 def provenance(gpu: GpuSpec) -> dict[str, Any]:

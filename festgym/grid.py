@@ -8,8 +8,8 @@ Each axis is interpolated in a coordinate chosen so that the physics is close to
   1/share and 1/clock is exact for the compute-bound regime.
 
 Beyond the first or last grid point the end cell is extended linearly, which keeps time growing
-with tokens past the largest grid point; share and clock are clipped to their physical range by
-:class:`festgym.profile.Profile` before lookup.
+with tokens past the largest grid point, unless the axis has bounds: then coordinates are clipped
+(SM share to ≤ 1, SM clock to the supported range).
 
 Lookups cost O(1) per point: a uniform bucket table maps a coordinate to its cell without a
 binary search, and each cell's 2^d corner values are stored contiguously, so one gather and one
@@ -18,6 +18,7 @@ weighted sum finish the interpolation.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,9 +47,14 @@ class _Axis:
     bucket_offset: float
     bucket_scale: float
     bucket_cell: np.ndarray
+    lower: float
+    upper_bound: float
+    """Coordinates are clipped to [lower, upper_bound] (in the interpolation coordinate)."""
+    node_list: tuple[float, ...]
+    """The nodes as Python floats, for the scalar path."""
 
     @classmethod
-    def build(cls, values: np.ndarray, kind: str) -> "_Axis":
+    def build(cls, values: np.ndarray, kind: str, bounds: tuple[float | None, float | None]) -> "_Axis":
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown axis transform {kind!r}; one of {TRANSFORMS}")
         nodes = _transform(values, kind)
@@ -61,18 +67,30 @@ class _Axis:
         edges = nodes[0] + np.arange(buckets) * (span / buckets)
         cell = np.clip(np.searchsorted(nodes, edges, side="right") - 1, 0, len(nodes) - 2)
         scale = buckets / span
+        lo, hi = (float(_transform(b, kind)) if b is not None else None for b in bounds)
         return cls(kind, nodes, np.append(nodes[1:-1], np.inf), 1.0 / width, -nodes[0] * scale, scale,
-                   cell.astype(np.intp))
+                   cell.astype(np.intp), -np.inf if lo is None else lo, np.inf if hi is None else hi,
+                   tuple(nodes.tolist()))
 
     def locate(self, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cell index and fractional position (outside [0, 1] when extrapolating)."""
-        u = _transform(coord, self.kind)
-        b = (u * self.bucket_scale + self.bucket_offset).astype(np.intp)
-        np.maximum(b, 0, out=b)
-        np.minimum(b, len(self.bucket_cell) - 1, out=b)
-        cell = self.bucket_cell[b]
-        cell += u >= self.upper[cell]
-        return cell, (u - self.nodes[cell]) * self.inv_width[cell]
+        u = np.array(_transform(coord, self.kind), dtype=float)  # owned: clipped in place
+        if self.lower > -np.inf:
+            np.maximum(u, self.lower, out=u)
+        if self.upper_bound < np.inf:
+            np.minimum(u, self.upper_bound, out=u)
+        # take(mode="clip") clamps out-of-range buckets to the end cells and skips bounds checks.
+        cell = self.bucket_cell.take((u * self.bucket_scale + self.bucket_offset).astype(np.intp), mode="clip")
+        cell += u >= self.upper.take(cell, mode="clip")
+        return cell, (u - self.nodes.take(cell, mode="clip")) * self.inv_width.take(cell, mode="clip")
+
+    def locate_scalar(self, coord: float) -> tuple[int, float]:
+        """The same for one point, in plain Python (a numpy call costs more than this)."""
+        u = coord if self.kind == "linear" else -1.0 / coord
+        u = min(max(u, self.lower), self.upper_bound)
+        nodes = self.node_list
+        cell = min(max(bisect_right(nodes, u) - 1, 0), len(nodes) - 2)
+        return cell, (u - nodes[cell]) / (nodes[cell + 1] - nodes[cell])
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ class Grid:
     axes: tuple[np.ndarray, ...]
     fields: dict[str, np.ndarray]
     transforms: tuple[str, ...]
+    bounds: tuple[tuple[float | None, float | None], ...] | None = None
+    """Per axis, the (low, high) range that coordinates are clipped to; None extrapolates."""
     _axes: tuple[_Axis, ...] = field(init=False, repr=False)
     _corners: dict[str, np.ndarray] = field(init=False, repr=False)
     _cell_strides: np.ndarray = field(init=False, repr=False)
@@ -94,7 +114,9 @@ class Grid:
         for name, values in self.fields.items():
             if values.shape != shape:
                 raise ValueError(f"field {name!r} has shape {values.shape}, axes give {shape}")
-        object.__setattr__(self, "_axes", tuple(_Axis.build(a, k) for a, k in zip(self.axes, self.transforms)))
+        bounds = self.bounds or ((None, None),) * len(self.axes)
+        object.__setattr__(self, "_axes", tuple(_Axis.build(a, k, b) for a, k, b in zip(self.axes, self.transforms,
+                                                                                        bounds)))
         cells = tuple(n - 1 for n in shape)
         strides = np.cumprod((1,) + cells[:0:-1])[::-1]
         object.__setattr__(self, "_cell_strides", np.asarray(strides, dtype=np.intp))
@@ -119,6 +141,8 @@ class Grid:
         if len(coords) != len(self._axes):
             raise TypeError(f"expected {len(self._axes)} coordinates ({', '.join(self.names)})")
         wanted = self.names_of(fields)
+        if all(isinstance(c, (float, int)) for c in coords):
+            return self._point(coords, wanted)
         coords = [np.asarray(c, dtype=float) for c in coords]
         shape = np.broadcast_shapes(*(c.shape for c in coords))
         n = int(np.prod(shape))
@@ -135,17 +159,36 @@ class Grid:
                 weights.append(w)
             cell = np.broadcast_to(cell, (stop - start,))
             for k in wanted:
-                out[k][start:stop] = self._reduce(np.take(self._corners[k], cell, axis=1), weights)
+                out[k][start:stop] = self._reduce(np.take(self._corners[k], cell, axis=1, mode="clip"), weights)
         return {k: v.reshape(shape) for k, v in out.items()}
+
+    def _point(self, coords, wanted) -> dict[str, np.ndarray]:
+        """One point from Python scalars: bisect and a 2^d-term sum, no array work."""
+        cell, weights = 0, []
+        for axis, coord, stride in zip(self._axes, coords, self._cell_strides.tolist()):
+            i, w = axis.locate_scalar(float(coord))
+            cell += i * stride
+            weights.append(w)
+        out = {}
+        for k in wanted:
+            values = self._corners[k][:, cell].tolist()
+            for w in weights:
+                half = len(values) // 2
+                values = [lo + w * (hi - lo) for lo, hi in zip(values[:half], values[half:])]
+            out[k] = np.float64(values[0])
+        return out
 
     @staticmethod
     def _reduce(corners: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
-        """Collapse (2^d, n) corner values one axis at a time, last axis (fastest bit) first."""
-        n = corners.shape[1]
-        for w in reversed(weights):
-            pairs = corners.reshape(-1, 2, n)
-            lo = pairs[:, 0]
-            corners = lo + w * (pairs[:, 1] - lo)
+        """Collapse (2^d, n) corner values in place, one axis at a time, first axis (the
+        slowest bit) first, so that both halves stay contiguous blocks."""
+        for w in weights:
+            half = len(corners) // 2
+            lo, hi = corners[:half], corners[half:]
+            hi -= lo
+            hi *= w
+            lo += hi
+            corners = lo
         return corners[0]
 
     def names_of(self, fields: tuple[str, ...] | None) -> tuple[str, ...]:

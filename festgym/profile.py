@@ -40,7 +40,18 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _YamlLoader = yaml.SafeLoader
 
 
-def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Path) -> Grid:
+def make_grid(names: tuple[str, ...], axes: tuple[np.ndarray, ...], fields: dict[str, np.ndarray],
+              gpu: GpuSpec) -> Grid:
+    """A profile grid: each axis interpolated in its coordinate and clipped to its physical range
+    (at least one token or sequence, context from the first grid point, share ≤ 1, clocks within
+    the supported ladder); tokens, batch and context extrapolate upwards."""
+    ranges = {"tokens": (1.0, None), "batch": (1.0, None), "sm_share": (None, 1.0),
+              "sm_clock_mhz": (float(gpu.sm_clocks_mhz[0]), float(gpu.max_sm_clock_mhz))}
+    bounds = tuple(ranges.get(n, (float(a[0]), None)) for n, a in zip(names, axes))
+    return Grid(names, axes, fields, tuple(AXIS_TRANSFORMS[n] for n in names), bounds)
+
+
+def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Path, gpu: GpuSpec) -> Grid:
     """Validate a grid table (full product of sorted axes, finite positive values) into a Grid."""
     for column in axes + FIELDS:
         if column not in frame.columns:
@@ -70,8 +81,7 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
         raise SpecError(source, ",".join(axes), "rows must be sorted by " + ", ".join(axes)
                         + " (ascending, last column fastest)")
     shape = tuple(len(a) for a in axis_values)
-    return Grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS},
-                tuple(AXIS_TRANSFORMS[a] for a in axes))
+    return make_grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS}, gpu)
 
 
 def grid_to_frame(grid: Grid) -> pd.DataFrame:
@@ -97,24 +107,20 @@ class Profile:
     def key(self) -> str:
         return f"{self.gpu.name}/{self.model.name}"
 
-    def _clip(self, share, clock_mhz):
-        clocks = self.gpu.sm_clocks_mhz
-        return np.minimum(share, 1.0), np.clip(clock_mhz, clocks[0], clocks[-1])
-
     def prefill(self, tokens, share=1.0, clock_mhz=None, fields=None) -> dict[str, np.ndarray]:
         """One prefill iteration of ``tokens`` prompt tokens: time_s, power_w, hbm_util.
 
         ``share`` is the SM share (clipped to ≤ 1), ``clock_mhz`` the device SM clock (clipped to
         the supported range; default: the GPU's default clock). Tokens below 1 count as 1.
         """
-        share, clock = self._clip(share, self.gpu.default_sm_clock_mhz if clock_mhz is None else clock_mhz)
-        return self.prefill_grid(np.maximum(tokens, 1.0), share, clock, fields=fields)
+        clock = self.gpu.default_sm_clock_mhz if clock_mhz is None else clock_mhz
+        return self.prefill_grid(tokens, share, clock, fields=fields)
 
     def decode(self, batch, ctx, share=1.0, clock_mhz=None, fields=None) -> dict[str, np.ndarray]:
-        """One decode iteration of ``batch`` sequences with mean context ``ctx`` tokens."""
-        share, clock = self._clip(share, self.gpu.default_sm_clock_mhz if clock_mhz is None else clock_mhz)
-        lo = self.decode_grid.axes[1][0]
-        return self.decode_grid(np.maximum(batch, 1.0), np.maximum(ctx, lo), share, clock, fields=fields)
+        """One decode iteration of ``batch`` sequences with mean context ``ctx`` tokens
+        (context below the first grid point counts as that point)."""
+        clock = self.gpu.default_sm_clock_mhz if clock_mhz is None else clock_mhz
+        return self.decode_grid(batch, ctx, share, clock, fields=fields)
 
     def prefill_time(self, tokens, share=1.0, clock_mhz=None) -> np.ndarray:
         return self.prefill(tokens, share, clock_mhz, fields=("time_s",))["time_s"]
@@ -194,7 +200,7 @@ class Profile:
                 frame = pd.read_csv(path)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise SpecError(path, "<file>", f"cannot parse: {exc}") from None
-            grids[kind] = grid_from_frame(frame, axes, path)
+            grids[kind] = grid_from_frame(frame, axes, path, gpu)
         profile = cls(gpu, model, grids["prefill"], grids["decode"], meta.get("provenance") or {},
                       tuple(meta.get("fit_errors") or ()), folder)
         profile.validate_power(folder)

@@ -223,8 +223,15 @@ class ModelSpec:
                 raise SpecError(source, key, "mixture-of-experts models are not supported (dense only)")
         hidden = require_positive(config, "hidden_size", source, int)
         heads = require_positive(config, "num_attention_heads", source, int)
-        kv_heads = int(config.get("num_key_value_heads") or heads)
-        head_dim = int(config.get("head_dim") or 0) or hidden // heads
+        kv_heads = require_positive(config, "num_key_value_heads", source, int) \
+            if "num_key_value_heads" in config else heads
+        if config.get("head_dim") is not None:
+            head_dim = require_positive(config, "head_dim", source, int)
+        elif hidden % heads:
+            raise SpecError(source, "num_attention_heads", f"{heads} does not divide hidden_size {hidden}; "
+                            "give head_dim")
+        else:
+            head_dim = hidden // heads
         if heads % kv_heads:
             raise SpecError(source, "num_key_value_heads", f"{kv_heads} does not divide {heads} heads")
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")

@@ -61,3 +61,23 @@ def test_lookups_are_vectorised(h100_llama8b):
     assert all(v.shape == (n,) for v in out.values())
     scalar = h100_llama8b.decode(32, 1000, 0.5, 1500)
     assert float(scalar["time_s"]) > 0
+
+
+def test_scalar_path_matches_vector_path(h100_llama8b):
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        point = (float(rng.uniform(0.5, 2000)), float(rng.uniform(1, 40000)), float(rng.uniform(0.05, 1.2)),
+                 float(rng.uniform(100, 2100)))
+        scalar = h100_llama8b.decode_grid(*point)
+        vector = h100_llama8b.decode_grid(*(np.array([c]) for c in point))
+        for k in scalar:
+            assert scalar[k] == pytest.approx(vector[k][0], rel=1e-12), (k, point)
+
+
+def test_bounds_clip_share_and_clock(h100_llama8b):
+    p = h100_llama8b
+    assert p.decode_time(8, 512, 1.7, 3000) == pytest.approx(p.decode_time(8, 512, 1.0, 1980), rel=1e-12)
+    assert p.decode_time(8, 512, 1.0, 50) == pytest.approx(p.decode_time(8, 512, 1.0, 210), rel=1e-12)
+    # Tokens extrapolate upwards: twice the largest grid point takes about twice as long.
+    big = p.prefill_time(np.array([16384.0, 32768.0]))
+    assert 1.9 < big[1] / big[0] < 2.3
