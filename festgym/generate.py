@@ -84,8 +84,8 @@ def provenance(gpu: GpuSpec) -> dict[str, Any]:
         "decode_time_vs_batch_and_ctx": {
             "kind": "modelled",
             "equation": "weights streamed once per iteration + KV reads batch·ctx·kv_bytes/(HBM·kv_frac) "
-                        "+ host overhead iter_overhead_s + seq_overhead_s·batch + kernel_floor_s·layers",
-            "constants": constants("kv_frac", "iter_overhead_s", "seq_overhead_s", "kernel_floor_s"),
+                        "+ host time seq_overhead_s·batch + kernel_floor_s·layers",
+            "constants": constants("kv_frac", "seq_overhead_s", "kernel_floor_s"),
         },
         "time_vs_sm_clock": {
             "kind": "modelled",

@@ -87,9 +87,8 @@ class LatencyConstants(_Constants):
     kv_frac: float
     """Achieved fraction of peak HBM bandwidth for paged-attention KV-cache reads in decode."""
     kernel_floor_s: float
-    """GPU time per layer that does not shrink with work (kernel launch and tail floors)."""
-    iter_overhead_s: float
-    """Host-side engine time per iteration (scheduling, input preparation)."""
+    """Time per layer that does not shrink with work (kernel launch and tail floors; it also
+    absorbs fixed per-iteration engine time, which the calibration data cannot separate)."""
     seq_overhead_s: float
     """Host-side engine time per scheduled sequence per iteration (sampling, detokenising)."""
     clock_insensitive_frac: float
@@ -220,7 +219,7 @@ def _uncapped(work: Work, gpu: "GpuSpec", share, clock_frac) -> Iteration:
                               work.bytes_kv / (mem_rate * lat.kv_frac), p)
     t_elementwise = work.bytes_elementwise / (mem_rate * lat.hbm_frac)
     t_gpu = t_linear + t_attention + t_elementwise + lat.kernel_floor_s * work.layers * (work.tokens > 0)
-    t = lat.iter_overhead_s + lat.seq_overhead_s * work.seqs + t_gpu
+    t = lat.seq_overhead_s * work.seqs + t_gpu
     v2 = relative_voltage(x, pw) ** 2
     busy = t_gpu / t
     hbm_util = work.bytes / (t * bw)

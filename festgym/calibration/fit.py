@@ -24,12 +24,13 @@ import yaml
 
 from festgym.calibration import sources
 from festgym.calibration.sources import Comparison
+from festgym.errors import FestgymError
 from festgym.specs import GpuSpec, ModelSpec, read_mapping
 
 BOUNDS = {
     "gemm_peak_frac": (0.2, 1.0), "roofline_sharpness": (1.0, 8.0), "hbm_frac": (0.3, 1.0),
     "clock_insensitive_frac": (0.0, 0.9), "v_slope": (0.0, 2.0), "v_floor": (0.5, 1.0),
-    "iter_overhead_s": (0.0, 0.02), "seq_overhead_s": (0.0, 1e-3), "kv_frac": (0.2, 0.95),
+    "seq_overhead_s": (0.0, 1e-3), "kv_frac": (0.2, 0.95),
     "kernel_floor_s": (0.0, 1e-3), "active_w": (0.0, 2000.0), "compute_w": (0.0, 3000.0),
     "attention_w": (0.0, 3000.0),
 }
@@ -37,7 +38,7 @@ BOUNDS = {
 
 VIDUR = ("gemm_peak_frac", "hbm_frac", "roofline_sharpness")
 PERSEUS = ("clock_insensitive_frac", "v_slope", "v_floor")
-MLENERGY = ("iter_overhead_s", "seq_overhead_s", "kv_frac", "kernel_floor_s", "active_w", "compute_w",
+MLENERGY = ("seq_overhead_s", "kv_frac", "kernel_floor_s", "active_w", "compute_w",
             "attention_w")
 
 SOURCE_NOTES = {
@@ -67,7 +68,10 @@ def _value(gpu: GpuSpec, name: str) -> float:
 
 def fit(gpu: GpuSpec, names: tuple[str, ...], compare: Callable[[GpuSpec], list[Comparison]]) -> GpuSpec:
     """Least-squares fit of ``names`` to the relative errors of ``compare``'s comparisons."""
-    from scipy.optimize import least_squares
+    try:
+        from scipy.optimize import least_squares
+    except ImportError:
+        raise FestgymError("calibration needs scipy: pip install -e '.[calibrate]'") from None
 
     lo = np.array([BOUNDS[n][0] for n in names])
     hi = np.array([BOUNDS[n][1] for n in names])

@@ -138,7 +138,7 @@ def vidur_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
     work = dataclasses.replace(work, flops_attention=np.zeros_like(work.flops_attention),
                                bytes_kv=np.zeros_like(work.bytes_kv))
     gpu_only = dataclasses.replace(gpu, latency=gpu.latency.replace(
-        iter_overhead_s=0.0, seq_overhead_s=0.0, kernel_floor_s=0.0))
+        seq_overhead_s=0.0, kernel_floor_s=0.0))
     clock = np.array([float(gpu.max_sm_clock_mhz)])
     predicted = roofline.evaluate(work, gpu_only, 1.0, clock).time_s[:, 0]
     labels = tuple(f"tokens={int(t)}" for t in tokens)
