@@ -37,8 +37,7 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
 
 def key_numbers(profile) -> dict:
     """Headline figures of a profile at the default clock and full share."""
-    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
-    clocks = clocks[clocks >= profile.decode_grid.axes[3][0]]
+    clocks = profile.control_clocks_mhz()
     dec = profile.decode(64, 1024, 1.0, clocks)
     j_per_token = dec["power_w"] * dec["time_s"] / 64
     best = int(np.argmin(j_per_token))

@@ -14,23 +14,26 @@ import numpy as np
 
 from festgym import roofline
 from festgym.grid import Grid
-from festgym.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
+from festgym.profile import CONTROL_CLOCK_FRAC, DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.specs import GpuSpec, ModelSpec, read_mapping
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
-BATCH = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-CTX = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CTX = (16, 128, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+SHARES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+"""MPS shares; below 0.02 a lookup counts as 0.02."""
 CLOCK_LEVELS = 10
-LOWEST_CLOCK_FRAC = 0.3
-"""Grid clocks span [0.3, 1] × f_max: below that no serving controller goes (and decode
-bandwidth collapses); lookups below the lowest grid clock extrapolate."""
+LOW_CLOCK_LEVELS = 3
+"""Grid clocks: ``CLOCK_LEVELS`` spread evenly over [CONTROL_CLOCK_FRAC, 1] × f_max, where
+serving controllers work, and ``LOW_CLOCK_LEVELS`` geometric ones below it down to the lowest
+supported clock, so that every supported clock is interpolated, never extrapolated."""
 
 
-def grid_clocks(gpu: GpuSpec, levels: int = CLOCK_LEVELS) -> np.ndarray:
-    """``levels`` supported clocks spread evenly from 0.3·f_max to f_max."""
+def grid_clocks(gpu: GpuSpec) -> np.ndarray:
     ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
-    targets = np.linspace(LOWEST_CLOCK_FRAC * ladder[-1], ladder[-1], levels)
+    knee = CONTROL_CLOCK_FRAC * ladder[-1]
+    targets = np.concatenate([np.geomspace(ladder[0], knee, LOW_CLOCK_LEVELS + 1)[:-1],
+                              np.linspace(knee, ladder[-1], CLOCK_LEVELS)])
     return np.unique(ladder[np.abs(ladder[None, :] - targets[:, None]).argmin(axis=1)])
 
 

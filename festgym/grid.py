@@ -103,6 +103,8 @@ class Grid:
     transforms: tuple[str, ...]
     bounds: tuple[tuple[float | None, float | None], ...] | None = None
     """Per axis, the (low, high) range that coordinates are clipped to; None extrapolates."""
+    limits: dict[str, tuple[float, float]] | None = None
+    """Per field, the physical (low, high) range that interpolated values are clipped to."""
     _axes: tuple[_Axis, ...] = field(init=False, repr=False)
     _corners: dict[str, np.ndarray] = field(init=False, repr=False)
     _cell_strides: np.ndarray = field(init=False, repr=False)
@@ -160,7 +162,12 @@ class Grid:
             cell = np.broadcast_to(cell, (stop - start,))
             for k in wanted:
                 out[k][start:stop] = self._reduce(np.take(self._corners[k], cell, axis=1, mode="clip"), weights)
+        for k, (lo, hi) in self._limits(wanted):
+            np.clip(out[k], lo, hi, out=out[k])
         return {k: v.reshape(shape) for k, v in out.items()}
+
+    def _limits(self, wanted) -> list[tuple[str, tuple[float, float]]]:
+        return [(k, self.limits[k]) for k in wanted if self.limits and k in self.limits]
 
     def _point(self, coords, wanted) -> dict[str, np.ndarray]:
         """One point from Python scalars: bisect and a 2^d-term sum, no array work."""
@@ -176,6 +183,8 @@ class Grid:
                 half = len(values) // 2
                 values = [lo + w * (hi - lo) for lo, hi in zip(values[:half], values[half:])]
             out[k] = np.float64(values[0])
+        for k, (lo, hi) in self._limits(wanted):
+            out[k] = np.float64(min(max(out[k], lo), hi))
         return out
 
     @staticmethod

@@ -20,8 +20,7 @@ def plot_profile(profile: Profile, out_dir: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
-    clocks = clocks[clocks >= profile.decode_grid.axes[3][0]]
+    clocks = profile.control_clocks_mhz()
     fig, ax = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
     for share in SHARES:
         pre = profile.prefill(PREFILL_TOKENS, share, clocks)

@@ -33,6 +33,9 @@ GRID_AXES = {"prefill": PREFILL_AXES, "decode": DECODE_AXES}
 AXIS_TRANSFORMS = {"tokens": "linear", "batch": "linear", "ctx": "linear", "sm_share": "reciprocal",
                    "sm_clock_mhz": "reciprocal"}
 """Interpolation coordinate of each axis (see :mod:`festgym.grid`)."""
+CONTROL_CLOCK_FRAC = 0.3
+"""Below 0.3·f_max no serving controller goes (decode bandwidth collapses); reports and plots
+start there, while lookups cover every supported clock."""
 
 try:  # the C loader makes profile loading several times faster
     _YamlLoader = yaml.CSafeLoader
@@ -43,12 +46,14 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 def make_grid(names: tuple[str, ...], axes: tuple[np.ndarray, ...], fields: dict[str, np.ndarray],
               gpu: GpuSpec) -> Grid:
     """A profile grid: each axis interpolated in its coordinate and clipped to its physical range
-    (at least one token or sequence, context from the first grid point, share ≤ 1, clocks within
-    the supported ladder); tokens, batch and context extrapolate upwards."""
-    ranges = {"tokens": (1.0, None), "batch": (1.0, None), "sm_share": (None, 1.0),
+    (at least one token or sequence, context and SM share from the first grid point, share ≤ 1,
+    clocks within the supported ladder); tokens, batch and context extrapolate upwards, with
+    power kept between idle and TDP and bandwidth use within [0, 1]."""
+    ranges = {"tokens": (1.0, None), "batch": (1.0, None), "sm_share": (float(axes[names.index("sm_share")][0]), 1.0),
               "sm_clock_mhz": (float(gpu.sm_clocks_mhz[0]), float(gpu.max_sm_clock_mhz))}
     bounds = tuple(ranges.get(n, (float(a[0]), None)) for n, a in zip(names, axes))
-    return Grid(names, axes, fields, tuple(AXIS_TRANSFORMS[n] for n in names), bounds)
+    limits = {"time_s": (0.0, np.inf), "power_w": (gpu.idle_w, gpu.tdp_w), "hbm_util": (0.0, 1.0)}
+    return Grid(names, axes, fields, tuple(AXIS_TRANSFORMS[n] for n in names), bounds, limits)
 
 
 def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Path, gpu: GpuSpec) -> Grid:
@@ -106,6 +111,11 @@ class Profile:
     @property
     def key(self) -> str:
         return f"{self.gpu.name}/{self.model.name}"
+
+    def control_clocks_mhz(self) -> np.ndarray:
+        """Supported clocks from ``CONTROL_CLOCK_FRAC``·f_max up: the range DVFS controllers use."""
+        clocks = np.asarray(self.gpu.sm_clocks_mhz, dtype=float)
+        return clocks[clocks >= CONTROL_CLOCK_FRAC * clocks[-1]]
 
     def prefill(self, tokens, share=1.0, clock_mhz=None, fields=None) -> dict[str, np.ndarray]:
         """One prefill iteration of ``tokens`` prompt tokens: time_s, power_w, hbm_util.

@@ -15,11 +15,6 @@ def profile(request) -> Profile:
     return Profile.load(request.param)
 
 
-def clocks_of(profile: Profile) -> np.ndarray:
-    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
-    return clocks[clocks >= profile.decode_grid.axes[-1][0]]
-
-
 def test_ten_profiles_cover_required_models():
     keys = {f"{p.parent.name}/{p.name}" for p in iter_profile_dirs()}
     for gpu in ("H100-SXM-80GB", "A100-SXM-80GB"):
@@ -74,7 +69,7 @@ def test_power_rises_with_clock_and_stays_between_idle_and_tdp(profile):
 
 
 def test_decode_energy_per_token_is_u_shaped_in_clock(profile):
-    clocks = clocks_of(profile)
+    clocks = profile.control_clocks_mhz()
     dec = profile.decode(64, 1024, 1.0, clocks)
     energy = dec["power_w"] * dec["time_s"] / 64
     best = int(np.argmin(energy))

@@ -16,24 +16,34 @@ from festgym.profile import Profile
 GRID_PROBES = 2000
 
 
-def grid_fidelity(profile: Profile, seed: int = 0) -> dict:
-    """Worst relative error of grid interpolation against the model at random off-grid points."""
+def grid_fidelity(profile: Profile, seed: int = 0) -> list[dict]:
+    """Grid interpolation against the model it samples, at random off-grid points (any supported
+    clock, shares from the lowest grid share), for time and power of both phases."""
     rng = np.random.default_rng(seed)
     n = GRID_PROBES
+    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
+    pos = rng.integers(0, len(clocks), n)
+    share = rng.uniform(profile.decode_grid.axes[2][0], 1.0, n)
+    tokens = np.exp(rng.uniform(0, np.log(16384), n))
     batch = np.exp(rng.uniform(0, np.log(1024), n))
     ctx = np.exp(rng.uniform(np.log(16), np.log(32768), n))
-    share = rng.uniform(0.1, 1.0, n)
-    clocks = np.asarray(profile.gpu.sm_clocks_mhz, dtype=float)
-    clock = rng.choice(clocks[clocks >= profile.decode_grid.axes[3][0]], n)
-    got = profile.decode_time(batch, ctx, share, clock)
-    work = roofline.iteration_work(profile.model, decode_batch=batch[:, None], decode_ctx=ctx[:, None])
-    ladder_pos = np.searchsorted(clocks, clock)
-    full = roofline.evaluate(work, profile.gpu, share[:, None], clocks)
-    want = full.time_s[np.arange(n), ladder_pos]
-    err = np.abs(got / want - 1) * 100
-    return {"source": "grid-vs-model", "file": "decode.csv", "metric": "decode_time_s", "n": n,
-            "mape_pct": round(float(err.mean()), 2), "max_pct": round(float(err.max()), 2),
-            "worst": f"random off-grid points, seed {seed}"}
+    where = [f"share={s:.3f} clock={int(c)}" for s, c in zip(share, clocks[pos])]
+    cases = (
+        ("prefill", profile.prefill(tokens, share, clocks[pos]),
+         roofline.iteration_work(profile.model, prefill_tokens=tokens[:, None], prefill_seqs=1.0),
+         tuple(f"tokens={t:.0f} {w}" for t, w in zip(tokens, where))),
+        ("decode", profile.decode(batch, ctx, share, clocks[pos]),
+         roofline.iteration_work(profile.model, decode_batch=batch[:, None], decode_ctx=ctx[:, None]),
+         tuple(f"batch={b:.0f} ctx={c:.0f} {w}" for b, c, w in zip(batch, ctx, where))),
+    )
+    rows = []
+    for phase, got, work, labels in cases:
+        want = roofline.evaluate(work, profile.gpu, share[:, None], clocks)
+        for field in ("time_s", "power_w"):
+            exact = getattr(want, field)[np.arange(n), pos]
+            rows.append(sources.Comparison("grid-vs-model", f"{phase}.csv", f"{phase}_{field}", labels,
+                                           exact, got[field]).summary())
+    return rows
 
 
 def check_profile(profile: Profile, data: Path | None = None) -> list[dict]:
@@ -43,7 +53,7 @@ def check_profile(profile: Profile, data: Path | None = None) -> list[dict]:
     if data is not None:
         comparisons = sources.all_comparisons(profile.gpu, {profile.model.name: profile.model}, data)
         rows = sources.summaries(comparisons)
-    return rows + [grid_fidelity(profile)]
+    return rows + grid_fidelity(profile)
 
 
 def check_profiles(profiles: Iterable[Profile], data: Path | None = None) -> pd.DataFrame:
