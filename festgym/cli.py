@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,12 @@ def _print_table(frame: pd.DataFrame, as_json: bool) -> None:
 
 
 def _data(args: argparse.Namespace) -> Path | None:
-    return Path(args.data) if getattr(args, "data", None) else data_dir()
+    """The reference data: ``--data`` (which must exist) or the default location, if present."""
+    if getattr(args, "data", None):
+        if not Path(args.data).is_dir():
+            raise FestgymError(f"--data {args.data}: no such folder")
+        return Path(args.data)
+    return data_dir()
 
 
 def cmd_profiles_list(args: argparse.Namespace) -> int:
@@ -36,11 +42,13 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
 
 
 def key_numbers(profile) -> dict:
-    """Headline figures of a profile at the default clock and full share."""
+    """Headline figures of a profile at the default clock and full share, and the decode clock
+    with the least energy per token."""
     clocks = profile.control_clocks_mhz()
     dec = profile.decode(64, 1024, 1.0, clocks)
     j_per_token = dec["power_w"] * dec["time_s"] / 64
     best = int(np.argmin(j_per_token))
+    default = int(np.searchsorted(clocks, profile.gpu.default_sm_clock_mhz))
     pre = profile.prefill(2048)
     one = profile.decode(1, 1024)
     return {
@@ -55,9 +63,9 @@ def key_numbers(profile) -> dict:
         "prefill_2048_ms": round(float(pre["time_s"]) * 1e3, 2),
         "prefill_2048_w": round(float(pre["power_w"]), 1),
         "decode_b1_ctx1024_ms": round(float(one["time_s"]) * 1e3, 2),
-        "decode_b64_ctx1024_ms": round(float(dec["time_s"][-1]) * 1e3, 2),
-        "decode_b64_ctx1024_w": round(float(dec["power_w"][-1]), 1),
-        "decode_b64_j_per_token_at_max_clock": round(float(j_per_token[-1]), 4),
+        "decode_b64_ctx1024_ms": round(float(dec["time_s"][default]) * 1e3, 2),
+        "decode_b64_ctx1024_w": round(float(dec["power_w"][default]), 1),
+        "decode_b64_j_per_token_at_default_clock": round(float(j_per_token[default]), 4),
         "decode_b64_min_energy_clock_mhz": int(clocks[best]),
         "decode_b64_j_per_token_at_that_clock": round(float(j_per_token[best]), 4),
     }
@@ -100,7 +108,8 @@ def cmd_profiles_check(args: argparse.Namespace) -> int:
 def cmd_profiles_generate(args: argparse.Namespace) -> int:
     from festgym.generate import generate
 
-    profile = generate(args.gpu, args.model_config, args.out, args.name, fit_errors=not args.no_check)
+    profile = generate(args.gpu, args.model_config, args.out, args.name, fit_errors=not args.no_check,
+                       data=_data(args))
     print(f"wrote {profile.path} ({profile.key})")
     return 0
 
@@ -125,7 +134,7 @@ def cmd_profiles_calibrate(args: argparse.Namespace) -> int:
     _print_table(report, False)
     for gpu_path in (h100_path, a100_path):
         for config in configs:
-            generate(gpu_path, config, gpu_path.parent / config.parent.name)
+            generate(gpu_path, config, gpu_path.parent / config.parent.name, data=data)
     print(f"rewrote {h100_path}, {a100_path} and {2 * len(configs)} profiles")
     return 0
 
@@ -158,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output profile folder")
     p.add_argument("--name", help="model name (default: the config's folder name)")
     p.add_argument("--no-check", action="store_true", help="skip fit errors against the reference data")
+    p.add_argument("--data", help="reference data folder (default: ../shared/data or FESTGYM_DATA)")
     p = add("calibrate", cmd_profiles_calibrate,
             "refit GPU constants to the reference data and regenerate the shipped profiles (needs scipy)")
     p.add_argument("--data", help="reference data folder (default: ../shared/data or FESTGYM_DATA)")
@@ -168,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FestgymError, FileNotFoundError) as exc:
+    except BrokenPipeError:  # output piped into head & co.: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (FestgymError, OSError) as exc:
         print(f"festgym: error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,7 @@ import numpy as np
 from festgym import roofline
 from festgym.grid import Grid
 from festgym.profile import CONTROL_CLOCK_FRAC, DECODE_AXES, PREFILL_AXES, Profile, make_grid
+from festgym.errors import SpecError
 from festgym.specs import GpuSpec, ModelSpec, read_mapping
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
@@ -38,11 +39,8 @@ def grid_clocks(gpu: GpuSpec) -> np.ndarray:
 
 
 def _sample(work: roofline.Work, gpu: GpuSpec, share: np.ndarray, clocks: np.ndarray) -> dict[str, np.ndarray]:
-    """Evaluate on the full clock ladder (for the power limiter), keep the grid's clocks."""
-    ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
-    it = roofline.evaluate(work, gpu, share, ladder)
-    keep = np.searchsorted(ladder, clocks)
-    return {"time_s": it.time_s[..., keep], "power_w": it.power_w[..., keep], "hbm_util": it.hbm_util[..., keep]}
+    it = roofline.evaluate(work, gpu, share, clocks)
+    return {"time_s": it.time_s, "power_w": it.power_w, "hbm_util": it.hbm_util}
 
 
 def prefill_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
@@ -120,16 +118,20 @@ def build_profile(gpu: GpuSpec, model: ModelSpec) -> Profile:
 
 
 def generate(gpu_path: str | Path, config_path: str | Path, out: str | Path, name: str | None = None,
-             fit_errors: bool = True) -> Profile:
-    """Build, check against the reference data when present, and save a profile to ``out``."""
+             fit_errors: bool = True, data: Path | None = None) -> Profile:
+    """Build, check against the reference data (``data``, else the default folder) when present,
+    and save a profile to ``out``. The model is named after the config's folder by default."""
     gpu = GpuSpec.load(gpu_path)
     config: Mapping[str, Any] = read_mapping(config_path)
-    model = ModelSpec.from_hf_config(config, name or Path(config_path).parent.name, config_path)
+    name = name or Path(config_path).resolve().parent.name
+    if not name:
+        raise SpecError(config_path, "<name>", "cannot name the model from its folder: pass --name")
+    model = ModelSpec.from_hf_config(config, name, config_path)
     profile = build_profile(gpu, model)
     if fit_errors:
         from festgym.calibration.check import check_profile
 
         profile = Profile(profile.gpu, profile.model, profile.prefill_grid, profile.decode_grid,
-                          profile.provenance, tuple(check_profile(profile)))
+                          profile.provenance, tuple(check_profile(profile, data)))
     profile.save(out, config)
     return Profile.load(out)

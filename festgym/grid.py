@@ -18,12 +18,15 @@ weighted sum finish the interpolation.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
 
 TRANSFORMS = ("linear", "reciprocal")
+SCALARS = (int, float, np.integer, np.floating)
+"""Point lookups with only these take the plain-Python path."""
 MAX_BUCKETS = 1 << 16
 CHUNK = 8192
 """Points per inner pass: small temporaries stay in cache and are reused by the allocator,
@@ -63,7 +66,10 @@ class _Axis:
         width = np.diff(nodes)
         span = nodes[-1] - nodes[0]
         # Buckets no wider than the narrowest cell hold at most one cell boundary each.
-        buckets = int(min(MAX_BUCKETS, np.ceil(span / width.min()) + 1))
+        buckets = int(np.ceil(span / width.min()) + 1)
+        if buckets > MAX_BUCKETS:
+            raise ValueError(f"axis spacing too uneven for O(1) lookup: the narrowest cell is 1/{buckets - 1} "
+                             f"of the span (at most 1/{MAX_BUCKETS - 1}); add points or narrow the range")
         edges = nodes[0] + np.arange(buckets) * (span / buckets)
         cell = np.clip(np.searchsorted(nodes, edges, side="right") - 1, 0, len(nodes) - 2)
         scale = buckets / span
@@ -79,10 +85,18 @@ class _Axis:
             np.maximum(u, self.lower, out=u)
         if self.upper_bound < np.inf:
             np.minimum(u, self.upper_bound, out=u)
+        bucket = u * self.bucket_scale + self.bucket_offset
+        np.maximum(bucket, -1.0, out=bucket)  # keep far-out points inside the integer range
+        np.minimum(bucket, len(self.bucket_cell), out=bucket)
         # take(mode="clip") clamps out-of-range buckets to the end cells and skips bounds checks.
-        cell = self.bucket_cell.take((u * self.bucket_scale + self.bucket_offset).astype(np.intp), mode="clip")
+        cell = self.bucket_cell.take(bucket.astype(np.intp), mode="clip")
         cell += u >= self.upper.take(cell, mode="clip")
         return cell, (u - self.nodes.take(cell, mode="clip")) * self.inv_width.take(cell, mode="clip")
+
+    def reject(self, name: str, value: float) -> None:
+        """Coordinates must be finite, and positive on reciprocal axes (share, clock)."""
+        need = "finite" if self.kind == "linear" else "finite and > 0"
+        raise ValueError(f"{name} must be {need}, got {float(value)!r}")
 
     def locate_scalar(self, coord: float) -> tuple[int, float]:
         """The same for one point, in plain Python (a numpy call costs more than this)."""
@@ -143,9 +157,15 @@ class Grid:
         if len(coords) != len(self._axes):
             raise TypeError(f"expected {len(self._axes)} coordinates ({', '.join(self.names)})")
         wanted = self.names_of(fields)
-        if all(isinstance(c, (float, int)) for c in coords):
-            return self._point(coords, wanted)
+        if all(isinstance(c, SCALARS) for c in coords):
+            return self._point([float(c) for c in coords], wanted)
         coords = [np.asarray(c, dtype=float) for c in coords]
+        for name, axis, c in zip(self.names, self._axes, coords):
+            # One reduction per axis: a sum is finite unless some value is not (or it overflows).
+            if not np.isfinite(c.sum()) or (axis.kind == "reciprocal" and c.min() <= 0):
+                bad = ~np.isfinite(c) | ((c <= 0) if axis.kind == "reciprocal" else False)
+                if bad.any():
+                    axis.reject(name, c[bad].ravel()[0])
         shape = np.broadcast_shapes(*(c.shape for c in coords))
         n = int(np.prod(shape))
         # A coordinate shared by all points (one clock, one share) is located once.
@@ -172,8 +192,10 @@ class Grid:
     def _point(self, coords, wanted) -> dict[str, np.ndarray]:
         """One point from Python scalars: bisect and a 2^d-term sum, no array work."""
         cell, weights = 0, []
-        for axis, coord, stride in zip(self._axes, coords, self._cell_strides.tolist()):
-            i, w = axis.locate_scalar(float(coord))
+        for name, axis, coord, stride in zip(self.names, self._axes, coords, self._cell_strides.tolist()):
+            if not (math.isfinite(coord) and (axis.kind == "linear" or coord > 0)):
+                axis.reject(name, coord)
+            i, w = axis.locate_scalar(coord)
             cell += i * stride
             weights.append(w)
         out = {}
@@ -200,9 +222,11 @@ class Grid:
             corners = lo
         return corners[0]
 
-    def names_of(self, fields: tuple[str, ...] | None) -> tuple[str, ...]:
+    def names_of(self, fields: str | tuple[str, ...] | None) -> tuple[str, ...]:
         if fields is None:
             return tuple(self.fields)
+        if isinstance(fields, str):
+            fields = (fields,)
         unknown = [f for f in fields if f not in self.fields]
         if unknown:
             raise KeyError(f"unknown field {unknown[0]!r}; grid has {sorted(self.fields)}")

@@ -86,7 +86,10 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
         raise SpecError(source, ",".join(axes), "rows must be sorted by " + ", ".join(axes)
                         + " (ascending, last column fastest)")
     shape = tuple(len(a) for a in axis_values)
-    return make_grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS}, gpu)
+    try:
+        return make_grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS}, gpu)
+    except ValueError as exc:
+        raise SpecError(source, ",".join(axes), str(exc)) from None
 
 
 def grid_to_frame(grid: Grid) -> pd.DataFrame:
@@ -211,6 +214,9 @@ class Profile:
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise SpecError(path, "<file>", f"cannot parse: {exc}") from None
             grids[kind] = grid_from_frame(frame, axes, path, gpu)
+        for key, kind in (("provenance", dict), ("fit_errors", list)):
+            if not isinstance(meta.get(key) or kind(), kind):
+                raise SpecError(meta_path, key, f"expected a {kind.__name__}, got {meta[key]!r}")
         profile = cls(gpu, model, grids["prefill"], grids["decode"], meta.get("provenance") or {},
                       tuple(meta.get("fit_errors") or ()), folder)
         profile.validate_power(folder)
@@ -230,6 +236,8 @@ class Profile:
 def iter_profile_dirs(root: str | Path | None = None) -> Iterator[Path]:
     """Every ``<gpu>/<model>/`` folder holding a ``profile.yaml``, sorted."""
     root = Path(root) if root is not None else profiles_dir()
+    if not root.is_dir():
+        raise FileNotFoundError(f"profiles folder {root} does not exist")
     yield from sorted(p.parent for p in root.glob("*/*/profile.yaml"))
 
 

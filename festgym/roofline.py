@@ -20,22 +20,23 @@ Modelling assumptions (each a named constant below, with its source in the GPU s
   share of about 0.3-0.5), through a smooth minimum of exponent ``BW_SATURATION_SHARPNESS``.
 * **SM clock**: a fraction ``clock_insensitive_frac`` of compute-bound time does not scale with
   clock (memory stalls inside GEMMs, synchronisation), calibrated on Perseus A100 sweeps. Kernel
-  launch floors scale with 1/f. Host-side engine time (scheduling, sampling) does not depend on
-  the GPU clock.
-* **Power** = resident idle + SM activity + arithmetic + memory traffic:
-  ``idle_w + active_w·busy·share·x·v(x)² + compute_w·(FLOP rate / peak)·v(x)² +
-  memory_w·(byte rate / peak bandwidth)``, where ``x = f/f_max`` and ``v(x)`` is the relative
-  core voltage: dynamic power scales as f·V², energy per FLOP as V², energy per HBM byte does
-  not depend on the SM clock. ``v(x) = clip(1 - v_slope·(1 - x), v_floor, 1)``.
-* **Power cap**: where the model draws more than TDP, the GPU throttles to the highest clock
-  whose power fits (as the firmware's power limiter does), which lengthens the iteration.
+  launch floors (front-end latency) and host-side engine time (scheduling, sampling) do not
+  depend on the SM clock.
+* **Power** = resident idle + SM activity + arithmetic + attention + memory traffic:
+  ``idle_w + active_w·busy·share·x·v(x)² + (compute_w·FLOP rate/peak + attention_w·KV-read
+  rate/peak bandwidth)·v(x)² + memory_w·byte rate/peak bandwidth``, where ``x = f/f_max`` and
+  ``v(x)`` is the relative core voltage: dynamic power scales as f·V², energy per FLOP as V²,
+  energy per HBM byte does not depend on the SM clock; decode attention (gathers, softmax) costs
+  SM energy per KV byte read. ``v(x) = clip(1 - v_slope·(1 - x), v_floor, 1)``.
+* **Power cap**: where the model draws more than TDP, the GPU throttles to the highest supported
+  clock whose power fits (as the firmware's power limiter does), which lengthens the iteration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -47,21 +48,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class _Constants:
-    """Named float constants read from and written to a GPU spec's ``constants`` mapping."""
+    """Named float constants read from and written to a GPU spec's ``constants`` mapping.
+
+    ``ranges`` gives each constant's physical range as (low, high, low_is_open); a constant not
+    listed must be finite and >= 0."""
+
+    ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str):
+        if not isinstance(data, Mapping):
+            raise SpecError(source, cls.section, f"expected a mapping of constants, got {data!r}")
         values = {}
         for f in dataclasses.fields(cls):
+            field = f"{cls.section}.{f.name}"
             if f.name not in data:
-                raise SpecError(source, f"{cls.section}.{f.name}", "missing")
+                raise SpecError(source, field, "missing")
             value = data[f.name]
             try:
+                if isinstance(value, bool):
+                    raise ValueError
                 value = float(value)
             except (TypeError, ValueError):
-                raise SpecError(source, f"{cls.section}.{f.name}", f"expected a number, got {value!r}") from None
-            if not np.isfinite(value) or value < 0:
-                raise SpecError(source, f"{cls.section}.{f.name}", f"must be finite and >= 0, got {value!r}")
+                raise SpecError(source, field, f"expected a number, got {value!r}") from None
+            if not np.isfinite(value):
+                raise SpecError(source, field, f"must be finite, got {value!r}")
+            lo, hi, open_lo = cls.ranges.get(f.name, (0.0, np.inf, False))
+            if not ((value > lo if open_lo else value >= lo) and value <= hi):
+                raise SpecError(source, field, f"must lie in {'(' if open_lo else '['}{lo:g}, {hi:g}], "
+                                f"got {value!r}")
             values[f.name] = value
         unknown = set(data) - set(values)
         if unknown:
@@ -78,6 +93,12 @@ class _Constants:
 @dataclass(frozen=True)
 class LatencyConstants(_Constants):
     section = "latency"
+    ranges = {
+        **{n: (0.0, 1.0, True) for n in ("gemm_peak_frac", "attn_compute_frac", "hbm_frac", "kv_frac",
+                                        "bw_saturation_share")},
+        "clock_insensitive_frac": (0.0, 0.99, False), "roofline_sharpness": (1.0, 64.0, False),
+        "kernel_floor_s": (0.0, 1.0, False), "seq_overhead_s": (0.0, 1.0, False),
+    }
     gemm_peak_frac: float
     """Achieved fraction of peak dense BF16 throughput for large GEMMs."""
     attn_compute_frac: float
@@ -102,6 +123,7 @@ class LatencyConstants(_Constants):
 @dataclass(frozen=True)
 class PowerConstants(_Constants):
     section = "power"
+    ranges = {"idle_w": (0.0, np.inf, True), "v_floor": (0.0, 1.0, True)}
     parked_w: float
     """No model, no context, deep idle."""
     idle_w: float
@@ -230,24 +252,27 @@ def _uncapped(work: Work, gpu: "GpuSpec", share, clock_frac) -> Iteration:
 
 
 def evaluate(work: Work, gpu: "GpuSpec", share, clocks_mhz, power_cap: bool = True) -> Iteration:
-    """Time and power of ``work`` at each SM clock in ``clocks_mhz``.
+    """Time and power of ``work`` at each SM clock of the 1-D array ``clocks_mhz``.
 
-    All arguments broadcast; ``clocks_mhz`` is ascending and lies along the last axis, so the
-    work and share arrays carry a trailing axis of length 1. ``power_cap=False`` skips the
-    limiter (to compare relative shapes with measurements taken under another power limit). Where the power exceeds TDP, the iteration runs at the
-    highest listed clock at or below the asked one whose power fits (the power limiter).
+    The clocks form the last axis of the result, so work and share arrays carry a trailing axis
+    of length 1. With ``power_cap`` the model runs on the GPU's whole clock ladder and each asked
+    clock (snapped down to the ladder) gets the highest ladder clock at or below it whose power
+    fits under TDP: the power limiter. ``power_cap=False`` evaluates exactly the asked clocks
+    without a limiter (to compare relative shapes with measurements taken under another limit).
     """
     clocks = np.asarray(clocks_mhz, dtype=float)
-    it = _uncapped(work, gpu, share, clocks / gpu.max_sm_clock_mhz)
+    if not power_cap:
+        return _uncapped(work, gpu, share, clocks / gpu.max_sm_clock_mhz)
+    ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
+    it = _uncapped(work, gpu, share, ladder / gpu.max_sm_clock_mhz)
     fits = it.power_w <= gpu.tdp_w
-    if not power_cap or fits.all():
-        return it
-    n = clocks.shape[-1]
-    idx = np.where(fits, np.arange(n), -1)
-    idx = np.maximum(np.maximum.accumulate(idx, axis=-1), 0)
+    # Highest fitting ladder index at or below each index; 0 if none fits (the lowest clock).
+    best = np.maximum(np.maximum.accumulate(np.where(fits, np.arange(len(ladder)), -1), axis=-1), 0)
+    asked = np.clip(np.searchsorted(ladder, clocks, side="right") - 1, 0, len(ladder) - 1)
+    idx = best[..., asked]
 
     def pick(a: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(np.broadcast_to(a, idx.shape), idx, axis=-1)
+        return np.take_along_axis(np.broadcast_to(a, best.shape), idx, axis=-1)
 
     return Iteration(pick(it.time_s), pick(it.gpu_time_s), np.minimum(pick(it.power_w), gpu.tdp_w),
                      pick(it.hbm_util), pick(it.clock_mhz))

@@ -29,10 +29,17 @@ def require(mapping: Mapping[str, Any], key: str, source: str | Path, kind: type
     if key not in mapping or mapping[key] is None:
         raise SpecError(source, key, "missing")
     value = mapping[key]
+    wrong = isinstance(value, bool) or (kind in (int, float) and not isinstance(value, (int, float, str))) \
+        or (kind is str and not isinstance(value, str))
     try:
         out = kind(value)
+        if kind is int and float(value) != out:
+            raise ValueError
     except (TypeError, ValueError):
-        raise SpecError(source, key, f"expected {kind.__name__}, got {value!r}") from None
+        wrong = True
+    if wrong:
+        raise SpecError(source, key, f"expected {'a whole number' if kind is int else kind.__name__}, "
+                        f"got {value!r}")
     if kind in (int, float) and not math.isfinite(out):
         raise SpecError(source, key, f"must be finite, got {value!r}")
     return out
@@ -53,7 +60,7 @@ def read_mapping(path: str | Path) -> dict:
     try:
         with path.open() as fh:
             data = json.load(fh) if path.suffix == ".json" else yaml.safe_load(fh)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(path, "<file>", f"cannot parse: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(path, "<file>", "top level must be a mapping")
@@ -113,7 +120,10 @@ class GpuSpec:
         constants = data.get("constants")
         if not isinstance(constants, Mapping):
             raise SpecError(source, "constants", "missing: calibrated latency and power constants")
-        return cls(
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, Mapping):
+            raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
+        spec = cls(
             name=require(data, "name", source, str),
             sm_count=require_positive(data, "sm_count", source, int),
             sm_clocks_mhz=ladder,
@@ -126,9 +136,14 @@ class GpuSpec:
             host_to_gpu_gbps=require_positive(data, "host_to_gpu_gbps", source),
             latency=LatencyConstants.from_dict(constants.get("latency", {}), f"{source}: constants"),
             power=PowerConstants.from_dict(constants.get("power", {}), f"{source}: constants"),
-            provenance=dict(data.get("provenance", {})),
+            provenance=dict(provenance),
             source=str(source),
         )
+        power = spec.power
+        if not power.parked_w <= power.idle_w < spec.tdp_w:
+            raise SpecError(source, "constants.power.idle_w", f"need parked_w <= idle_w < tdp_w, got "
+                            f"{power.parked_w:g} / {power.idle_w:g} / {spec.tdp_w:g} W")
+        return spec
 
     @classmethod
     def load(cls, path: str | Path) -> "GpuSpec":
@@ -170,7 +185,9 @@ class ModelSpec:
     tie_word_embeddings: bool
     qk_norm: bool
     """Per-head RMSNorm on queries and keys (Qwen3): adds 2·head_dim weights per layer."""
-    attention_bias: bool
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
     dtype: str
     source: str = "<memory>"
 
@@ -202,7 +219,8 @@ class ModelSpec:
         """All parameters, counting a tied embedding/LM head once (as Hugging Face reports)."""
         h = self.hidden_size
         norms = 2 * h + (2 * self.head_dim if self.qk_norm else 0)
-        bias = (self.q_dim + 2 * self.kv_dim) if self.attention_bias else 0
+        bias = ((self.q_dim + 2 * self.kv_dim) * self.qkv_bias + h * self.o_bias
+                + (2 * self.intermediate_size + h) * self.mlp_bias)
         per_layer = self.layer_matmul_params + norms + bias
         heads = self.lm_head_params * (1 if self.tie_word_embeddings else 2)
         return self.num_layers * per_layer + heads + h
@@ -251,7 +269,10 @@ class ModelSpec:
             vocab_size=require_positive(config, "vocab_size", source, int),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             qk_norm=str(config.get("model_type", "")).startswith("qwen3"),
-            attention_bias=bool(config.get("attention_bias", False)),
+            # Llama/Qwen3 put `attention_bias` on q, k, v and o; Qwen2 always has q, k, v biases.
+            qkv_bias=bool(config.get("attention_bias")) or config.get("model_type") == "qwen2",
+            o_bias=bool(config.get("attention_bias")),
+            mlp_bias=bool(config.get("mlp_bias")),
             dtype=dtype,
             source=str(source),
         )

@@ -2,10 +2,10 @@
 
 Run by ``festgym profiles calibrate`` (needs the ``calibrate`` extra: scipy). Order:
 
-1. vidur H100 operator times -> GEMM efficiency and streaming bandwidth fraction.
+1. vidur H100 operator times -> GEMM and streaming efficiency, roofline sharpness.
 2. Perseus A100 clock sweeps -> clock-insensitive fraction of compute time, V-f curve.
 3. ML.ENERGY H100 benchmark rows -> host overheads, KV-read efficiency, power coefficients.
-   Steps 2 and 3 share the power model, so they alternate until the constants settle.
+   Steps 2 and 3 share the power model, so they alternate for a few rounds.
 4. A100 constants are transferred from H100 (no public A100 LLM serving data here), see
    :func:`transfer_to`.
 
@@ -67,7 +67,8 @@ def _value(gpu: GpuSpec, name: str) -> float:
 
 
 def fit(gpu: GpuSpec, names: tuple[str, ...], compare: Callable[[GpuSpec], list[Comparison]]) -> GpuSpec:
-    """Least-squares fit of ``names`` to the relative errors of ``compare``'s comparisons."""
+    """Least-squares fit of ``names`` to the relative errors of ``compare``'s comparisons, each
+    comparison weighted by 1/sqrt(its size) so that every metric counts the same."""
     try:
         from scipy.optimize import least_squares
     except ImportError:
@@ -80,7 +81,7 @@ def fit(gpu: GpuSpec, names: tuple[str, ...], compare: Callable[[GpuSpec], list[
 
     def residuals(z: np.ndarray) -> np.ndarray:
         trial = _with(gpu, dict(zip(names, lo + z * scale)))
-        return np.concatenate([c.rel_error for c in compare(trial)])
+        return np.concatenate([c.rel_error / np.sqrt(c.rel_error.size) for c in compare(trial)])
 
     result = least_squares(residuals, (x0 - lo) / scale, bounds=(0.0, 1.0), x_scale="jac")
     return _with(gpu, dict(zip(names, lo + result.x * scale)))
@@ -107,6 +108,8 @@ def calibrate(h100: GpuSpec, a100: GpuSpec, models: Mapping[str, ModelSpec], dat
     """Return calibrated H100 and transferred A100 specs and each one's final comparisons."""
     h_idle = sources.splitwise_idle_w(h100, data_dir)
     a_idle = sources.splitwise_idle_w(a100, data_dir)
+    if h_idle is None or a_idle is None:
+        raise FestgymError(f"{sources.SPLITWISE_FILE} lists no idle power for {h100.name} or {a100.name}")
     h100 = _with(h100, {"idle_w": h_idle, "parked_w": h_idle * PARKED_FRACTION})
     h100 = fit(h100, VIDUR, lambda g: sources.vidur_comparisons(g, data_dir))
     for _ in range(rounds):
