@@ -214,12 +214,9 @@ class Iteration:
     """Seconds and watts of one iteration (arrays, clocks along the last axis)."""
 
     time_s: np.ndarray
-    gpu_time_s: np.ndarray
     power_w: np.ndarray
     hbm_util: np.ndarray
     """Fraction of peak HBM bandwidth used over the iteration (input to contention models)."""
-    clock_mhz: np.ndarray
-    """SM clock actually run, after the power limiter."""
 
 
 def _uncapped(work: Work, gpu: "GpuSpec", share, clock_frac) -> Iteration:
@@ -248,7 +245,7 @@ def _uncapped(work: Work, gpu: "GpuSpec", share, clock_frac) -> Iteration:
     power = (pw.idle_w + pw.active_w * busy * share * x * v2
              + (pw.compute_w * work.flops / peak + pw.attention_w * work.bytes_kv / bw) / t * v2
              + pw.memory_w * hbm_util)
-    return Iteration(t, t_gpu, power, hbm_util, np.broadcast_to(x * gpu.max_sm_clock_mhz, t.shape))
+    return Iteration(t, power, hbm_util)
 
 
 def evaluate(work: Work, gpu: "GpuSpec", share, clocks_mhz, power_cap: bool = True) -> Iteration:
@@ -274,5 +271,4 @@ def evaluate(work: Work, gpu: "GpuSpec", share, clocks_mhz, power_cap: bool = Tr
     def pick(a: np.ndarray) -> np.ndarray:
         return np.take_along_axis(np.broadcast_to(a, best.shape), idx, axis=-1)
 
-    return Iteration(pick(it.time_s), pick(it.gpu_time_s), np.minimum(pick(it.power_w), gpu.tdp_w),
-                     pick(it.hbm_util), pick(it.clock_mhz))
+    return Iteration(pick(it.time_s), np.minimum(pick(it.power_w), gpu.tdp_w), pick(it.hbm_util))

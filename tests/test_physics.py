@@ -89,3 +89,12 @@ def test_decode_time_grows_with_batch_and_context(profile):
     time = profile.decode_grid.fields["time_s"]
     assert (np.diff(time, axis=0) > 0).all()
     assert (np.diff(time, axis=1) >= 0).all()
+
+
+def test_sustained_prefill_at_full_share_runs_into_the_power_limit(profile):
+    # splitwise measures ~TDP for prompt phases; the limiter throttles the clock instead of
+    # exceeding TDP, so asking for the top clocks changes nothing once it binds.
+    fmax = profile.gpu.max_sm_clock_mhz
+    out = profile.prefill(8192, 1.0, np.array([0.92 * fmax, fmax]))
+    assert out["power_w"][1] == pytest.approx(profile.gpu.tdp_w, rel=0.03)  # 15 MHz clock steps
+    assert out["time_s"][0] == pytest.approx(out["time_s"][1], rel=0.02)

@@ -36,6 +36,14 @@ BOUNDS = {
 }
 """Physical ranges; kv_frac stops at 0.95 because no kernel sustains the full HBM peak."""
 
+START = {
+    "gemm_peak_frac": 0.7, "hbm_frac": 0.8, "roofline_sharpness": 2.0, "clock_insensitive_frac": 0.1,
+    "v_slope": 0.6, "v_floor": 0.7, "seq_overhead_s": 2e-5, "kv_frac": 0.7, "kernel_floor_s": 2e-5,
+    "active_w": 150.0, "compute_w": 500.0, "attention_w": 100.0,
+}
+"""Fixed starting point of every fit, so that calibrating twice gives the same constants
+whatever the spec files held before."""
+
 VIDUR = ("gemm_peak_frac", "hbm_frac", "roofline_sharpness")
 PERSEUS = ("clock_insensitive_frac", "v_slope", "v_floor")
 MLENERGY = ("seq_overhead_s", "kv_frac", "kernel_floor_s", "active_w", "compute_w",
@@ -106,6 +114,7 @@ def transfer_to(h100: GpuSpec, target: GpuSpec, idle_w: float) -> GpuSpec:
 def calibrate(h100: GpuSpec, a100: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path,
               rounds: int = 3) -> tuple[GpuSpec, GpuSpec, dict[str, list[Comparison]]]:
     """Return calibrated H100 and transferred A100 specs and each one's final comparisons."""
+    h100 = _with(h100, START)
     h_idle = sources.splitwise_idle_w(h100, data_dir)
     a_idle = sources.splitwise_idle_w(a100, data_dir)
     if h_idle is None or a_idle is None:
