@@ -229,7 +229,7 @@ def _uncapped(work: Work, gpu: "GpuSpec", share, clock_frac) -> Iteration:
     compute_rate = peak * share / clock_stretch
     load = share * x / lat.bw_saturation_share
     q = BW_SATURATION_SHARPNESS
-    full = 1.0 / lat.bw_saturation_share  # the load at share 1 and top clock, normalised to 1
+    full = 1.0 / lat.bw_saturation_share  # the load at share 1 and top clock, which gets all of bw
     mem_rate = bw * load / (1.0 + load**q) ** (1.0 / q) * (1.0 + full**-q) ** (1.0 / q)
     p = lat.roofline_sharpness
     t_linear = _smooth_max(work.flops_linear / (compute_rate * lat.gemm_peak_frac),

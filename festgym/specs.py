@@ -29,17 +29,16 @@ def require(mapping: Mapping[str, Any], key: str, source: str | Path, kind: type
     if key not in mapping or mapping[key] is None:
         raise SpecError(source, key, "missing")
     value = mapping[key]
-    wrong = isinstance(value, bool) or (kind in (int, float) and not isinstance(value, (int, float, str))) \
-        or (kind is str and not isinstance(value, str))
+    bad = SpecError(source, key, f"expected {'a whole number' if kind is int else kind.__name__}, got {value!r}")
+    # bool is an int in Python, and int() truncates: reject both rather than guess.
+    if isinstance(value, bool) or not isinstance(value, str if kind is str else (int, float, str)):
+        raise bad
     try:
         out = kind(value)
-        if kind is int and float(value) != out:
-            raise ValueError
     except (TypeError, ValueError):
-        wrong = True
-    if wrong:
-        raise SpecError(source, key, f"expected {'a whole number' if kind is int else kind.__name__}, "
-                        f"got {value!r}")
+        raise bad from None
+    if kind is int and out != float(value):
+        raise bad
     if kind in (int, float) and not math.isfinite(out):
         raise SpecError(source, key, f"must be finite, got {value!r}")
     return out
