@@ -1,0 +1,440 @@
+"""The cluster simulator: an event loop over arrivals, iteration boundaries and control ticks.
+
+Events are kept in one heap ordered by (time, insertion number), so ties resolve in a fixed order
+and a run is deterministic: the same trace and policy give bit-identical results. Cost grows with
+events (arrivals, prefill iterations, completions, context-grid crossings, control calls), not
+with tokens: decode runs are advanced in closed form (:mod:`festgym.instance`).
+
+Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.instance`,
+power, states and bandwidth contention in :mod:`festgym.gpu`, actions in :mod:`festgym.policy`.
+Cold start: the weights cross the host link at ``GpuSpec.host_to_gpu_gbps``, then the engine
+starts (``EngineConfig.init_s``); the GPU draws idle power meanwhile ("loading" energy).
+"""
+
+from __future__ import annotations
+
+import time as wallclock
+from array import array
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from festgym.errors import FestgymError
+from festgym.gpu import Gpu
+from festgym.instance import GONE, IDLE, LOADING, Instance, Seq
+from festgym.policy import (ClusterView, GpuControl, GpuView, InstanceView, Migrate, Park, Policy, Request,
+                            Unload, Wake)
+from festgym.profile import Profile, load_profile
+from festgym.results import RequestLog, Result
+from festgym.serving import ModelServing
+from festgym.slices import SliceCache
+from festgym.specs import GpuSpec
+from festgym.workload import Trace
+
+
+class ActionError(FestgymError, ValueError):
+    """A policy returned an action the simulator cannot carry out (names the action and why)."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Simulator settings (times in seconds)."""
+
+    control_interval_s: float = 1.0
+    """How often ``Policy.control`` is called for each awake GPU."""
+    consolidate_interval_s: float = 30.0
+    """How often ``Policy.consolidate`` is called."""
+    clock_change_s: float = 0.05
+    """Delay before a requested SM clock takes effect."""
+    share_change_s: float = 0.0
+    """Pause of an instance whose SM share changes (an MPS restart; 0 models green contexts)."""
+    keep_alive_s: float = 300.0
+    """An instance with nothing to do is unloaded after this long."""
+    drain_s: float = 60.0
+    """After the trace's last arrival window, keep running this long; requests still unfinished
+    then are reported as such. Every policy gets the same horizon, so energies compare."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of GPU memory that weights and KV caches may use (vLLM's default)."""
+    contention_tol: float = 0.02
+    """Relative change of the bandwidth-contention factor that re-plans running instances."""
+    stop_when_done: bool = False
+    """End the run when the last request is finished or rejected, instead of at the horizon
+    (benchmarks; leave off to compare policies' energy over the same horizon)."""
+
+    def __post_init__(self):
+        rules = {"control_interval_s": self.control_interval_s > 0, "consolidate_interval_s": self.consolidate_interval_s > 0,
+                 "clock_change_s": self.clock_change_s >= 0, "share_change_s": self.share_change_s >= 0,
+                 "keep_alive_s": self.keep_alive_s >= 0, "drain_s": self.drain_s >= 0,
+                 "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1, "contention_tol": self.contention_tol >= 0}
+        for name, ok in rules.items():
+            if not ok:
+                raise ValueError(f"SimConfig.{name}: out of range ({getattr(self, name)!r})")
+
+
+class Simulator:
+    """A cluster of GPUs serving several models.
+
+    Args:
+        gpus: GPU type per GPU (profile folder names such as ``"H100-SXM-80GB"``).
+        models: serving settings per model name; every (GPU type, model) pair needs a profile.
+        config: simulator settings.
+        profiles_root: profile folder (default: the shipped ``profiles/``).
+    """
+
+    def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
+                 config: SimConfig | None = None, profiles_root=None):
+        if not gpus:
+            raise ValueError("Simulator needs at least one GPU")
+        if not models:
+            raise ValueError("Simulator needs at least one model")
+        if not isinstance(models, Mapping):
+            models = {name: ModelServing() for name in models}
+        self.config = config or SimConfig()
+        self.gpu_types = tuple(gpus)
+        self.model_names = tuple(models)
+        self.serving = dict(models)
+        self._slices: dict[tuple[str, str], SliceCache] = {}
+        for gpu_type in dict.fromkeys(self.gpu_types):
+            for model in self.model_names:
+                self._slices[(gpu_type, model)] = SliceCache(load_profile(f"{gpu_type}/{model}", profiles_root))
+        self.specs: dict[str, GpuSpec] = {t: self._slices[(t, self.model_names[0])].profile.gpu for t in self.gpu_types}
+        self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
+                           for key, c in self._slices.items()}
+        self.view = ClusterView(self)
+
+    # --- public -------------------------------------------------------------------------------
+
+    def slice_cache(self, gpu_type: str, model: str) -> SliceCache:
+        return self._slices[(gpu_type, model)]
+
+    def profile(self, gpu_type: str, model: str) -> Profile:
+        return self._slices[(gpu_type, model)].profile
+
+    def run(self, trace: Trace, policy: Policy, progress: Callable[[float], None] | None = None) -> Result:
+        """Serve ``trace`` under ``policy`` for the trace's duration plus ``drain_s``."""
+        missing = [m for m in trace.models if m not in self.serving]
+        if missing:
+            raise ValueError(f"trace models {', '.join(missing)} are not served; served: {', '.join(self.model_names)}")
+        started = wallclock.perf_counter()
+        self._reset(trace, policy)
+        self._loop(trace, progress)
+        return self._result(trace, policy, wallclock.perf_counter() - started)
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def _reset(self, trace: Trace, policy: Policy) -> None:
+        cfg = self.config
+        self.now = 0.0
+        self.end = trace.duration_s + cfg.drain_s
+        self.heap: list = []
+        self._seq = count()
+        self.policy = policy
+        self.gpus = [Gpu(self, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
+                     for i, t in enumerate(self.gpu_types)]
+        for gpu in self.gpus:
+            gpu.view = GpuView(gpu)
+        self.by_model: dict[int, list[Instance]] = {i: [] for i in range(len(self.model_names))}
+        # trace model index -> simulator model index
+        self.trace_model = np.array([self.model_names.index(m) for m in trace.models], dtype=np.int64)
+        self.log = RequestLog(trace)
+        self.open = 0  # requests placed and not yet finished
+        self.runs = {k: array("d") for k in ("t0", "g0", "dg", "n", "batch", "model")}
+        self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
+        self._tick_energy = [0.0] * len(self.gpus)
+        self.tokens_out = 0
+        self.migrations = self.preemptions = self.recomputed_tokens = self.rejected_actions = 0
+        self.schedule(0.0, self._tick, None)
+        self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
+        policy.reset(self.view)
+
+    def schedule(self, t: float, fn, arg) -> None:
+        heappush(self.heap, (t, next(self._seq), fn, arg))
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _loop(self, trace: Trace, progress) -> None:
+        heap, end = self.heap, self.end
+        arrivals = trace.arrival_s.tolist()
+        n = len(arrivals)
+        i = 0
+        next_report = 0.0
+        inf = float("inf")
+        while True:
+            t_arr = arrivals[i] if i < n else inf
+            if heap and heap[0][0] <= t_arr:
+                t, _, fn, arg = heappop(heap)
+                if t > end:
+                    break
+                self.now = t
+                fn(arg, t)
+            else:
+                if t_arr > end:
+                    break
+                self.now = t_arr
+                self._arrive(i, t_arr, trace)
+                i += 1
+            if self.open == 0 and i == n and self.config.stop_when_done:
+                self.end = self.now
+                break
+            if progress is not None and self.now >= next_report:
+                progress(min(self.now / end, 1.0))
+                next_report = self.now + end / 200
+        self.now = end
+        for gpu in self.gpus:
+            gpu.update(end)
+        if progress is not None:
+            progress(1.0)
+
+    def _arrive(self, rid: int, now: float, trace: Trace) -> None:
+        log = self.log
+        model = int(self.trace_model[trace.model[rid]])
+        name = self.model_names[model]
+        prompt, out = int(trace.prompt_tokens[rid]), int(trace.output_tokens[rid])
+        log.model[rid] = model
+        target = self.policy.place(Request(rid, name, prompt, now), self.view)
+        if target is None:
+            log.status[rid] = RequestLog.REJECTED_POLICY
+            return
+        gpu = self._gpu(target, "place")
+        inst = gpu.instance_of(model)
+        if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
+            log.status[rid] = RequestLog.REJECTED_TOO_LONG
+            return
+        if inst is None:
+            inst = self.cold_start(gpu, model, now)
+            if inst is None:
+                log.status[rid] = RequestLog.REJECTED_MEMORY
+                return
+        if inst.phase == LOADING:
+            log.cold[rid] = True
+        log.gpu[rid] = gpu.index
+        self.open += 1
+        inst.recent[3] = now
+        inst.enqueue(Seq(rid, prompt, out), now)
+
+    def _gpu(self, index, what: str) -> Gpu:
+        if isinstance(index, (bool, float)) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < len(self.gpus):
+            raise ActionError(f"{what}: GPU index {index!r} is not one of 0..{len(self.gpus) - 1}")
+        return self.gpus[int(index)]
+
+    # --- instances ----------------------------------------------------------------------------
+
+    def instances_of(self, model: str) -> list[Instance]:
+        return self.by_model[self.model_names.index(model)]
+
+    def memory_of(self, gpu: Gpu, model: int) -> float:
+        name = self.model_names[model]
+        return self.profile(gpu.spec.name, name).model.weight_bytes + self.serving[name].engine.kv_cache_gb * 1e9
+
+    def can_host(self, gpu_index: int, model: str) -> bool:
+        gpu = self.gpus[gpu_index]
+        index = self.model_names.index(model)
+        return gpu.instance_of(index) is not None or gpu.mem_used + self.memory_of(gpu, index) <= gpu.mem_bytes
+
+    def cold_start(self, gpu: Gpu, model: int, now: float) -> Instance | None:
+        """Load ``model`` on ``gpu`` (waking it if parked); ``None`` if it does not fit."""
+        memory = self.memory_of(gpu, model)
+        if gpu.mem_used + memory > gpu.mem_bytes:
+            return None
+        name = self.model_names[model]
+        awake = gpu.wake(now)
+        slices = self._slices[(gpu.spec.name, name)]
+        others = [i for i in gpu.instances]
+        share = 1.0 / (len(others) + 1)
+        inst = Instance(self, gpu, model, name, self.serving[name], slices, share)
+        inst.view = InstanceView(inst)
+        taken = sum(i.pending_share if i.pending_share is not None else i.share for i in others)
+        if taken > 1.0 - share + 1e-12:  # make room: scale the others down
+            for other in others:
+                self.set_share(other, (other.pending_share or other.share) * (1.0 - share) / taken, now)
+        gpu.instances.append(inst)
+        gpu.mem_used += memory
+        gpu.cold_starts += 1
+        self.by_model[model].append(inst)
+        load_s = slices.profile.model.weight_bytes / (gpu.spec.host_to_gpu_gbps * 1e9) + inst.serving.engine.init_s
+        inst.ready_at = awake + load_s
+        self.schedule(inst.ready_at, inst.on_ready, None)
+        gpu.update(now)
+        return inst
+
+    def unload(self, inst: Instance, now: float) -> None:
+        gpu = inst.gpu
+        inst.phase = GONE
+        inst.version += 1
+        gpu.instances.remove(inst)
+        gpu.mem_used -= self.memory_of(gpu, inst.model)
+        self.by_model[inst.model].remove(inst)
+        gpu.update(now, inst)
+        if gpu.park_when_empty and not gpu.instances:
+            gpu.park(now)
+
+    def hand_over(self, src: Instance, now: float) -> None:
+        """End of a migration: the source's requests move to the destination (recomputed)."""
+        dst = src.migrate_to
+        seqs = src.take_all(now)
+        for seq in seqs:
+            self.log.gpu[seq.rid] = dst.gpu.index
+        dst.waiting.extend(seqs)
+        dst.migrate_from = None
+        self.migrations += 1
+        self.unload(src, now)
+        if dst.phase == IDLE:
+            dst.plan(now)
+
+    def set_share(self, inst: Instance, share: float, now: float) -> None:
+        if inst.phase == LOADING:
+            inst.share = share
+        elif share != inst.share or inst.pending_share is not None:
+            inst.pending_share = share
+            inst.interrupt(now)
+
+    # --- policy calls -------------------------------------------------------------------------
+
+    def _tick(self, _arg, now: float) -> None:
+        interval = self.config.control_interval_s
+        line = self.timeline
+        for gpu in self.gpus:
+            gpu.update(now)
+            if now > 0:
+                total = gpu.energy_total_j
+                line["t_s"].append(now)
+                line["gpu"].append(gpu.index)
+                line["power_w"].append((total - self._tick_energy[gpu.index]) / interval)
+                line["clock_mhz"].append(gpu.clock)
+                line["state"].append(gpu.state)
+                line["instances"].append(len(gpu.instances))
+                self._tick_energy[gpu.index] = total
+            if not gpu.parked:
+                control = self.policy.control(gpu.view, now)
+                if control is not None:
+                    self.apply_control(gpu, control, now)
+            for inst in gpu.instances:
+                recent = inst.recent
+                recent[0], recent[1], recent[2] = 0, 0.0, 0.0
+        if now + interval <= self.end + 1e-9:
+            self.schedule(now + interval, self._tick, None)
+
+    def apply_control(self, gpu: Gpu, control: GpuControl, now: float) -> None:
+        if control.shares is not None:
+            resident = {i.name: i for i in gpu.instances}
+            for name, share in control.shares.items():
+                if name not in resident:
+                    raise ActionError(f"GpuControl.shares: model {name!r} is not resident on GPU {gpu.index} "
+                                      f"(resident: {', '.join(resident) or 'none'})")
+                if not 0 < share <= 1:
+                    raise ActionError(f"GpuControl.shares[{name!r}] = {share!r}: must lie in (0, 1]")
+            final = {n: (control.shares.get(n, i.pending_share or i.share)) for n, i in resident.items()}
+            if sum(final.values()) > 1 + 1e-9:
+                raise ActionError(f"GpuControl.shares on GPU {gpu.index}: shares sum to "
+                                  f"{sum(final.values()):.4f} > 1 ({final})")
+            for name, share in control.shares.items():
+                self.set_share(resident[name], float(share), now)
+        if control.max_num_seqs is not None:
+            for name, limit in control.max_num_seqs.items():
+                inst = next((i for i in gpu.instances if i.name == name), None)
+                if inst is None or not isinstance(limit, (int, np.integer)) or limit < 1:
+                    raise ActionError(f"GpuControl.max_num_seqs[{name!r}] = {limit!r}: needs a resident model "
+                                      "and a whole number ≥ 1")
+                raised = limit > inst.max_num_seqs
+                inst.max_num_seqs = int(limit)
+                if raised and inst.waiting:
+                    inst.interrupt(now)
+        if control.clock_mhz is not None:
+            try:
+                gpu.request_clock(float(control.clock_mhz), now, self.config.clock_change_s)
+            except ValueError as exc:
+                raise ActionError(f"GpuControl.clock_mhz: {exc}") from None
+
+    def _consolidate(self, _arg, now: float) -> None:
+        for action in self.policy.consolidate(self.view, now) or ():
+            self.apply_action(action, now)
+        self.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)
+
+    def apply_action(self, action, now: float) -> None:
+        if isinstance(action, Park):
+            self._gpu(action.gpu, "Park").park(now)
+        elif isinstance(action, Wake):
+            self._gpu(action.gpu, "Wake").wake(now)
+        elif isinstance(action, Unload):
+            inst = self._resident(action.model, action.gpu, "Unload")
+            inst.drain = True
+            if inst.phase == IDLE and inst.empty:
+                self.unload(inst, now)
+        elif isinstance(action, Migrate):
+            src = self._resident(action.model, action.src, "Migrate")
+            dst = self._gpu(action.dst, "Migrate")
+            if dst.instance_of(src.model) is not None:
+                raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}")
+            if src.migrate_to is not None:
+                return  # already moving
+            target = self.cold_start(dst, src.model, now)
+            if target is None:
+                self.rejected_actions += 1
+                return
+            target.migrate_from, src.migrate_to = src, target
+        else:
+            raise ActionError(f"unknown action {action!r}; expected Migrate, Park, Wake or Unload")
+
+    def _resident(self, model: str, gpu_index: int, what: str) -> Instance:
+        gpu = self._gpu(gpu_index, what)
+        if model not in self.model_names:
+            raise ActionError(f"{what}: unknown model {model!r}")
+        inst = gpu.instance_of(self.model_names.index(model))
+        if inst is None:
+            raise ActionError(f"{what}: model {model!r} is not resident on GPU {gpu_index}")
+        return inst
+
+    # --- accounting (called by instances) ----------------------------------------------------------
+
+    def log_run(self, inst: Instance, g0: float, dg: float, n: int, batch: int) -> None:
+        runs = self.runs
+        runs["t0"].append(inst.t0)
+        runs["g0"].append(g0)
+        runs["dg"].append(dg)
+        runs["n"].append(n)
+        runs["batch"].append(batch)
+        runs["model"].append(inst.model)
+        self.tokens_out += n * batch
+
+    def first_token(self, inst: Instance, rid: int, now: float) -> None:
+        log = self.log
+        log.first_s[rid] = now
+        self.tokens_out += 1
+        recent = inst.recent
+        recent[0] += 1
+        slo = inst.serving.slo
+        ratio = (now - log.arrival_s[rid]) / (slo.ttft_s + slo.ttft_per_1k_tokens_s * log.prompt[rid] / 1000)
+        if ratio > recent[1]:
+            recent[1] = ratio
+
+    def add_gap(self, inst: Instance, rid: int, gap: float) -> None:
+        self.tokens_out += 1
+        self.add_gaps(inst, rid, gap, 1 if gap > inst.tbt_s else 0)
+
+    def add_gaps(self, inst: Instance, rid: int, gaps: float, over: int) -> None:
+        log = self.log
+        log.gap_sum[rid] += gaps
+        log.gap_over[rid] += over
+
+    def finish(self, inst: Instance, seq: Seq, now: float, gaps: float, over: int) -> None:
+        log = self.log
+        rid = seq.rid
+        log.gap_sum[rid] += gaps
+        log.gap_over[rid] += over
+        log.finish_s[rid] = now
+        log.status[rid] = RequestLog.FINISHED
+        self.open -= 1
+
+    def preempted(self, rid: int, lost_tokens: int) -> None:
+        self.log.preemptions[rid] += 1
+        self.preemptions += 1
+        self.recomputed_tokens += lost_tokens
+
+    # --- results ------------------------------------------------------------------------------------
+
+    def _result(self, trace: Trace, policy: Policy, wall_s: float) -> Result:
+        return Result.build(self, trace, getattr(policy, "name", type(policy).__name__), wall_s)

@@ -1,0 +1,117 @@
+"""Profile slices at one (SM share, SM clock): the simulator's constant-time step-time lookups.
+
+The simulator asks for step times millions of times but changes share and clock only when a
+policy acts. A :class:`DecodeSlice` therefore evaluates the profile's decode grid once per
+(share, clock) for every integer batch size and the grid's context points (one vectorised
+lookup) and keeps plain Python lists. A step time is then two list reads and an affine
+interpolation in context, which is exactly how the grid interpolates (linearly in context).
+So a run of decode iterations, whose mean context grows by one token per step, has step times
+affine in the step index within a context cell. That allows closed-form advancement.
+
+:class:`PrefillSlice` does the same over prompt tokens. Slices are cached per profile in a
+bounded cache keyed by (share, clock).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from festgym.profile import Profile
+
+MAX_BATCH = 1024
+"""Largest batch a slice tabulates (the decode grid's last batch point); larger ones extrapolate
+linearly in batch, as the grid does."""
+CACHE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class DecodeSlice:
+    """Decode step time (s), power (W) and HBM use per batch size over the context points."""
+
+    ctx: list[float]
+    time_s: list[list[float]]
+    power_w: list[list[float]]
+    hbm_util: list[list[float]]
+
+    def cell(self, ctx: float) -> int:
+        """Index i of the context cell [ctx[i], ctx[i+1]) holding ``ctx``; the last cell extends
+        upwards and ``-1`` marks contexts below the first point (clipped there)."""
+        return min(bisect_right(self.ctx, ctx), len(self.ctx) - 1) - 1
+
+    def affine(self, table: list[list[float]], batch: int, cell: int) -> tuple[float, float]:
+        """(value at ctx 0, slope per context token) of ``table`` for ``batch`` within ``cell``."""
+        row = table[batch] if batch <= MAX_BATCH else None
+        if row is None:  # beyond the table: extrapolate linearly in batch from the last two rows
+            hi, lo = table[MAX_BATCH], table[MAX_BATCH - 1]
+            row = [h + (h - lo_) * (batch - MAX_BATCH) for h, lo_ in zip(hi, lo)]
+        if cell < 0:
+            return row[0], 0.0
+        c0, c1 = self.ctx[cell], self.ctx[cell + 1]
+        slope = (row[cell + 1] - row[cell]) / (c1 - c0)
+        return row[cell] - slope * c0, slope
+
+    def at(self, table: list[list[float]], batch: int, ctx: float) -> float:
+        a, b = self.affine(table, batch, self.cell(ctx))
+        return a + b * max(ctx, self.ctx[0])
+
+
+@dataclass(frozen=True)
+class PrefillSlice:
+    """Prefill iteration time (s), power (W) and HBM use over prompt tokens."""
+
+    tokens: list[float]
+    time_s: list[float]
+    power_w: list[float]
+    hbm_util: list[float]
+
+    def at(self, table: list[float], tokens: float) -> float:
+        """Linear interpolation in tokens; extrapolated from the last cell above the grid."""
+        x = self.tokens
+        i = min(max(bisect_right(x, tokens) - 1, 0), len(x) - 2)
+        t = max(tokens, x[0])
+        return table[i] + (table[i + 1] - table[i]) * (t - x[i]) / (x[i + 1] - x[i])
+
+
+class SliceCache:
+    """Slices of one profile, computed on first use for each (share, clock)."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self._decode: OrderedDict[tuple[float, float], DecodeSlice] = OrderedDict()
+        self._prefill: OrderedDict[tuple[float, float], PrefillSlice] = OrderedDict()
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key, value):
+        cache[key] = value
+        if len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+        return value
+
+    def decode(self, share: float, clock_mhz: float) -> DecodeSlice:
+        key = (share, clock_mhz)
+        found = self._decode.get(key)
+        if found is not None:
+            return found
+        grid = self.profile.decode_grid
+        ctx = grid.axes[grid.names.index("ctx")]
+        batch = np.arange(MAX_BATCH + 1, dtype=float)
+        b, c = np.meshgrid(np.maximum(batch, 1.0), ctx, indexing="ij")
+        out = self.profile.decode(b, c, share, clock_mhz)
+        tables = {k: v.reshape(b.shape).tolist() for k, v in out.items()}
+        return self._remember(self._decode, key, DecodeSlice(ctx.tolist(), tables["time_s"], tables["power_w"],
+                                                             tables["hbm_util"]))
+
+    def prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
+        key = (share, clock_mhz)
+        found = self._prefill.get(key)
+        if found is not None:
+            return found
+        grid = self.profile.prefill_grid
+        tokens = grid.axes[grid.names.index("tokens")]
+        out = self.profile.prefill(tokens, share, clock_mhz)
+        return self._remember(self._prefill, key, PrefillSlice(tokens.tolist(), out["time_s"].tolist(),
+                                                               out["power_w"].tolist(), out["hbm_util"].tolist()))
