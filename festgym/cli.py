@@ -139,6 +139,49 @@ def cmd_profiles_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_bench(args: argparse.Namespace) -> int:
+    from festgym.servebench import BenchConfig, mlenergy_validation, run_bench
+    from festgym.workload import LengthDist
+
+    if args.validate:
+        data = _data(args)
+        if data is None:
+            raise FestgymError("--validate needs the reference data: put it at ../shared/data or set FESTGYM_DATA")
+        table = mlenergy_validation(data, args.root, args.seed)
+        if args.json:
+            print(json.dumps(table.to_dict(orient="records"), indent=2))
+            return 0
+        print(table.round(2).to_string(index=False))
+        for metric in ("itl", "power"):
+            err = table[f"{metric}_err_pct"].abs()
+            print(f"{metric}: MAPE {err.mean():.1f}% (max {err.max():.1f}%) over {len(table)} ML.ENERGY rows")
+        return 0
+    for name in ("max_num_seqs", "requests"):
+        if getattr(args, name) < (1 if name == "max_num_seqs" else 0):
+            raise FestgymError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    for name in ("prompt_mean", "output_mean"):
+        if not getattr(args, name) >= 1:
+            raise FestgymError(f"--{name.replace('_', '-')} must be ≥ 1 token, got {getattr(args, name)}")
+    for name in ("prompt_cv", "output_cv"):
+        if not getattr(args, name) >= 0:
+            raise FestgymError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(args, name)}")
+    cfg = BenchConfig(gpu=args.gpu, model=args.model, max_num_seqs=args.max_num_seqs,
+                      prompt=LengthDist.from_mean_cv(args.prompt_mean, args.prompt_cv),
+                      output=LengthDist.from_mean_cv(args.output_mean, args.output_cv, high=65536),
+                      requests=args.requests, clock_mhz=args.clock, seed=args.seed)
+    try:
+        result = run_bench(cfg, args.root)
+    except (ValueError, RuntimeError) as exc:
+        raise FestgymError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {round(value, 3) if isinstance(value, float) else value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="festgym", description="Energy-aware serverless LLM serving testbed.")
     parser.add_argument("--version", action="version", version=f"festgym {__version__}")
@@ -171,6 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("calibrate", cmd_profiles_calibrate,
             "refit GPU constants to the reference data and regenerate the shipped profiles (needs scipy)")
     p.add_argument("--data", help="reference data folder (default: ../shared/data or FESTGYM_DATA)")
+
+    bench = sub.add_parser("serve-bench", help="closed-loop serving benchmark of one model on one GPU, simulated",
+                           description="Closed-loop serving benchmark (ML.ENERGY leaderboard setting), simulated: "
+                           "one model alone on one GPU; reports inter-token latency, power, energy per token.")
+    bench.add_argument("--gpu", default="H100-SXM-80GB", help="GPU type (default: %(default)s)")
+    bench.add_argument("--model", default="Llama-3.1-8B", help="model (default: %(default)s)")
+    bench.add_argument("--max-num-seqs", type=int, default=64, help="batch limit (default: %(default)s)")
+    bench.add_argument("--prompt-mean", type=float, default=220.0, help="mean prompt tokens (default: %(default)s)")
+    bench.add_argument("--prompt-cv", type=float, default=0.5, help="prompt length CV, lognormal (default: %(default)s)")
+    bench.add_argument("--output-mean", type=float, default=400.0, help="mean output tokens (default: %(default)s)")
+    bench.add_argument("--output-cv", type=float, default=1.0, help="output length CV, lognormal (default: %(default)s)")
+    bench.add_argument("--requests", type=int, default=0, help="requests (default: 8 x max-num-seqs, at least 500)")
+    bench.add_argument("--clock", type=float, help="SM clock in MHz (default: the GPU's default clock)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--validate", action="store_true",
+                       help="instead, compare against every ML.ENERGY H100 row with a shipped profile")
+    bench.add_argument("--data", help="reference data folder for --validate (default: ../shared/data or FESTGYM_DATA)")
+    bench.add_argument("--root", help="profiles folder (default: the checkout's profiles/)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_serve_bench)
     return parser
 
 

@@ -14,7 +14,8 @@ and idle draw ``idle_w``; parked draws ``parked_w``. Assumption: co-resident ins
 dynamic powers add (each profile power already scales SM activity with the share).
 
 Memory-bandwidth contention: each running instance's profile gives the fraction of peak HBM
-bandwidth it uses alone at its share. When the sum U over running instances exceeds 1, every
+bandwidth it uses alone at its share; kernels reach at most ``LatencyConstants.hbm_frac`` of
+peak. Let U be the sum over running instances divided by ``hbm_frac``. When U exceeds 1, every
 running instance's step stretches by U (bandwidth is shared in proportion to demand; compute
 overlaps) and its dynamic power is divided by U (the same bytes and FLOPs over a longer step).
 A change of U by more than ``contention_tol`` re-plans the other instances at their next
@@ -42,7 +43,8 @@ class Gpu:
 
     __slots__ = ("sim", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
                  "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
-                 "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts")
+                 "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
+                 "hbm_scale")
 
     def __init__(self, sim: "Simulator", index: int, spec: GpuSpec, memory_utilization: float, tol: float):
         self.sim = sim
@@ -67,6 +69,7 @@ class Gpu:
         self.tol = tol
         self.view = None
         self.cold_starts = 0
+        self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
 
     @property
     def energy_total_j(self) -> float:
@@ -79,12 +82,13 @@ class Gpu:
         return None
 
     def hbm_demand(self, inst: "Instance") -> float:
-        """Bandwidth demand of ``inst`` plus every other running instance (peak = 1)."""
+        """Bandwidth demand of ``inst`` plus every other running instance, in units of the
+        achievable bandwidth (above 1, they contend)."""
         total = inst.hbm
         for other in self.instances:
             if other is not inst and (other.phase == 2 or other.phase == 3):  # MIXED, DECODE
                 total += other.hbm
-        return total
+        return total * self.hbm_scale
 
     def update(self, now: float, changed: "Instance | None" = None) -> None:
         """Integrate energy up to ``now``, then recompute state and power; if ``changed`` just
@@ -118,6 +122,7 @@ class Gpu:
         self.uncapped_w = power
         self.power_w = power if power < spec.tdp_w else spec.tdp_w
         if changed is not None and len(self.instances) > 1:
+            demand *= self.hbm_scale
             factor = demand if demand > 1.0 else 1.0
             for inst in self.instances:
                 if inst is not changed and (inst.phase == 3) and abs(inst.factor - factor) > self.tol * factor:

@@ -216,7 +216,7 @@ class Instance:
                 self.idle_version += 1
                 if self.drain:
                     sim.unload(self, now)
-                else:
+                elif self.migrate_from is None:  # a migration target waits for its hand-over
                     sim.schedule(now + sim.config.keep_alive_s, self.on_expire, self.idle_version)
 
     def on_ready(self, _arg, now: float) -> None:
@@ -310,8 +310,8 @@ class Instance:
 
     def _start_decode(self, now: float) -> None:
         heap, decoding = self.heap, self.decoding
-        while heap[0][2].rid not in decoding or decoding[heap[0][2].rid] is not heap[0][2]:
-            heappop(heap)  # preempted or migrated
+        while not self._live(heap[0]):
+            heappop(heap)  # left by a preemption
         batch = len(decoding)
         total = self.ctx_base + batch * self.tok
         room = (self.kv_tokens - self.kv_prefill - total) // batch
@@ -351,11 +351,19 @@ class Instance:
         if last > recent[2]:
             recent[2] = last
         self.sim.log_run(self, g0, dg, n, batch)
+        self._retire(now)
+
+    def _live(self, entry: tuple[int, int, Seq]) -> bool:
+        """Whether a finish-heap entry belongs to its sequence's current decoding stint."""
+        seq = entry[2]
+        return entry[1] == seq.order and self.decoding.get(seq.rid) is seq
+
+    def _retire(self, now: float) -> None:
         heap = self.heap
         while heap and heap[0][0] <= self.tok:
-            _, _, seq = heappop(heap)
-            if self.decoding.get(seq.rid) is seq:
-                self._finish(seq, now)
+            entry = heappop(heap)
+            if self._live(entry):
+                self._finish(entry[2], now)
 
     def _end_mixed(self, now: float) -> None:
         duration = self.g0
@@ -369,11 +377,7 @@ class Instance:
             if duration > self.recent[2]:
                 self.recent[2] = duration
             sim.log_run(self, duration, 0.0, 1, batch)
-            heap = self.heap
-            while heap and heap[0][0] <= self.tok:
-                _, _, seq = heappop(heap)
-                if self.decoding.get(seq.rid) is seq:
-                    self._finish(seq, now)
+            self._retire(now)
         for seq, take in self.chunk:
             seq.todo -= take
             if seq.todo == 0:

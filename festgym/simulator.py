@@ -262,6 +262,9 @@ class Simulator:
         return inst
 
     def unload(self, inst: Instance, now: float) -> None:
+        if inst.migrate_from is not None:  # a migration target unloaded early: the source stays
+            inst.migrate_from.migrate_to = None
+            inst.migrate_from = None
         gpu = inst.gpu
         inst.phase = GONE
         inst.version += 1
@@ -331,7 +334,9 @@ class Simulator:
             if sum(final.values()) > 1 + 1e-9:
                 raise ActionError(f"GpuControl.shares on GPU {gpu.index}: shares sum to "
                                   f"{sum(final.values()):.4f} > 1 ({final})")
-            for name, share in control.shares.items():
+            # Shrink before growing, so that the shares never sum above 1 on the way.
+            for name, share in sorted(control.shares.items(),
+                                      key=lambda kv: kv[1] - (resident[kv[0]].pending_share or resident[kv[0]].share)):
                 self.set_share(resident[name], float(share), now)
         if control.max_num_seqs is not None:
             for name, limit in control.max_num_seqs.items():

@@ -2,8 +2,8 @@
 
 The simulator asks for step times millions of times but changes share and clock only when a
 policy acts. A :class:`DecodeSlice` therefore evaluates the profile's decode grid once per
-(share, clock) for every integer batch size and the grid's context points (one vectorised
-lookup) and keeps plain Python lists. A step time is then two list reads and an affine
+(share, clock) at the grid's batch and context points (one vectorised lookup) and keeps plain
+Python lists; the row of each batch size seen is interpolated once. A step time is then two list reads and an affine
 interpolation in context, which is exactly how the grid interpolates (linearly in context).
 So a run of decode iterations, whose mean context grows by one token per step, has step times
 affine in the step index within a context cell. That allows closed-form advancement.
@@ -22,41 +22,61 @@ import numpy as np
 
 from festgym.profile import Profile
 
-MAX_BATCH = 1024
-"""Largest batch a slice tabulates (the decode grid's last batch point); larger ones extrapolate
-linearly in batch, as the grid does."""
 CACHE_SIZE = 512
 
 
-@dataclass(frozen=True)
 class DecodeSlice:
-    """Decode step time (s), power (W) and HBM use per batch size over the context points."""
+    """Decode step time (s), power (W) and HBM use over (batch, context) at one (share, clock).
 
-    ctx: list[float]
-    time_s: list[list[float]]
-    power_w: list[list[float]]
-    hbm_util: list[list[float]]
+    Tables hold the grid's batch points; the row of an integer batch size is interpolated
+    linearly between them (as the grid does) on first use and kept.
+    """
+
+    __slots__ = ("ctx", "batch", "time_s", "power_w", "hbm_util")
+
+    def __init__(self, ctx: list[float], batch: list[float], tables: dict[str, list[list[float]]]):
+        self.ctx = ctx
+        self.batch = batch
+        self.time_s = _Rows(batch, tables["time_s"])
+        self.power_w = _Rows(batch, tables["power_w"])
+        self.hbm_util = _Rows(batch, tables["hbm_util"])
 
     def cell(self, ctx: float) -> int:
         """Index i of the context cell [ctx[i], ctx[i+1]) holding ``ctx``; the last cell extends
         upwards and ``-1`` marks contexts below the first point (clipped there)."""
         return min(bisect_right(self.ctx, ctx), len(self.ctx) - 1) - 1
 
-    def affine(self, table: list[list[float]], batch: int, cell: int) -> tuple[float, float]:
+    def affine(self, table: "_Rows", batch: int, cell: int) -> tuple[float, float]:
         """(value at ctx 0, slope per context token) of ``table`` for ``batch`` within ``cell``."""
-        row = table[batch] if batch <= MAX_BATCH else None
-        if row is None:  # beyond the table: extrapolate linearly in batch from the last two rows
-            hi, lo = table[MAX_BATCH], table[MAX_BATCH - 1]
-            row = [h + (h - lo_) * (batch - MAX_BATCH) for h, lo_ in zip(hi, lo)]
+        row = table[batch]
         if cell < 0:
             return row[0], 0.0
         c0, c1 = self.ctx[cell], self.ctx[cell + 1]
         slope = (row[cell + 1] - row[cell]) / (c1 - c0)
         return row[cell] - slope * c0, slope
 
-    def at(self, table: list[list[float]], batch: int, ctx: float) -> float:
+    def at(self, table: "_Rows", batch: int, ctx: float) -> float:
         a, b = self.affine(table, batch, self.cell(ctx))
         return a + b * max(ctx, self.ctx[0])
+
+
+class _Rows(dict):
+    """Rows over context for integer batch sizes, interpolated from the grid's batch points
+    (linearly; extrapolated from the last cell above the grid) when first asked for."""
+
+    __slots__ = ("points", "table")
+
+    def __init__(self, points: list[float], table: list[list[float]]):
+        super().__init__()
+        self.points, self.table = points, table
+
+    def __missing__(self, batch: int) -> list[float]:
+        x = self.points
+        i = min(max(bisect_right(x, batch) - 1, 0), len(x) - 2)
+        w = (max(batch, 1) - x[i]) / (x[i + 1] - x[i])
+        lo, hi = self.table[i], self.table[i + 1]
+        row = self[batch] = [a + (b - a) * w for a, b in zip(lo, hi)]
+        return row
 
 
 @dataclass(frozen=True)
@@ -98,12 +118,11 @@ class SliceCache:
             return found
         grid = self.profile.decode_grid
         ctx = grid.axes[grid.names.index("ctx")]
-        batch = np.arange(MAX_BATCH + 1, dtype=float)
-        b, c = np.meshgrid(np.maximum(batch, 1.0), ctx, indexing="ij")
+        batch = grid.axes[grid.names.index("batch")]
+        b, c = np.meshgrid(batch, ctx, indexing="ij")
         out = self.profile.decode(b, c, share, clock_mhz)
         tables = {k: v.reshape(b.shape).tolist() for k, v in out.items()}
-        return self._remember(self._decode, key, DecodeSlice(ctx.tolist(), tables["time_s"], tables["power_w"],
-                                                             tables["hbm_util"]))
+        return self._remember(self._decode, key, DecodeSlice(ctx.tolist(), batch.tolist(), tables))
 
     def prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
         key = (share, clock_mhz)

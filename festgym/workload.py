@@ -31,7 +31,7 @@ of their logarithms 0.09 and −0.01), so they are drawn independently.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -123,53 +123,52 @@ class Trace:
 
 # --- loaders ---------------------------------------------------------------------------------
 
-def _bad_row(path: Path, rows: np.ndarray, column: str, problem: str, line_offset: int) -> SpecError:
-    line = int(np.flatnonzero(rows)[0]) + line_offset
-    return SpecError(f"{path}:{line}", column, problem)
+def _bad_row(path: Path, rows: np.ndarray, column: str, problem: str, lines: np.ndarray) -> SpecError:
+    return SpecError(f"{path}:{int(lines[int(np.flatnonzero(rows)[0])])}", column, problem)
 
 
-def _tokens(frame: pd.DataFrame, column: str, path: Path, line_offset: int) -> np.ndarray:
+def _tokens(frame: pd.DataFrame, column: str, path: Path, lines: np.ndarray) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
-        raise _bad_row(path, bad, column, f"not a number: {frame[column].iloc[int(np.argmax(bad))]!r}", line_offset)
+        raise _bad_row(path, bad, column, f"not a number: {frame[column].iloc[int(np.argmax(bad))]!r}", lines)
     bad = (values < 1) | (values != np.round(values))
     if bad.any():
         raise _bad_row(path, bad, column, f"token counts must be whole numbers ≥ 1, got "
-                       f"{values[int(np.argmax(bad))]:g}", line_offset)
+                       f"{values[int(np.argmax(bad))]:g}", lines)
     return values.astype(np.int64)
 
 
-def _seconds(column: pd.Series, name: str, path: Path, line_offset: int) -> np.ndarray:
-    """Timestamps as seconds from the first: numbers are seconds, strings ISO date-times."""
+def _seconds(column: pd.Series, name: str, path: Path, lines: np.ndarray) -> np.ndarray:
+    """Timestamps as seconds from the first. The first row decides the format: a number means
+    seconds, anything else an ISO date-time (offsets are converted to UTC)."""
+    if not len(column):
+        return np.zeros(0)
     numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().all():
+    if pd.notna(numeric.iloc[0]):
         values = numeric.to_numpy(dtype=float)
+        bad, kind = ~np.isfinite(values), "a number of seconds (as on the first row)"
     else:
-        stamps = pd.to_datetime(column, errors="coerce", format="ISO8601")
-        bad = stamps.isna().to_numpy()
-        if bad.any():
-            raise _bad_row(path, bad, name, f"not a number of seconds nor an ISO date-time: "
-                           f"{column.iloc[int(np.argmax(bad))]!r}", line_offset)
+        stamps = pd.to_datetime(column, errors="coerce", format="ISO8601", utc=True)
+        bad, kind = stamps.isna().to_numpy(), "an ISO date-time (as on the first row)"
         values = (stamps - stamps.min()).dt.total_seconds().to_numpy()
-    bad = ~np.isfinite(values)
     if bad.any():
-        raise _bad_row(path, bad, name, "not finite", line_offset)
-    return values - values.min() if len(values) else values
+        raise _bad_row(path, bad, name, f"not {kind}: {column.iloc[int(np.argmax(bad))]!r}", lines)
+    return values - values.min()
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
     for column in columns:
         if column not in frame.columns:
-            raise SpecError(path, column, f"missing column (found: {', '.join(map(str, frame.columns))})")
+            raise SpecError(f"{path}:1", column, f"missing column (found: {', '.join(map(str, frame.columns))})")
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
-    """The rows of a CSV or JSONL file and the line number of its first data row."""
+def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of a CSV or JSONL file and the file line number of each (blank lines skipped)."""
     if not path.is_file():
         raise SpecError(path, "<file>", "no such file")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
+        rows, lines = [], []
         with path.open() as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -181,21 +180,26 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
                 if not isinstance(row, dict):
                     raise SpecError(f"{path}:{number}", "<row>", "each line must be a JSON object")
                 rows.append(row)
-        return pd.DataFrame(rows), 1
+                lines.append(number)
+        return pd.DataFrame(rows), np.asarray(lines, dtype=np.int64)
     try:
-        return pd.read_csv(path, dtype=str, skipinitialspace=True), 2
+        frame = pd.read_csv(path, dtype=str, skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SpecError(path, "<file>", f"cannot parse as CSV: {exc}") from None
+    # Line numbers assume one line per row (no quoted newlines), counted with blank lines kept.
+    lines = np.arange(len(frame), dtype=np.int64) + 2
+    keep = frame.notna().any(axis=1).to_numpy()
+    return frame[keep].reset_index(drop=True), lines[keep]
 
 
 def load_azure_trace(path: str | Path, model: str = "model-0") -> Trace:
     """An Azure LLM inference trace CSV (2023 or 2024 format), served as one model."""
     path = Path(path)
-    frame, first = _read_table(path)
+    frame, lines = _read_table(path)
     _require_columns(frame, AZURE_COLUMNS, path)
-    arrival = _seconds(frame["TIMESTAMP"], "TIMESTAMP", path, first)
-    prompt = _tokens(frame, "ContextTokens", path, first)
-    output = _tokens(frame, "GeneratedTokens", path, first)
+    arrival = _seconds(frame["TIMESTAMP"], "TIMESTAMP", path, lines)
+    prompt = _tokens(frame, "ContextTokens", path, lines)
+    output = _tokens(frame, "GeneratedTokens", path, lines)
     return Trace.build(arrival, np.zeros(len(frame), dtype=np.int32), prompt, output, (model,))
 
 
@@ -204,23 +208,23 @@ def load_trace(path: str | Path, models: Sequence[str] | None = None) -> Trace:
     CSV (recognised by its header). ``models`` fixes the model order (default: sorted names);
     a row naming a model outside it is an error."""
     path = Path(path)
-    frame, first = _read_table(path)
+    frame, lines = _read_table(path)
     if all(c in frame.columns for c in AZURE_COLUMNS):
         return load_azure_trace(path, models[0] if models else "model-0")
     _require_columns(frame, GENERIC_COLUMNS, path)
     names = frame["model"].astype(str).str.strip()
     bad = frame["model"].isna().to_numpy() | (names == "").to_numpy()
     if bad.any():
-        raise _bad_row(path, bad, "model", "empty model name", first)
+        raise _bad_row(path, bad, "model", "empty model name", lines)
     known = list(models) if models is not None else sorted(names.unique())
     index = {name: i for i, name in enumerate(known)}
     model = names.map(index)
     bad = model.isna().to_numpy()
     if bad.any():
         raise _bad_row(path, bad, "model", f"unknown model {names.iloc[int(np.argmax(bad))]!r}; "
-                       f"expected one of {', '.join(known)}", first)
-    return Trace.build(_seconds(frame["timestamp"], "timestamp", path, first), model.to_numpy(dtype=np.int32),
-                       _tokens(frame, "input_tokens", path, first), _tokens(frame, "output_tokens", path, first),
+                       f"expected one of {', '.join(known)}", lines)
+    return Trace.build(_seconds(frame["timestamp"], "timestamp", path, lines), model.to_numpy(dtype=np.int32),
+                       _tokens(frame, "input_tokens", path, lines), _tokens(frame, "output_tokens", path, lines),
                        known)
 
 
