@@ -145,10 +145,6 @@ class Instance:
     def empty(self) -> bool:
         return not (self.waiting or self.prefilling or self.decoding)
 
-    def fits(self, prompt: int, out: int) -> bool:
-        """Whether a request could ever run here (its whole context fits the KV cache)."""
-        return prompt + out <= self.kv_tokens
-
     # --- inputs -----------------------------------------------------------------------------
 
     def enqueue(self, seq: Seq, now: float) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-
-def _check(obj, rules: Mapping[str, bool]) -> None:
-    for name, ok in rules.items():
-        if not ok:
-            raise ValueError(f"{type(obj).__name__}.{name}: out of range ({getattr(obj, name)!r})")
+from festgym.specs import check_ranges
 
 
 @dataclass(frozen=True)
@@ -27,7 +23,7 @@ class Slo:
     tbt_quantile: float = 0.9
 
     def __post_init__(self):
-        _check(self, {"ttft_s": self.ttft_s > 0, "tbt_s": self.tbt_s > 0,
+        check_ranges(self, {"ttft_s": self.ttft_s > 0, "tbt_s": self.tbt_s > 0,
                       "ttft_per_1k_tokens_s": self.ttft_per_1k_tokens_s >= 0,
                       "tbt_quantile": 0 < self.tbt_quantile <= 1})
 
@@ -50,7 +46,7 @@ class EngineConfig:
     """Engine start after the weights are on the GPU (CUDA context, graphs, warm-up)."""
 
     def __post_init__(self):
-        _check(self, {"max_num_seqs": self.max_num_seqs >= 1,
+        check_ranges(self, {"max_num_seqs": self.max_num_seqs >= 1,
                       "max_num_batched_tokens": self.max_num_batched_tokens > self.max_num_seqs,
                       "kv_cache_gb": self.kv_cache_gb > 0, "init_s": self.init_s >= 0})
 

@@ -31,7 +31,7 @@ from festgym.profile import Profile, load_profile
 from festgym.results import RequestLog, Result
 from festgym.serving import ModelServing
 from festgym.slices import SliceCache
-from festgym.specs import GpuSpec
+from festgym.specs import GpuSpec, check_ranges
 from festgym.workload import Trace
 
 
@@ -65,13 +65,11 @@ class SimConfig:
     (benchmarks; leave off to compare policies' energy over the same horizon)."""
 
     def __post_init__(self):
-        rules = {"control_interval_s": self.control_interval_s > 0, "consolidate_interval_s": self.consolidate_interval_s > 0,
+        check_ranges(self, {"control_interval_s": self.control_interval_s > 0, "consolidate_interval_s": self.consolidate_interval_s > 0,
                  "clock_change_s": self.clock_change_s >= 0, "share_change_s": self.share_change_s >= 0,
                  "keep_alive_s": self.keep_alive_s >= 0, "drain_s": self.drain_s >= 0,
-                 "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1, "contention_tol": self.contention_tol >= 0}
-        for name, ok in rules.items():
-            if not ok:
-                raise ValueError(f"SimConfig.{name}: out of range ({getattr(self, name)!r})")
+                      "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1,
+                      "contention_tol": self.contention_tol >= 0})
 
 
 class Simulator:

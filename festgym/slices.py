@@ -105,32 +105,31 @@ class SliceCache:
         self._prefill: OrderedDict[tuple[float, float], PrefillSlice] = OrderedDict()
 
     @staticmethod
-    def _remember(cache: OrderedDict, key, value):
-        cache[key] = value
-        if len(cache) > CACHE_SIZE:
-            cache.popitem(last=False)
-        return value
+    def _cached(cache: OrderedDict, key: tuple[float, float], build):
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = build(*key)
+            if len(cache) > CACHE_SIZE:
+                cache.popitem(last=False)
+        return found
 
     def decode(self, share: float, clock_mhz: float) -> DecodeSlice:
-        key = (share, clock_mhz)
-        found = self._decode.get(key)
-        if found is not None:
-            return found
+        return self._cached(self._decode, (share, clock_mhz), self._build_decode)
+
+    def prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
+        return self._cached(self._prefill, (share, clock_mhz), self._build_prefill)
+
+    def _build_decode(self, share: float, clock_mhz: float) -> DecodeSlice:
         grid = self.profile.decode_grid
         ctx = grid.axes[grid.names.index("ctx")]
         batch = grid.axes[grid.names.index("batch")]
         b, c = np.meshgrid(batch, ctx, indexing="ij")
         out = self.profile.decode(b, c, share, clock_mhz)
         tables = {k: v.reshape(b.shape).tolist() for k, v in out.items()}
-        return self._remember(self._decode, key, DecodeSlice(ctx.tolist(), batch.tolist(), tables))
+        return DecodeSlice(ctx.tolist(), batch.tolist(), tables)
 
-    def prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
-        key = (share, clock_mhz)
-        found = self._prefill.get(key)
-        if found is not None:
-            return found
+    def _build_prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
         grid = self.profile.prefill_grid
         tokens = grid.axes[grid.names.index("tokens")]
         out = self.profile.prefill(tokens, share, clock_mhz)
-        return self._remember(self._prefill, key, PrefillSlice(tokens.tolist(), out["time_s"].tolist(),
-                                                               out["power_w"].tolist(), out["hbm_util"].tolist()))
+        return PrefillSlice(tokens.tolist(), out["time_s"].tolist(), out["power_w"].tolist(), out["hbm_util"].tolist())

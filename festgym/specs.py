@@ -51,6 +51,13 @@ def require_positive(mapping: Mapping[str, Any], key: str, source: str | Path, k
     return value
 
 
+def check_ranges(obj: Any, rules: Mapping[str, bool]) -> None:
+    """Raise ValueError naming ``Class.field`` and its value for the first rule that fails."""
+    for name, ok in rules.items():
+        if not ok:
+            raise ValueError(f"{type(obj).__name__}.{name}: out of range ({getattr(obj, name)!r})")
+
+
 def read_mapping(path: str | Path) -> dict:
     """Read a YAML or JSON file that must hold a mapping at its top level."""
     path = Path(path)

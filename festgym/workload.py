@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from festgym.errors import SpecError
+from festgym.specs import check_ranges
 
 GENERIC_COLUMNS = ("timestamp", "input_tokens", "output_tokens", "model")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -286,14 +287,11 @@ class SyntheticWorkload:
     output: Mapping[str, LengthDist] | LengthDist = AZURE_CONV_OUTPUT
 
     def __post_init__(self):
-        checks = {"rate_rps": self.rate_rps > 0, "duration_s": self.duration_s > 0,
-                  "arrival_cv": self.arrival_cv > 0, "diurnal_amplitude": 0 <= self.diurnal_amplitude < 1,
-                  "diurnal_period_s": self.diurnal_period_s > 0, "zipf_s": self.zipf_s >= 0,
-                  "shift_sigma": self.shift_sigma >= 0, "shift_period_s": self.shift_period_s > 0,
-                  "models": len(self.models) > 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"SyntheticWorkload.{name}: out of range ({getattr(self, name)!r})")
+        check_ranges(self, {"rate_rps": self.rate_rps > 0, "duration_s": self.duration_s > 0,
+                            "arrival_cv": self.arrival_cv > 0, "diurnal_amplitude": 0 <= self.diurnal_amplitude < 1,
+                            "diurnal_period_s": self.diurnal_period_s > 0, "zipf_s": self.zipf_s >= 0,
+                            "shift_sigma": self.shift_sigma >= 0, "shift_period_s": self.shift_period_s > 0,
+                            "models": len(self.models) > 0})
         for kind in ("prompt", "output"):
             dist = getattr(self, kind)
             if isinstance(dist, Mapping) and set(dist) != set(self.models):
