@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from festgym.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED
 from festgym.specs import GpuSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,7 +87,7 @@ class Gpu:
         achievable bandwidth (above 1, they contend)."""
         total = inst.hbm
         for other in self.instances:
-            if other is not inst and (other.phase == 2 or other.phase == 3):  # MIXED, DECODE
+            if other is not inst and (other.phase == MIXED or other.phase == DECODE):
                 total += other.hbm
         return total * self.hbm_scale
 
@@ -112,11 +113,11 @@ class Gpu:
         state = IDLE
         for inst in self.instances:
             phase = inst.phase
-            if phase == 2 or phase == 3:
+            if phase == MIXED or phase == DECODE:
                 power += inst.dyn_w
                 demand += inst.hbm
                 state = BUSY
-            elif phase == 0 and state == IDLE:
+            elif phase == INSTANCE_LOADING and state == IDLE:
                 state = LOADING
         self.state = state
         self.uncapped_w = power
@@ -125,7 +126,7 @@ class Gpu:
             demand *= self.hbm_scale
             factor = demand if demand > 1.0 else 1.0
             for inst in self.instances:
-                if inst is not changed and (inst.phase == 3) and abs(inst.factor - factor) > self.tol * factor:
+                if inst is not changed and inst.phase == DECODE and abs(inst.factor - factor) > self.tol * factor:
                     inst.interrupt(now)
 
     # --- clock -------------------------------------------------------------------------------

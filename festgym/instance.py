@@ -130,14 +130,6 @@ class Instance:
     # --- queries ----------------------------------------------------------------------------
 
     @property
-    def busy(self) -> bool:
-        return self.phase == MIXED or self.phase == DECODE
-
-    @property
-    def batch(self) -> int:
-        return len(self.decoding) + len(self.prefilling)
-
-    @property
     def kv_used(self) -> int:
         return self.kv_prefill + self.ctx_base + len(self.decoding) * self.tok
 
