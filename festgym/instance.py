@@ -65,14 +65,64 @@ class Seq:
         self.order = 0
 
 
-def count_over(g0: float, dg: float, n: int, limit: float) -> int:
-    """How many of the gaps g0 + dg·j (j = 0..n−1) exceed ``limit``."""
+def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
+    """How many of the gaps g0 + dg·j (j = 0..n−1) exceed ``limit``, and the sum of their excess
+    (gap − limit). The gaps over the limit form one contiguous range of j, so both are closed form."""
     if dg == 0.0:
-        return n if g0 > limit else 0
+        return (n, n * (g0 - limit)) if g0 > limit else (0, 0.0)
     # first index above the limit (dg > 0) / last index above it (dg < 0)
     k = math.floor((limit - g0) / dg) + 1 if dg > 0 else math.ceil((limit - g0) / dg)
     k = min(max(k, 0), n)
-    return n - k if dg > 0 else k
+    lo, hi = (k, n) if dg > 0 else (0, k)  # the over-limit indices: lo..hi−1
+    m = hi - lo
+    return m, m * (g0 - limit) + dg * (lo + hi - 1) * m / 2
+
+
+class Interval:
+    """What an instance did since the last control tick (the simulator resets it at each tick).
+
+    Gaps are counted per sequence (a decode step of batch b gives b gaps) and booked when the
+    iteration or closed-form run that produced them ends. TTFT excess is booked as it accrues:
+    each request past its TTFT deadline adds the overdue time in SLO units, whether or not its
+    first token has come, so a starved queue is charged while it starves.
+    """
+
+    __slots__ = ("first_tokens", "ttft_over", "ttft_max_ratio", "ttft_excess", "gaps", "gaps_over", "gap_max_s",
+                 "tbt_excess")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_tokens = 0
+        """First tokens produced."""
+        self.ttft_over = 0
+        """First tokens later than the TTFT SLO."""
+        self.ttft_max_ratio = 0.0
+        """Largest TTFT / TTFT SLO among those first tokens."""
+        self.ttft_excess = 0.0
+        """Overdue time of first tokens produced, in TTFT-SLO units, counted from the later of the
+        deadline and the last tick (what is still waiting is added by :meth:`Instance.ttft_overdue`)."""
+        self.gaps = 0
+        """Inter-token gaps (one per sequence per decode step)."""
+        self.gaps_over = 0
+        """Gaps longer than the TBT SLO."""
+        self.gap_max_s = 0.0
+        """Longest gap, seconds."""
+        self.tbt_excess = 0.0
+        """Sum over gaps of max(0, gap − TBT SLO) / TBT SLO."""
+
+    def add_gaps(self, batch: int, g0: float, dg: float, n: int, tbt_s: float) -> int:
+        """Book ``batch`` sequences' gaps g0 + dg·j (j < n); return the steps over ``tbt_s``."""
+        over, excess = over_limit(g0, dg, n, tbt_s)
+        self.gaps += batch * n
+        self.gaps_over += batch * over
+        self.tbt_excess += batch * excess / tbt_s
+        last = g0 + dg * (n - 1)
+        top = last if last > g0 else g0
+        if top > self.gap_max_s:
+            self.gap_max_s = top
+        return over
 
 
 class Instance:
@@ -82,7 +132,7 @@ class Instance:
                  "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "recent", "ready_at", "view", "tbt_s", "idle_w")
+                 "cut", "orders", "recent", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
 
     def __init__(self, sim: "Simulator", gpu: "Gpu", model: int, name: str, serving: ModelServing,
                  slices: SliceCache, share: float):
@@ -123,7 +173,8 @@ class Instance:
         self.drain = False
         self.cut = False  # the current decode run has been cut to the iteration in flight
         self.orders = 0
-        self.recent = [0, 0.0, 0.0, 0.0]  # first tokens, max TTFT/SLO, max gap (s), since the last reset
+        self.recent = Interval()
+        self.last_arrival_s = -1.0
         self.ready_at = 0.0
         self.view = None
 
@@ -136,6 +187,20 @@ class Instance:
     @property
     def empty(self) -> bool:
         return not (self.waiting or self.prefilling or self.decoding)
+
+    def ttft_overdue(self, now: float, since: float) -> float:
+        """Overdue time in [since, now] of the requests here still waiting for their first token,
+        in TTFT-SLO units (each request's own SLO)."""
+        sim = self.sim
+        total = 0.0
+        for queue in (self.waiting, self.prefilling):
+            for seq in queue:
+                if seq.gen == 0:
+                    deadline, slo = sim.ttft_deadline(self, seq.rid)
+                    start = deadline if deadline > since else since
+                    if now > start:
+                        total += (now - start) / slo
+        return total
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -331,13 +396,8 @@ class Instance:
         n, g0, dg = self.n, self.g0, self.dg
         batch = len(self.decoding)
         self.tok += n
-        span = n * g0 + dg * n * (n - 1) / 2
-        self.cum_gap += span
-        self.cum_over += count_over(g0, dg, n, self.tbt_s)
-        last = g0 + dg * (n - 1)
-        recent = self.recent
-        if last > recent[2]:
-            recent[2] = last
+        self.cum_gap += n * g0 + dg * n * (n - 1) / 2
+        self.cum_over += self.recent.add_gaps(batch, g0, dg, n, self.tbt_s)
         self.sim.log_run(self, g0, dg, n, batch)
         self._retire(now)
 
@@ -360,10 +420,7 @@ class Instance:
         if batch:
             self.tok += 1
             self.cum_gap += duration
-            if duration > self.tbt_s:
-                self.cum_over += 1
-            if duration > self.recent[2]:
-                self.recent[2] = duration
+            self.cum_over += self.recent.add_gaps(batch, duration, 0.0, 1, self.tbt_s)
             sim.log_run(self, duration, 0.0, 1, batch)
             self._retire(now)
         for seq, take in self.chunk:

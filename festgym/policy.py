@@ -119,11 +119,10 @@ class InstanceView:
                         / max(len(self._i.decoding), 1), doc="Mean context of the decoding sequences.")
     slo = property(lambda self: self._i.serving.slo)
     profile = property(lambda self: self._i.slices.profile)
-    recent_first_tokens = property(lambda self: self._i.recent[0], doc="First tokens since the last control.")
-    recent_ttft_ratio = property(lambda self: self._i.recent[1], doc="Max TTFT / TTFT SLO since the last control.")
-    recent_max_gap_s = property(lambda self: self._i.recent[2], doc="Longest inter-token gap since the last control.")
-    last_arrival_s = property(lambda self: self._i.recent[3], doc="Time of the last request routed here.")
-
+    recent = property(lambda self: self._i.recent,
+                      doc="Counters since the last control tick (an :class:`~festgym.instance.Interval`; "
+                          "read only).")
+    last_arrival_s = property(lambda self: self._i.last_arrival_s, doc="Time of the last request routed here.")
 
 class GpuView:
     """Read-only view of one GPU."""

@@ -113,13 +113,38 @@ class Simulator:
 
     def run(self, trace: Trace, policy: Policy, progress: Callable[[float], None] | None = None) -> Result:
         """Serve ``trace`` under ``policy`` for the trace's duration plus ``drain_s``."""
+        self.start(trace, policy)
+        self.advance(self.end, progress=progress)
+        return self.result()
+
+    def start(self, trace: Trace, policy: Policy) -> None:
+        """Begin a run; then :meth:`advance` it (in steps, as environments do) and take its :meth:`result`."""
         missing = [m for m in trace.models if m not in self.serving]
         if missing:
             raise ValueError(f"trace models {', '.join(missing)} are not served; served: {', '.join(self.model_names)}")
-        started = wallclock.perf_counter()
+        self._wall = 0.0
         self._reset(trace, policy)
-        self._loop(trace, progress)
-        return self._result(trace, policy, wallclock.perf_counter() - started)
+
+    def advance(self, until: float, hold_arrivals: bool = False,
+                progress: Callable[[float], None] | None = None) -> int | None:
+        """Process every event before ``until`` (capped at the horizon), then stop at ``until``.
+
+        With ``hold_arrivals`` it stops *before* the next arrival instead and returns its request
+        index (``self.now`` is then that arrival's time); the next call places it with the
+        policy first. Returns ``None`` when it reached ``until``.
+        """
+        started = wallclock.perf_counter()
+        try:
+            return self._loop(min(until, self.end), hold_arrivals, progress)
+        finally:
+            self._wall += wallclock.perf_counter() - started
+
+    def result(self) -> Result:
+        """Integrate energy up to now and build the :class:`Result` (the run covers 0..now)."""
+        self.end = self.now
+        for gpu in self.gpus:
+            gpu.update(self.now)
+        return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -130,6 +155,10 @@ class Simulator:
         self.heap: list = []
         self._seq = count()
         self.policy = policy
+        self.trace = trace
+        self._arrivals = trace.arrival_s.tolist()
+        self._next = 0  # index of the next arrival
+        self._held = -1  # an arrival returned by advance(hold_arrivals=True), placed on the next call
         self.gpus = [Gpu(self, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
                      for i, t in enumerate(self.gpu_types)]
         for gpu in self.gpus:
@@ -144,6 +173,7 @@ class Simulator:
         self._tick_energy = [0.0] * len(self.gpus)
         self.tokens_out = 0
         self.migrations = self.preemptions = self.recomputed_tokens = self.rejected_actions = 0
+        self.last_tick = 0.0
         self.schedule(0.0, self._tick, None)
         self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
@@ -153,38 +183,44 @@ class Simulator:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def _loop(self, trace: Trace, progress) -> None:
-        heap, end = self.heap, self.end
-        arrivals = trace.arrival_s.tolist()
+    def _loop(self, until: float, hold: bool, progress) -> int | None:
+        heap, trace = self.heap, self.trace
+        arrivals = self._arrivals
         n = len(arrivals)
-        i = 0
-        next_report = 0.0
+        i = self._next
+        next_report = self.now
         inf = float("inf")
-        while True:
-            t_arr = arrivals[i] if i < n else inf
-            if heap and heap[0][0] <= t_arr:
-                t, _, fn, arg = heappop(heap)
-                if t > end:
+        try:
+            while True:
+                t_arr = arrivals[i] if i < n else inf
+                if heap and heap[0][0] <= t_arr:
+                    t = heap[0][0]
+                    if t >= until:
+                        break
+                    _, _, fn, arg = heappop(heap)
+                    self.now = t
+                    fn(arg, t)
+                else:
+                    if t_arr >= until:
+                        break
+                    self.now = t_arr
+                    if hold and self._held != i:
+                        self._held = i
+                        return i
+                    self._arrive(i, t_arr, trace)
+                    i += 1
+                if self.open == 0 and i == n and self.config.stop_when_done:
+                    until = self.now
                     break
-                self.now = t
-                fn(arg, t)
-            else:
-                if t_arr > end:
-                    break
-                self.now = t_arr
-                self._arrive(i, t_arr, trace)
-                i += 1
-            if self.open == 0 and i == n and self.config.stop_when_done:
-                self.end = self.now
-                break
-            if progress is not None and self.now >= next_report:
-                progress(min(self.now / end, 1.0))
-                next_report = self.now + end / 200
-        self.now = end
-        for gpu in self.gpus:
-            gpu.update(end)
+                if progress is not None and self.now >= next_report:
+                    progress(min(self.now / self.end, 1.0))
+                    next_report = self.now + self.end / 200
+            self.now = until
+        finally:
+            self._next = i
         if progress is not None:
             progress(1.0)
+        return None
 
     def _arrive(self, rid: int, now: float, trace: Trace) -> None:
         log = self.log
@@ -210,7 +246,7 @@ class Simulator:
             log.cold[rid] = True
         log.gpu[rid] = gpu.index
         self.open += 1
-        inst.recent[3] = now
+        inst.last_arrival_s = now
         inst.enqueue(Seq(rid, prompt, out), now)
 
     def _gpu(self, index, what: str) -> Gpu:
@@ -314,8 +350,8 @@ class Simulator:
                 if control is not None:
                     self.apply_control(gpu, control, now)
             for inst in gpu.instances:
-                recent = inst.recent
-                recent[0], recent[1], recent[2] = 0, 0.0, 0.0
+                inst.recent.reset()
+        self.last_tick = now
         if now + interval <= self.end + 1e-9:
             self.schedule(now + interval, self._tick, None)
 
@@ -403,20 +439,30 @@ class Simulator:
         runs["model"].append(inst.model)
         self.tokens_out += n * batch
 
-    def first_token(self, inst: Instance, rid: int, now: float) -> None:
-        log = self.log
-        log.first_s[rid] = now
-        self.tokens_out += 1
-        recent = inst.recent
-        recent[0] += 1
+    def ttft_deadline(self, inst: Instance, rid: int) -> tuple[float, float]:
+        """(deadline, TTFT SLO) of request ``rid`` served by ``inst``."""
         slo = inst.serving.slo
-        ratio = (now - log.arrival_s[rid]) / (slo.ttft_s + slo.ttft_per_1k_tokens_s * log.prompt[rid] / 1000)
-        if ratio > recent[1]:
-            recent[1] = ratio
+        limit = slo.ttft_s + slo.ttft_per_1k_tokens_s * self.log.prompt[rid] / 1000
+        return self.log.arrival_s[rid] + limit, limit
+
+    def first_token(self, inst: Instance, rid: int, now: float) -> None:
+        self.log.first_s[rid] = now
+        self.tokens_out += 1
+        deadline, limit = self.ttft_deadline(inst, rid)
+        recent = inst.recent
+        recent.first_tokens += 1
+        ratio = (now - deadline) / limit + 1.0
+        if ratio > recent.ttft_max_ratio:
+            recent.ttft_max_ratio = ratio
+        if ratio > 1.0:
+            recent.ttft_over += 1
+            start = deadline if deadline > self.last_tick else self.last_tick
+            if now > start:
+                recent.ttft_excess += (now - start) / limit
 
     def add_gap(self, inst: Instance, rid: int, gap: float) -> None:
         self.tokens_out += 1
-        self.add_gaps(inst, rid, gap, 1 if gap > inst.tbt_s else 0)
+        self.add_gaps(inst, rid, gap, inst.recent.add_gaps(1, gap, 0.0, 1, inst.tbt_s))
 
     def add_gaps(self, inst: Instance, rid: int, gaps: float, over: int) -> None:
         log = self.log
@@ -436,8 +482,3 @@ class Simulator:
         self.log.preemptions[rid] += 1
         self.preemptions += 1
         self.recomputed_tokens += lost_tokens
-
-    # --- results ------------------------------------------------------------------------------------
-
-    def _result(self, trace: Trace, policy: Policy, wall_s: float) -> Result:
-        return Result.build(self, trace, getattr(policy, "name", type(policy).__name__), wall_s)
