@@ -26,9 +26,10 @@ Power is constant between events, so energy is the exact sum of power × duratio
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from festgym.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED
+from festgym.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED, Counters
 from festgym.specs import GpuSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +46,7 @@ class Gpu:
     __slots__ = ("sim", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
                  "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
                  "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
-                 "hbm_scale")
+                 "hbm_scale", "retired")
 
     def __init__(self, sim: "Simulator", index: int, spec: GpuSpec, memory_utilization: float, tol: float):
         self.sim = sim
@@ -71,6 +72,16 @@ class Gpu:
         self.view = None
         self.cold_starts = 0
         self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
+        self.retired = Counters()  # SLO counters of instances unloaded from this GPU
+
+    def counters(self, now: float) -> Counters:
+        """Cumulative SLO counters of everything served here, with the lateness so far of
+        requests still waiting for a first token added to ``ttft_excess``."""
+        total = Counters().add(self.retired)
+        for inst in self.instances:
+            total.add(inst.counters)
+            total.ttft_excess += inst.ttft_overdue(now)
+        return total
 
     @property
     def energy_total_j(self) -> float:
@@ -137,7 +148,10 @@ class Gpu:
         if not ladder[0] - 1e-6 <= clock_mhz <= ladder[-1] + 1e-6:
             raise ValueError(f"GPU {self.index} ({self.spec.name}): clock {clock_mhz:g} MHz outside the "
                              f"supported {ladder[0]}..{ladder[-1]} MHz")
-        return float(min(ladder, key=lambda c: abs(c - clock_mhz)))
+        i = bisect_left(ladder, clock_mhz)
+        if i == len(ladder) or (i > 0 and clock_mhz - ladder[i - 1] <= ladder[i] - clock_mhz):
+            i -= 1
+        return float(ladder[i])
 
     def request_clock(self, clock_mhz: float, now: float, latency_s: float) -> None:
         clock = self.snap_clock(clock_mhz)

@@ -78,37 +78,29 @@ def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
     return m, m * (g0 - limit) + dg * (lo + hi - 1) * m / 2
 
 
-class Interval:
-    """What an instance did since the last control tick (the simulator resets it at each tick).
+class Counters:
+    """Cumulative SLO counters of an instance (and, for unloaded instances, of their GPU).
 
-    Gaps are counted per sequence (a decode step of batch b gives b gaps) and booked when the
-    iteration or closed-form run that produced them ends. TTFT excess is booked as it accrues:
-    each request past its TTFT deadline adds the overdue time in SLO units, whether or not its
-    first token has come, so a starved queue is charged while it starves.
+    Consumers take differences between two readings (:meth:`minus`). Gaps are counted per
+    sequence (a decode step of batch b gives b gaps) and booked when the iteration or closed-form
+    run that produced them ends. A first token later than its SLO books its whole lateness in
+    TTFT-SLO units; :meth:`Instance.ttft_overdue` gives the lateness so far of requests still
+    waiting, so that (booked + waiting) grows continuously while a queue starves.
     """
 
-    __slots__ = ("first_tokens", "ttft_over", "ttft_max_ratio", "ttft_excess", "gaps", "gaps_over", "gap_max_s",
-                 "tbt_excess")
+    __slots__ = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
 
     def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
         self.first_tokens = 0
         """First tokens produced."""
         self.ttft_over = 0
         """First tokens later than the TTFT SLO."""
-        self.ttft_max_ratio = 0.0
-        """Largest TTFT / TTFT SLO among those first tokens."""
         self.ttft_excess = 0.0
-        """Overdue time of first tokens produced, in TTFT-SLO units, counted from the later of the
-        deadline and the last tick (what is still waiting is added by :meth:`Instance.ttft_overdue`)."""
+        """Sum of max(0, TTFT − SLO) / SLO over first tokens."""
         self.gaps = 0
         """Inter-token gaps (one per sequence per decode step)."""
         self.gaps_over = 0
         """Gaps longer than the TBT SLO."""
-        self.gap_max_s = 0.0
-        """Longest gap, seconds."""
         self.tbt_excess = 0.0
         """Sum over gaps of max(0, gap − TBT SLO) / TBT SLO."""
 
@@ -118,11 +110,18 @@ class Interval:
         self.gaps += batch * n
         self.gaps_over += batch * over
         self.tbt_excess += batch * excess / tbt_s
-        last = g0 + dg * (n - 1)
-        top = last if last > g0 else g0
-        if top > self.gap_max_s:
-            self.gap_max_s = top
         return over
+
+    def add(self, other: "Counters") -> "Counters":
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def minus(self, other: "Counters") -> "Counters":
+        out = Counters()
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name) - getattr(other, name))
+        return out
 
 
 class Instance:
@@ -132,7 +131,7 @@ class Instance:
                  "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "recent", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
+                 "cut", "orders", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
 
     def __init__(self, sim: "Simulator", gpu: "Gpu", model: int, name: str, serving: ModelServing,
                  slices: SliceCache, share: float):
@@ -173,7 +172,9 @@ class Instance:
         self.drain = False
         self.cut = False  # the current decode run has been cut to the iteration in flight
         self.orders = 0
-        self.recent = Interval()
+        self.counters = Counters()
+        self.peak_ttft_ratio = 0.0  # largest TTFT / SLO since the last control tick
+        self.peak_gap_s = 0.0  # longest inter-token gap since the last control tick
         self.last_arrival_s = -1.0
         self.ready_at = 0.0
         self.view = None
@@ -188,19 +189,25 @@ class Instance:
     def empty(self) -> bool:
         return not (self.waiting or self.prefilling or self.decoding)
 
-    def ttft_overdue(self, now: float, since: float) -> float:
-        """Overdue time in [since, now] of the requests here still waiting for their first token,
-        in TTFT-SLO units (each request's own SLO)."""
+    def ttft_overdue(self, now: float) -> float:
+        """Lateness so far of the requests here still waiting for their first token, in TTFT-SLO
+        units (each request's own SLO)."""
         sim = self.sim
         total = 0.0
         for queue in (self.waiting, self.prefilling):
             for seq in queue:
                 if seq.gen == 0:
                     deadline, slo = sim.ttft_deadline(self, seq.rid)
-                    start = deadline if deadline > since else since
-                    if now > start:
-                        total += (now - start) / slo
+                    if now > deadline:
+                        total += (now - deadline) / slo
         return total
+
+    def book_gaps(self, batch: int, g0: float, dg: float, n: int) -> int:
+        """Count ``batch`` sequences' gaps g0 + dg·j (j < n); return the steps over the TBT SLO."""
+        top = g0 + dg * (n - 1) if dg > 0 else g0
+        if top > self.peak_gap_s:
+            self.peak_gap_s = top
+        return self.counters.add_gaps(batch, g0, dg, n, self.tbt_s)
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -397,7 +404,7 @@ class Instance:
         batch = len(self.decoding)
         self.tok += n
         self.cum_gap += n * g0 + dg * n * (n - 1) / 2
-        self.cum_over += self.recent.add_gaps(batch, g0, dg, n, self.tbt_s)
+        self.cum_over += self.book_gaps(batch, g0, dg, n)
         self.sim.log_run(self, g0, dg, n, batch)
         self._retire(now)
 
@@ -420,7 +427,7 @@ class Instance:
         if batch:
             self.tok += 1
             self.cum_gap += duration
-            self.cum_over += self.recent.add_gaps(batch, duration, 0.0, 1, self.tbt_s)
+            self.cum_over += self.book_gaps(batch, duration, 0.0, 1)
             sim.log_run(self, duration, 0.0, 1, batch)
             self._retire(now)
         for seq, take in self.chunk:

@@ -118,10 +118,12 @@ class InstanceView:
     mean_ctx = property(lambda self: (self._i.ctx_base + len(self._i.decoding) * self._i.tok)
                         / max(len(self._i.decoding), 1), doc="Mean context of the decoding sequences.")
     slo = property(lambda self: self._i.serving.slo)
+    token_budget = property(lambda self: self._i.serving.engine.max_num_batched_tokens,
+                            doc="Engine token budget per iteration (prompt chunk size).")
     profile = property(lambda self: self._i.slices.profile)
-    recent = property(lambda self: self._i.recent,
-                      doc="Counters since the last control tick (an :class:`~festgym.instance.Interval`; "
-                          "read only).")
+    peak_ttft_ratio = property(lambda self: self._i.peak_ttft_ratio,
+                               doc="Largest TTFT / TTFT SLO among first tokens since the last control tick.")
+    peak_gap_s = property(lambda self: self._i.peak_gap_s, doc="Longest inter-token gap since the last control tick.")
     last_arrival_s = property(lambda self: self._i.last_arrival_s, doc="Time of the last request routed here.")
 
 class GpuView:
@@ -160,6 +162,7 @@ class ClusterView:
         self._s = sim
 
     now = property(lambda self: self._s.now)
+    control_interval_s = property(lambda self: self._s.config.control_interval_s)
     models = property(lambda self: self._s.model_names)
 
     @property

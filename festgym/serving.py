@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from festgym.specs import check_ranges
+from festgym.errors import SpecError
+from festgym.specs import build_dataclass, check_ranges
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,8 @@ class ModelServing:
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "<dict>") -> "ModelServing":
         """``{"slo": {...}, "engine": {...}}``; unknown keys are an error naming the key."""
         data = dict(data or {})
-        parts = {}
-        for key, kind in (("slo", Slo), ("engine", EngineConfig)):
-            given = dict(data.pop(key, None) or {})
-            allowed = {f.name for f in fields(kind)}
-            for name in given:
-                if name not in allowed:
-                    raise ValueError(f"{source}: {key}.{name}: unknown setting; expected one of "
-                                     f"{', '.join(sorted(allowed))}")
-            parts[key] = kind(**given)
+        parts = {key: build_dataclass(kind, data.pop(key, None), f"{source}: {key}")
+                 for key, kind in (("slo", Slo), ("engine", EngineConfig))}
         if data:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(data)}; expected slo, engine")
+            raise SpecError(source, ", ".join(data), "unknown key; expected slo, engine")
         return cls(**parts)

@@ -173,7 +173,6 @@ class Simulator:
         self._tick_energy = [0.0] * len(self.gpus)
         self.tokens_out = 0
         self.migrations = self.preemptions = self.recomputed_tokens = self.rejected_actions = 0
-        self.last_tick = 0.0
         self.schedule(0.0, self._tick, None)
         self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
@@ -303,6 +302,7 @@ class Simulator:
         inst.phase = GONE
         inst.version += 1
         gpu.instances.remove(inst)
+        gpu.retired.add(inst.counters)
         gpu.mem_used -= self.memory_of(gpu, inst.model)
         self.by_model[inst.model].remove(inst)
         gpu.update(now, inst)
@@ -350,8 +350,7 @@ class Simulator:
                 if control is not None:
                     self.apply_control(gpu, control, now)
             for inst in gpu.instances:
-                inst.recent.reset()
-        self.last_tick = now
+                inst.peak_ttft_ratio = inst.peak_gap_s = 0.0
         if now + interval <= self.end + 1e-9:
             self.schedule(now + interval, self._tick, None)
 
@@ -449,20 +448,18 @@ class Simulator:
         self.log.first_s[rid] = now
         self.tokens_out += 1
         deadline, limit = self.ttft_deadline(inst, rid)
-        recent = inst.recent
-        recent.first_tokens += 1
-        ratio = (now - deadline) / limit + 1.0
-        if ratio > recent.ttft_max_ratio:
-            recent.ttft_max_ratio = ratio
-        if ratio > 1.0:
-            recent.ttft_over += 1
-            start = deadline if deadline > self.last_tick else self.last_tick
-            if now > start:
-                recent.ttft_excess += (now - start) / limit
+        counters = inst.counters
+        counters.first_tokens += 1
+        late = (now - deadline) / limit
+        if late + 1.0 > inst.peak_ttft_ratio:
+            inst.peak_ttft_ratio = late + 1.0
+        if late > 0:
+            counters.ttft_over += 1
+            counters.ttft_excess += late
 
     def add_gap(self, inst: Instance, rid: int, gap: float) -> None:
         self.tokens_out += 1
-        self.add_gaps(inst, rid, gap, inst.recent.add_gaps(1, gap, 0.0, 1, inst.tbt_s))
+        self.add_gaps(inst, rid, gap, inst.book_gaps(1, gap, 0.0, 1))
 
     def add_gaps(self, inst: Instance, rid: int, gaps: float, over: int) -> None:
         log = self.log

@@ -9,6 +9,8 @@ transformer.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import dataclass
@@ -56,6 +58,16 @@ def check_ranges(obj: Any, rules: Mapping[str, bool]) -> None:
     for name, ok in rules.items():
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{name}: out of range ({getattr(obj, name)!r})")
+
+
+def build_dataclass(kind: type, data: Mapping[str, Any] | None, source: str | Path = "<dict>"):
+    """``kind(**data)`` for a dataclass, with unknown keys reported by name (and the known ones)."""
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(source, ", ".join(unknown), f"unknown setting; expected one of {', '.join(sorted(known))}")
+    return kind(**data)
 
 
 def read_mapping(path: str | Path) -> dict:

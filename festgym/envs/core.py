@@ -1,0 +1,211 @@
+"""What the three environments share: the scenario, the simulator stepped between decisions, the
+agent's slot in the policy, action decoding and the reward meter."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from festgym.envs.features import TIME_FEATURES, time_features
+from festgym.gpu import Gpu
+from festgym.levels import clock_levels, normalize_shares
+from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
+from festgym.reward import EnergySLOReward, Meter
+from festgym.scenario import Scenario, load_scenario
+
+ACTION_TYPES = ("multidiscrete", "box")
+
+
+class AgentPolicy(BasePolicy):
+    """The background rule policy, except where the environment's agent acts.
+
+    The background policy's ``control`` is not called for the agent's GPUs, so its load
+    estimates for them stay at "nothing needed": its placement treats them as having the whole
+    GPU free, and the agent's own settings decide how well they serve.
+    """
+
+    def __init__(self, background: Policy, controlled: Sequence[int]):
+        self.background = background
+        self.controlled = frozenset(controlled)
+        self.name = f"agent+{getattr(background, 'name', 'policy')}"
+        self.active = False
+        self.pending: dict[int, Callable[[], GpuControl]] = {}
+        self.routes: dict[str, int] = {}
+        self.target: int | None = None
+
+    def reset(self, cluster: ClusterView) -> None:
+        self.active, self.pending, self.routes, self.target = False, {}, {}, None
+        self.background.reset(cluster)
+
+    def place(self, request: Request, cluster: ClusterView) -> int | None:
+        if self.active:
+            if self.target is not None:
+                target, self.target = self.target, None
+                return target
+            route = self.routes.get(request.model)
+            if route is not None:
+                return route
+        return self.background.place(request, cluster)
+
+    def control(self, gpu: GpuView, now: float) -> GpuControl | None:
+        if self.active and gpu.index in self.controlled:
+            build = self.pending.pop(gpu.index, None)
+            return build() if build is not None else None  # built now: residents may have changed
+        return self.background.control(gpu, now)
+
+    def consolidate(self, cluster: ClusterView, now: float) -> Sequence[Action]:
+        return self.background.consolidate(cluster, now)
+
+
+class ServingEnv(gym.Env):
+    """Base class: subclasses define the spaces, :meth:`_apply`, :meth:`_observe` and which GPUs
+    the agent controls (``controlled``)."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    local = False
+    """Simulate the scenario's ``local`` sub-cluster instead of the whole cluster."""
+
+    def __init__(self, scenario: str | Scenario | dict = "default", action_type: str = "multidiscrete",
+                 render_mode: str | None = None, **overrides: Any):
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"action_type {action_type!r}: expected one of {', '.join(ACTION_TYPES)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+        self.scenario = load_scenario(scenario, **overrides)
+        self.action_type = action_type
+        self.render_mode = render_mode
+        self.sim = self.scenario.simulator(local=self.local)
+        self.interval_s = self.scenario.sim.control_interval_s
+        self.controlled = self._controlled()
+        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled)
+        self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
+        self.period_s = self.scenario.workload.diurnal_period_s
+        self.t = 0.0
+        self.t_end = 0.0
+
+    # --- subclass hooks -----------------------------------------------------------------------
+
+    def _controlled(self) -> list[int]:
+        raise NotImplementedError
+
+    def _apply(self, levels: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _set_action_space(self, nvec: Sequence[int], labels: Sequence[str]) -> None:
+        self.nvec = np.asarray(nvec, dtype=np.int64)
+        self.action_labels = tuple(labels)
+        if self.action_type == "box":
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(len(self.nvec),), dtype=np.float32)
+        else:
+            self.action_space = gym.spaces.MultiDiscrete(self.nvec)
+
+    def _levels(self, action) -> np.ndarray:
+        """Validate ``action`` and turn it into one level index per component."""
+        a = np.asarray(action)
+        if a.shape != self.nvec.shape:
+            raise ValueError(f"{type(self).__name__}: action has shape {a.shape}, expected {self.nvec.shape} "
+                             f"({', '.join(self.action_labels)})")
+        if self.action_type == "box":
+            a = a.astype(np.float64)
+            bad = ~np.isfinite(a) | (np.abs(a) > 1 + 1e-6)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {a[i]!r} "
+                                 "is outside [-1, 1]")
+            return np.minimum(((a + 1) / 2 * self.nvec).astype(np.int64), self.nvec - 1).clip(0)
+        if not np.issubdtype(a.dtype, np.integer):
+            if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+                raise ValueError(f"{type(self).__name__}: action {a.tolist()} must hold whole numbers")
+            a = a.astype(np.int64)
+        bad = (a < 0) | (a >= self.nvec)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {a[i]} is outside "
+                             f"0..{self.nvec[i] - 1}")
+        return a
+
+    def set_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
+                    caps: Sequence[int] = ()) -> None:
+        """Queue the agent's control of ``gpu`` for the next tick (built then, from the models
+        resident at that moment)."""
+        self.agent.pending[gpu.index] = partial(self.gpu_control, gpu, models, clock, shares, caps)
+
+    def gpu_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
+                    caps: Sequence[int] = ()) -> GpuControl:
+        """The control of one GPU from levels: a clock level, a share level per model slot
+        (weights (k+1)/n renormalised over the resident ones) and optional batch-cap levels."""
+        env = self.scenario.env
+        resident = [(k, m) for k, m in enumerate(models)
+                    if gpu.instance_of(self.sim.model_names.index(m)) is not None]
+        split = normalize_shares([(shares[k] + 1) / env.share_levels for k, _ in resident])
+        return GpuControl(clock_mhz=self.clocks[gpu.spec.name][clock],
+                          shares={m: s for (_, m), s in zip(resident, split)} or None,
+                          max_num_seqs={m: env.batch_caps[caps[k]] for k, m in resident} if len(caps) else None)
+
+    # --- gymnasium API --------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        env = self.scenario.env
+        trace_seed = int(self.np_random.integers(2**63 - 1))
+        trace = self.scenario.trace(trace_seed, env.warmup_s + env.episode_s, local=self.local)
+        self.sim.start(trace, self.agent)
+        self.sim.advance(env.warmup_s)
+        self.agent.active = True
+        self.t = self.sim.now
+        self.t_end = env.warmup_s + env.episode_s
+        gpus = [self.sim.gpus[i] for i in self.controlled]
+        self.meter = Meter(gpus)
+        self.meter.start(self.t)
+        reference = sum(g.spec.tdp_w for g in gpus) * self.interval_s
+        self.reward_fn = EnergySLOReward(self.scenario.reward, reference)
+        self._begin()
+        return self._observe(), {"time_s": self.t}
+
+    def _begin(self) -> None:
+        """Advance to the first decision (control envs: already there)."""
+
+    def step(self, action):
+        levels = self._levels(action)
+        self._apply(levels)
+        until = self._advance()
+        reward, info = self.reward_fn(self.meter.read(self.sim.now))
+        info["time_s"] = self.sim.now
+        truncated = until >= self.t_end - 1e-9
+        return self._observe(), float(reward), False, truncated, info
+
+    def _advance(self) -> float:
+        """Run the simulator to the next decision; return its time."""
+        self.t = min(self.t + self.interval_s, self.t_end)
+        self.sim.advance(self.t)
+        return self.t
+
+    def _time(self) -> list[float]:
+        return time_features(self.sim.now, self.period_s)
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"t={self.sim.now:8.1f}s"]
+        for i in self.controlled:
+            g = self.sim.gpus[i]
+            models = ", ".join(f"{inst.name}: share {inst.share:.2f} batch {len(inst.decoding)} "
+                               f"queue {len(inst.waiting)}" for inst in g.instances)
+            lines.append(f"  GPU {i} {g.spec.name} {g.clock:6.0f} MHz {g.power_w:6.1f} W  {models or 'empty'}")
+        return "\n".join(lines)
+
+
+def box(n: int) -> gym.spaces.Box:
+    """The observation space: ``n`` features in [0, 1]."""
+    return gym.spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32)
+
+
+__all__ = ["ACTION_TYPES", "AgentPolicy", "ServingEnv", "TIME_FEATURES", "box"]

@@ -1,0 +1,84 @@
+"""Observation features shared by the environments (and, later, the deploy agent).
+
+Every feature lies in [0, 1]. Unbounded quantities go through ``squash(x) = x / (1 + x)``, which
+maps 0 → 0 and the reference point x = 1 → 0.5, so that "at the SLO" reads 0.5.
+
+Per model slot (``SLOT_FEATURES``; all zero when the model is not resident):
+
+=============  ==============================================================  =========
+resident       the model has an instance on this GPU (1/0)                      flag
+ready          loaded and able to run (1/0)                                      flag
+share          SM share (pending one if a change is under way)                   fraction
+queue          squash(waiting requests / 16)                                     requests
+batch          running sequences / batch limit                                   fraction
+prefill_mix    pending prompt tokens (up to the token budget) over those plus    fraction
+               decoding sequences: the prompt share of the next iteration
+kv_used        KV cache in use / capacity                                        fraction
+ttft           squash(max(TTFT/SLO since the last tick, oldest wait/SLO))        SLO units
+tbt            squash(longest gap since the last tick / TBT SLO)                 SLO units
+recency        exp(−(time since the last request routed here) / 10 s)            —
+=============  ==============================================================  =========
+
+Per GPU (``GPU_FEATURES``): power / TDP, clock position in the control range, free memory
+fraction, and a one-hot of the state (busy, loading, idle, waking, parked).
+
+Time (``TIME_FEATURES``): (1 + sin)/2 and (1 + cos)/2 of the phase of the workload's diurnal period.
+"""
+
+from __future__ import annotations
+
+import math
+
+from festgym.gpu import STATES, Gpu
+from festgym.instance import GONE, LOADING, Instance
+
+SLOT_FEATURES = ("resident", "ready", "share", "queue", "batch", "prefill_mix", "kv_used", "ttft", "tbt", "recency")
+GPU_FEATURES = ("power", "clock", "mem_free") + tuple(f"state_{s}" for s in STATES)
+TIME_FEATURES = ("day_sin", "day_cos")
+QUEUE_REF = 16.0
+RECENCY_S = 10.0
+EMPTY_SLOT = [0.0] * len(SLOT_FEATURES)
+
+
+def squash(x: float) -> float:
+    return x / (1.0 + x) if x > 0 else 0.0
+
+
+def slot_features(inst: Instance | None, now: float) -> list[float]:
+    if inst is None:
+        return EMPTY_SLOT
+    running = len(inst.decoding)
+    pending = sum(s.todo for s in inst.prefilling) + sum(s.todo for s in inst.waiting)
+    prompt = min(pending, inst.serving.engine.max_num_batched_tokens)
+    ttft = inst.peak_ttft_ratio
+    oldest = inst.waiting[0] if inst.waiting else inst.prefilling[0] if inst.prefilling else None
+    if oldest is not None and oldest.gen == 0:
+        deadline, limit = inst.sim.ttft_deadline(inst, oldest.rid)
+        ttft = max(ttft, (now - deadline) / limit + 1.0)
+    last = inst.last_arrival_s
+    return [
+        1.0,
+        0.0 if inst.phase in (LOADING, GONE) else 1.0,
+        inst.pending_share if inst.pending_share is not None else inst.share,
+        squash(len(inst.waiting) / QUEUE_REF),
+        min(running / inst.max_num_seqs, 1.0),
+        prompt / (prompt + running) if prompt + running else 0.0,
+        min(inst.kv_used / inst.kv_tokens, 1.0),
+        squash(ttft),
+        squash(inst.peak_gap_s / inst.tbt_s),
+        math.exp(-(now - last) / RECENCY_S) if last >= 0 else 0.0,
+    ]
+
+
+def gpu_features(gpu: Gpu, clock_lo: float) -> list[float]:
+    spec = gpu.spec
+    hi = spec.max_sm_clock_mhz
+    onehot = [0.0] * len(STATES)
+    onehot[gpu.state] = 1.0
+    return [min(gpu.power_w / spec.tdp_w, 1.0), min(max((gpu.clock - clock_lo) / (hi - clock_lo), 0.0), 1.0),
+            max(1.0 - gpu.mem_used / gpu.mem_bytes, 0.0)] + onehot
+
+
+def time_features(now: float, period_s: float) -> list[float]:
+    phase = 2 * math.pi * (now % period_s) / period_s
+    return [(1 + math.sin(phase)) / 2, (1 + math.cos(phase)) / 2]

@@ -1,0 +1,111 @@
+"""``festgym/LocalGPU-v0``: one GPU's local controller (clock and SM shares)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from festgym.envs.core import ServingEnv, box
+from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, gpu_features, slot_features
+
+
+class LocalGpuEnv(ServingEnv):
+    """
+    ## Description
+
+    The agent is the local controller of one GPU, the learned counterpart of Festina's
+    phase-aware local scheduler. Co-resident models share the GPU under one device-wide SM clock
+    and MPS-style SM shares, while their phases (compute-bound prefill, memory-bound decode) and
+    their latency slack keep changing. Every control interval (1 simulated second by default) the
+    agent sets the clock and the share of each model slot; the simulator then serves the
+    requests of that interval (continuous batching, chunked prefill, KV cache, cold starts).
+
+    The environment simulates the scenario's ``local`` sub-cluster: its GPU 0 is the agent's;
+    the other GPUs of that group (none in the shipped scenarios), request placement, keep-alive
+    and consolidation run the scenario's background policy (Festina by default). Only the
+    ``local.models`` are served, at ``local.rate_rps``: the traffic one GPU of the full cluster
+    carries under consolidation. Simulating one GPU instead of eight keeps a step near 0.1 ms.
+
+    ## Action Space
+
+    ``MultiDiscrete([C] + [S] * M (+ [B] * M))`` for M model slots (``local.models``, in order):
+
+    | Index      | Action                                                                  |
+    |------------|-------------------------------------------------------------------------|
+    | 0          | SM clock level: C levels evenly spaced over the GPU's control range     |
+    |            | (30%..100% of the top clock), snapped to supported clocks               |
+    | 1..M       | SM share weight of slot m: (k+1)/S; the weights of resident models are  |
+    |            | scaled down to sum ≤ 1 and quantised down to 5% steps                   |
+    | M+1..2M    | (if ``env.batch_caps``) batch limit of slot m: ``batch_caps[k]``        |
+
+    C = ``env.clock_levels`` (8), S = ``env.share_levels`` (4). Slots whose model is not resident
+    are ignored. With ``action_type="box"`` the same components are a ``Box(-1, 1)``, component
+    i giving level ⌊(a+1)/2 · n_i⌋.
+
+    ## Observation Space
+
+    ``Box(0, 1, (10·M + 8 + 2,), float32)``: per slot the features of
+    :mod:`festgym.envs.features` (resident, ready, share, queue, batch, prefill_mix, kv_used,
+    ttft, tbt, recency), then the GPU (power/TDP, clock position, free memory, state one-hot),
+    then the time of day (two phase features). ``feature_names`` lists them in order.
+
+    ## Rewards
+
+    :class:`~festgym.reward.EnergySLOReward` over the agent's GPU for the interval:
+    −energy/(TDP·interval) − λ_TTFT·TTFT lateness − λ_TBT·TBT excess, weights from the scenario's
+    ``reward``. ``info`` holds every term, the raw joules and the interval's TTFT/TBT attainment.
+
+    ## Starting State
+
+    A fresh seeded workload; the background policy runs alone for ``env.warmup_s`` (60 s) so
+    that models are loaded and serving when the agent takes over.
+
+    ## Episode End
+
+    Never terminated; truncated after ``env.episode_s`` simulated seconds (600 steps by default).
+
+    ## Arguments
+
+    ``gym.make("festgym/LocalGPU-v0", scenario="default", action_type="multidiscrete",
+    render_mode=None, **overrides)``: ``scenario`` is a name in ``envs/``, a path or a mapping;
+    overrides replace scenario sections (``env={"episode_s": 300}``, ``local={"rate_rps": 6}``),
+    and an unknown key is an error naming it.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    local = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        env = self.scenario.env
+        self.models = self.scenario.local.models
+        m = len(self.models)
+        nvec = [env.clock_levels] + [env.share_levels] * m + ([len(env.batch_caps)] * m if env.batch_caps else [])
+        labels = ["clock"] + [f"share[{x}]" for x in self.models] + \
+                 ([f"batch_cap[{x}]" for x in self.models] if env.batch_caps else [])
+        self._set_action_space(nvec, labels)
+        self.feature_names = tuple(f"{x}.{f}" for x in self.models for f in SLOT_FEATURES) + \
+            tuple(f"gpu.{f}" for f in GPU_FEATURES) + TIME_FEATURES
+        self.observation_space = box(len(self.feature_names))
+        self._model_index = [self.sim.model_names.index(x) for x in self.models]
+        self._clock_lo = {t: c[0] for t, c in self.clocks.items()}
+
+    def _controlled(self) -> list[int]:
+        return [0]
+
+    def _apply(self, levels: np.ndarray) -> None:
+        m = len(self.models)
+        gpu = self.sim.gpus[0]
+        self.set_control(gpu, self.models, int(levels[0]), levels[1:1 + m], levels[1 + m:])
+
+    def _observe(self) -> np.ndarray:
+        gpu = self.sim.gpus[0]
+        now = self.sim.now
+        out: list[float] = []
+        for k in self._model_index:
+            out += slot_features(gpu.instance_of(k), now)
+        out += gpu_features(gpu, self._clock_lo[gpu.spec.name])
+        out += self._time()
+        return np.asarray(out, dtype=np.float32)

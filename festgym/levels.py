@@ -1,0 +1,56 @@
+"""Quantised control levels shared by the rule policies and the environments.
+
+Clock levels are evenly spaced over the controllable range (``Profile.control_clocks_mhz``:
+from 30% of the top clock up, the range DVFS controllers use) and snapped to supported clocks.
+SM shares are multiples of ``SHARE_STEP``: a finite set keeps the simulator's per-(share, clock)
+slice cache small and makes every share an exact, repeatable float.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from festgym.profile import CONTROL_CLOCK_FRAC
+from festgym.specs import GpuSpec
+
+SHARE_STEP = 0.05
+"""Granularity of SM shares (MPS takes whole percentages; 5% keeps the set small)."""
+
+
+def clock_levels(spec: GpuSpec, n: int) -> tuple[float, ...]:
+    """``n`` supported clocks evenly spaced from the lowest control clock to the top clock."""
+    if n < 2:
+        raise ValueError(f"need at least 2 clock levels, got {n}")
+    ladder = np.asarray(spec.sm_clocks_mhz, dtype=float)
+    usable = ladder[ladder >= CONTROL_CLOCK_FRAC * ladder[-1]]
+    targets = np.linspace(usable[0], usable[-1], n)
+    picked = usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)]
+    return tuple(float(c) for c in dict.fromkeys(picked.tolist()))
+
+
+def share_levels(n: int) -> tuple[float, ...]:
+    """``n`` SM shares evenly spaced in (0, 1], each a multiple of ``SHARE_STEP``."""
+    if n < 1:
+        raise ValueError(f"need at least 1 share level, got {n}")
+    return tuple(dict.fromkeys(quantize_share(k / n) for k in range(1, n + 1)))
+
+
+def quantize_share(share: float) -> float:
+    """Round down to a multiple of ``SHARE_STEP`` (at least one step)."""
+    steps = max(int(share / SHARE_STEP + 1e-9), 1)
+    return round(steps * SHARE_STEP, 4)
+
+
+def normalize_shares(weights: Sequence[float]) -> list[float]:
+    """Shares from non-negative weights: scaled down to sum to at most 1 when they exceed it,
+    then quantised down (so the sum stays ≤ 1). Zero weights get zero share (the caller keeps
+    such a model at its minimum)."""
+    total = float(sum(weights))
+    scale = 1.0 / total if total > 1.0 else 1.0
+    shares = [quantize_share(w * scale) if w > 0 else 0.0 for w in weights]
+    while sum(shares) > 1.0 + 1e-9:  # each share floors at one step; take steps from the largest
+        k = max(range(len(shares)), key=shares.__getitem__)
+        shares[k] = round(shares[k] - SHARE_STEP, 4)
+    return shares

@@ -1,0 +1,40 @@
+"""Rule policies by name: Festina and the baselines it is compared with.
+
+``make_policy(name)`` builds one with the parameters in ``agents/<name>.yaml`` when that file
+exists (keyword arguments override them); ``POLICIES`` lists the names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from festgym.paths import project_dir
+from festgym.policy import LeastLoaded, Policy
+from festgym.policies.festina import Festina, FestinaConfig
+from festgym.specs import read_mapping
+
+POLICIES: dict[str, Callable[..., Policy]] = {
+    "festina": Festina,
+    "least-loaded": LeastLoaded,
+}
+
+
+def agent_params(name: str) -> dict[str, Any]:
+    """The ``params`` mapping of ``agents/<name>.yaml`` (empty when there is no such file)."""
+    try:
+        path = project_dir("agents", "FESTGYM_AGENTS") / f"{name}.yaml"
+    except FileNotFoundError:
+        return {}
+    if not path.is_file():
+        return {}
+    return dict(read_mapping(path).get("params") or {})
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """A rule policy by name, configured from ``agents/<name>.yaml`` and ``params``."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    return POLICIES[name](**{**agent_params(name), **params})
+
+
+__all__ = ["POLICIES", "Festina", "FestinaConfig", "agent_params", "make_policy"]

@@ -1,0 +1,377 @@
+"""Festina: energy-aware scheduling for serverless LLM serving on shared GPUs.
+
+Reconstructed from the abstract of "Energy-Aware Scheduling for Serverless LLM Serving on Shared
+GPUs" (arXiv 2606.30391) and of its predecessor WAGES (SC'25 workshops, same group). The
+abstracts give the structure: an SLO-safe, energy-first global placement driven by constant-time
+lookups in offline profiles; a phase-aware local scheduler that picks per-model SM shares and
+one device clock per GPU; and consolidation that empties lightly loaded GPUs. Everything the
+abstracts leave open is a named choice here, with its knob in :class:`FestinaConfig`
+(``agents/festina.yaml``):
+
+* **SLO test** (placement and local control): the profile's decode step time at the batch the
+  instance will run (running + prefilling + queued, + 1 for a new request), rounded up to the
+  next grid point, must stay under ``(1 − tbt_margin)·TBT``; the time to prefill every pending
+  prompt token, in chunks of the engine's token budget, under ``(1 − ttft_margin)·TTFT``.
+* **Energy objective** (local control): dynamic energy of the work expected in the next control
+  interval (the decode steps it would take at full speed, plus the pending prefill) at each
+  (share, clock); static power is the same for every setting of an awake GPU, so it is left out.
+  Per clock each model takes its least-energy feasible share; if those sum above 1 each takes its
+  smallest feasible share; the clock with the least total energy wins. ``clock_hysteresis``:
+  keep the current clock unless the best saves that fraction.
+* **Idle models** (no work) get an equal split of the unassigned share, so that a burst is not
+  stuck on a sliver until the next interval; busy models keep only what they need (the profiles
+  charge SM activity in proportion to share).
+* **Overload** (no setting passes): top clock, shares in proportion to each model's need.
+* **Marginal energy** (placement): dynamic energy per token at the instance's new batch, at the
+  share left to it (1 − the others' needs) and the top clock. It is lowest on busy instances, so
+  load packs onto active GPUs, which is where static power is already paid.
+* **New instances**: only when no resident instance passes and none is loading (requests then
+  wait for the loading one rather than start a cold-start storm): on the awake GPU that fits the
+  model with the most load already (best fit), else on a parked GPU (woken), else on the least
+  loaded awake GPU with memory, else on the least-loaded instance (SLO not assured).
+* **Consolidation**: a GPU whose summed need (each model's smallest feasible share at the top
+  clock) stays under ``low_load`` for ``low_windows`` consecutive consolidation calls is emptied,
+  one GPU per call, when every model on it can go to another awake GPU (unload where the model
+  is already resident, else migrate) whose need stays under ``absorb_limit``. Then it is parked.
+  Empty awake GPUs are parked at once.
+
+The ablation switches (``dvfs``, ``partition``, ``placement``, ``consolidation``) turn the parts
+off one by one: without DVFS the clock stays at the default; without partitioning shares are
+split evenly; without placement requests go to the least-loaded instance (cold start above
+``spawn_at`` of the batch limit); without consolidation nothing is migrated or parked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
+from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
+                            Park, Request, Unload)
+from festgym.policies.tables import ProfileTables
+from festgym.specs import build_dataclass, check_ranges
+
+ALL = (slice(None), slice(None))
+CTX_GUESS = 1024.0
+"""Context assumed for an instance with nothing decoding yet (about a typical chat prompt)."""
+
+
+@dataclass(frozen=True)
+class FestinaConfig:
+    """Festina's knobs (defaults: ``agents/festina.yaml``)."""
+
+    dvfs: bool = True
+    """Choose the device clock (off: the GPU's default clock)."""
+    partition: bool = True
+    """Choose SM shares per model (off: even split)."""
+    placement: bool = True
+    """SLO-safe, energy-first placement (off: least-loaded)."""
+    consolidation: bool = True
+    """Migrate models off lightly loaded GPUs and park them (off: never)."""
+    tbt_margin: float = 0.2
+    """Headroom kept under the TBT SLO, as a fraction of it."""
+    ttft_margin: float = 0.4
+    """Headroom kept under the TTFT SLO (queueing between control intervals eats into it)."""
+    clock_hysteresis: float = 0.03
+    """Relative energy gain needed to move the clock."""
+    n_share_levels: int = 20
+    """Share levels searched (multiples of 1/n)."""
+    n_clock_levels: int = 10
+    """Clock levels searched, evenly spaced over the control range."""
+    low_load: float = 0.3
+    """Summed need (SM shares at top clock) under which a GPU counts as lightly loaded."""
+    low_windows: int = 2
+    """Consecutive consolidation calls a GPU must stay lightly loaded before it is emptied."""
+    absorb_limit: float = 0.6
+    """A GPU may take migrated models while its summed need stays under this."""
+    spawn_at: float = 0.75
+    """Least-loaded placement (``placement`` off): cold-start above this fraction of the batch limit."""
+
+    def __post_init__(self):
+        check_ranges(self, {"tbt_margin": 0 <= self.tbt_margin < 1, "ttft_margin": 0 <= self.ttft_margin < 1,
+                            "clock_hysteresis": self.clock_hysteresis >= 0,
+                            "n_share_levels": 1 <= self.n_share_levels <= int(1 / SHARE_STEP),
+                            "n_clock_levels": self.n_clock_levels >= 2,
+                            "low_load": 0 <= self.low_load <= 1, "low_windows": self.low_windows >= 1,
+                            "absorb_limit": 0 < self.absorb_limit <= 1, "spawn_at": self.spawn_at > 0})
+
+
+
+class Festina(BasePolicy):
+    """The Festina rule policy (see the module docstring for every design choice)."""
+
+    name = "festina"
+
+    def __init__(self, config: FestinaConfig | None = None, name: str | None = None, **params):
+        self.config = config or build_dataclass(FestinaConfig, params, "Festina parameters")
+        if name:
+            self.name = name
+        self._tables: dict[str, ProfileTables] = {}
+        self._fallback = LeastLoaded(spawn_at=self.config.spawn_at)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def reset(self, cluster: ClusterView) -> None:
+        self.cluster = cluster
+        self._need: dict[tuple[int, str], float] = {}
+        self._low = [0] * len(cluster.gpus)
+        self._draining: set[int] = set()
+        self._prompt: dict[str, float] = {}  # moving mean of prompt tokens per model
+        self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
+        self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
+
+    def tables(self, gpu: GpuView, model: str) -> ProfileTables:
+        """Lookup tables of ``model`` on ``gpu``'s type (built once per policy object)."""
+        key = f"{gpu.spec.name}/{model}"
+        found = self._tables.get(key)
+        if found is None:
+            cfg = self.config
+            found = self._tables[key] = ProfileTables.build(self.cluster.profile(gpu.index, model),
+                                                            cfg.n_share_levels, cfg.n_clock_levels)
+        return found
+
+    def need(self, gpu: int, model: str) -> float:
+        """Smallest SM share that met the model's SLOs at the top clock at its GPU's last control."""
+        return self._need.get((gpu, model), 0.0)
+
+    def gpu_need(self, gpu: GpuView, skip: str | None = None) -> float:
+        return sum(self.need(gpu.index, i.model) for i in gpu.instances if i.model != skip)
+
+    # --- SLO and energy tests -----------------------------------------------------------------
+
+    def _budgets(self, inst: InstanceView, prompt_tokens: int = 0) -> tuple[float, float]:
+        """(TBT, TTFT) budgets after the margins; TTFT for a prompt of ``prompt_tokens``."""
+        slo, cfg = inst.slo, self.config
+        ttft = slo.ttft_s + slo.ttft_per_1k_tokens_s * prompt_tokens / 1000
+        return (1 - cfg.tbt_margin) * slo.tbt_s, (1 - cfg.ttft_margin) * ttft
+
+    def _slo_ok(self, inst: InstanceView, tab: ProfileTables, batch: int, prompt: float, at=ALL):
+        """Whether settings ``at`` (an index into [share, clock]; all by default) keep ``inst``
+        within its SLOs with ``batch`` sequences and a new prompt of ``prompt`` tokens behind its
+        pending prefill; and the decode grid indices used."""
+        tbt, ttft = self._budgets(inst, int(prompt))
+        bi, ci = tab.decode_index(batch, inst.mean_ctx if inst.running else CTX_GUESS)
+        dec_s = tab.decode_s[at + (bi, ci)]
+        i, chunks = tab.prefill_index(inst.prefill_tokens + prompt, inst.token_budget)
+        # A prompt's own prefill at the full GPU is not queueing; only the wait beyond it counts.
+        j, own = tab.prefill_index(prompt, inst.token_budget)
+        floor = tab.prefill_s[-1, -1, j] * own
+        return (dec_s <= tbt) & (dec_s + tab.prefill_s[at + (i,)] * chunks <= ttft + floor), bi, ci
+
+    def _costs(self, inst: InstanceView, tab: ProfileTables, interval: float) -> np.ndarray | None:
+        """Energy of the next interval's work over [share, clock], ``inf`` where an SLO fails
+        (for the prompts expected next interval plus a typical one, twice the model's mean);
+        ``None`` when it has no work."""
+        running = inst.running
+        batch = min(running + inst.prefilling + inst.queue_len, inst.max_num_seqs)
+        if batch == 0:
+            return None
+        mean = self._prompt.get(inst.model, CTX_GUESS)
+        expected = self._rate.get((inst.gpu, inst.model), 0.0) * interval * mean
+        ok, bi, ci = self._slo_ok(inst, tab, batch, 2 * mean + expected)
+        steps = interval / tab.decode_s[-1, -1, bi, ci] if running else 0.0
+        i, chunks = tab.prefill_index(inst.prefill_tokens, inst.token_budget)
+        return np.where(ok, tab.decode_j[:, :, bi, ci] * steps + tab.prefill_j[:, :, i] * chunks, np.inf)
+
+    # --- local control ------------------------------------------------------------------------
+
+    def control(self, gpu: GpuView, now: float) -> GpuControl | None:
+        instances = gpu.instances
+        if not instances:
+            return None
+        cfg = self.config
+        interval = self.cluster.control_interval_s
+        busy: list[tuple[InstanceView, np.ndarray]] = []
+        idle: list[InstanceView] = []
+        for inst in instances:
+            key = (gpu.index, inst.model)
+            self._rate[key] = 0.7 * self._rate.get(key, 0.0) + 0.3 * self._placed.pop(key, 0) / interval
+            costs = self._costs(inst, self.tables(gpu, inst.model), interval) if inst.ready else None
+            if costs is None:
+                idle.append(inst)
+                self._need[(gpu.index, inst.model)] = 0.0
+            else:
+                busy.append((inst, costs))
+        tab = self.tables(gpu, instances[0].model)
+        clocks = tab.clocks
+        if not busy:
+            clock = clocks[0] if cfg.dvfs else gpu.spec.default_sm_clock_mhz
+            return self._settings(gpu, float(clock), {}, idle)
+        shares = tab.shares
+        even = None
+        if not cfg.partition:  # even split: the largest level not above 1/n
+            even = max(int(np.searchsorted(shares, quantize_share(1.0 / len(instances)) + 1e-9)) - 1, 0)
+        picks, totals, energy = [], np.zeros(len(clocks)), np.zeros(len(clocks))
+        for inst, costs in busy:
+            finite = np.isfinite(costs)
+            first = np.where(finite.any(axis=0), finite.argmax(axis=0), len(shares))  # smallest feasible
+            self._need[(gpu.index, inst.model)] = float(shares[first[-1]]) if first[-1] < len(shares) else 1.0 + SHARE_STEP
+            if even is not None:
+                pick = np.full(len(clocks), even)
+            else:
+                pick = costs.argmin(axis=0)
+                pick = np.where(finite.any(axis=0), pick, len(shares))
+            picks.append((pick, first))
+        chosen = self._choose_clock(gpu, tab, busy, picks, even is not None)
+        if chosen is None:  # overload: top clock, shares in proportion to need
+            clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
+            need = [max(self.need(gpu.index, i.model), SHARE_STEP) for i, _ in busy]
+            split = normalize_shares(need) if cfg.partition else [shares[even]] * len(busy)
+            return self._settings(gpu, clock, {i.model: s for (i, _), s in zip(busy, split)}, idle)
+        c, levels = chosen
+        return self._settings(gpu, float(clocks[c]), {i.model: float(shares[k]) for (i, _), k in zip(busy, levels)}, idle)
+
+    def _choose_clock(self, gpu: GpuView, tab: ProfileTables, busy, picks, fixed: bool):
+        """(clock index, share level per busy instance) of least energy, or ``None``."""
+        cfg = self.config
+        shares = tab.shares
+        n = len(shares)
+        candidates = range(len(tab.clocks)) if cfg.dvfs else [int(np.abs(tab.clocks - gpu.spec.default_sm_clock_mhz).argmin())]
+        best, best_e, current, current_e = None, np.inf, None, np.inf
+        here = int(np.abs(tab.clocks - gpu.clock_mhz).argmin())
+        for c in candidates:
+            levels = [int(p[c]) for p, _ in picks]
+            if any(k >= n for k in levels):
+                continue
+            if sum(shares[k] for k in levels) > 1 + 1e-9 and not fixed:
+                levels = [int(f[c]) for _, f in picks]
+                if any(k >= n for k in levels) or sum(shares[k] for k in levels) > 1 + 1e-9:
+                    continue
+            e = sum(costs[k, c] for (_, costs), k in zip(busy, levels))
+            if not np.isfinite(e):
+                continue
+            if e < best_e:
+                best, best_e = (c, levels), e
+            if c == here:
+                current, current_e = (c, levels), e
+        if current is not None and current_e <= best_e * (1 + cfg.clock_hysteresis):
+            return current
+        return best
+
+    def _settings(self, gpu: GpuView, clock: float, shares: dict[str, float], idle: list[InstanceView]) -> GpuControl | None:
+        if not self.config.partition:
+            even = quantize_share(1.0 / len(gpu.instances))
+            shares = {i.model: even for i in gpu.instances}
+        elif idle:
+            left = 1.0 - sum(shares.values())
+            each = quantize_share(left / len(idle)) if left >= SHARE_STEP * len(idle) else SHARE_STEP
+            shares.update({i.model: each for i in idle})
+            if sum(shares.values()) > 1 + 1e-9:  # no room left: take it from the largest
+                names = list(shares)
+                shares = dict(zip(names, normalize_shares([shares[k] for k in names])))
+        changed = {m: s for m, s in shares.items() if abs(gpu.instance(m).share - s) > 1e-9}
+        if not changed and clock == gpu.clock_mhz:
+            return None
+        # Send every share when any changes: the simulator checks the final sum, shrinking first.
+        return GpuControl(clock_mhz=clock, shares=shares if changed else None)
+
+    # --- placement ----------------------------------------------------------------------------
+
+    def place(self, request: Request, cluster: ClusterView) -> int | None:
+        model = request.model
+        mean = self._prompt.get(model)
+        self._prompt[model] = request.prompt_tokens if mean is None else 0.9 * mean + 0.1 * request.prompt_tokens
+        if not self.config.placement:
+            return self._count(self._fallback.place(request, cluster), model)
+        best, best_cost, loading = None, np.inf, None
+        for inst in cluster.instances_of(model):
+            if inst.gpu in self._draining:
+                continue
+            if not inst.ready:
+                loading = loading if loading is not None else inst
+                continue
+            cost = self._marginal(inst, request, cluster)
+            if cost < best_cost:
+                best, best_cost = inst, cost
+        target = best.gpu if best is not None else loading.gpu if loading is not None else self._spawn(request, cluster)
+        return self._count(target, model)
+
+    def _count(self, target: int | None, model: str) -> int | None:
+        if target is not None:
+            key = (target, model)
+            self._placed[key] = self._placed.get(key, 0) + 1
+        return target
+
+    def _marginal(self, inst: InstanceView, request: Request, cluster: ClusterView) -> float:
+        """Dynamic energy per token after adding ``request``, or ``inf`` if an SLO would fail."""
+        gpu = cluster.gpus[inst.gpu]
+        tab = self.tables(gpu, inst.model)
+        avail = 1.0 - self.gpu_need(gpu, skip=inst.model)
+        s = int(np.searchsorted(tab.shares, avail + 1e-9)) - 1
+        if s < 0:
+            return np.inf
+        batch = min(inst.running + inst.prefilling + inst.queue_len + 1, inst.max_num_seqs)
+        ok, bi, ci = self._slo_ok(inst, tab, batch, request.prompt_tokens, at=(s, -1))
+        if not ok:
+            return np.inf
+        return tab.decode_j[s, -1, bi, ci] / batch
+
+    def _spawn(self, request: Request, cluster: ClusterView) -> int | None:
+        model = request.model
+        fits = [g for g in cluster.gpus if g.index not in self._draining and g.instance(model) is None
+                and cluster.can_host(g.index, model)]
+        awake = [g for g in fits if not g.parked]
+        roomy = [g for g in awake if self.gpu_need(g) + SHARE_STEP <= 1.0]
+        if roomy:
+            return max(roomy, key=lambda g: (self.gpu_need(g), -g.index)).index
+        parked = [g for g in fits if g.parked]
+        if parked:
+            return parked[0].index
+        if awake:
+            return min(awake, key=lambda g: (self.gpu_need(g), g.index)).index
+        return self._fallback.place(request, cluster)
+
+    # --- consolidation ------------------------------------------------------------------------
+
+    def consolidate(self, cluster: ClusterView, now: float) -> list[Action]:
+        if not self.config.consolidation:
+            return []
+        cfg = self.config
+        gpus = cluster.gpus
+        actions: list[Action] = []
+        self._draining = {g for g in self._draining if not gpus[g].parked and gpus[g].instances}
+        for g in gpus:
+            if not g.parked and not g.instances and g.state != "waking":
+                actions.append(Park(g.index))
+        loads = {g.index: self.gpu_need(g) for g in gpus if not g.parked and g.instances}
+        for g in gpus:
+            low = g.index in loads and loads[g.index] < cfg.low_load and g.index not in self._draining
+            self._low[g.index] = self._low[g.index] + 1 if low else 0
+        ready = [i for i in loads if self._low[i] >= cfg.low_windows]
+        for src in sorted(ready, key=lambda i: (loads[i], i)):
+            moves = self._empty(gpus[src], gpus, loads, cluster)
+            if moves is not None:
+                self._draining.add(src)
+                self._low[src] = 0
+                return actions + moves + [Park(src)]
+        return actions
+
+    def _empty(self, src: GpuView, gpus, loads: dict[int, float], cluster: ClusterView) -> list[Action] | None:
+        """Actions that move every model off ``src`` within ``absorb_limit``, or ``None``."""
+        limit = self.config.absorb_limit
+        planned = dict(loads)
+        used: set[int] = set()
+        moves: list[Action] = []
+        for inst in src.instances:
+            if not inst.ready:
+                return None
+            need = self.need(src.index, inst.model)
+            others = [g for g in gpus if g.index != src.index and not g.parked and g.index not in self._draining
+                      and g.index in planned]
+            resident = [g for g in others if g.instance(inst.model) is not None
+                        and planned[g.index] + need <= limit]
+            if resident:
+                dst = max(resident, key=lambda g: planned[g.index])
+                moves.append(Unload(inst.model, src.index))
+            else:
+                hosts = [g for g in others if g.index not in used and cluster.can_host(g.index, inst.model)
+                         and planned[g.index] + need <= limit]
+                if not hosts:
+                    return None
+                dst = max(hosts, key=lambda g: planned[g.index])
+                used.add(dst.index)
+                moves.append(Migrate(inst.model, src.index, dst.index))
+            planned[dst.index] += need
+        return moves

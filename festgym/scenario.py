@@ -1,0 +1,266 @@
+"""Scenarios: a cluster, the models it serves with their SLOs, a workload, and the settings of the
+simulator, the background policy, the reward and the environments (``envs/<name>.yaml``).
+
+``load_scenario("default")`` reads ``envs/default.yaml``; a path to a YAML/JSON file or a mapping
+works too. Keyword overrides are merged into the sections (``workload={"rate_rps": 10}``); an
+unknown section or setting is an error naming it.
+
+Sections (each documented in the shipped YAMLs):
+
+* ``cluster``: ``gpus``, GPU type → count (or a list of types, one per GPU).
+* ``models``: model name → ``{slo: ..., engine: ...}`` (:class:`~festgym.serving.ModelServing`).
+  Their order is their popularity rank in synthetic workloads.
+* ``workload``: :class:`WorkloadSpec` (synthetic parameters, or a trace file to replay).
+* ``sim``: :class:`~festgym.simulator.SimConfig`.
+* ``policy``: ``{name, params}``, the rule policy that runs whatever the agent does not.
+* ``reward``: :class:`~festgym.reward.RewardConfig`.
+* ``local``: :class:`LocalSpec`, the part of the cluster ``LocalGPU-v0`` simulates.
+* ``env``: :class:`EnvSpec`, episode length and action quantisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from festgym.errors import SpecError
+from festgym.paths import project_dir
+from festgym.policy import Policy
+from festgym.reward import RewardConfig
+from festgym.serving import ModelServing
+from festgym.simulator import SimConfig, Simulator
+from festgym.specs import build_dataclass, check_ranges, read_mapping
+from festgym.workload import PRESETS, LengthDist, SyntheticWorkload, Trace, load_trace
+
+SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Synthetic workload parameters (see :class:`~festgym.workload.SyntheticWorkload`), or a trace."""
+
+    duration_s: float = 3600.0
+    """Length of a full run (``festgym compare``); environments use ``env.episode_s``."""
+    rate_rps: float = 20.0
+    """Mean request rate over all models."""
+    arrival_cv: float = 1.09
+    """Coefficient of variation of inter-arrival times (1: Poisson; above 1: bursty)."""
+    diurnal_amplitude: float = 0.0
+    """Relative amplitude of the sinusoidal rate modulation (0: none)."""
+    diurnal_period_s: float = 86400.0
+    """Its period."""
+    zipf_s: float = 1.0
+    """Zipf exponent of model popularity (by the order of ``models``)."""
+    shift_sigma: float = 0.3
+    """Random-walk step of log popularity per shift period."""
+    shift_period_s: float = 300.0
+    """How often popularity drifts."""
+    lengths: Any = "azure-conv"
+    """Prompt/output lengths: a preset (``azure-conv``, ``azure-code``) or
+    ``{prompt: {mu, sigma, low, high} | {mean, cv}, output: ...}``."""
+    trace: str | None = None
+    """A CSV/JSONL trace to replay instead (path relative to the scenario file); each episode
+    starts at a seeded random offset into it."""
+
+    def __post_init__(self):
+        check_ranges(self, {"duration_s": self.duration_s > 0, "rate_rps": self.rate_rps > 0})
+
+    def length_dists(self, source: str) -> tuple[LengthDist, LengthDist]:
+        if isinstance(self.lengths, str):
+            if self.lengths not in PRESETS:
+                raise SpecError(source, "workload.lengths", f"unknown preset {self.lengths!r}; "
+                                f"expected one of {', '.join(PRESETS)} or {{prompt: ..., output: ...}}")
+            return PRESETS[self.lengths]
+        if not isinstance(self.lengths, Mapping) or set(self.lengths) != {"prompt", "output"}:
+            raise SpecError(source, "workload.lengths", "expected a preset name or {prompt: ..., output: ...}")
+        return tuple(_length(self.lengths[k], f"{source}: workload.lengths.{k}") for k in ("prompt", "output"))
+
+
+def _length(data: Any, source: str) -> LengthDist:
+    if isinstance(data, Mapping) and {"mean", "cv"} <= set(data):
+        extra = {k: data[k] for k in ("low", "high") if k in data}
+        return LengthDist.from_mean_cv(float(data["mean"]), float(data["cv"]), **extra)
+    return build_dataclass(LengthDist, data, source)
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """The sub-cluster ``LocalGPU-v0`` simulates: its GPU 0 is the agent's; the others (if any)
+    run the background policy, which also places requests. Only ``models`` are served, at
+    ``rate_rps`` in all (the share of the cluster's traffic such a GPU group receives)."""
+
+    gpus: tuple[str, ...] = ("H100-SXM-80GB",)
+    models: tuple[str, ...] = ()
+    rate_rps: float = 3.0
+
+    def __post_init__(self):
+        check_ranges(self, {"gpus": len(self.gpus) >= 1, "rate_rps": self.rate_rps > 0})
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Environment settings."""
+
+    episode_s: float = 600.0
+    """Simulated seconds per episode (steps = episode_s / control_interval_s for the control envs)."""
+    warmup_s: float = 60.0
+    """Simulated seconds the background policy runs before the agent's first step (the episode
+    then starts with models loaded and queues filled)."""
+    clock_levels: int = 8
+    """Clock choices per GPU, evenly spaced over the control range."""
+    share_levels: int = 4
+    """SM share choices per model slot (weights k/n, renormalised to sum ≤ 1)."""
+    batch_caps: tuple[int, ...] = ()
+    """If given, a batch-limit choice per model slot among these values (``max_num_seqs``)."""
+
+    def __post_init__(self):
+        check_ranges(self, {"episode_s": self.episode_s > 0, "warmup_s": self.warmup_s >= 0,
+                            "clock_levels": self.clock_levels >= 2, "share_levels": self.share_levels >= 1,
+                            "batch_caps": all(int(b) >= 1 for b in self.batch_caps)})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A parsed scenario; build simulators, workloads and the background policy from it."""
+
+    name: str
+    description: str
+    gpus: tuple[str, ...]
+    models: Mapping[str, ModelServing]
+    workload: WorkloadSpec
+    sim: SimConfig
+    policy: str
+    policy_params: Mapping[str, Any]
+    reward: RewardConfig
+    local: LocalSpec
+    env: EnvSpec
+    source: str = "<dict>"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def simulator(self, local: bool = False, profiles_root=None) -> Simulator:
+        """The full cluster, or with ``local`` the :class:`LocalSpec` sub-cluster."""
+        if local:
+            models = {m: self.models[m] for m in self.local.models}
+            return Simulator(list(self.local.gpus), models, self.sim, profiles_root)
+        return Simulator(list(self.gpus), dict(self.models), self.sim, profiles_root)
+
+    def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False) -> Trace:
+        """A seeded workload of ``duration_s`` (default ``workload.duration_s``)."""
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        wl = self.workload
+        duration = float(duration_s or wl.duration_s)
+        models = self.local.models if local else tuple(self.models)
+        rate = self.local.rate_rps if local else wl.rate_rps
+        if wl.trace is not None:
+            return self._replay(rng, duration, models, rate)
+        prompt, output = wl.length_dists(self.source)
+        return SyntheticWorkload(models, rate_rps=rate, duration_s=duration, arrival_cv=wl.arrival_cv,
+                                 diurnal_amplitude=wl.diurnal_amplitude, diurnal_period_s=wl.diurnal_period_s,
+                                 zipf_s=wl.zipf_s, shift_sigma=wl.shift_sigma, shift_period_s=wl.shift_period_s,
+                                 prompt=prompt, output=output).generate(rng)
+
+    def _replay(self, rng: np.random.Generator, duration: float, models: tuple[str, ...], rate: float) -> Trace:
+        path = Path(self.workload.trace)
+        if not path.is_absolute() and self.source not in ("<dict>",):
+            path = Path(self.source).parent / path
+        full = load_trace(path, list(models))
+        full = full.scale_rate(rate * full.duration_s / max(len(full), 1))
+        if full.duration_s <= duration:
+            return full
+        start = float(rng.uniform(0.0, full.duration_s - duration))
+        return full.window(start, start + duration)
+
+    def make_policy(self) -> Policy:
+        """The background rule policy."""
+        from festgym.policies import make_policy  # policies import the simulator's views
+        return make_policy(self.policy, **self.policy_params)
+
+
+def scenarios_dir() -> Path:
+    return project_dir("envs", "FESTGYM_ENVS")
+
+
+def list_scenarios() -> list[str]:
+    return sorted(p.stem for p in scenarios_dir().glob("*.yaml"))
+
+
+def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", **overrides: Any) -> Scenario:
+    """A scenario by name (``envs/<name>.yaml``), path or mapping, with section overrides."""
+    if isinstance(spec, Scenario):
+        if not overrides:
+            return spec
+        spec, source = spec.raw, spec.source
+    elif isinstance(spec, Mapping):
+        source = "<dict>"
+    else:
+        path = Path(spec)
+        if path.suffix not in (".yaml", ".yml", ".json"):
+            path = scenarios_dir() / f"{spec}.yaml"
+            if not path.is_file():
+                raise SpecError(path, "<file>", f"no scenario named {spec!r}; shipped: {', '.join(list_scenarios())}")
+        spec, source = read_mapping(path), str(path)
+    return parse_scenario(_merge(dict(spec), overrides, source), source)
+
+
+def _merge(base: dict, overrides: Mapping[str, Any], source: str, prefix: str = "") -> dict:
+    for key, value in overrides.items():
+        if not prefix and key not in SECTIONS:
+            raise SpecError(source, key, f"unknown scenario section; expected one of {', '.join(SECTIONS)}")
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            base[key] = _merge(dict(base[key]), value, source, f"{prefix}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise SpecError(source, ", ".join(unknown), f"unknown scenario section; expected one of {', '.join(SECTIONS)}")
+    for key in ("cluster", "models"):
+        if not isinstance(data.get(key), Mapping) or not data[key]:
+            raise SpecError(source, key, "missing or empty")
+    gpus = _gpus(data["cluster"].get("gpus"), source)
+    extra = sorted(set(data["cluster"]) - {"gpus"})
+    if extra:
+        raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus")
+    models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}") for name, cfg in data["models"].items()}
+    policy = dict(data.get("policy") or {"name": "festina"})
+    if set(policy) - {"name", "params"}:
+        raise SpecError(source, f"policy.{sorted(set(policy) - {'name', 'params'})[0]}", "unknown key; expected name, params")
+    local = dict(data.get("local") or {})
+    local.setdefault("gpus", [gpus[0]])
+    local.setdefault("models", list(models)[:2])
+    local = build_dataclass(LocalSpec, {**local, "gpus": tuple(local["gpus"]), "models": tuple(local["models"])},
+                            f"{source}: local")
+    missing = [m for m in local.models if m not in models]
+    if missing or not local.models:
+        raise SpecError(source, "local.models", f"{missing or 'none'}: each must be one of the scenario's models "
+                        f"({', '.join(models)})")
+    env = dict(data.get("env") or {})
+    if "batch_caps" in env:
+        env["batch_caps"] = tuple(int(b) for b in env["batch_caps"] or ())
+    return Scenario(
+        name=str(data.get("name") or Path(source).stem), description=str(data.get("description") or ""),
+        gpus=gpus, models=models,
+        workload=build_dataclass(WorkloadSpec, data.get("workload"), f"{source}: workload"),
+        sim=build_dataclass(SimConfig, data.get("sim"), f"{source}: sim"),
+        policy=str(policy.pop("name", "festina")), policy_params=dict(policy.pop("params", None) or {}),
+        reward=build_dataclass(RewardConfig, data.get("reward"), f"{source}: reward"),
+        local=local, env=build_dataclass(EnvSpec, env, f"{source}: env"), source=source, raw=dict(data))
+
+
+def _gpus(spec: Any, source: str) -> tuple[str, ...]:
+    if isinstance(spec, Mapping):
+        out = []
+        for gpu_type, count in spec.items():
+            if not isinstance(count, int) or count < 1:
+                raise SpecError(source, f"cluster.gpus.{gpu_type}", f"count must be a whole number ≥ 1, got {count!r}")
+            out += [str(gpu_type)] * count
+        return tuple(out)
+    if isinstance(spec, (list, tuple)) and spec:
+        return tuple(str(g) for g in spec)
+    raise SpecError(source, "cluster.gpus", "expected {GPU type: count} or a list of GPU types")
