@@ -32,6 +32,7 @@ class AgentPolicy(BasePolicy):
         self.controlled = frozenset(controlled)
         self.name = f"agent+{getattr(background, 'name', 'policy')}"
         self.active = False
+        self.defer = False  # this step, the background policy decides for the agent too
         self.pending: dict[int, Callable[[], GpuControl]] = {}
         self.routes: dict[str, int] = {}
         self.target: int | None = None
@@ -41,7 +42,7 @@ class AgentPolicy(BasePolicy):
         self.background.reset(cluster)
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
-        if self.active:
+        if self.active and not self.defer:
             if self.target is not None:
                 target, self.target = self.target, None
                 return target
@@ -51,7 +52,7 @@ class AgentPolicy(BasePolicy):
         return self.background.place(request, cluster)
 
     def control(self, gpu: GpuView, now: float) -> GpuControl | None:
-        if self.active and gpu.index in self.controlled:
+        if self.active and not self.defer and gpu.index in self.controlled:
             build = self.pending.pop(gpu.index, None)
             return build() if build is not None else None  # built now: residents may have changed
         return self.background.control(gpu, now)
@@ -174,8 +175,11 @@ class ServingEnv(gym.Env):
         """Advance to the first decision (control envs: already there)."""
 
     def step(self, action):
-        levels = self._levels(action)
-        self._apply(levels)
+        """Gymnasium ``step``. ``action=None`` lets the background policy decide this step for
+        the agent's GPUs too (how the rule policy is scored on the same reward)."""
+        self.agent.defer = action is None
+        if action is not None:
+            self._apply(self._levels(action))
         until = self._advance()
         reward, info = self.reward_fn(self.meter.read(self.sim.now))
         info["time_s"] = self.sim.now

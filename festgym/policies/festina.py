@@ -18,9 +18,10 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
   Per clock each model takes its least-energy feasible share; if those sum above 1 each takes its
   smallest feasible share; the clock with the least total energy wins. ``clock_hysteresis``:
   keep the current clock unless the best saves that fraction.
-* **Idle models** (no work) get an equal split of the unassigned share, so that a burst is not
-  stuck on a sliver until the next interval; busy models keep only what they need (the profiles
-  charge SM activity in proportion to share).
+* **Spare SMs**: models with no work get a floor weight (``IDLE_SHARE``), then every share is
+  scaled up so that the GPU is fully assigned. Idle SMs would draw less power in the profiles
+  (SM activity ∝ share), but a burst arriving between control intervals would then be stuck on
+  a sliver; the measured TTFT cost of leaving SMs unassigned outweighed the saving.
 * **Overload** (no setting passes): top clock, shares in proportion to each model's need.
 * **Marginal energy** (placement): dynamic energy per token at the instance's new batch, at the
   share left to it (1 − the others' needs) and the top clock. It is lowest on busy instances, so
@@ -55,6 +56,8 @@ from festgym.specs import build_dataclass, check_ranges
 
 ALL = (slice(None), slice(None))
 CTX_GUESS = 1024.0
+IDLE_SHARE = 0.2
+"""Share weight of a model with no work, before the split is scaled up to the whole GPU."""
 """Context assumed for an instance with nothing decoding yet (about a typical chat prompt)."""
 
 
@@ -254,13 +257,11 @@ class Festina(BasePolicy):
         if not self.config.partition:
             even = quantize_share(1.0 / len(gpu.instances))
             shares = {i.model: even for i in gpu.instances}
-        elif idle:
-            left = 1.0 - sum(shares.values())
-            each = quantize_share(left / len(idle)) if left >= SHARE_STEP * len(idle) else SHARE_STEP
-            shares.update({i.model: each for i in idle})
-            if sum(shares.values()) > 1 + 1e-9:  # no room left: take it from the largest
-                names = list(shares)
-                shares = dict(zip(names, normalize_shares([shares[k] for k in names])))
+        else:  # idle models get a floor; then everyone scales up to use the whole GPU
+            shares.update({i.model: IDLE_SHARE for i in idle})
+            names = list(shares)
+            total = sum(shares.values())
+            shares = dict(zip(names, normalize_shares([shares[k] / total for k in names])))
         changed = {m: s for m, s in shares.items() if abs(gpu.instance(m).share - s) > 1e-9}
         if not changed and clock == gpu.clock_mhz:
             return None
