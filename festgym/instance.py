@@ -68,8 +68,10 @@ class Seq:
 def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
     """How many of the gaps g0 + dg·j (j = 0..n−1) exceed ``limit``, and the sum of their excess
     (gap − limit). The gaps over the limit form one contiguous range of j, so both are closed form."""
+    if g0 <= limit and g0 + dg * (n - 1) <= limit:  # the common case: none over (gaps are monotone)
+        return 0, 0.0
     if dg == 0.0:
-        return (n, n * (g0 - limit)) if g0 > limit else (0, 0.0)
+        return n, n * (g0 - limit)
     # first index above the limit (dg > 0) / last index above it (dg < 0)
     k = math.floor((limit - g0) / dg) + 1 if dg > 0 else math.ceil((limit - g0) / dg)
     k = min(max(k, 0), n)
@@ -197,7 +199,7 @@ class Instance:
         for queue in (self.waiting, self.prefilling):
             for seq in queue:
                 if seq.gen == 0:
-                    deadline, slo = sim.ttft_deadline(self, seq.rid)
+                    deadline, slo = sim.ttft_deadline(seq.rid)
                     if now > deadline:
                         total += (now - deadline) / slo
         return total
@@ -394,7 +396,9 @@ class Instance:
                 n = to_edge
         a, b = dec.affine(dec.time_s, batch, cell)
         c = ctx if ctx > points[0] else points[0]
-        self._run(DECODE, now, a + b * c, dec.at(dec.power_w, batch, c), dec.at(dec.hbm_util, batch, c))
+        pa, pb = dec.affine(dec.power_w, batch, cell)
+        ha, hb = dec.affine(dec.hbm_util, batch, cell)
+        self._run(DECODE, now, a + b * c, pa + pb * c, ha + hb * c)
         self.dg = b * self.factor
         self.n = n
         self.sim.schedule(now + n * self.g0 + self.dg * n * (n - 1) / 2, self.on_event, self.version)

@@ -169,6 +169,14 @@ class ClusterView:
     def gpus(self) -> tuple[GpuView, ...]:
         return tuple(g.view for g in self._s.gpus)
 
+    def gpu(self, index: int) -> GpuView:
+        """One GPU's view (cheaper than indexing ``gpus``, which builds the whole tuple)."""
+        return self._s.gpus[index].view
+
+    @property
+    def n_gpus(self) -> int:
+        return len(self._s.gpus)
+
     def instances_of(self, model: str) -> tuple[InstanceView, ...]:
         """Instances of ``model`` (loading ones included), in GPU order."""
         return tuple(i.view for i in self._s.instances_of(model))

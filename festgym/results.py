@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 STATUS_NAMES = ("unfinished", "finished", "rejected_policy", "rejected_memory", "rejected_too_long")
 
 
+RUN_COLUMNS = ("t0", "g0", "dg", "n", "batch", "model")
+"""Columns of the decode-run log: start time, first gap, gap slope, steps, batch, model index."""
+
+
 class RequestLog:
     """Per-request outcome arrays, indexed by request number in the trace."""
 
@@ -91,7 +95,8 @@ class Result:
         if len(timeline):
             timeline = timeline.astype({"gpu": int, "state": int, "instances": int})
             timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
-        runs = pd.DataFrame({k: np.frombuffer(v, dtype=float) for k, v in sim.runs.items()})
+        rows = np.frombuffer(sim.runs, dtype=float).reshape(-1, len(RUN_COLUMNS))
+        runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
         runs["model"] = runs["model"].astype(int)
         result = cls(policy, requests, gpus, timeline, runs)
         result.summary = _summary(sim, result, wall_s)

@@ -167,8 +167,16 @@ class Simulator:
         # trace model index -> simulator model index
         self.trace_model = np.array([self.model_names.index(m) for m in trace.models], dtype=np.int64)
         self.log = RequestLog(trace)
+        # TTFT SLO of every request (its model's, growing with its prompt), computed once
+        slo = [self.serving[m].slo for m in self.model_names]
+        model = self.trace_model[trace.model]
+        base = np.array([x.ttft_s for x in slo])[model] if len(trace) else np.zeros(0)
+        per_1k = np.array([x.ttft_per_1k_tokens_s for x in slo])[model] if len(trace) else np.zeros(0)
+        limit = base + per_1k * trace.prompt_tokens / 1000
+        self.ttft_limit_s = limit.tolist()
+        self.deadline_s = (trace.arrival_s + limit).tolist()
         self.open = 0  # requests placed and not yet finished
-        self.runs = {k: array("d") for k in ("t0", "g0", "dg", "n", "batch", "model")}
+        self.runs = array("d")  # interleaved rows of RUN_COLUMNS
         self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
         self._tick_energy = [0.0] * len(self.gpus)
         self.tokens_out = 0
@@ -429,25 +437,17 @@ class Simulator:
     # --- accounting (called by instances) ----------------------------------------------------------
 
     def log_run(self, inst: Instance, g0: float, dg: float, n: int, batch: int) -> None:
-        runs = self.runs
-        runs["t0"].append(inst.t0)
-        runs["g0"].append(g0)
-        runs["dg"].append(dg)
-        runs["n"].append(n)
-        runs["batch"].append(batch)
-        runs["model"].append(inst.model)
+        self.runs.extend((inst.t0, g0, dg, n, batch, inst.model))
         self.tokens_out += n * batch
 
-    def ttft_deadline(self, inst: Instance, rid: int) -> tuple[float, float]:
-        """(deadline, TTFT SLO) of request ``rid`` served by ``inst``."""
-        slo = inst.serving.slo
-        limit = slo.ttft_s + slo.ttft_per_1k_tokens_s * self.log.prompt[rid] / 1000
-        return self.log.arrival_s[rid] + limit, limit
+    def ttft_deadline(self, rid: int) -> tuple[float, float]:
+        """(deadline, TTFT SLO) of request ``rid``."""
+        return self.deadline_s[rid], self.ttft_limit_s[rid]
 
     def first_token(self, inst: Instance, rid: int, now: float) -> None:
         self.log.first_s[rid] = now
         self.tokens_out += 1
-        deadline, limit = self.ttft_deadline(inst, rid)
+        deadline, limit = self.ttft_deadline(rid)
         counters = inst.counters
         counters.first_tokens += 1
         late = (now - deadline) / limit

@@ -53,7 +53,7 @@ def slot_features(inst: Instance | None, now: float) -> list[float]:
     ttft = inst.peak_ttft_ratio
     oldest = inst.waiting[0] if inst.waiting else inst.prefilling[0] if inst.prefilling else None
     if oldest is not None and oldest.gen == 0:
-        deadline, limit = inst.sim.ttft_deadline(inst, oldest.rid)
+        deadline, limit = inst.sim.ttft_deadline(oldest.rid)
         ttft = max(ttft, (now - deadline) / limit + 1.0)
     last = inst.last_arrival_s
     return [

@@ -202,56 +202,48 @@ class Festina(BasePolicy):
         if not busy:
             clock = clocks[0] if cfg.dvfs else gpu.spec.default_sm_clock_mhz
             return self._settings(gpu, float(clock), {}, idle)
-        shares = tab.shares
-        even = None
-        if not cfg.partition:  # even split: the largest level not above 1/n
-            even = max(int(np.searchsorted(shares, quantize_share(1.0 / len(instances)) + 1e-9)) - 1, 0)
-        picks, totals, energy = [], np.zeros(len(clocks)), np.zeros(len(clocks))
-        for inst, costs in busy:
-            finite = np.isfinite(costs)
-            first = np.where(finite.any(axis=0), finite.argmax(axis=0), len(shares))  # smallest feasible
-            self._need[(gpu.index, inst.model)] = float(shares[first[-1]]) if first[-1] < len(shares) else 1.0 + SHARE_STEP
-            if even is not None:
-                pick = np.full(len(clocks), even)
-            else:
-                pick = costs.argmin(axis=0)
-                pick = np.where(finite.any(axis=0), pick, len(shares))
-            picks.append((pick, first))
-        chosen = self._choose_clock(gpu, tab, busy, picks, even is not None)
-        if chosen is None:  # overload: top clock, shares in proportion to need
+        levels = self._choose(gpu, tab, busy, len(instances))
+        if levels is None:  # overload: top clock, shares in proportion to need
             clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
             need = [max(self.need(gpu.index, i.model), SHARE_STEP) for i, _ in busy]
-            split = normalize_shares(need) if cfg.partition else [shares[even]] * len(busy)
-            return self._settings(gpu, clock, {i.model: s for (i, _), s in zip(busy, split)}, idle)
-        c, levels = chosen
-        return self._settings(gpu, float(clocks[c]), {i.model: float(shares[k]) for (i, _), k in zip(busy, levels)}, idle)
+            return self._settings(gpu, clock, {i.model: s for (i, _), s in zip(busy, normalize_shares(need))}, idle)
+        c, picked = levels
+        return self._settings(gpu, float(clocks[c]), {i.model: float(tab.shares[k]) for (i, _), k in zip(busy, picked)},
+                              idle)
 
-    def _choose_clock(self, gpu: GpuView, tab: ProfileTables, busy, picks, fixed: bool):
-        """(clock index, share level per busy instance) of least energy, or ``None``."""
+    def _choose(self, gpu: GpuView, tab: ProfileTables, busy, n_instances: int):
+        """(clock index, share level per busy instance) of least energy, or ``None`` if no
+        setting passes. Vectorised over clocks: a handful of array operations per call."""
         cfg = self.config
-        shares = tab.shares
-        n = len(shares)
-        candidates = range(len(tab.clocks)) if cfg.dvfs else [int(np.abs(tab.clocks - gpu.spec.default_sm_clock_mhz).argmin())]
-        best, best_e, current, current_e = None, np.inf, None, np.inf
+        n = len(tab.shares)
+        costs = np.stack([np.vstack([c, np.full((1, c.shape[1]), np.inf)]) for _, c in busy])  # [inst, share+1, clock]
+        finite = np.isfinite(costs[:, :n])
+        any_ok = finite.any(axis=1)  # [inst, clock]
+        first = np.where(any_ok, finite.argmax(axis=1), n)  # smallest feasible share level
+        share_of = np.append(tab.shares, np.inf)
+        for (inst, _), k in zip(busy, first[:, -1]):
+            self._need[(gpu.index, inst.model)] = float(share_of[k]) if k < n else 1.0 + SHARE_STEP
+        if cfg.partition:
+            picks = np.where(any_ok, costs[:, :n].argmin(axis=1), n)  # least-energy share level
+            over = share_of[picks].sum(axis=0) > 1 + 1e-9
+            picks = np.where(over[None, :], first, picks)
+        else:  # even split: the largest level not above 1/n
+            even = max(int(np.searchsorted(tab.shares, quantize_share(1.0 / n_instances) + 1e-9)) - 1, 0)
+            picks = np.full_like(first, even)
+        energy = np.take_along_axis(costs, picks[:, None, :], axis=1)[:, 0, :].sum(axis=0)
+        energy[share_of[picks].sum(axis=0) > 1 + 1e-9] = np.inf
+        if not cfg.dvfs:  # only the default clock
+            keep = np.full(len(tab.clocks), np.inf)
+            d = int(np.abs(tab.clocks - gpu.spec.default_sm_clock_mhz).argmin())
+            keep[d] = energy[d]
+            energy = keep
+        best = int(energy.argmin())
+        if not np.isfinite(energy[best]):
+            return None
         here = int(np.abs(tab.clocks - gpu.clock_mhz).argmin())
-        for c in candidates:
-            levels = [int(p[c]) for p, _ in picks]
-            if any(k >= n for k in levels):
-                continue
-            if sum(shares[k] for k in levels) > 1 + 1e-9 and not fixed:
-                levels = [int(f[c]) for _, f in picks]
-                if any(k >= n for k in levels) or sum(shares[k] for k in levels) > 1 + 1e-9:
-                    continue
-            e = sum(costs[k, c] for (_, costs), k in zip(busy, levels))
-            if not np.isfinite(e):
-                continue
-            if e < best_e:
-                best, best_e = (c, levels), e
-            if c == here:
-                current, current_e = (c, levels), e
-        if current is not None and current_e <= best_e * (1 + cfg.clock_hysteresis):
-            return current
-        return best
+        if energy[here] <= energy[best] * (1 + cfg.clock_hysteresis):
+            best = here
+        return best, picks[:, best].tolist()
 
     def _settings(self, gpu: GpuView, clock: float, shares: dict[str, float], idle: list[InstanceView]) -> GpuControl | None:
         if not self.config.partition:
@@ -274,6 +266,8 @@ class Festina(BasePolicy):
         model = request.model
         mean = self._prompt.get(model)
         self._prompt[model] = request.prompt_tokens if mean is None else 0.9 * mean + 0.1 * request.prompt_tokens
+        if cluster.n_gpus == 1:  # nothing to choose: serve it there (cold-starting if needed)
+            return self._count(0, model)
         if not self.config.placement:
             return self._count(self._fallback.place(request, cluster), model)
         best, best_cost, loading = None, np.inf, None
@@ -297,7 +291,7 @@ class Festina(BasePolicy):
 
     def _marginal(self, inst: InstanceView, request: Request, cluster: ClusterView) -> float:
         """Dynamic energy per token after adding ``request``, or ``inf`` if an SLO would fail."""
-        gpu = cluster.gpus[inst.gpu]
+        gpu = cluster.gpu(inst.gpu)
         tab = self.tables(gpu, inst.model)
         avail = 1.0 - self.gpu_need(gpu, skip=inst.model)
         s = int(np.searchsorted(tab.shares, avail + 1e-9)) - 1
