@@ -70,10 +70,11 @@ def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
     (gap − limit). The gaps over the limit form one contiguous range of j, so both are closed form."""
     if g0 <= limit and g0 + dg * (n - 1) <= limit:  # the common case: none over (gaps are monotone)
         return 0, 0.0
-    if dg == 0.0:
-        return n, n * (g0 - limit)
+    ratio = (limit - g0) / dg if dg != 0.0 else math.inf
+    if not math.isfinite(ratio):  # flat (or a slope too small to move any gap across the limit)
+        return (n, n * (g0 - limit)) if g0 > limit else (0, 0.0)
     # first index above the limit (dg > 0) / last index above it (dg < 0)
-    k = math.floor((limit - g0) / dg) + 1 if dg > 0 else math.ceil((limit - g0) / dg)
+    k = math.floor(ratio) + 1 if dg > 0 else math.ceil(ratio)
     k = min(max(k, 0), n)
     lo, hi = (k, n) if dg > 0 else (0, k)  # the over-limit indices: lo..hi−1
     m = hi - lo

@@ -26,8 +26,11 @@ def clock_levels(spec: GpuSpec, n: int) -> tuple[float, ...]:
     ladder = np.asarray(spec.sm_clocks_mhz, dtype=float)
     usable = ladder[ladder >= CONTROL_CLOCK_FRAC * ladder[-1]]
     targets = np.linspace(usable[0], usable[-1], n)
-    picked = usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)]
-    return tuple(float(c) for c in dict.fromkeys(picked.tolist()))
+    picked = tuple(dict.fromkeys(usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)].tolist()))
+    if len(picked) < n:
+        raise ValueError(f"clock_levels = {n}: {spec.name} has only {len(usable)} supported clocks in its control "
+                         f"range ({usable[0]:.0f}-{usable[-1]:.0f} MHz); use at most {len(usable)}")
+    return picked
 
 
 def share_levels(n: int) -> tuple[float, ...]:

@@ -98,12 +98,13 @@ class EnergySLOReward:
         energy = -cfg.energy_weight * stats.energy_j / self.reference_j
         ttft = -cfg.ttft_weight * (slo.ttft_excess if smooth else slo.ttft_over)
         tbt = -cfg.tbt_weight * (slo.tbt_excess if smooth else slo.gaps_over)
-        nan = float("nan")
+        # Attainment of an interval with nothing to attain is 1 (nothing missed; NaN would break
+        # equality checks on info); the raw counts beside it tell the two apart.
         terms = {
             "reward_energy": energy, "reward_ttft": ttft, "reward_tbt": tbt,
             "energy_j": stats.energy_j,
-            "ttft_attainment": 1 - slo.ttft_over / slo.first_tokens if slo.first_tokens else nan,
-            "tbt_attainment": 1 - slo.gaps_over / slo.gaps if slo.gaps else nan,
+            "ttft_attainment": 1 - slo.ttft_over / slo.first_tokens if slo.first_tokens else 1.0,
+            "tbt_attainment": 1 - slo.gaps_over / slo.gaps if slo.gaps else 1.0,
             "first_tokens": slo.first_tokens, "ttft_over": slo.ttft_over, "ttft_excess": slo.ttft_excess,
             "gaps": slo.gaps, "gaps_over": slo.gaps_over, "tbt_excess": slo.tbt_excess,
         }

@@ -2,8 +2,8 @@
 simulator, the background policy, the reward and the environments (``envs/<name>.yaml``).
 
 ``load_scenario("default")`` reads ``envs/default.yaml``; a path to a YAML/JSON file or a mapping
-works too. Keyword overrides are merged into the sections (``workload={"rate_rps": 10}``); an
-unknown section or setting is an error naming it.
+works too. Keyword overrides are merged into the sections (``workload={"rate_rps": 10}``; ``cluster.gpus``
+is replaced, not merged); an unknown section or setting is an error naming it.
 
 Sections (each documented in the shipped YAMLs):
 
@@ -35,6 +35,8 @@ from festgym.simulator import SimConfig, Simulator
 from festgym.specs import build_dataclass, check_ranges, read_mapping
 from festgym.workload import PRESETS, LengthDist, SyntheticWorkload, Trace, load_trace
 
+REPLACED = ("cluster.gpus",)
+"""Overrides that replace the file's value instead of merging into it (a cluster is not additive)."""
 SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
 
 
@@ -166,7 +168,7 @@ class Scenario:
         path = Path(self.workload.trace)
         if not path.is_absolute() and self.source not in ("<dict>",):
             path = Path(self.source).parent / path
-        full = load_trace(path, list(models))
+        full = load_trace(path, list(self.models)).select(models)
         full = full.scale_rate(rate * full.duration_s / max(len(full), 1))
         if full.duration_s <= duration:
             return full
@@ -209,7 +211,8 @@ def _merge(base: dict, overrides: Mapping[str, Any], source: str, prefix: str = 
     for key, value in overrides.items():
         if not prefix and key not in SECTIONS:
             raise SpecError(source, key, f"unknown scenario section; expected one of {', '.join(SECTIONS)}")
-        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) and path not in REPLACED:
             base[key] = _merge(dict(base[key]), value, source, f"{prefix}{key}.")
         else:
             base[key] = value
@@ -234,7 +237,9 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     local = dict(data.get("local") or {})
     local.setdefault("gpus", [gpus[0]])
     local.setdefault("models", list(models)[:2])
-    local = build_dataclass(LocalSpec, {**local, "gpus": tuple(local["gpus"]), "models": tuple(local["models"])},
+    for key in ("gpus", "models"):  # one name alone counts as a list of one
+        local[key] = (local[key],) if isinstance(local[key], str) else tuple(local[key])
+    local = build_dataclass(LocalSpec, local,
                             f"{source}: local")
     missing = [m for m in local.models if m not in models]
     if missing or not local.models:
@@ -257,10 +262,11 @@ def _gpus(spec: Any, source: str) -> tuple[str, ...]:
     if isinstance(spec, Mapping):
         out = []
         for gpu_type, count in spec.items():
-            if not isinstance(count, int) or count < 1:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise SpecError(source, f"cluster.gpus.{gpu_type}", f"count must be a whole number ≥ 1, got {count!r}")
             out += [str(gpu_type)] * count
-        return tuple(out)
-    if isinstance(spec, (list, tuple)) and spec:
+        if out:
+            return tuple(out)
+    elif isinstance(spec, (list, tuple)) and spec:
         return tuple(str(g) for g in spec)
-    raise SpecError(source, "cluster.gpus", "expected {GPU type: count} or a list of GPU types")
+    raise SpecError(source, "cluster.gpus", "expected a non-empty {GPU type: count} or list of GPU types")

@@ -98,6 +98,19 @@ class Trace:
         return Trace(self.arrival_s[lo:hi] - start_s, self.model[lo:hi], self.prompt_tokens[lo:hi],
                      self.output_tokens[lo:hi], self.models, float(end_s - start_s))
 
+    def select(self, models: Sequence[str]) -> "Trace":
+        """Only the requests of ``models`` (which become the trace's models, in that order)."""
+        missing = [m for m in models if m not in self.models]
+        if missing:
+            raise ValueError(f"models {', '.join(missing)} are not in the trace ({', '.join(self.models)})")
+        remap = np.full(len(self.models), -1, dtype=self.model.dtype)
+        for i, m in enumerate(models):
+            remap[self.models.index(m)] = i
+        new = remap[self.model]
+        keep = new >= 0
+        return Trace(self.arrival_s[keep], new[keep], self.prompt_tokens[keep], self.output_tokens[keep],
+                     tuple(models), self.duration_s)
+
     def rename_models(self, names: Sequence[str]) -> "Trace":
         """Serve this trace's model slots with other models (e.g. one Azure trace per profile)."""
         if len(names) != len(self.models):

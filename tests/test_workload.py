@@ -252,3 +252,17 @@ def test_defaults_match_azure(reference_data):
             assert dist.sigma == pytest.approx(logs.std(), abs=0.02), kind
         if kind == "conv":
             assert len(trace) / trace.duration_s == pytest.approx(5.53, abs=0.05)
+
+
+def test_select_keeps_only_the_given_models_in_their_order():
+    from festgym.workload import SyntheticWorkload
+
+    trace = SyntheticWorkload(("a", "b", "c"), rate_rps=20, duration_s=30).generate(1)
+    picked = trace.select(["c", "a"])
+    assert picked.models == ("c", "a")
+    names = np.array(trace.models)[trace.model]
+    keep = np.isin(names, ["a", "c"])
+    assert np.array_equal(picked.arrival_s, trace.arrival_s[keep])
+    assert list(np.array(picked.models)[picked.model]) == list(names[keep])
+    with pytest.raises(ValueError, match="not in the trace"):
+        trace.select(["z"])

@@ -22,14 +22,16 @@ ACTION_TYPES = ("multidiscrete", "box")
 class AgentPolicy(BasePolicy):
     """The background rule policy, except where the environment's agent acts.
 
-    The background policy's ``control`` is not called for the agent's GPUs, so its load
-    estimates for them stay at "nothing needed": its placement treats them as having the whole
-    GPU free, and the agent's own settings decide how well they serve.
+    With ``inform`` the background policy's ``control`` still runs for the agent's GPUs (its
+    result is discarded) so that its own state (load estimates, arrival rates) stays current for
+    its placement and consolidation. Environments turn it off when nothing else needs that state
+    (one GPU), which saves a rule decision per step.
     """
 
-    def __init__(self, background: Policy, controlled: Sequence[int]):
+    def __init__(self, background: Policy, controlled: Sequence[int], inform: bool = True):
         self.background = background
         self.controlled = frozenset(controlled)
+        self.inform = inform
         self.name = f"agent+{getattr(background, 'name', 'policy')}"
         self.active = False
         self.defer = False  # this step, the background policy decides for the agent too
@@ -53,6 +55,8 @@ class AgentPolicy(BasePolicy):
 
     def control(self, gpu: GpuView, now: float) -> GpuControl | None:
         if self.active and not self.defer and gpu.index in self.controlled:
+            if self.inform:
+                self.background.control(gpu, now)
             build = self.pending.pop(gpu.index, None)
             return build() if build is not None else None  # built now: residents may have changed
         return self.background.control(gpu, now)
@@ -81,7 +85,7 @@ class ServingEnv(gym.Env):
         self.sim = self.scenario.simulator(local=self.local)
         self.interval_s = self.scenario.sim.control_interval_s
         self.controlled = self._controlled()
-        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled)
+        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, inform=len(self.sim.gpu_types) > 1)
         self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
         self.period_s = self.scenario.workload.diurnal_period_s
         self.t = 0.0
@@ -90,7 +94,12 @@ class ServingEnv(gym.Env):
     # --- subclass hooks -----------------------------------------------------------------------
 
     def _controlled(self) -> list[int]:
+        """GPUs whose clock and shares the agent sets."""
         raise NotImplementedError
+
+    def _metered(self) -> list[int]:
+        """GPUs whose energy and SLO counters make the reward."""
+        return self.controlled
 
     def _apply(self, levels: np.ndarray) -> None:
         raise NotImplementedError
@@ -162,14 +171,14 @@ class ServingEnv(gym.Env):
         self.sim.advance(env.warmup_s)
         self.agent.active = True
         self.t = self.sim.now
-        self.t_end = env.warmup_s + env.episode_s
-        gpus = [self.sim.gpus[i] for i in self.controlled]
+        self.t_end = float(env.warmup_s + env.episode_s)
+        self._begin()
+        gpus = [self.sim.gpus[i] for i in self._metered()]
         self.meter = Meter(gpus)
-        self.meter.start(self.t)
+        self.meter.start(self.sim.now)
         reference = sum(g.spec.tdp_w for g in gpus) * self.interval_s
         self.reward_fn = EnergySLOReward(self.scenario.reward, reference)
-        self._begin()
-        return self._observe(), {"time_s": self.t}
+        return self._observe(), {"time_s": float(self.sim.now)}
 
     def _begin(self) -> None:
         """Advance to the first decision (control envs: already there)."""
@@ -182,7 +191,7 @@ class ServingEnv(gym.Env):
             self._apply(self._levels(action))
         until = self._advance()
         reward, info = self.reward_fn(self.meter.read(self.sim.now))
-        info["time_s"] = self.sim.now
+        info["time_s"] = float(self.sim.now)
         truncated = until >= self.t_end - 1e-9
         return self._observe(), float(reward), False, truncated, info
 
@@ -199,7 +208,7 @@ class ServingEnv(gym.Env):
         if self.render_mode != "ansi":
             return None
         lines = [f"t={self.sim.now:8.1f}s"]
-        for i in self.controlled:
+        for i in self._metered():
             g = self.sim.gpus[i]
             models = ", ".join(f"{inst.name}: share {inst.share:.2f} batch {len(inst.decoding)} "
                                f"queue {len(inst.waiting)}" for inst in g.instances)

@@ -70,6 +70,9 @@ class PlacementEnv(ServingEnv):
         self.rid: int | None = None
 
     def _controlled(self) -> list[int]:
+        return []  # local control stays with the background policy
+
+    def _metered(self) -> list[int]:
         return list(range(len(self.sim.gpu_types)))
 
     def _begin(self) -> None:

@@ -1,0 +1,255 @@
+"""Festina rule policy on a small simulator: valid actions, SLOs at light load, DVFS, consolidation,
+the ablation switches and its construction errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from festgym.errors import SpecError
+from festgym.levels import quantize_share
+from festgym.policies import POLICIES, Festina, FestinaConfig, make_policy
+from festgym.policy import BasePolicy, LeastLoaded, Park
+from festgym.results import STATUS_NAMES
+from festgym.scenario import list_scenarios, load_scenario
+from festgym.serving import ModelServing, Slo
+from festgym.simulator import SimConfig, Simulator
+from festgym.workload import SyntheticWorkload
+
+H100 = "H100-SXM-80GB"
+MODELS = {"Llama-3.1-8B": ModelServing(slo=Slo(ttft_s=0.3, ttft_per_1k_tokens_s=0.1, tbt_s=0.1)),
+          "Llama-3.2-3B": ModelServing(slo=Slo(ttft_s=0.25, ttft_per_1k_tokens_s=0.1, tbt_s=0.1))}
+
+
+class Recorder(BasePolicy):
+    """Delegates to ``inner`` and records what it decided (and what least-loaded would have placed)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.controls: list = []
+        self.placements: list = []
+        self.actions: list = []
+
+    def reset(self, cluster):
+        self.inner.reset(cluster)
+
+    def place(self, request, cluster):
+        least = LeastLoaded(spawn_at=self.inner.config.spawn_at).place(request, cluster)  # stateless
+        target = self.inner.place(request, cluster)
+        self.placements.append((request, target, least))
+        return target
+
+    def control(self, gpu, now):
+        control = self.inner.control(gpu, now)
+        self.controls.append((now, gpu.index, {i.model: i.share for i in gpu.instances}, gpu.spec, control))
+        return control
+
+    def consolidate(self, cluster, now):
+        actions = list(self.inner.consolidate(cluster, now))
+        self.actions.append((now, actions))
+        return actions
+
+
+def light_trace(seed: int = 0, rate: float = 2.0, duration: float = 120.0):
+    return SyntheticWorkload(tuple(MODELS), rate_rps=rate, duration_s=duration).generate(seed)
+
+
+def run(seed: int = 0, gpus: int = 2, **params):
+    sim = Simulator([H100] * gpus, MODELS, SimConfig())
+    policy = Recorder(make_policy("festina", **params))
+    result = sim.run(light_trace(seed), policy)
+    return sim, policy, result
+
+
+@pytest.fixture(scope="module")
+def default_run():
+    return run()
+
+
+def assert_all_counted(result):
+    req, s = result.requests, result.summary
+    assert len(req) == s["requests"] and req.rid.tolist() == list(range(len(req)))
+    assert set(req.status.astype(str)) <= set(STATUS_NAMES)
+    assert sum(int((req.status == name).sum()) for name in STATUS_NAMES) == len(req)
+    assert s["finished"] + sum(s[name] for name in STATUS_NAMES if name != "finished") == s["requests"]
+
+
+# --- light load ----------------------------------------------------------------------------------
+
+def test_light_load_every_request_finishes_within_slo(default_run):
+    sim, policy, result = default_run
+    s = result.summary
+    assert_all_counted(result)
+    assert s["requests"] > 150
+    assert s["finished"] == s["requests"]  # light load: nothing rejected or left over
+    assert s["rejected_actions"] == 0
+    assert s["slo_attainment"] >= 0.8
+    assert result.requests.gpu.ge(0).all()
+    assert s["policy"] == "festina"
+
+
+def test_controls_are_valid(default_run):
+    sim, policy, result = default_run
+    assert policy.controls
+    for now, index, models, spec, control in policy.controls:
+        if control is None:
+            continue
+        if control.clock_mhz is not None:
+            assert spec.sm_clocks_mhz[0] <= control.clock_mhz <= spec.sm_clocks_mhz[-1]
+        if control.shares is not None:
+            assert set(control.shares) <= set(models)
+            assert all(0 < v <= 1 for v in control.shares.values())
+            assert sum(control.shares.values()) <= 1 + 1e-9
+
+
+def test_same_trace_same_result():
+    _, _, a = run(seed=3)
+    _, _, b = run(seed=3)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    pd.testing.assert_frame_equal(a.gpus, b.gpus)
+    assert {k: v for k, v in a.summary.items() if "wall" not in k} == \
+        {k: v for k, v in b.summary.items() if "wall" not in k}
+
+
+# --- DVFS ----------------------------------------------------------------------------------------
+
+def test_dvfs_lowers_the_clock_of_busy_gpus(default_run):
+    sim, _, result = default_run
+    line = result.timeline
+    busy = line[line.state == "busy"]
+    assert len(busy) > 20
+    assert busy.clock_mhz.mean() < sim.specs[H100].default_sm_clock_mhz
+
+
+def test_dvfs_off_keeps_the_default_clock():
+    sim, policy, result = run(dvfs=False)
+    default = sim.specs[H100].default_sm_clock_mhz
+    assert (result.timeline.clock_mhz == default).all()
+    clocks = {c.clock_mhz for *_, c in policy.controls if c is not None and c.clock_mhz is not None}
+    assert clocks <= {float(default)}
+    assert_all_counted(result)
+
+
+def test_dvfs_saves_energy_at_light_load(default_run):
+    _, _, on = default_run
+    _, _, off = run(dvfs=False)
+    assert on.summary["energy_kwh"] < off.summary["energy_kwh"]
+
+
+# --- consolidation -------------------------------------------------------------------------------
+
+def test_empty_awake_gpus_are_parked_at_once():
+    sim = Simulator([H100] * 2, MODELS, SimConfig())
+    festina = make_policy("festina")
+    sim.start(light_trace(), festina)
+    assert list(festina.consolidate(sim.view, 0.0)) == [Park(0), Park(1)]
+    assert make_policy("festina", consolidation=False).consolidate(sim.view, 0.0) == []
+
+
+def test_consolidation_parks_the_unused_gpu(default_run):
+    sim, policy, result = default_run
+    assert (result.requests.gpu == 0).all()  # the load fits on one GPU and is packed there
+    gpus = result.gpus.set_index("gpu")
+    assert gpus.loc[1, "time_parked_s"] > 0 and gpus.loc[1, "time_busy_s"] == 0
+    assert gpus.loc[0, "time_parked_s"] == 0
+    assert result.energy_by_state()["parked"] > 0
+    assert any(Park(1) in actions for _, actions in policy.actions)
+
+
+def test_consolidation_off_never_parks():
+    sim, policy, result = run(consolidation=False)
+    assert (result.gpus.time_parked_s == 0).all()
+    assert result.energy_by_state()["parked"] == 0
+    assert all(actions == [] for _, actions in policy.actions) and policy.actions
+    _, _, on = run()
+    assert on.summary["energy_kwh"] < result.summary["energy_kwh"]  # parking the idle GPU saves energy
+
+
+# --- ablations -----------------------------------------------------------------------------------
+
+def test_partition_off_splits_shares_evenly():
+    sim, policy, result = run(partition=False)
+    multi = 0
+    for now, index, shares, spec, control in policy.controls:
+        if not shares:
+            assert control is None or control.shares is None
+            continue
+        effective = dict(shares)
+        if control is not None and control.shares is not None:
+            assert set(control.shares) == set(shares)
+            effective.update(control.shares)
+        even = quantize_share(1.0 / len(shares))
+        assert all(v == even for v in effective.values()), (now, index, effective)
+        multi += len(shares) > 1
+    assert multi > 20  # both models were co-resident for a while
+    assert_all_counted(result)
+
+
+def test_partition_on_gives_uneven_shares(default_run):
+    _, policy, _ = default_run
+    uneven = [c.shares for *_, c in policy.controls
+              if c is not None and c.shares is not None and len(set(c.shares.values())) > 1]
+    assert uneven
+
+
+def test_placement_off_places_least_loaded():
+    sim, policy, result = run(placement=False)
+    assert policy.placements
+    for request, target, least in policy.placements:
+        assert target == least, request
+    assert_all_counted(result)
+
+
+def test_placement_on_differs_from_least_loaded(default_run):
+    _, policy, _ = default_run
+    assert any(target != least for _, target, least in policy.placements)
+
+
+# --- construction --------------------------------------------------------------------------------
+
+def test_make_policy_defaults():
+    festina = make_policy("festina")
+    assert isinstance(festina, Festina) and festina.name == "festina"
+    assert festina.config == FestinaConfig()  # agents/festina.yaml holds the dataclass defaults
+    tuned = make_policy("festina", dvfs=False, low_load=0.2)
+    assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
+    assert set(POLICIES) == {"festina", "least-loaded"}
+    assert make_policy("least-loaded").name == "least-loaded"
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(SpecError, match="'foo'") as err:
+        make_policy("festina", foo=1)
+    assert "dvfs" in str(err.value)  # the known parameters are listed
+
+
+def test_unknown_policy_lists_known():
+    with pytest.raises(ValueError, match="'nope'") as err:
+        make_policy("nope")
+    for name in POLICIES:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("params, name", [({"tbt_margin": 1.0}, "tbt_margin"), ({"ttft_margin": -0.1}, "ttft_margin"),
+                                          ({"n_share_levels": 21}, "n_share_levels"),
+                                          ({"n_clock_levels": 1}, "n_clock_levels"), ({"low_windows": 0}, "low_windows"),
+                                          ({"absorb_limit": 0.0}, "absorb_limit"), ({"spawn_at": 0}, "spawn_at")])
+def test_out_of_range_parameter_is_named(params, name):
+    with pytest.raises(ValueError, match=f"FestinaConfig.{name}"):
+        make_policy("festina", **params)
+
+
+# --- shipped scenarios -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_scenarios())
+def test_shipped_scenarios_run_without_action_errors(name):
+    sc = load_scenario(name)
+    sim = sc.simulator()
+    result = sim.run(sc.trace(0, 120), Recorder(sc.make_policy()))
+    assert_all_counted(result)
+    s = result.summary
+    assert s["rejected_actions"] == 0
+    assert s["finished"] >= 0.95 * s["requests"] > 0
+    assert np.isfinite(s["energy_kwh"]) and s["energy_kwh"] > 0
