@@ -27,7 +27,7 @@ Power is constant between events, so energy is the exact sum of power × duratio
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from festgym.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED, Counters
 from festgym.specs import GpuSpec
@@ -46,7 +46,7 @@ class Gpu:
     __slots__ = ("sim", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
                  "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
                  "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
-                 "hbm_scale", "retired")
+                 "hbm_scale", "retired", "idle_w", "parked_w", "tdp_w")
 
     def __init__(self, sim: "Simulator", index: int, spec: GpuSpec, memory_utilization: float, tol: float):
         self.sim = sim
@@ -69,10 +69,11 @@ class Gpu:
         self.pending_clock: float | None = None
         self.clock_version = 0
         self.tol = tol
-        self.view = None
+        self.view: Any = None  # its GpuView, set by the simulator
         self.cold_starts = 0
         self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
         self.retired = Counters()  # SLO counters of instances unloaded from this GPU
+        self.idle_w, self.parked_w, self.tdp_w = spec.idle_w, spec.parked_w, spec.tdp_w  # read on every event
 
     def counters(self, now: float) -> Counters:
         """Cumulative SLO counters of everything served here, with the lateness so far of
@@ -112,14 +113,13 @@ class Gpu:
             if self.uncapped_w > self.power_w:
                 self.capped_s += dt
             self.t_last = now
-        spec = self.spec
         if self.parked:
-            self.state, self.power_w, self.uncapped_w = PARKED, spec.parked_w, spec.parked_w
+            self.state, self.power_w, self.uncapped_w = PARKED, self.parked_w, self.parked_w
             return
         if now < self.waking_until:
-            self.state, self.power_w, self.uncapped_w = WAKING, spec.idle_w, spec.idle_w
+            self.state, self.power_w, self.uncapped_w = WAKING, self.idle_w, self.idle_w
             return
-        power = spec.idle_w
+        power = self.idle_w
         demand = 0.0
         state = IDLE
         for inst in self.instances:
@@ -132,7 +132,7 @@ class Gpu:
                 state = LOADING
         self.state = state
         self.uncapped_w = power
-        self.power_w = power if power < spec.tdp_w else spec.tdp_w
+        self.power_w = power if power < self.tdp_w else self.tdp_w
         if changed is not None and len(self.instances) > 1:
             demand *= self.hbm_scale
             factor = demand if demand > 1.0 else 1.0

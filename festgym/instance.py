@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from festgym.serving import ModelServing
 from festgym.slices import SliceCache
@@ -116,14 +116,22 @@ class Counters:
         return over
 
     def add(self, other: "Counters") -> "Counters":
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_tokens += other.first_tokens
+        self.ttft_over += other.ttft_over
+        self.ttft_excess += other.ttft_excess
+        self.gaps += other.gaps
+        self.gaps_over += other.gaps_over
+        self.tbt_excess += other.tbt_excess
         return self
 
     def minus(self, other: "Counters") -> "Counters":
-        out = Counters()
-        for name in self.__slots__:
-            setattr(out, name, getattr(self, name) - getattr(other, name))
+        out = Counters().add(self)
+        out.first_tokens -= other.first_tokens
+        out.ttft_over -= other.ttft_over
+        out.ttft_excess -= other.ttft_excess
+        out.gaps -= other.gaps
+        out.gaps_over -= other.gaps_over
+        out.tbt_excess -= other.tbt_excess
         return out
 
 
@@ -180,7 +188,7 @@ class Instance:
         self.peak_gap_s = 0.0  # longest inter-token gap since the last control tick
         self.last_arrival_s = -1.0
         self.ready_at = 0.0
-        self.view = None
+        self.view: Any = None  # its InstanceView, set by the simulator
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -293,7 +301,8 @@ class Instance:
             self.plan(now)
 
     def on_resume(self, _version: int, now: float) -> None:
-        self.share, self.pending_share = self.pending_share, None
+        if self.pending_share is not None:
+            self.share, self.pending_share = self.pending_share, None
         self.phase = IDLE
         self.plan(now)
 
