@@ -79,6 +79,8 @@ class ServingEnv(gym.Env):
             raise ValueError(f"action_type {action_type!r}: expected one of {', '.join(ACTION_TYPES)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+        self._args = (scenario, action_type, render_mode, overrides)  # for pickling (see __getstate__)
+        self._episode: dict | None = None
         self.scenario = load_scenario(scenario, **overrides)
         self.action_type = action_type
         self.render_mode = render_mode
@@ -164,6 +166,11 @@ class ServingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        # What replays this episode: the generator before its draw, and the actions that follow.
+        self._episode = {"rng": self.np_random.bit_generator.state, "seed": self.np_random_seed, "actions": []}
+        return self._restart()
+
+    def _restart(self):
         env = self.scenario.env
         trace_seed = int(self.np_random.integers(2**63 - 1))
         trace = self.scenario.trace(trace_seed, env.warmup_s + env.episode_s, local=self.local)
@@ -189,6 +196,7 @@ class ServingEnv(gym.Env):
         self.agent.defer = action is None
         if action is not None:
             self._apply(self._levels(action))
+        self._episode["actions"].append(None if action is None else np.array(action, copy=True))
         until = self._advance()
         reward, info = self.reward_fn(self.meter.read(self.sim.now))
         info["time_s"] = float(self.sim.now)
@@ -200,6 +208,30 @@ class ServingEnv(gym.Env):
         self.t = min(self.t + self.interval_s, self.t_end)
         self.sim.advance(self.t)
         return self.t
+
+    # --- pickling ---------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        """An environment pickles as its constructor arguments plus the episode so far (the
+        generator state at reset and the actions since), and unpickles by replaying them: the
+        simulator is deterministic, so the copy reaches the same state bit for bit. The pickle
+        stays small and does not depend on the simulator's (possibly compiled) classes."""
+        return {"args": self._args, "episode": self._episode, "spec": getattr(self, "spec", None)}
+
+    def __setstate__(self, state: dict) -> None:
+        scenario, action_type, render_mode, overrides = state["args"]
+        self.__init__(scenario, action_type, render_mode, **overrides)
+        self.spec = state["spec"]
+        episode = state["episode"]
+        if episode is None:
+            return
+        self._np_random = np.random.Generator(np.random.PCG64())
+        self._np_random.bit_generator.state = episode["rng"]
+        self._np_random_seed = episode["seed"]
+        self._episode = {"rng": episode["rng"], "seed": episode["seed"], "actions": []}
+        self._restart()
+        for action in episode["actions"]:
+            self.step(action)
 
     def _time(self) -> list[float]:
         return time_features(self.sim.now, self.period_s)
