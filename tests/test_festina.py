@@ -148,8 +148,8 @@ def test_empty_awake_gpus_are_parked_at_once():
     assert make_policy("festina", consolidation=False).consolidate(sim.view, 0.0) == []
 
 
-def test_consolidation_parks_the_unused_gpu(default_run):
-    sim, policy, result = default_run
+def test_consolidation_parks_the_unused_gpu():
+    sim, policy, result = run(spawn_after=3)  # a lone burst does not wake the second GPU
     assert (result.requests.gpu == 0).all()  # the load fits on one GPU and is packed there
     gpus = result.gpus.set_index("gpu")
     assert gpus.loc[1, "time_parked_s"] > 0 and gpus.loc[1, "time_busy_s"] == 0

@@ -78,7 +78,7 @@ class ClusterEnv(ServingEnv):
     def _controlled(self) -> list[int]:
         return list(range(len(self.sim.gpu_types)))
 
-    def _apply(self, levels: np.ndarray) -> None:
+    def _apply(self, levels: list[int]) -> None:
         g, m = len(self.sim.gpus), len(self.models)
         for i, gpu in enumerate(self.sim.gpus):
             shares = levels[g + i * m: g + (i + 1) * m]

@@ -22,16 +22,14 @@ ACTION_TYPES = ("multidiscrete", "box")
 class AgentPolicy(BasePolicy):
     """The background rule policy, except where the environment's agent acts.
 
-    With ``inform`` the background policy's ``control`` still runs for the agent's GPUs (its
-    result is discarded) so that its own state (load estimates, arrival rates) stays current for
-    its placement and consolidation. Environments turn it off when nothing else needs that state
-    (one GPU), which saves a rule decision per step.
+    The background policy's ``control`` is not called for the agent's GPUs; what its placement
+    and consolidation need to know about them it reads from the live state (Festina computes its
+    load estimates on demand).
     """
 
-    def __init__(self, background: Policy, controlled: Sequence[int], inform: bool = True):
+    def __init__(self, background: Policy, controlled: Sequence[int]):
         self.background = background
         self.controlled = frozenset(controlled)
-        self.inform = inform
         self.name = f"agent+{getattr(background, 'name', 'policy')}"
         self.active = False
         self.defer = False  # this step, the background policy decides for the agent too
@@ -55,8 +53,6 @@ class AgentPolicy(BasePolicy):
 
     def control(self, gpu: GpuView, now: float) -> GpuControl | None:
         if self.active and not self.defer and gpu.index in self.controlled:
-            if self.inform:
-                self.background.control(gpu, now)
             build = self.pending.pop(gpu.index, None)
             return build() if build is not None else None  # built now: residents may have changed
         return self.background.control(gpu, now)
@@ -87,9 +83,10 @@ class ServingEnv(gym.Env):
         self.sim = self.scenario.simulator(local=self.local)
         self.interval_s = self.scenario.sim.control_interval_s
         self.controlled = self._controlled()
-        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, inform=len(self.sim.gpu_types) > 1)
+        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled)
         self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
         self.period_s = self.scenario.workload.diurnal_period_s
+        self._model_number = {m: i for i, m in enumerate(self.sim.model_names)}
         self.t = 0.0
         self.t_end = 0.0
 
@@ -103,7 +100,7 @@ class ServingEnv(gym.Env):
         """GPUs whose energy and SLO counters make the reward."""
         return self.controlled
 
-    def _apply(self, levels: np.ndarray) -> None:
+    def _apply(self, levels: list[int]) -> None:
         raise NotImplementedError
 
     def _observe(self) -> np.ndarray:
@@ -113,36 +110,37 @@ class ServingEnv(gym.Env):
 
     def _set_action_space(self, nvec: Sequence[int], labels: Sequence[str]) -> None:
         self.nvec = np.asarray(nvec, dtype=np.int64)
+        self._nvec = self.nvec.tolist()
         self.action_labels = tuple(labels)
         if self.action_type == "box":
             self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(len(self.nvec),), dtype=np.float32)
         else:
             self.action_space = gym.spaces.MultiDiscrete(self.nvec)
 
-    def _levels(self, action) -> np.ndarray:
-        """Validate ``action`` and turn it into one level index per component."""
+    def _levels(self, action) -> list[int]:
+        """Validate ``action`` and turn it into one level index per component (plain Python on a
+        handful of numbers: cheaper than array operations at this size)."""
         a = np.asarray(action)
         if a.shape != self.nvec.shape:
             raise ValueError(f"{type(self).__name__}: action has shape {a.shape}, expected {self.nvec.shape} "
                              f"({', '.join(self.action_labels)})")
-        if self.action_type == "box":
-            a = a.astype(np.float64)
-            bad = ~np.isfinite(a) | (np.abs(a) > 1 + 1e-6)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {a[i]!r} "
-                                 "is outside [-1, 1]")
-            return np.minimum(((a + 1) / 2 * self.nvec).astype(np.int64), self.nvec - 1).clip(0)
-        if not np.issubdtype(a.dtype, np.integer):
-            if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+        levels = []
+        box = self.action_type == "box"
+        for i, (v, n) in enumerate(zip(a.tolist(), self._nvec)):
+            if box:
+                if not -1 - 1e-6 <= v <= 1 + 1e-6:  # NaN fails too
+                    raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {v!r} "
+                                     "is outside [-1, 1]")
+                k = int((v + 1) / 2 * n)
+                levels.append(k if k < n else n - 1)
+                continue
+            if isinstance(v, float) and not v.is_integer():
                 raise ValueError(f"{type(self).__name__}: action {a.tolist()} must hold whole numbers")
-            a = a.astype(np.int64)
-        bad = (a < 0) | (a >= self.nvec)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {a[i]} is outside "
-                             f"0..{self.nvec[i] - 1}")
-        return a
+            if not 0 <= v < n:
+                raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {v} is outside "
+                                 f"0..{n - 1}")
+            levels.append(int(v))
+        return levels
 
     def set_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> None:
@@ -155,8 +153,7 @@ class ServingEnv(gym.Env):
         """The control of one GPU from levels: a clock level, a share level per model slot
         (weights (k+1)/n renormalised over the resident ones) and optional batch-cap levels."""
         env = self.scenario.env
-        resident = [(k, m) for k, m in enumerate(models)
-                    if gpu.instance_of(self.sim.model_names.index(m)) is not None]
+        resident = [(k, m) for k, m in enumerate(models) if gpu.instance_of(self._model_number[m]) is not None]
         split = normalize_shares([(shares[k] + 1) / env.share_levels for k, _ in resident])
         return GpuControl(clock_mhz=self.clocks[gpu.spec.name][clock],
                           shares={m: s for (_, m), s in zip(resident, split)} or None,

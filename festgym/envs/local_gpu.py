@@ -95,7 +95,7 @@ class LocalGpuEnv(ServingEnv):
     def _controlled(self) -> list[int]:
         return [0]
 
-    def _apply(self, levels: np.ndarray) -> None:
+    def _apply(self, levels: list[int]) -> None:
         m = len(self.models)
         gpu = self.sim.gpus[0]
         self.set_control(gpu, self.models, int(levels[0]), levels[1:1 + m], levels[1 + m:])

@@ -78,7 +78,7 @@ class PlacementEnv(ServingEnv):
     def _begin(self) -> None:
         self.rid = self.sim.advance(self.t_end, hold_arrivals=True)
 
-    def _apply(self, levels: np.ndarray) -> None:
+    def _apply(self, levels: list[int]) -> None:
         self.agent.target = int(levels[0])
 
     def _advance(self) -> float:

@@ -26,8 +26,9 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
 * **Marginal energy** (placement): dynamic energy per token at the instance's new batch, at the
   share left to it (1 − the others' needs) and the top clock. It is lowest on busy instances, so
   load packs onto active GPUs, which is where static power is already paid.
-* **New instances**: only when no resident instance passes and none is loading (requests then
-  wait for the loading one rather than start a cold-start storm): on the awake GPU that fits the
+* **New instances**: only when no resident instance passes for ``spawn_after`` requests in a row
+  (a burst goes to the least-loaded instance) and none is loading (requests then wait for the
+  loading one rather than start a cold-start storm): on the awake GPU that fits the
   model with the most load already (best fit), else on a parked GPU (woken), else on the least
   loaded awake GPU with memory, else on the least-loaded instance (SLO not assured).
 * **Consolidation**: a GPU whose summed need (each model's smallest feasible share at the top
@@ -44,13 +45,14 @@ split evenly; without placement requests go to the least-loaded instance (cold s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
 from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
-                            Park, Request, Unload)
+                            Park, Request, Unload, load_score)
 from festgym.policies.tables import ProfileTables
 from festgym.specs import build_dataclass, check_ranges
 
@@ -89,6 +91,9 @@ class FestinaConfig:
     """Consecutive consolidation calls a GPU must stay lightly loaded before it is emptied."""
     absorb_limit: float = 0.6
     """A GPU may take migrated models while its summed need stays under this."""
+    spawn_after: int = 1
+    """Consecutive requests of a model that no instance passes before a new instance starts (the
+    ones before go to its least-loaded instance): one burst does not wake a GPU."""
     spawn_at: float = 0.75
     """Least-loaded placement (``placement`` off): cold-start above this fraction of the batch limit."""
 
@@ -98,8 +103,45 @@ class FestinaConfig:
                             "n_share_levels": 1 <= self.n_share_levels <= int(1 / SHARE_STEP),
                             "n_clock_levels": self.n_clock_levels >= 2,
                             "low_load": 0 <= self.low_load <= 1, "low_windows": self.low_windows >= 1,
-                            "absorb_limit": 0 < self.absorb_limit <= 1, "spawn_at": self.spawn_at > 0})
+                            "absorb_limit": 0 < self.absorb_limit <= 1, "spawn_at": self.spawn_at > 0,
+                            "spawn_after": self.spawn_after >= 1})
 
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One instance's energy over [share level][clock] (``inf``: an SLO fails), as nested lists,
+    with per clock its least-energy share level (``pick``) and smallest feasible one (``first``);
+    a level equal to the number of shares means none is feasible at that clock."""
+
+    costs: list[list[float]]
+    pick: list[int]
+    first: list[int]
+
+    @classmethod
+    def of(cls, costs: np.ndarray) -> "Summary":
+        n = costs.shape[0]
+        finite = np.isfinite(costs)
+        any_ok = finite.any(axis=0)
+        first = np.where(any_ok, finite.argmax(axis=0), n)
+        pick = np.where(any_ok, costs.argmin(axis=0), n)
+        return cls(costs.tolist(), pick.tolist(), first.tolist())
+
+    def need(self, shares: list[float]) -> float:
+        """Smallest feasible share at the top clock (above 1 if none)."""
+        k = self.first[-1]
+        return shares[k] if k < len(shares) else 1.0 + SHARE_STEP
+
+
+CACHE_LIMIT = 100_000
+"""Entries per decision cache before it is cleared (situations repeat; this bounds memory)."""
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 class Festina(BasePolicy):
@@ -118,12 +160,14 @@ class Festina(BasePolicy):
 
     def reset(self, cluster: ClusterView) -> None:
         self.cluster = cluster
-        self._need: dict[tuple[int, str], float] = {}
+        self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
         self._low = [0] * len(cluster.gpus)
         self._draining: set[int] = set()
         self._prompt: dict[str, float] = {}  # moving mean of prompt tokens per model
         self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
         self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
+        self._summaries: dict[tuple, Summary] = {}
+        self._unsafe: dict[str, int] = {}  # consecutive placements of a model that no instance passed
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
         """Lookup tables of ``model`` on ``gpu``'s type (built once per policy object)."""
@@ -136,8 +180,24 @@ class Festina(BasePolicy):
         return found
 
     def need(self, gpu: int, model: str) -> float:
-        """Smallest SM share that met the model's SLOs at the top clock at its GPU's last control."""
-        return self._need.get((gpu, model), 0.0)
+        """Smallest SM share that meets the model's SLOs on ``gpu`` at the top clock under its
+        current load (0 if absent or idle). Computed at the GPU's control, or on demand when older
+        than a control interval, so it stays current when another controller runs the GPU."""
+        key = (gpu, model)
+        now = self.cluster.now
+        found = self._need.get(key)
+        if found is not None and now - found[1] < self.cluster.control_interval_s:
+            return found[0]
+        view = self.cluster.gpu(gpu)
+        inst = view.instance(model)
+        value = 0.0
+        if inst is not None and inst.ready:
+            tab = self.tables(view, model)
+            situation = self._situation(inst, tab, self.cluster.control_interval_s)
+            if situation is not None:
+                value = self._summary(inst, tab, situation, self.cluster.control_interval_s).need(tab.share_list)
+        self._need[key] = (value, now)
+        return value
 
     def gpu_need(self, gpu: GpuView, skip: str | None = None) -> float:
         return sum(self.need(gpu.index, i.model) for i in gpu.instances if i.model != skip)
@@ -150,33 +210,55 @@ class Festina(BasePolicy):
         ttft = slo.ttft_s + slo.ttft_per_1k_tokens_s * prompt_tokens / 1000
         return (1 - cfg.tbt_margin) * slo.tbt_s, (1 - cfg.ttft_margin) * ttft
 
-    def _slo_ok(self, inst: InstanceView, tab: ProfileTables, batch: int, prompt: float, at=ALL):
+    def _slo_mask(self, inst: InstanceView, tab: ProfileTables, bi: int, ci: int, queued: tuple[int, int],
+                  own: tuple[int, int], prompt: float, at=ALL):
         """Whether settings ``at`` (an index into [share, clock]; all by default) keep ``inst``
-        within its SLOs with ``batch`` sequences and a new prompt of ``prompt`` tokens behind its
-        pending prefill; and the decode grid indices used."""
+        within its SLOs: decode step (grid point ``bi, ci``) under the TBT budget, and the prefill
+        of everything queued plus a new prompt (``queued``: token point, chunks) under the TTFT
+        budget of that prompt (``own``: its token point and chunks; ``prompt``: its tokens)."""
         tbt, ttft = self._budgets(inst, int(prompt))
-        bi, ci = tab.decode_index(batch, inst.mean_ctx if inst.running else CTX_GUESS)
         dec_s = tab.decode_s[at + (bi, ci)]
-        i, chunks = tab.prefill_index(inst.prefill_tokens + prompt, inst.token_budget)
         # A prompt's own prefill at the full GPU is not queueing; only the wait beyond it counts.
-        j, own = tab.prefill_index(prompt, inst.token_budget)
-        floor = tab.prefill_s[-1, -1, j] * own
-        return (dec_s <= tbt) & (dec_s + tab.prefill_s[at + (i,)] * chunks <= ttft + floor), bi, ci
+        floor = tab.prefill_s[-1, -1, own[0]] * own[1]
+        return (dec_s <= tbt) & (dec_s + tab.prefill_s[at + (queued[0],)] * queued[1] <= ttft + floor)
 
-    def _costs(self, inst: InstanceView, tab: ProfileTables, interval: float) -> np.ndarray | None:
-        """Energy of the next interval's work over [share, clock], ``inf`` where an SLO fails
-        (for the prompts expected next interval plus a typical one, twice the model's mean);
-        ``None`` when it has no work."""
+    def _slo_ok(self, inst: InstanceView, tab: ProfileTables, batch: int, prompt: float, at=ALL):
+        """:meth:`_slo_mask` for ``batch`` sequences and a new ``prompt``; and the decode grid indices."""
+        bi, ci = tab.decode_index(batch, inst.mean_ctx if inst.running else CTX_GUESS)
+        chunk = inst.token_budget
+        queued = tab.prefill_index(inst.prefill_tokens + prompt, chunk)
+        return self._slo_mask(inst, tab, bi, ci, queued, tab.prefill_index(prompt, chunk), prompt, at), bi, ci
+
+    def _situation(self, inst: InstanceView, tab: ProfileTables, interval: float) -> tuple | None:
+        """What the local decision for ``inst`` depends on, on the lookup grid (``None``: no work):
+        the model, decode grid point, whether it decodes, and the token points and chunk counts of
+        its pending prefill, of that plus the prompts expected next interval and a typical one
+        (twice the model's mean), and of those prompts alone. Equal situations cost the same, so
+        costs are cached by situation (decisions stay constant-time as the paper requires)."""
         running = inst.running
         batch = min(running + inst.prefilling + inst.queue_len, inst.max_num_seqs)
         if batch == 0:
             return None
         mean = self._prompt.get(inst.model, CTX_GUESS)
-        expected = self._rate.get((inst.gpu, inst.model), 0.0) * interval * mean
-        ok, bi, ci = self._slo_ok(inst, tab, batch, 2 * mean + expected)
+        prompt = 2 * mean + self._rate.get((inst.gpu, inst.model), 0.0) * interval * mean
+        chunk = inst.token_budget
+        pending = inst.prefill_tokens
+        bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
+        return (tab.profile.key, bi, ci, running > 0, tab.prefill_index(pending, chunk),
+                tab.prefill_index(pending + prompt, chunk), tab.prefill_index(prompt, chunk))
+
+    def _summary(self, inst: InstanceView, tab: ProfileTables, situation: tuple, interval: float) -> "Summary":
+        """Per clock, the least-energy and the smallest feasible share level of ``inst`` and
+        their energies (cached by situation)."""
+        found = self._summaries.get(situation)
+        if found is not None:
+            return found
+        _, bi, ci, running, pending, queued, own = situation
+        prompt = tab.token_points[own[0]] * own[1]  # the prompts' size on the grid (sets their TTFT budget)
+        ok = self._slo_mask(inst, tab, bi, ci, queued, own, prompt)
         steps = interval / tab.decode_s[-1, -1, bi, ci] if running else 0.0
-        i, chunks = tab.prefill_index(inst.prefill_tokens, inst.token_budget)
-        return np.where(ok, tab.decode_j[:, :, bi, ci] * steps + tab.prefill_j[:, :, i] * chunks, np.inf)
+        costs = np.where(ok, tab.decode_j[:, :, bi, ci] * steps + tab.prefill_j[:, :, pending[0]] * pending[1], np.inf)
+        return _remember(self._summaries, situation, Summary.of(costs))
 
     # --- local control ------------------------------------------------------------------------
 
@@ -186,23 +268,26 @@ class Festina(BasePolicy):
             return None
         cfg = self.config
         interval = self.cluster.control_interval_s
-        busy: list[tuple[InstanceView, np.ndarray]] = []
+        busy: list[tuple[InstanceView, Summary]] = []
         idle: list[InstanceView] = []
         for inst in instances:
             key = (gpu.index, inst.model)
             self._rate[key] = 0.7 * self._rate.get(key, 0.0) + 0.3 * self._placed.pop(key, 0) / interval
-            costs = self._costs(inst, self.tables(gpu, inst.model), interval) if inst.ready else None
-            if costs is None:
+            tab = self.tables(gpu, inst.model)
+            situation = self._situation(inst, tab, interval) if inst.ready else None
+            if situation is None:
                 idle.append(inst)
-                self._need[(gpu.index, inst.model)] = 0.0
+                self._need[key] = (0.0, now)
             else:
-                busy.append((inst, costs))
+                busy.append((inst, self._summary(inst, tab, situation, interval)))
         tab = self.tables(gpu, instances[0].model)
         clocks = tab.clocks
         if not busy:
             clock = clocks[0] if cfg.dvfs else gpu.spec.default_sm_clock_mhz
             return self._settings(gpu, float(clock), {}, idle)
-        levels = self._choose(gpu, tab, busy, len(instances))
+        for inst, summary in busy:
+            self._need[(gpu.index, inst.model)] = (summary.need(tab.share_list), now)
+        levels = self._choose(gpu, tab, [summary for _, summary in busy], len(instances))
         if levels is None:  # overload: top clock, shares in proportion to need
             clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
             need = [max(self.need(gpu.index, i.model), SHARE_STEP) for i, _ in busy]
@@ -211,39 +296,41 @@ class Festina(BasePolicy):
         return self._settings(gpu, float(clocks[c]), {i.model: float(tab.shares[k]) for (i, _), k in zip(busy, picked)},
                               idle)
 
-    def _choose(self, gpu: GpuView, tab: ProfileTables, busy, n_instances: int):
+    def _choose(self, gpu: GpuView, tab: ProfileTables, summaries: list["Summary"], n_instances: int):
         """(clock index, share level per busy instance) of least energy, or ``None`` if no
-        setting passes. Vectorised over clocks: a handful of array operations per call."""
+        setting passes. Plain Python over a few clocks and instances (cheaper than arrays here)."""
         cfg = self.config
-        n = len(tab.shares)
-        costs = np.stack([np.vstack([c, np.full((1, c.shape[1]), np.inf)]) for _, c in busy])  # [inst, share+1, clock]
-        finite = np.isfinite(costs[:, :n])
-        any_ok = finite.any(axis=1)  # [inst, clock]
-        first = np.where(any_ok, finite.argmax(axis=1), n)  # smallest feasible share level
-        share_of = np.append(tab.shares, np.inf)
-        for (inst, _), k in zip(busy, first[:, -1]):
-            self._need[(gpu.index, inst.model)] = float(share_of[k]) if k < n else 1.0 + SHARE_STEP
-        if cfg.partition:
-            picks = np.where(any_ok, costs[:, :n].argmin(axis=1), n)  # least-energy share level
-            over = share_of[picks].sum(axis=0) > 1 + 1e-9
-            picks = np.where(over[None, :], first, picks)
-        else:  # even split: the largest level not above 1/n
-            even = max(int(np.searchsorted(tab.shares, quantize_share(1.0 / n_instances) + 1e-9)) - 1, 0)
-            picks = np.full_like(first, even)
-        energy = np.take_along_axis(costs, picks[:, None, :], axis=1)[:, 0, :].sum(axis=0)
-        energy[share_of[picks].sum(axis=0) > 1 + 1e-9] = np.inf
-        if not cfg.dvfs:  # only the default clock
-            keep = np.full(len(tab.clocks), np.inf)
-            d = int(np.abs(tab.clocks - gpu.spec.default_sm_clock_mhz).argmin())
-            keep[d] = energy[d]
-            energy = keep
-        best = int(energy.argmin())
-        if not np.isfinite(energy[best]):
-            return None
-        here = int(np.abs(tab.clocks - gpu.clock_mhz).argmin())
-        if energy[here] <= energy[best] * (1 + cfg.clock_hysteresis):
-            best = here
-        return best, picks[:, best].tolist()
+        shares = tab.share_list
+        n = len(shares)
+        clocks = tab.clock_list
+        if cfg.dvfs:
+            candidates = range(len(clocks))
+        else:
+            candidates = [min(range(len(clocks)), key=lambda c: abs(clocks[c] - gpu.spec.default_sm_clock_mhz))]
+        even = None
+        if not cfg.partition:  # even split: the largest level not above 1/n
+            even = max(sum(1 for x in shares if x <= quantize_share(1.0 / n_instances) + 1e-9) - 1, 0)
+        here = min(range(len(clocks)), key=lambda c: abs(clocks[c] - gpu.clock_mhz))
+        best, best_e, current, current_e = None, math.inf, None, math.inf
+        for c in candidates:
+            if even is not None:
+                levels = [even] * len(summaries)
+            else:
+                levels = [x.pick[c] for x in summaries]
+                if sum(shares[k] if k < n else 2.0 for k in levels) > 1 + 1e-9:
+                    levels = [x.first[c] for x in summaries]
+            if any(k >= n for k in levels) or sum(shares[k] for k in levels) > 1 + 1e-9:
+                continue
+            energy = sum(x.costs[k][c] for x, k in zip(summaries, levels))
+            if energy == math.inf:
+                continue
+            if energy < best_e:
+                best, best_e = (c, levels), energy
+            if c == here:
+                current, current_e = (c, levels), energy
+        if current is not None and current_e <= best_e * (1 + cfg.clock_hysteresis):
+            return current
+        return best
 
     def _settings(self, gpu: GpuView, clock: float, shares: dict[str, float], idle: list[InstanceView]) -> GpuControl | None:
         if not self.config.partition:
@@ -270,18 +357,28 @@ class Festina(BasePolicy):
             return self._count(0, model)
         if not self.config.placement:
             return self._count(self._fallback.place(request, cluster), model)
-        best, best_cost, loading = None, np.inf, None
+        best, best_cost, loading, least = None, np.inf, None, None
         for inst in cluster.instances_of(model):
             if inst.gpu in self._draining:
                 continue
             if not inst.ready:
                 loading = loading if loading is not None else inst
                 continue
+            if least is None or load_score(inst) < load_score(least):
+                least = inst
             cost = self._marginal(inst, request, cluster)
             if cost < best_cost:
                 best, best_cost = inst, cost
-        target = best.gpu if best is not None else loading.gpu if loading is not None else self._spawn(request, cluster)
-        return self._count(target, model)
+        if best is not None:
+            self._unsafe[model] = 0
+            return self._count(best.gpu, model)
+        if loading is not None:
+            return self._count(loading.gpu, model)
+        self._unsafe[model] = self._unsafe.get(model, 0) + 1
+        if least is not None and self._unsafe[model] < self.config.spawn_after:
+            return self._count(least.gpu, model)  # a burst: absorb it rather than start an instance
+        self._unsafe[model] = 0
+        return self._count(self._spawn(request, cluster), model)
 
     def _count(self, target: int | None, model: str) -> int | None:
         if target is not None:

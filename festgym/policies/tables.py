@@ -42,6 +42,11 @@ class ProfileTables:
     prefill_j: np.ndarray
     """Dynamic energy of that iteration, same axes."""
 
+    share_list: list[float]
+    """``shares`` as a list (plain-Python loops read it)."""
+    clock_list: list[float]
+    """``clocks`` as a list."""
+
     @classmethod
     def build(cls, profile: Profile, n_shares: int = 10, n_clocks: int = 10) -> "ProfileTables":
         shares = np.asarray(share_levels(n_shares))
@@ -57,7 +62,7 @@ class ProfileTables:
         pre = profile.prefill(t2, s2, c2)
         return cls(profile, shares, clocks, batch.tolist(), ctx.tolist(), tokens.tolist(),
                    dec["time_s"], dec["time_s"] * (dec["power_w"] - idle),
-                   pre["time_s"], pre["time_s"] * (pre["power_w"] - idle))
+                   pre["time_s"], pre["time_s"] * (pre["power_w"] - idle), shares.tolist(), clocks.tolist())
 
     def decode_index(self, batch: float, ctx: float) -> tuple[int, int]:
         """Grid indices at or above (batch, ctx), clipped to the grid."""
