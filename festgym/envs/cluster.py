@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from festgym.envs.core import ServingEnv, box
-from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, gpu_features, slot_features
+from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, cluster_features
 
 
 class ClusterEnv(ServingEnv):
@@ -87,11 +87,5 @@ class ClusterEnv(ServingEnv):
         self.agent.routes = {x: int(r) - 1 for x, r in zip(self.models, routes) if r > 0}
 
     def _observe(self) -> np.ndarray:
-        now = self.sim.now
-        out: list[float] = []
-        for gpu in self.sim.gpus:
-            out += gpu_features(gpu, self._clock_lo[gpu.spec.name])
-            for k in range(len(self.models)):
-                out += slot_features(gpu.instance_of(k), now)
-        out += self._time()
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(cluster_features(self.sim.gpus, len(self.models), self.sim.now, self._clock_lo, self.period_s),
+                          dtype=np.float32)

@@ -82,3 +82,27 @@ def gpu_features(gpu: Gpu, clock_lo: float) -> list[float]:
 def time_features(now: float, period_s: float) -> list[float]:
     phase = 2 * math.pi * (now % period_s) / period_s
     return [(1 + math.sin(phase)) / 2, (1 + math.cos(phase)) / 2]
+
+
+def local_features(gpu: Gpu, models: list[int], now: float, clock_lo: float, period_s: float) -> list[float]:
+    """``LocalGPU-v0``'s observation: the slots of ``models`` (model numbers) on ``gpu``, the GPU,
+    the time of day."""
+    out: list[float] = []
+    for k in models:
+        out += slot_features(gpu.instance_of(k), now)
+    out += gpu_features(gpu, clock_lo)
+    out += time_features(now, period_s)
+    return out
+
+
+def cluster_features(gpus: list[Gpu], n_models: int, now: float, clock_lo: dict[str, float],
+                     period_s: float) -> list[float]:
+    """``Cluster-v0``'s observation: per GPU its features and every model's slot; the time of day."""
+    out: list[float] = []
+    for gpu in gpus:
+        out += gpu_features(gpu, clock_lo[gpu.spec.name])
+        for k in range(n_models):
+            out += slot_features(gpu.instance_of(k), now)
+    out += time_features(now, period_s)
+    return out
+

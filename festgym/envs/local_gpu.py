@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from festgym.envs.core import ServingEnv, box
-from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, gpu_features, slot_features
+from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, local_features
 
 
 class LocalGpuEnv(ServingEnv):
@@ -102,10 +102,5 @@ class LocalGpuEnv(ServingEnv):
 
     def _observe(self) -> np.ndarray:
         gpu = self.sim.gpus[0]
-        now = self.sim.now
-        out: list[float] = []
-        for k in self._model_index:
-            out += slot_features(gpu.instance_of(k), now)
-        out += gpu_features(gpu, self._clock_lo[gpu.spec.name])
-        out += self._time()
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(local_features(gpu, self._model_index, self.sim.now, self._clock_lo[gpu.spec.name],
+                                         self.period_s), dtype=np.float32)
