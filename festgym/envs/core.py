@@ -24,12 +24,13 @@ class AgentPolicy(BasePolicy):
 
     The background policy's ``control`` is not called for the agent's GPUs; what its placement
     and consolidation need to know about them it reads from the live state (Festina computes its
-    load estimates on demand).
+    load estimates on demand). When the agent's GPU is the only one, requests go straight to it.
     """
 
-    def __init__(self, background: Policy, controlled: Sequence[int]):
+    def __init__(self, background: Policy, controlled: Sequence[int], n_gpus: int):
         self.background = background
         self.controlled = frozenset(controlled)
+        self.only_gpu = controlled[0] if n_gpus == 1 and len(controlled) == 1 else None
         self.name = f"agent+{getattr(background, 'name', 'policy')}"
         self.active = False
         self.defer = False  # this step, the background policy decides for the agent too
@@ -42,6 +43,8 @@ class AgentPolicy(BasePolicy):
         self.background.reset(cluster)
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
+        if self.active and not self.defer and self.only_gpu is not None:
+            return self.only_gpu  # one GPU, the agent's: nothing to choose
         if self.active and not self.defer:
             if self.target is not None:
                 target, self.target = self.target, None
@@ -83,7 +86,7 @@ class ServingEnv(gym.Env):
         self.sim = self.scenario.simulator(local=self.local)
         self.interval_s = self.scenario.sim.control_interval_s
         self.controlled = self._controlled()
-        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled)
+        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, len(self.sim.gpu_types))
         self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
         self.period_s = self.scenario.workload.diurnal_period_s
         self._model_number = {m: i for i, m in enumerate(self.sim.model_names)}
