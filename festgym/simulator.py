@@ -68,6 +68,9 @@ class Simulator:
         self.specs: dict[str, GpuSpec] = {t: self._slices[(t, self.model_names[0])].profile.gpu for t in self.gpu_types}
         self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
                            for key, c in self._slices.items()}
+        self._memory = {(t, i): float(self._slices[(t, m)].profile.model.weight_bytes
+                                      + self.serving[m].engine.kv_cache_gb * 1e9)
+                        for t in self.specs for i, m in enumerate(self.model_names)}
         self.view = ClusterView(self)
 
     # --- public -------------------------------------------------------------------------------
@@ -235,8 +238,8 @@ class Simulator:
         return self.by_model[self.model_names.index(model)]
 
     def memory_of(self, gpu: Gpu, model: int) -> float:
-        name = self.model_names[model]
-        return self.profile(gpu.spec.name, name).model.weight_bytes + self.serving[name].engine.kv_cache_gb * 1e9
+        """Bytes ``model`` takes on ``gpu``: weights plus its KV cache."""
+        return self._memory[(gpu.spec.name, model)]
 
     def can_host(self, gpu_index: int, model: str) -> bool:
         gpu = self.gpus[gpu_index]

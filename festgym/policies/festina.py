@@ -167,6 +167,7 @@ class Festina(BasePolicy):
         self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
         self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
         self._summaries: dict[tuple, Summary] = {}
+        self._marginals: dict[tuple, float] = {}
         self._unsafe: dict[str, int] = {}  # consecutive placements of a model that no instance passed
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
@@ -394,11 +395,19 @@ class Festina(BasePolicy):
         s = int(np.searchsorted(tab.shares, avail + 1e-9)) - 1
         if s < 0:
             return np.inf
-        batch = min(inst.running + inst.prefilling + inst.queue_len + 1, inst.max_num_seqs)
-        ok, bi, ci = self._slo_ok(inst, tab, batch, request.prompt_tokens, at=(s, -1))
-        if not ok:
-            return np.inf
-        return tab.decode_j[s, -1, bi, ci] / batch
+        running = inst.running
+        batch = min(running + inst.prefilling + inst.queue_len + 1, inst.max_num_seqs)
+        prompt = request.prompt_tokens
+        chunk = inst.token_budget
+        bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
+        own = tab.prefill_index(prompt, chunk)
+        key = (tab.profile.key, s, batch, bi, ci, tab.prefill_index(inst.prefill_tokens + prompt, chunk), own,
+               self._budgets(inst, prompt))
+        found = self._marginals.get(key)
+        if found is None:
+            ok = self._slo_mask(inst, tab, bi, ci, key[5], own, prompt, at=(s, -1))
+            found = _remember(self._marginals, key, float(tab.decode_j[s, -1, bi, ci]) / batch if ok else math.inf)
+        return found
 
     def _spawn(self, request: Request, cluster: ClusterView) -> int | None:
         model = request.model
