@@ -401,13 +401,13 @@ class Festina(BasePolicy):
         chunk = inst.token_budget
         bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
         own = tab.prefill_index(prompt, chunk)
-        key = (tab.profile.key, s, batch, bi, ci, tab.prefill_index(inst.prefill_tokens + prompt, chunk), own,
-               self._budgets(inst, prompt))
-        found = self._marginals.get(key)
-        if found is None:
-            ok = self._slo_mask(inst, tab, bi, ci, key[5], own, prompt, at=(s, -1))
-            found = _remember(self._marginals, key, float(tab.decode_j[s, -1, bi, ci]) / batch if ok else math.inf)
-        return found
+        key = (tab.profile.key, s, bi, ci, tab.prefill_index(inst.prefill_tokens + prompt, chunk), own)
+        step_j = self._marginals.get(key)
+        if step_j is None:  # the prompt's TTFT budget is taken at the grid point below it (stricter)
+            below = tab.token_points[max(own[0] - 1, 0)] * own[1] if own[1] == 1 else chunk * (own[1] - 1)
+            ok = self._slo_mask(inst, tab, bi, ci, key[4], own, below, at=(s, -1))
+            step_j = _remember(self._marginals, key, float(tab.decode_j[s, -1, bi, ci]) if ok else math.inf)
+        return step_j / batch
 
     def _spawn(self, request: Request, cluster: ClusterView) -> int | None:
         model = request.model
