@@ -43,10 +43,26 @@ class LocalGpuEnv(ServingEnv):
 
     ## Observation Space
 
-    ``Box(0, 1, (10·M + 8 + 2,), float32)``: per slot the features of
-    :mod:`festgym.envs.features` (resident, ready, share, queue, batch, prefill_mix, kv_used,
-    ttft, tbt, recency), then the GPU (power/TDP, clock position, free memory, state one-hot),
-    then the time of day (two phase features). ``feature_names`` lists them in order.
+    ``Box(0, 1, (10·M + 8 + 2,), float32)``, every feature in [0, 1]; ``squash(x) = x/(1+x)``
+    reads 0.5 at x = 1 (for the SLO ratios: exactly at the SLO). ``feature_names`` lists them.
+
+    | Index          | Observation (slot m, then the GPU, then the time)        | Unit / scale         |
+    |----------------|----------------------------------------------------------|----------------------|
+    | 10m + 0        | model m resident on the GPU                              | 0/1                  |
+    | 10m + 1        | loaded and able to run                                   | 0/1                  |
+    | 10m + 2        | SM share (pending one during a change)                   | fraction of SMs      |
+    | 10m + 3        | squash(waiting requests / 16)                            | requests             |
+    | 10m + 4        | running sequences / batch limit                          | fraction             |
+    | 10m + 5        | prompt share of the next iteration's tokens              | fraction             |
+    | 10m + 6        | KV cache in use                                          | fraction             |
+    | 10m + 7        | squash(max TTFT since last step, oldest wait) / TTFT SLO | SLO units, squashed  |
+    | 10m + 8        | squash(longest inter-token gap since last step / TBT SLO)| SLO units, squashed  |
+    | 10m + 9        | exp(−time since the last request routed here / 10 s)     | —                    |
+    | 10M + 0        | GPU power / TDP                                          | fraction             |
+    | 10M + 1        | SM clock position in the control range                   | fraction             |
+    | 10M + 2        | free GPU memory                                          | fraction             |
+    | 10M + 3..7     | GPU state one-hot: busy, loading, idle, waking, parked   | 0/1                  |
+    | 10M + 8, 9     | (1 + sin)/2, (1 + cos)/2 of the diurnal phase            | —                    |
 
     ## Rewards
 
