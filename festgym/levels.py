@@ -37,7 +37,7 @@ def share_levels(n: int) -> tuple[float, ...]:
     """``n`` SM shares evenly spaced in (0, 1], each a multiple of ``SHARE_STEP``."""
     if n < 1:
         raise ValueError(f"need at least 1 share level, got {n}")
-    return tuple(dict.fromkeys(quantize_share(k / n) for k in range(1, n + 1)))
+    return tuple(dict.fromkeys([quantize_share(k / n) for k in range(1, n + 1)]))
 
 
 def quantize_share(share: float) -> float:
