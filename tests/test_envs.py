@@ -588,3 +588,17 @@ def test_discrete_actions_refuses_huge_spaces_and_trains_dqn():
         DiscreteActions(make(LOCAL, action_type="box"))
     model = DQN("MlpPolicy", DiscreteActions(make(LOCAL)), learning_starts=20, buffer_size=200, seed=0, device="cpu")
     model.learn(total_timesteps=60)
+
+
+@pytest.mark.parametrize("algo, action_type", [("PPO", "multidiscrete"), ("A2C", "multidiscrete"), ("SAC", "box")])
+def test_sb3_algorithms_train_on_local_gpu(algo, action_type):
+    """Each algorithm family the issue names runs a short training loop on the matching space."""
+    import stable_baselines3
+
+    env = make(LOCAL, action_type=action_type)
+    kwargs = {"n_steps": 32, "batch_size": 32} if algo == "PPO" else {"n_steps": 8} if algo == "A2C" \
+        else {"learning_starts": 16, "buffer_size": 200, "batch_size": 16}
+    model = getattr(stable_baselines3, algo)("MlpPolicy", env, seed=0, device="cpu", **kwargs)
+    model.learn(total_timesteps=64)
+    action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
+    assert env.action_space.contains(action)
