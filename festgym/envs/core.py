@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from festgym.envs.features import TIME_FEATURES, time_features
+from festgym.envs.features import time_features
 from festgym.gpu import Gpu
 from festgym.levels import clock_levels, normalize_shares
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
@@ -253,4 +253,4 @@ def box(n: int) -> gym.spaces.Box:
     return gym.spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32)
 
 
-__all__ = ["ACTION_TYPES", "AgentPolicy", "ServingEnv", "TIME_FEATURES", "box"]
+__all__ = ["ACTION_TYPES", "AgentPolicy", "ServingEnv", "box"]
