@@ -10,7 +10,8 @@ Sections (each documented in the shipped YAMLs):
 * ``cluster``: ``gpus``, GPU type → count (or a list of types, one per GPU).
 * ``models``: model name → ``{slo: ..., engine: ...}`` (:class:`~festgym.serving.ModelServing`).
   Their order is their popularity rank in synthetic workloads.
-* ``workload``: :class:`WorkloadSpec` (synthetic parameters, or a trace file to replay).
+* ``workload``: :class:`~festgym.workload.SyntheticWorkload` parameters, or a trace to replay
+  (see ``_workload``).
 * ``sim``: :class:`~festgym.simulator.SimConfig`.
 * ``policy``: ``{name, params}``, the rule policy that runs whatever the agent does not.
 * ``reward``: :class:`~festgym.reward.RewardConfig`.
@@ -20,7 +21,7 @@ Sections (each documented in the shipped YAMLs):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,45 +41,33 @@ REPLACED = ("cluster.gpus",)
 SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
 
 
-@dataclass(frozen=True)
-class WorkloadSpec:
-    """Synthetic workload parameters (see :class:`~festgym.workload.SyntheticWorkload`), or a trace."""
+def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...], source: str) -> tuple[SyntheticWorkload, str | None]:
+    """The ``workload`` section: :class:`~festgym.workload.SyntheticWorkload` parameters (its
+    ``duration_s`` is a full run's length; environments use ``env.episode_s``), plus ``lengths``
+    (a preset such as ``azure-conv``/``azure-code``, or ``{prompt: ..., output: ...}`` with
+    ``{mu, sigma, low, high}`` or ``{mean, cv}``) and ``trace``, a CSV/JSONL file to replay instead
+    (relative to the scenario file; each episode starts at a seeded random offset into it)."""
+    data = dict(data or {})
+    trace = data.pop("trace", None)
+    for key, why in (("models", "they come from the models section"), ("prompt", "use lengths"), ("output", "use lengths")):
+        if key in data:
+            raise SpecError(source, f"workload.{key}", f"not settable here: {why}")
+    prompt, output = _lengths(data.pop("lengths", "azure-conv"), source)
+    synthetic = build_dataclass(SyntheticWorkload, {**data, "models": models, "prompt": prompt, "output": output},
+                                f"{source}: workload")
+    return synthetic, None if trace is None else str(trace)
 
-    duration_s: float = 3600.0
-    """Length of a full run (``festgym compare``); environments use ``env.episode_s``."""
-    rate_rps: float = 20.0
-    """Mean request rate over all models."""
-    arrival_cv: float = 1.09
-    """Coefficient of variation of inter-arrival times (1: Poisson; above 1: bursty)."""
-    diurnal_amplitude: float = 0.0
-    """Relative amplitude of the sinusoidal rate modulation (0: none)."""
-    diurnal_period_s: float = 86400.0
-    """Its period."""
-    zipf_s: float = 1.0
-    """Zipf exponent of model popularity (by the order of ``models``)."""
-    shift_sigma: float = 0.3
-    """Random-walk step of log popularity per shift period."""
-    shift_period_s: float = 300.0
-    """How often popularity drifts."""
-    lengths: Any = "azure-conv"
-    """Prompt/output lengths: a preset (``azure-conv``, ``azure-code``) or
-    ``{prompt: {mu, sigma, low, high} | {mean, cv}, output: ...}``."""
-    trace: str | None = None
-    """A CSV/JSONL trace to replay instead (path relative to the scenario file); each episode
-    starts at a seeded random offset into it."""
 
-    def __post_init__(self):
-        check_ranges(self, {"duration_s": self.duration_s > 0, "rate_rps": self.rate_rps > 0})
-
-    def length_dists(self, source: str) -> tuple[LengthDist, LengthDist]:
-        if isinstance(self.lengths, str):
-            if self.lengths not in PRESETS:
-                raise SpecError(source, "workload.lengths", f"unknown preset {self.lengths!r}; "
-                                f"expected one of {', '.join(PRESETS)} or {{prompt: ..., output: ...}}")
-            return PRESETS[self.lengths]
-        if not isinstance(self.lengths, Mapping) or set(self.lengths) != {"prompt", "output"}:
-            raise SpecError(source, "workload.lengths", "expected a preset name or {prompt: ..., output: ...}")
-        return tuple(_length(self.lengths[k], f"{source}: workload.lengths.{k}") for k in ("prompt", "output"))
+def _lengths(spec: Any, source: str) -> tuple[LengthDist, LengthDist]:
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise SpecError(source, "workload.lengths", f"unknown preset {spec!r}; "
+                            f"expected one of {', '.join(PRESETS)} or {{prompt: ..., output: ...}}")
+        return PRESETS[spec]
+    if not isinstance(spec, Mapping) or set(spec) != {"prompt", "output"}:
+        raise SpecError(source, "workload.lengths", "expected a preset name or {prompt: ..., output: ...}")
+    return _length(spec["prompt"], f"{source}: workload.lengths.prompt"), \
+        _length(spec["output"], f"{source}: workload.lengths.output")
 
 
 def _length(data: Any, source: str) -> LengthDist:
@@ -132,13 +121,16 @@ class Scenario:
     description: str
     gpus: tuple[str, ...]
     models: Mapping[str, ModelServing]
-    workload: WorkloadSpec
+    workload: SyntheticWorkload
+    """The synthetic workload over the scenario's models (rate, burstiness, lengths, duration)."""
     sim: SimConfig
     policy: str
     policy_params: Mapping[str, Any]
     reward: RewardConfig
     local: LocalSpec
     env: EnvSpec
+    trace_path: str | None = None
+    """A trace replayed instead of the synthetic workload."""
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -152,20 +144,15 @@ class Scenario:
     def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False) -> Trace:
         """A seeded workload of ``duration_s`` (default ``workload.duration_s``)."""
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        wl = self.workload
-        duration = float(duration_s or wl.duration_s)
+        duration = float(duration_s or self.workload.duration_s)
         models = self.local.models if local else tuple(self.models)
-        rate = self.local.rate_rps if local else wl.rate_rps
-        if wl.trace is not None:
+        rate = self.local.rate_rps if local else self.workload.rate_rps
+        if self.trace_path is not None:
             return self._replay(rng, duration, models, rate)
-        prompt, output = wl.length_dists(self.source)
-        return SyntheticWorkload(models, rate_rps=rate, duration_s=duration, arrival_cv=wl.arrival_cv,
-                                 diurnal_amplitude=wl.diurnal_amplitude, diurnal_period_s=wl.diurnal_period_s,
-                                 zipf_s=wl.zipf_s, shift_sigma=wl.shift_sigma, shift_period_s=wl.shift_period_s,
-                                 prompt=prompt, output=output).generate(rng)
+        return replace(self.workload, models=models, rate_rps=rate, duration_s=duration).generate(rng)
 
     def _replay(self, rng: np.random.Generator, duration: float, models: tuple[str, ...], rate: float) -> Trace:
-        path = Path(self.workload.trace)
+        path = Path(self.trace_path)
         if not path.is_absolute() and self.source not in ("<dict>",):
             path = Path(self.source).parent / path
         full = load_trace(path, list(self.models)).select(models)
@@ -231,6 +218,7 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     if extra:
         raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus")
     models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}") for name, cfg in data["models"].items()}
+    workload, trace_path = _workload(data.get("workload"), tuple(models), source)
     policy = dict(data.get("policy") or {"name": "festina"})
     if set(policy) - {"name", "params"}:
         raise SpecError(source, f"policy.{sorted(set(policy) - {'name', 'params'})[0]}", "unknown key; expected name, params")
@@ -251,7 +239,7 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     return Scenario(
         name=str(data.get("name") or Path(source).stem), description=str(data.get("description") or ""),
         gpus=gpus, models=models,
-        workload=build_dataclass(WorkloadSpec, data.get("workload"), f"{source}: workload"),
+        workload=workload, trace_path=trace_path,
         sim=build_dataclass(SimConfig, data.get("sim"), f"{source}: sim"),
         policy=str(policy.pop("name", "festina")), policy_params=dict(policy.pop("params", None) or {}),
         reward=build_dataclass(RewardConfig, data.get("reward"), f"{source}: reward"),

@@ -43,9 +43,9 @@ class AgentPolicy(BasePolicy):
         self.background.reset(cluster)
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
-        if self.active and not self.defer and self.only_gpu is not None:
-            return self.only_gpu  # one GPU, the agent's: nothing to choose
         if self.active and not self.defer:
+            if self.only_gpu is not None:
+                return self.only_gpu  # one GPU, the agent's: nothing to choose
             if self.target is not None:
                 target, self.target = self.target, None
                 return target

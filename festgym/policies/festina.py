@@ -153,7 +153,7 @@ class Festina(BasePolicy):
         self.config = config or build_dataclass(FestinaConfig, params, "Festina parameters")
         if name:
             self.name = name
-        self._tables: dict[str, ProfileTables] = {}
+        self._tables: dict[tuple[str, str], ProfileTables] = {}
         self._fallback = LeastLoaded(spawn_at=self.config.spawn_at)
 
     # --- state --------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Festina(BasePolicy):
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
         """Lookup tables of ``model`` on ``gpu``'s type (built once per policy object)."""
-        key = f"{gpu.spec.name}/{model}"
+        key = (gpu.spec.name, model)
         found = self._tables.get(key)
         if found is None:
             cfg = self.config
@@ -222,13 +222,6 @@ class Festina(BasePolicy):
         # A prompt's own prefill at the full GPU is not queueing; only the wait beyond it counts.
         floor = tab.prefill_s[-1, -1, own[0]] * own[1]
         return (dec_s <= tbt) & (dec_s + tab.prefill_s[at + (queued[0],)] * queued[1] <= ttft + floor)
-
-    def _slo_ok(self, inst: InstanceView, tab: ProfileTables, batch: int, prompt: float, at=ALL):
-        """:meth:`_slo_mask` for ``batch`` sequences and a new ``prompt``; and the decode grid indices."""
-        bi, ci = tab.decode_index(batch, inst.mean_ctx if inst.running else CTX_GUESS)
-        chunk = inst.token_budget
-        queued = tab.prefill_index(inst.prefill_tokens + prompt, chunk)
-        return self._slo_mask(inst, tab, bi, ci, queued, tab.prefill_index(prompt, chunk), prompt, at), bi, ci
 
     def _situation(self, inst: InstanceView, tab: ProfileTables, interval: float) -> tuple | None:
         """What the local decision for ``inst`` depends on, on the lookup grid (``None``: no work):
