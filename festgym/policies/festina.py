@@ -46,6 +46,7 @@ split evenly; without placement requests go to the least-loaded instance (cold s
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -385,7 +386,7 @@ class Festina(BasePolicy):
         gpu = cluster.gpu(inst.gpu)
         tab = self.tables(gpu, inst.model)
         avail = 1.0 - self.gpu_need(gpu, skip=inst.model)
-        s = int(np.searchsorted(tab.shares, avail + 1e-9)) - 1
+        s = bisect_right(tab.share_list, avail + 1e-9) - 1
         if s < 0:
             return np.inf
         running = inst.running
