@@ -17,6 +17,8 @@ from festgym.specs import GpuSpec
 
 SHARE_STEP = 0.05
 """Granularity of SM shares (MPS takes whole percentages; 5% keeps the set small)."""
+STEPS_PER_GPU = 20
+"""1 / SHARE_STEP: a share is a whole number of steps over this (exact, repeatable floats)."""
 
 
 def clock_levels(spec: GpuSpec, n: int) -> tuple[float, ...]:
@@ -42,8 +44,7 @@ def share_levels(n: int) -> tuple[float, ...]:
 
 def quantize_share(share: float) -> float:
     """Round down to a multiple of ``SHARE_STEP`` (at least one step)."""
-    steps = max(int(share / SHARE_STEP + 1e-9), 1)
-    return round(steps * SHARE_STEP, 4)
+    return max(int(share / SHARE_STEP + 1e-9), 1) / STEPS_PER_GPU
 
 
 def normalize_shares(weights: Sequence[float]) -> list[float]:
@@ -55,5 +56,5 @@ def normalize_shares(weights: Sequence[float]) -> list[float]:
     shares = [quantize_share(w * scale) if w > 0 else 0.0 for w in weights]
     while sum(shares) > 1.0 + 1e-9:  # each share floors at one step; take steps from the largest
         k = max(range(len(shares)), key=shares.__getitem__)
-        shares[k] = round(shares[k] - SHARE_STEP, 4)
+        shares[k] = (round(shares[k] * STEPS_PER_GPU) - 1) / STEPS_PER_GPU
     return shares

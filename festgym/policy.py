@@ -185,6 +185,10 @@ class ClusterView:
         """The profile of ``model`` on GPU ``gpu``'s type."""
         return self._s.slice_cache(self._s.gpus[gpu].spec.name, model).profile
 
+    def slo(self, model: str):
+        """The SLO ``model`` is served under."""
+        return self._s.serving[model].slo
+
     def can_host(self, gpu: int, model: str) -> bool:
         """Whether ``model`` is resident on ``gpu`` or its weights and KV cache would fit there."""
         return self._s.can_host(gpu, model)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time as wallclock
 from array import array
 from heapq import heappop, heappush
-from itertools import count
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +32,9 @@ from festgym.sim_config import SimConfig
 from festgym.slices import SliceCache
 from festgym.specs import GpuSpec
 from festgym.workload import Trace
+
+RUN_BUFFER = 6 * 1024
+"""Run-log values gathered in a list before they move to the compact array."""
 
 
 class ActionError(FestgymError, ValueError):
@@ -114,6 +116,7 @@ class Simulator:
         self.end = self.now
         for gpu in self.gpus:
             gpu.update(self.now)
+        self._flush_runs()
         return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -123,7 +126,7 @@ class Simulator:
         self.now = 0.0
         self.end = trace.duration_s + cfg.drain_s
         self.heap: list = []
-        self._seq = count()
+        self._seq = 0  # ties in time run in scheduling order
         self.policy = policy
         self.trace = trace
         self._arrivals = trace.arrival_s.tolist()
@@ -144,9 +147,14 @@ class Simulator:
         per_1k = np.array([x.ttft_per_1k_tokens_s for x in slo])[model] if len(trace) else np.zeros(0)
         limit = base + per_1k * trace.prompt_tokens / 1000
         self.ttft_limit_s = limit.tolist()
+        # Per-request columns as lists: the event loop reads them one at a time (numpy scalars cost more).
+        self._req_model: list[int] = model.tolist()
+        self._req_prompt: list[int] = trace.prompt_tokens.tolist()
+        self._req_out: list[int] = trace.output_tokens.tolist()
         self.deadline_s = (trace.arrival_s + limit).tolist()
         self.open = 0  # requests placed and not yet finished
         self.runs = array("d")  # interleaved rows of RUN_COLUMNS
+        self._run_buf: list[float] = []  # the newest rows (a list takes them cheaper; see log_run)
         self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
         self._tick_energy = [0.0] * len(self.gpus)
         self.tokens_out = 0
@@ -156,12 +164,13 @@ class Simulator:
         policy.reset(self.view)
 
     def schedule(self, t: float, fn, arg) -> None:
-        heappush(self.heap, (t, next(self._seq), fn, arg))
+        self._seq += 1
+        heappush(self.heap, (t, self._seq, fn, arg))
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def _loop(self, until: float, hold: bool, progress) -> int | None:
-        heap, trace = self.heap, self.trace
+        heap = self.heap
         arrivals = self._arrivals
         n = len(arrivals)
         i = self._next
@@ -184,7 +193,7 @@ class Simulator:
                     if hold and self._held != i:
                         self._held = i
                         return i
-                    self._arrive(i, t_arr, trace)
+                    self._arrive(i, t_arr)
                     i += 1
                 if self.open == 0 and i == n and self.config.stop_when_done:
                     until = self.now
@@ -199,11 +208,11 @@ class Simulator:
             progress(1.0)
         return None
 
-    def _arrive(self, rid: int, now: float, trace: Trace) -> None:
+    def _arrive(self, rid: int, now: float) -> None:
         log = self.log
-        model = int(self.trace_model[trace.model[rid]])
+        model = self._req_model[rid]
         name = self.model_names[model]
-        prompt, out = int(trace.prompt_tokens[rid]), int(trace.output_tokens[rid])
+        prompt, out = self._req_prompt[rid], self._req_out[rid]
         log.model[rid] = model
         target = self.policy.place(Request(rid, name, prompt, now), self.view)
         if target is None:
@@ -408,8 +417,15 @@ class Simulator:
     # --- accounting (called by instances) ----------------------------------------------------------
 
     def log_run(self, inst: Instance, g0: float, dg: float, n: int, batch: int) -> None:
-        self.runs.extend((inst.t0, g0, dg, n, batch, inst.model))
+        buf = self._run_buf
+        buf.extend((inst.t0, g0, dg, n, batch, inst.model))
+        if len(buf) >= RUN_BUFFER:
+            self._flush_runs()
         self.tokens_out += n * batch
+
+    def _flush_runs(self) -> None:
+        self.runs.fromlist(self._run_buf)
+        self._run_buf.clear()
 
     def ttft_deadline(self, rid: int) -> tuple[float, float]:
         """(deadline, TTFT SLO) of request ``rid``."""

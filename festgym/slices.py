@@ -15,7 +15,6 @@ bounded cache keyed by (share, clock).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,7 @@ class DecodeSlice:
 
     def affine(self, table: "_Rows", batch: int, cell: int) -> tuple[float, float]:
         """(value at ctx 0, slope per context token) of ``table`` for ``batch`` within ``cell``."""
-        row = table[batch]
+        row = table.row(batch)
         if cell < 0:
             return row[0], 0.0
         c0, c1 = self.ctx[cell], self.ctx[cell + 1]
@@ -60,22 +59,25 @@ class DecodeSlice:
         return a + b * max(ctx, self.ctx[0])
 
 
-class _Rows(dict):
+class _Rows:
     """Rows over context for integer batch sizes, interpolated from the grid's batch points
     (linearly; extrapolated from the last cell above the grid) when first asked for."""
 
-    __slots__ = ("points", "table")
+    __slots__ = ("points", "table", "rows")
 
     def __init__(self, points: list[float], table: list[list[float]]):
-        super().__init__()
         self.points, self.table = points, table
+        self.rows: dict[int, list[float]] = {}
 
-    def __missing__(self, batch: int) -> list[float]:
+    def row(self, batch: int) -> list[float]:
+        found = self.rows.get(batch)
+        if found is not None:
+            return found
         x = self.points
         i = min(max(bisect_right(x, batch) - 1, 0), len(x) - 2)
         w = (max(batch, 1) - x[i]) / (x[i + 1] - x[i])
         lo, hi = self.table[i], self.table[i + 1]
-        row = self[batch] = [a + (b - a) * w for a, b in zip(lo, hi)]
+        row = self.rows[batch] = [a + (b - a) * w for a, b in zip(lo, hi)]
         return row
 
 
@@ -97,27 +99,27 @@ class PrefillSlice:
 
 
 class SliceCache:
-    """Slices of one profile, computed on first use for each (share, clock)."""
+    """Slices of one profile, computed on first use for each (share, clock); the oldest goes
+    first when more than ``CACHE_SIZE`` are held."""
 
     def __init__(self, profile: Profile):
         self.profile = profile
-        self._decode: OrderedDict[tuple[float, float], DecodeSlice] = OrderedDict()
-        self._prefill: OrderedDict[tuple[float, float], PrefillSlice] = OrderedDict()
-
-    @staticmethod
-    def _cached(cache: OrderedDict, key: tuple[float, float], build):
-        found = cache.get(key)
-        if found is None:
-            found = cache[key] = build(*key)
-            if len(cache) > CACHE_SIZE:
-                cache.popitem(last=False)
-        return found
+        self._decode: dict[tuple[float, float], DecodeSlice] = {}
+        self._prefill: dict[tuple[float, float], PrefillSlice] = {}
 
     def decode(self, share: float, clock_mhz: float) -> DecodeSlice:
-        return self._cached(self._decode, (share, clock_mhz), self._build_decode)
+        found = self._decode.get((share, clock_mhz))
+        if found is None:
+            found = self._decode[(share, clock_mhz)] = self._build_decode(share, clock_mhz)
+            _bound(self._decode)
+        return found
 
     def prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
-        return self._cached(self._prefill, (share, clock_mhz), self._build_prefill)
+        found = self._prefill.get((share, clock_mhz))
+        if found is None:
+            found = self._prefill[(share, clock_mhz)] = self._build_prefill(share, clock_mhz)
+            _bound(self._prefill)
+        return found
 
     def _build_decode(self, share: float, clock_mhz: float) -> DecodeSlice:
         grid = self.profile.decode_grid
@@ -133,3 +135,8 @@ class SliceCache:
         tokens = grid.axes[grid.names.index("tokens")]
         out = self.profile.prefill(tokens, share, clock_mhz)
         return PrefillSlice(tokens.tolist(), out["time_s"].tolist(), out["power_w"].tolist(), out["hbm_util"].tolist())
+
+
+def _bound(cache: dict) -> None:
+    if len(cache) > CACHE_SIZE:
+        del cache[next(iter(cache))]

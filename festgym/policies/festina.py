@@ -111,31 +111,41 @@ class FestinaConfig:
 
 @dataclass(frozen=True)
 class Summary:
-    """One instance's energy over [share level][clock] (``inf``: an SLO fails), as nested lists,
-    with per clock its least-energy share level (``pick``) and smallest feasible one (``first``);
-    a level equal to the number of shares means none is feasible at that clock."""
+    """One instance's energy over [share level, clock] (``inf``: an SLO fails), and per clock two
+    candidate settings: its least-energy share level (``pick``) and its smallest feasible one
+    (``first``). ``*_level`` hold the level per clock (the number of levels if none is feasible);
+    ``pick`` and ``first`` are arrays [share, energy] over clocks, with share 2 and energy
+    ``inf`` where nothing is feasible, so that sums over instances exclude such clocks."""
 
-    costs: list[list[float]]
-    pick: list[int]
-    first: list[int]
+    costs: np.ndarray
+    pick_level: list[int]
+    first_level: list[int]
+    pick: np.ndarray
+    first: np.ndarray
+    need: float
+    """Smallest feasible share at the top clock (above 1 if none)."""
 
     @classmethod
-    def of(cls, costs: np.ndarray) -> "Summary":
+    def of(cls, costs: np.ndarray, shares: np.ndarray) -> "Summary":
         n = costs.shape[0]
         finite = np.isfinite(costs)
         any_ok = finite.any(axis=0)
         first = np.where(any_ok, finite.argmax(axis=0), n)
         pick = np.where(any_ok, costs.argmin(axis=0), n)
-        return cls(costs.tolist(), pick.tolist(), first.tolist())
-
-    def need(self, shares: list[float]) -> float:
-        """Smallest feasible share at the top clock (above 1 if none)."""
-        k = self.first[-1]
-        return shares[k] if k < len(shares) else 1.0 + SHARE_STEP
+        padded = np.append(shares, 2.0)  # level n: nothing feasible
+        clocks = np.arange(costs.shape[1])
+        padded_costs = np.vstack([costs, np.full(costs.shape[1], np.inf)])
+        return cls(costs, pick.tolist(), first.tolist(),
+                   np.stack([padded[pick], padded_costs[pick, clocks]]),
+                   np.stack([padded[first], padded_costs[first, clocks]]),
+                   float(padded[first[-1]]) if first[-1] < n else 1.0 + SHARE_STEP)
 
 
 CACHE_LIMIT = 100_000
 """Entries per decision cache before it is cleared (situations repeat; this bounds memory)."""
+
+
+MISSING = object()
 
 
 def _remember(cache: dict, key, value):
@@ -154,25 +164,32 @@ class Festina(BasePolicy):
         self.config = config or build_dataclass(FestinaConfig, params, "Festina parameters")
         if name:
             self.name = name
-        self._tables: dict[tuple[str, str], ProfileTables] = {}
+        self._context: tuple | None = None
         self._fallback = LeastLoaded(spawn_at=self.config.spawn_at)
 
     # --- state --------------------------------------------------------------------------------
 
     def reset(self, cluster: ClusterView) -> None:
         self.cluster = cluster
+        # Lookup tables and decision caches are pure functions of the profiles, the SLOs and the
+        # control interval, so they outlive an episode (an environment resets hundreds of times).
+        context = (cluster.control_interval_s, tuple((m, cluster.slo(m)) for m in cluster.models))
+        if context != self._context:
+            self._context = context
+            self._tables: dict[tuple[str, str], ProfileTables] = {}
+            self._summaries: dict[tuple, Summary] = {}
+            self._marginals: dict[tuple, float] = {}
+            self._choices: dict[tuple, tuple | None] = {}
         self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
         self._low = [0] * len(cluster.gpus)
         self._draining: set[int] = set()
         self._prompt: dict[str, float] = {}  # moving mean of prompt tokens per model
         self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
         self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
-        self._summaries: dict[tuple, Summary] = {}
-        self._marginals: dict[tuple, float] = {}
         self._unsafe: dict[str, int] = {}  # consecutive placements of a model that no instance passed
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
-        """Lookup tables of ``model`` on ``gpu``'s type (built once per policy object)."""
+        """Lookup tables of ``model`` on ``gpu``'s type (built once, kept across resets)."""
         key = (gpu.spec.name, model)
         found = self._tables.get(key)
         if found is None:
@@ -197,7 +214,7 @@ class Festina(BasePolicy):
             tab = self.tables(view, model)
             situation = self._situation(inst, tab, self.cluster.control_interval_s)
             if situation is not None:
-                value = self._summary(inst, tab, situation, self.cluster.control_interval_s).need(tab.share_list)
+                value = self._summary(inst, tab, situation, self.cluster.control_interval_s).need
         self._need[key] = (value, now)
         return value
 
@@ -253,7 +270,7 @@ class Festina(BasePolicy):
         ok = self._slo_mask(inst, tab, bi, ci, queued, own, prompt)
         steps = interval / tab.decode_s[-1, -1, bi, ci] if running else 0.0
         costs = np.where(ok, tab.decode_j[:, :, bi, ci] * steps + tab.prefill_j[:, :, pending[0]] * pending[1], np.inf)
-        return _remember(self._summaries, situation, Summary.of(costs))
+        return _remember(self._summaries, situation, Summary.of(costs, tab.shares))
 
     # --- local control ------------------------------------------------------------------------
 
@@ -265,6 +282,7 @@ class Festina(BasePolicy):
         interval = self.cluster.control_interval_s
         busy: list[tuple[InstanceView, Summary]] = []
         idle: list[InstanceView] = []
+        situations = []
         for inst in instances:
             key = (gpu.index, inst.model)
             self._rate[key] = 0.7 * self._rate.get(key, 0.0) + 0.3 * self._placed.pop(key, 0) / interval
@@ -275,14 +293,19 @@ class Festina(BasePolicy):
                 self._need[key] = (0.0, now)
             else:
                 busy.append((inst, self._summary(inst, tab, situation, interval)))
+                situations.append(situation)
         tab = self.tables(gpu, instances[0].model)
         clocks = tab.clocks
         if not busy:
             clock = clocks[0] if cfg.dvfs else gpu.spec.default_sm_clock_mhz
             return self._settings(gpu, float(clock), {}, idle)
         for inst, summary in busy:
-            self._need[(gpu.index, inst.model)] = (summary.need(tab.share_list), now)
-        levels = self._choose(gpu, tab, [summary for _, summary in busy], len(instances))
+            self._need[(gpu.index, inst.model)] = (summary.need, now)
+        key = (tuple(situations), gpu.clock_mhz, len(instances))  # all that the choice depends on
+        levels = self._choices.get(key, MISSING)
+        if levels is MISSING:
+            levels = _remember(self._choices, key,
+                               self._choose(gpu, tab, [summary for _, summary in busy], len(instances)))
         if levels is None:  # overload: top clock, shares in proportion to need
             clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
             need = [max(self.need(gpu.index, i.model), SHARE_STEP) for i, _ in busy]
@@ -293,39 +316,31 @@ class Festina(BasePolicy):
 
     def _choose(self, gpu: GpuView, tab: ProfileTables, summaries: list["Summary"], n_instances: int):
         """(clock index, share level per busy instance) of least energy, or ``None`` if no
-        setting passes. Plain Python over a few clocks and instances (cheaper than arrays here)."""
+        setting passes. Per clock, every instance takes its least-energy share; if those do not
+        fit in the GPU, each its smallest feasible one; the cheapest clock that fits wins, and
+        the current clock stays unless that saves more than the hysteresis."""
         cfg = self.config
-        shares = tab.share_list
-        n = len(shares)
-        clocks = tab.clock_list
-        if cfg.dvfs:
-            candidates = range(len(clocks))
-        else:
-            candidates = [min(range(len(clocks)), key=lambda c: abs(clocks[c] - gpu.spec.default_sm_clock_mhz))]
-        even = None
-        if not cfg.partition:  # even split: the largest level not above 1/n
-            even = max(sum(1 for x in shares if x <= quantize_share(1.0 / n_instances) + 1e-9) - 1, 0)
-        here = min(range(len(clocks)), key=lambda c: abs(clocks[c] - gpu.clock_mhz))
-        best, best_e, current, current_e = None, math.inf, None, math.inf
-        for c in candidates:
-            if even is not None:
-                levels = [even] * len(summaries)
-            else:
-                levels = [x.pick[c] for x in summaries]
-                if sum(shares[k] if k < n else 2.0 for k in levels) > 1 + 1e-9:
-                    levels = [x.first[c] for x in summaries]
-            if any(k >= n for k in levels) or sum(shares[k] for k in levels) > 1 + 1e-9:
-                continue
-            energy = sum(x.costs[k][c] for x, k in zip(summaries, levels))
-            if energy == math.inf:
-                continue
-            if energy < best_e:
-                best, best_e = (c, levels), energy
-            if c == here:
-                current, current_e = (c, levels), energy
-        if current is not None and current_e <= best_e * (1 + cfg.clock_hysteresis):
-            return current
-        return best
+        clocks = tab.clocks
+        if cfg.partition:
+            pick = summaries[0].pick + sum(x.pick for x in summaries[1:])
+            first = summaries[0].first + sum(x.first for x in summaries[1:])
+            fallback = pick[0] > 1 + 1e-9
+            share = np.where(fallback, first[0], pick[0])
+            energy = np.where(share <= 1 + 1e-9, np.where(fallback, first[1], pick[1]), np.inf)
+        else:  # even split: the largest level not above 1/n, for everyone
+            even = max(int(np.searchsorted(tab.shares, quantize_share(1.0 / n_instances) + 1e-9, "right")) - 1, 0)
+            energy = sum(x.costs[even] for x in summaries)
+        if not cfg.dvfs:
+            only = int(np.abs(clocks - gpu.spec.default_sm_clock_mhz).argmin())
+            energy = np.where(np.arange(len(clocks)) == only, energy, np.inf)
+        best = int(energy.argmin())
+        if energy[best] == np.inf:
+            return None
+        here = int(np.abs(clocks - gpu.clock_mhz).argmin())
+        c = here if energy[here] <= energy[best] * (1 + cfg.clock_hysteresis) else best
+        if not cfg.partition:
+            return c, [even] * len(summaries)
+        return c, [x.first_level[c] if fallback[c] else x.pick_level[c] for x in summaries]
 
     def _settings(self, gpu: GpuView, clock: float, shares: dict[str, float], idle: list[InstanceView]) -> GpuControl | None:
         if not self.config.partition:
