@@ -4,8 +4,9 @@
 
 Targets (issue 4): LocalGPU-v0 ≥ 5,000 steps/s, Cluster-v0 ≥ 1,000 steps/s. For each env, with
 random actions (an untrained agent: every step changes clocks and shares) and with a fixed action
-(a settled agent), it warms up (slice caches, first episodes), then times ``--repeats`` runs of
-``--steps`` steps and prints the best and the median rate: this machine's timings vary by tens
+(a settled agent), both drawn beforehand from a seeded generator (the sampler is the agent's cost,
+not the environment's), it warms up (slice caches, first episodes), then times ``--repeats`` runs
+of ``--steps`` steps and prints the best and the median rate: this machine's timings vary by tens
 of percent between runs, and the best is the least disturbed one. Also prints whether the
 simulator runs compiled (mypyc, see setup.py) and its own cost per simulated second.
 """
@@ -17,6 +18,7 @@ import statistics
 import time
 
 import gymnasium as gym
+import numpy as np
 
 import festgym  # noqa: F401  (registers the environments)
 from festgym.build import compiled_modules
@@ -30,13 +32,18 @@ WARMUP_STEPS = 3000
 def rates(env_id: str, steps: int, repeats: int, fixed: bool) -> list[float]:
     env = gym.make(env_id).unwrapped
     env.reset(seed=0)
-    env.action_space.seed(0)
-    action = env.action_space.sample()
+    # Actions are drawn beforehand: what is timed is the environment, not the action sampler.
+    rng = np.random.default_rng(0)
+    total = WARMUP_STEPS + steps * repeats
+    actions = rng.integers(0, env.nvec, size=(1 if fixed else total, len(env.nvec)))
+    cursor = 0
 
     def run(n: int) -> float:
+        nonlocal cursor
         started = time.perf_counter()
         for _ in range(n):
-            _, _, term, trunc, _ = env.step(action if fixed else env.action_space.sample())
+            _, _, term, trunc, _ = env.step(actions[0 if fixed else cursor])
+            cursor += 1
             if term or trunc:
                 env.reset()
         return n / (time.perf_counter() - started)

@@ -142,7 +142,7 @@ class Instance:
                  "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
+                 "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
 
     def __init__(self, sim: "Simulator", gpu: "Gpu", model: int, name: str, serving: ModelServing,
                  slices: SliceCache, share: float):
@@ -183,6 +183,7 @@ class Instance:
         self.drain = False
         self.cut = False  # the current decode run has been cut to the iteration in flight
         self.orders = 0
+        self.prompt_todo = 0  # prompt tokens not yet computed, over waiting and prefilling
         self.counters = Counters()
         self.peak_ttft_ratio = 0.0  # largest TTFT / SLO since the last control tick
         self.peak_gap_s = 0.0  # longest inter-token gap since the last control tick
@@ -224,6 +225,7 @@ class Instance:
 
     def enqueue(self, seq: Seq, now: float) -> None:
         self.waiting.append(seq)
+        self.prompt_todo += seq.todo
         if self.phase == IDLE:
             self.plan(now)
         elif self.phase == DECODE:
@@ -446,6 +448,7 @@ class Instance:
             self._retire(now)
         for seq, take in self.chunk:
             seq.todo -= take
+            self.prompt_todo -= take
             if seq.todo == 0:
                 self.prefilling.remove(seq)
                 self.kv_prefill -= seq.prompt
@@ -488,6 +491,7 @@ class Instance:
         victim = next(reversed(self.decoding.values()))
         self.sim.preempted(victim.rid, self.recompute(victim, now))
         self.waiting.appendleft(victim)
+        self.prompt_todo += victim.todo
 
     def recompute(self, seq: Seq, now: float) -> int:
         """Take a running sequence out so that it prefills its whole context again (vLLM's
@@ -503,9 +507,15 @@ class Instance:
         else:  # still prefilling: its KV reservation is released and its prefill restarts
             self.prefilling.remove(seq)
             self.kv_prefill -= seq.prompt
+            self.prompt_todo -= seq.todo
             lost = seq.prompt - seq.todo
         seq.todo = seq.prompt
         return lost
+
+    def receive(self, seqs: list[Seq]) -> None:
+        """Queue sequences handed over by a migration (behind any waiting here)."""
+        self.waiting.extend(seqs)
+        self.prompt_todo += sum(seq.todo for seq in seqs)
 
     def take_all(self, now: float) -> list[Seq]:
         """Every sequence, running ones first (for recompute), then the waiting queue."""
@@ -514,5 +524,6 @@ class Instance:
             self.sim.recomputed_tokens += self.recompute(seq, now)
         out = running + list(self.waiting)
         self.waiting.clear()
+        self.prompt_todo = 0
         self.heap.clear()
         return out

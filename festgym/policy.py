@@ -111,8 +111,7 @@ class InstanceView:
     queue_len = property(lambda self: len(self._i.waiting), doc="Requests waiting for admission.")
     running = property(lambda self: len(self._i.decoding), doc="Sequences decoding.")
     prefilling = property(lambda self: len(self._i.prefilling), doc="Sequences with prompt tokens left.")
-    prefill_tokens = property(lambda self: sum(s.todo for s in self._i.prefilling)
-                              + sum(s.todo for s in self._i.waiting), doc="Prompt tokens not yet computed.")
+    prefill_tokens = property(lambda self: self._i.prompt_todo, doc="Prompt tokens not yet computed.")
     kv_used_frac = property(lambda self: self._i.kv_used / self._i.kv_tokens, doc="KV cache in use, 0..1.")
     kv_tokens = property(lambda self: self._i.kv_tokens, doc="KV cache capacity in tokens.")
     mean_ctx = property(lambda self: (self._i.ctx_base + len(self._i.decoding) * self._i.tok)
@@ -145,6 +144,11 @@ class GpuView:
     @property
     def instances(self) -> tuple[InstanceView, ...]:
         return tuple(i.view for i in self._g.instances)
+
+    @property
+    def models(self) -> list[str]:
+        """Names of the resident models (loading ones included)."""
+        return [i.name for i in self._g.instances]
 
     def instance(self, model: str) -> InstanceView | None:
         for inst in self._g.instances:

@@ -303,7 +303,7 @@ class Simulator:
         seqs = src.take_all(now)
         for seq in seqs:
             self.log.gpu[seq.rid] = dst.gpu.index
-        dst.waiting.extend(seqs)
+        dst.receive(seqs)
         dst.migrate_from = None
         self.migrations += 1
         self.unload(src, now)

@@ -3,10 +3,12 @@
 The simulator asks for step times millions of times but changes share and clock only when a
 policy acts. A :class:`DecodeSlice` therefore evaluates the profile's decode grid once per
 (share, clock) at the grid's batch and context points (one vectorised lookup) and keeps plain
-Python lists; the row of each batch size seen is interpolated once. A step time is then two list reads and an affine
-interpolation in context, which is exactly how the grid interpolates (linearly in context).
-So a run of decode iterations, whose mean context grows by one token per step, has step times
-affine in the step index within a context cell. That allows closed-form advancement.
+Python tuples (tuples of floats drop out of the garbage collector's tracking, so thousands of
+cached rows cost its full collections nothing); the row of each batch size seen is interpolated
+once. A step time is then two tuple reads and an affine interpolation in context, which is
+exactly how the grid interpolates (linearly in context). So a run of decode iterations, whose
+mean context grows by one token per step, has step times affine in the step index within a
+context cell. That allows closed-form advancement.
 
 :class:`PrefillSlice` does the same over prompt tokens. Slices are cached per profile in a
 bounded cache keyed by (share, clock).
@@ -22,6 +24,7 @@ import numpy as np
 from festgym.profile import Profile
 
 CACHE_SIZE = 512
+Vector = tuple[float, ...]
 
 
 class DecodeSlice:
@@ -33,7 +36,7 @@ class DecodeSlice:
 
     __slots__ = ("ctx", "batch", "time_s", "power_w", "hbm_util")
 
-    def __init__(self, ctx: list[float], batch: list[float], tables: dict[str, list[list[float]]]):
+    def __init__(self, ctx: Vector, batch: Vector, tables: dict[str, tuple[Vector, ...]]):
         self.ctx = ctx
         self.batch = batch
         self.time_s = _Rows(batch, tables["time_s"])
@@ -65,11 +68,11 @@ class _Rows:
 
     __slots__ = ("points", "table", "rows")
 
-    def __init__(self, points: list[float], table: list[list[float]]):
+    def __init__(self, points: Vector, table: tuple[Vector, ...]):
         self.points, self.table = points, table
-        self.rows: dict[int, list[float]] = {}
+        self.rows: dict[int, Vector] = {}
 
-    def row(self, batch: int) -> list[float]:
+    def row(self, batch: int) -> Vector:
         found = self.rows.get(batch)
         if found is not None:
             return found
@@ -77,7 +80,7 @@ class _Rows:
         i = min(max(bisect_right(x, batch) - 1, 0), len(x) - 2)
         w = (max(batch, 1) - x[i]) / (x[i + 1] - x[i])
         lo, hi = self.table[i], self.table[i + 1]
-        row = self.rows[batch] = [a + (b - a) * w for a, b in zip(lo, hi)]
+        row = self.rows[batch] = tuple([a + (b - a) * w for a, b in zip(lo, hi)])
         return row
 
 
@@ -85,12 +88,12 @@ class _Rows:
 class PrefillSlice:
     """Prefill iteration time (s), power (W) and HBM use over prompt tokens."""
 
-    tokens: list[float]
-    time_s: list[float]
-    power_w: list[float]
-    hbm_util: list[float]
+    tokens: Vector
+    time_s: Vector
+    power_w: Vector
+    hbm_util: Vector
 
-    def at(self, table: list[float], tokens: float) -> float:
+    def at(self, table: Vector, tokens: float) -> float:
         """Linear interpolation in tokens; extrapolated from the last cell above the grid."""
         x = self.tokens
         i = min(max(bisect_right(x, tokens) - 1, 0), len(x) - 2)
@@ -127,14 +130,14 @@ class SliceCache:
         batch = grid.axes[grid.names.index("batch")]
         b, c = np.meshgrid(batch, ctx, indexing="ij")
         out = self.profile.decode(b, c, share, clock_mhz)
-        tables = {k: v.reshape(b.shape).tolist() for k, v in out.items()}
-        return DecodeSlice(ctx.tolist(), batch.tolist(), tables)
+        tables = {k: tuple(map(tuple, v.reshape(b.shape).tolist())) for k, v in out.items()}
+        return DecodeSlice(tuple(ctx.tolist()), tuple(batch.tolist()), tables)
 
     def _build_prefill(self, share: float, clock_mhz: float) -> PrefillSlice:
         grid = self.profile.prefill_grid
         tokens = grid.axes[grid.names.index("tokens")]
         out = self.profile.prefill(tokens, share, clock_mhz)
-        return PrefillSlice(tokens.tolist(), out["time_s"].tolist(), out["power_w"].tolist(), out["hbm_util"].tolist())
+        return PrefillSlice(*(tuple(v.tolist()) for v in (tokens, out["time_s"], out["power_w"], out["hbm_util"])))
 
 
 def _bound(cache: dict) -> None:

@@ -113,6 +113,23 @@ def test_same_trace_same_result():
         {k: v for k, v in b.summary.items() if "wall" not in k}
 
 
+def test_caches_kept_across_runs_change_nothing_and_follow_the_slos():
+    """Decision caches outlive a reset (they are pure functions of profiles, SLOs and interval):
+    a reused policy decides exactly as a fresh one, and new SLOs start fresh caches."""
+    sim = Simulator([H100] * 2, MODELS, SimConfig())
+    reused = make_policy("festina")
+    sim.run(light_trace(1), reused)
+    warm = sim.run(light_trace(3), reused)
+    fresh = sim.run(light_trace(3), make_policy("festina"))
+    pd.testing.assert_frame_equal(warm.requests, fresh.requests)
+    pd.testing.assert_frame_equal(warm.gpus, fresh.gpus)
+    summaries = reused._summaries
+    assert summaries
+    strict = {m: ModelServing(slo=Slo(ttft_s=0.1, tbt_s=0.03)) for m in MODELS}
+    Simulator([H100] * 2, strict, SimConfig()).run(light_trace(3), reused)
+    assert reused._summaries is not summaries
+
+
 # --- DVFS ----------------------------------------------------------------------------------------
 
 def test_dvfs_lowers_the_clock_of_busy_gpus(default_run):

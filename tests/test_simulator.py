@@ -173,6 +173,23 @@ def test_kv_pressure_preempts_and_recomputes_but_finishes():
     assert result.summary["output_tokens"] == trace.output_tokens.sum()
 
 
+def test_pending_prompt_count_stays_exact_through_preemption_and_migration():
+    """``Instance.prompt_todo`` is kept incrementally; it must equal the sum over the queues."""
+    engine = EngineConfig(max_num_seqs=64, kv_cache_gb=0.5, init_s=0.0)  # KV pressure: preemptions
+    sim = Simulator([H100, H100], {LLAMA: ModelServing(Slo(), engine)}, SimConfig(drain_s=600))
+    rng = np.random.default_rng(0)
+    trace = trace_of(np.sort(rng.uniform(0, 60, 150)), rng.integers(50, 400, 150), rng.integers(100, 600, 150))
+    sim.start(trace, Fixed(actions=[(20.0, Migrate(LLAMA, 0, 1))]))  # hands over a busy queue
+    checked = 0
+    for t in np.arange(0.25, 200, 0.25):
+        sim.advance(t)
+        for inst in (i for g in sim.gpus for i in g.instances):
+            assert inst.prompt_todo == sum(s.todo for s in inst.waiting) + sum(s.todo for s in inst.prefilling)
+            checked += inst.prompt_todo > 0
+    result = sim.result()
+    assert result.summary["preemptions"] > 0 and result.summary["migrations"] == 1 and checked > 10
+
+
 def test_rejections_are_counted_not_lost():
     engine = EngineConfig(kv_cache_gb=1.0)
     sim = Simulator([H100], {LLAMA: ModelServing(Slo(), engine)})

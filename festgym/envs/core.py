@@ -12,6 +12,7 @@ import numpy as np
 from festgym.envs.features import time_features
 from festgym.gpu import Gpu
 from festgym.levels import clock_levels, normalize_shares
+from festgym.memo import remember
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
 from festgym.reward import EnergySLOReward, Meter
 from festgym.scenario import Scenario, load_scenario
@@ -89,7 +90,7 @@ class ServingEnv(gym.Env):
         self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, len(self.sim.gpu_types))
         self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
         self.period_s = self.scenario.workload.diurnal_period_s
-        self._model_number = {m: i for i, m in enumerate(self.sim.model_names)}
+        self._controls: dict[tuple, GpuControl] = {}  # built controls by (GPU type, residents, levels)
         self.t = 0.0
         self.t_end = 0.0
 
@@ -122,28 +123,30 @@ class ServingEnv(gym.Env):
 
     def _levels(self, action) -> list[int]:
         """Validate ``action`` and turn it into one level index per component (plain Python on a
-        handful of numbers: cheaper than array operations at this size)."""
+        few dozen numbers: cheaper than array operations at this size)."""
         a = np.asarray(action)
         if a.shape != self.nvec.shape:
             raise ValueError(f"{type(self).__name__}: action has shape {a.shape}, expected {self.nvec.shape} "
                              f"({', '.join(self.action_labels)})")
-        levels = []
-        box = self.action_type == "box"
-        for i, (v, n) in enumerate(zip(a.tolist(), self._nvec)):
-            if box:
+        values = a.tolist()
+        if self.action_type == "box":
+            levels = []
+            for i, (v, n) in enumerate(zip(values, self._nvec)):
                 if not -1 - 1e-6 <= v <= 1 + 1e-6:  # NaN fails too
                     raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {v!r} "
                                      "is outside [-1, 1]")
                 k = int((v + 1) / 2 * n)
                 levels.append(k if k < n else n - 1)
-                continue
-            if isinstance(v, float) and not v.is_integer():
-                raise ValueError(f"{type(self).__name__}: action {a.tolist()} must hold whole numbers")
+            return levels
+        if a.dtype.kind not in "iu":
+            if not all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):
+                raise ValueError(f"{type(self).__name__}: action {values} must hold whole numbers")
+            values = [int(v) for v in values]
+        for i, (v, n) in enumerate(zip(values, self._nvec)):
             if not 0 <= v < n:
                 raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {v} is outside "
                                  f"0..{n - 1}")
-            levels.append(int(v))
-        return levels
+        return values
 
     def set_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> None:
@@ -155,8 +158,17 @@ class ServingEnv(gym.Env):
                     caps: Sequence[int] = ()) -> GpuControl:
         """The control of one GPU from levels: a clock level, a share level per model slot
         (weights (k+1)/n renormalised over the resident ones) and optional batch-cap levels."""
+        present = tuple([inst.name for inst in gpu.instances])
+        key = (gpu.spec.name, present, tuple(models), clock, tuple(shares), tuple(caps))
+        found = self._controls.get(key)
+        if found is None:
+            found = remember(self._controls, key, self._build_control(gpu, present, models, clock, shares, caps))
+        return found
+
+    def _build_control(self, gpu: Gpu, present: tuple[str, ...], models: Sequence[str], clock: int,
+                       shares: Sequence[int], caps: Sequence[int]) -> GpuControl:
         env = self.scenario.env
-        resident = [(k, m) for k, m in enumerate(models) if gpu.instance_of(self._model_number[m]) is not None]
+        resident = [(k, m) for k, m in enumerate(models) if m in present]
         split = normalize_shares([(shares[k] + 1) / env.share_levels for k, _ in resident])
         return GpuControl(clock_mhz=self.clocks[gpu.spec.name][clock],
                           shares={m: s for (_, m), s in zip(resident, split)} or None,

@@ -48,8 +48,7 @@ def slot_features(inst: Instance | None, now: float) -> list[float]:
     if inst is None:
         return EMPTY_SLOT
     running = len(inst.decoding)
-    pending = sum(s.todo for s in inst.prefilling) + sum(s.todo for s in inst.waiting)
-    prompt = min(pending, inst.serving.engine.max_num_batched_tokens)
+    prompt = min(inst.prompt_todo, inst.serving.engine.max_num_batched_tokens)
     ttft = inst.peak_ttft_ratio
     oldest = inst.waiting[0] if inst.waiting else inst.prefilling[0] if inst.prefilling else None
     if oldest is not None and oldest.gen == 0:

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
+from festgym.memo import MISSING, remember
 from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
                             Park, Request, Unload, load_score)
 from festgym.policies.tables import ProfileTables
@@ -141,20 +142,6 @@ class Summary:
                    float(padded[first[-1]]) if first[-1] < n else 1.0 + SHARE_STEP)
 
 
-CACHE_LIMIT = 100_000
-"""Entries per decision cache before it is cleared (situations repeat; this bounds memory)."""
-
-
-MISSING = object()
-
-
-def _remember(cache: dict, key, value):
-    if len(cache) >= CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
 class Festina(BasePolicy):
     """The Festina rule policy (see the module docstring for every design choice)."""
 
@@ -173,7 +160,8 @@ class Festina(BasePolicy):
         self.cluster = cluster
         # Lookup tables and decision caches are pure functions of the profiles, the SLOs and the
         # control interval, so they outlive an episode (an environment resets hundreds of times).
-        context = (cluster.control_interval_s, tuple((m, cluster.slo(m)) for m in cluster.models))
+        self._interval = cluster.control_interval_s
+        context = (self._interval, tuple((m, cluster.slo(m)) for m in cluster.models))
         if context != self._context:
             self._context = context
             self._tables: dict[tuple[str, str], ProfileTables] = {}
@@ -202,24 +190,28 @@ class Festina(BasePolicy):
         """Smallest SM share that meets the model's SLOs on ``gpu`` at the top clock under its
         current load (0 if absent or idle). Computed at the GPU's control, or on demand when older
         than a control interval, so it stays current when another controller runs the GPU."""
+        return self._need_at(gpu, model, self.cluster.now)
+
+    def _need_at(self, gpu: int, model: str, now: float) -> float:
         key = (gpu, model)
-        now = self.cluster.now
         found = self._need.get(key)
-        if found is not None and now - found[1] < self.cluster.control_interval_s:
+        if found is not None and now - found[1] < self._interval:
             return found[0]
         view = self.cluster.gpu(gpu)
         inst = view.instance(model)
         value = 0.0
         if inst is not None and inst.ready:
             tab = self.tables(view, model)
-            situation = self._situation(inst, tab, self.cluster.control_interval_s)
+            situation = self._situation(inst, tab, self._interval)
             if situation is not None:
-                value = self._summary(inst, tab, situation, self.cluster.control_interval_s).need
+                value = self._summary(inst, tab, situation, self._interval).need
         self._need[key] = (value, now)
         return value
 
     def gpu_need(self, gpu: GpuView, skip: str | None = None) -> float:
-        return sum(self.need(gpu.index, i.model) for i in gpu.instances if i.model != skip)
+        """Summed need of the models on ``gpu`` (but ``skip``)."""
+        index, now = gpu.index, self.cluster.now
+        return sum(self._need_at(index, m, now) for m in gpu.models if m != skip)
 
     # --- SLO and energy tests -----------------------------------------------------------------
 
@@ -270,7 +262,7 @@ class Festina(BasePolicy):
         ok = self._slo_mask(inst, tab, bi, ci, queued, own, prompt)
         steps = interval / tab.decode_s[-1, -1, bi, ci] if running else 0.0
         costs = np.where(ok, tab.decode_j[:, :, bi, ci] * steps + tab.prefill_j[:, :, pending[0]] * pending[1], np.inf)
-        return _remember(self._summaries, situation, Summary.of(costs, tab.shares))
+        return remember(self._summaries, situation, Summary.of(costs, tab.shares))
 
     # --- local control ------------------------------------------------------------------------
 
@@ -279,7 +271,7 @@ class Festina(BasePolicy):
         if not instances:
             return None
         cfg = self.config
-        interval = self.cluster.control_interval_s
+        interval = self._interval
         busy: list[tuple[InstanceView, Summary]] = []
         idle: list[InstanceView] = []
         situations = []
@@ -304,7 +296,7 @@ class Festina(BasePolicy):
         key = (tuple(situations), gpu.clock_mhz, len(instances))  # all that the choice depends on
         levels = self._choices.get(key, MISSING)
         if levels is MISSING:
-            levels = _remember(self._choices, key,
+            levels = remember(self._choices, key,
                                self._choose(gpu, tab, [summary for _, summary in busy], len(instances)))
         if levels is None:  # overload: top clock, shares in proportion to need
             clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
@@ -367,16 +359,18 @@ class Festina(BasePolicy):
             return self._count(0, model)
         if not self.config.placement:
             return self._count(self._fallback.place(request, cluster), model)
-        best, best_cost, loading, least = None, np.inf, None, None
+        best, best_cost, loading, least, least_score = None, np.inf, None, None, np.inf
+        prompt, now = request.prompt_tokens, cluster.now
         for inst in cluster.instances_of(model):
             if inst.gpu in self._draining:
                 continue
             if not inst.ready:
                 loading = loading if loading is not None else inst
                 continue
-            if least is None or load_score(inst) < load_score(least):
-                least = inst
-            cost = self._marginal(inst, request, cluster)
+            score = load_score(inst)
+            if least is None or score < least_score:
+                least, least_score = inst, score
+            cost = self._marginal(inst, prompt, cluster, now)
             if cost < best_cost:
                 best, best_cost = inst, cost
         if best is not None:
@@ -396,17 +390,19 @@ class Festina(BasePolicy):
             self._placed[key] = self._placed.get(key, 0) + 1
         return target
 
-    def _marginal(self, inst: InstanceView, request: Request, cluster: ClusterView) -> float:
-        """Dynamic energy per token after adding ``request``, or ``inf`` if an SLO would fail."""
-        gpu = cluster.gpu(inst.gpu)
-        tab = self.tables(gpu, inst.model)
-        avail = 1.0 - self.gpu_need(gpu, skip=inst.model)
+    def _marginal(self, inst: InstanceView, prompt: int, cluster: ClusterView, now: float) -> float:
+        """Dynamic energy per token after adding a request of ``prompt`` tokens, or ``inf`` if an
+        SLO would fail."""
+        index, model = inst.gpu, inst.model
+        gpu = cluster.gpu(index)
+        tab = self.tables(gpu, model)
+        need = self._need_at
+        avail = 1.0 - sum(need(index, m, now) for m in gpu.models if m != model)
         s = bisect_right(tab.share_list, avail + 1e-9) - 1
         if s < 0:
-            return np.inf
+            return math.inf
         running = inst.running
         batch = min(running + inst.prefilling + inst.queue_len + 1, inst.max_num_seqs)
-        prompt = request.prompt_tokens
         chunk = inst.token_budget
         bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
         own = tab.prefill_index(prompt, chunk)
@@ -415,7 +411,7 @@ class Festina(BasePolicy):
         if step_j is None:  # the prompt's TTFT budget is taken at the grid point below it (stricter)
             below = tab.token_points[max(own[0] - 1, 0)] * own[1] if own[1] == 1 else chunk * (own[1] - 1)
             ok = self._slo_mask(inst, tab, bi, ci, key[4], own, below, at=(s, -1))
-            step_j = _remember(self._marginals, key, float(tab.decode_j[s, -1, bi, ci]) if ok else math.inf)
+            step_j = remember(self._marginals, key, float(tab.decode_j[s, -1, bi, ci]) if ok else math.inf)
         return step_j / batch
 
     def _spawn(self, request: Request, cluster: ClusterView) -> int | None:

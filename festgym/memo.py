@@ -1,0 +1,26 @@
+"""Bounded memo tables for pure decisions (policy choices, action decoding).
+
+A decision that depends only on a small, repeating key is computed once and looked up after.
+A table is cleared when it reaches ``LIMIT`` entries: situations repeat, so it refills with the
+ones in use, and memory stays bounded however long a run lasts.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+T = TypeVar("T")
+
+LIMIT = 100_000
+"""Entries per table before it is cleared."""
+
+MISSING = object()
+"""Marks a key not yet in a table (for values that may be ``None``)."""
+
+
+def remember(table: dict, key, value: T) -> T:
+    """Store ``value`` under ``key`` (clearing a full table first) and return it."""
+    if len(table) >= LIMIT:
+        table.clear()
+    table[key] = value
+    return value
