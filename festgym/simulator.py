@@ -16,7 +16,7 @@ from __future__ import annotations
 import time as wallclock
 from array import array
 from heapq import heappop, heappush
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,14 @@ from festgym.workload import Trace
 
 RUN_BUFFER = 6 * 1024
 """Run-log values gathered in a list before they move to the compact array."""
+
+
+def _column(typecode: str, values: np.ndarray) -> "array[Any]":
+    """A per-request column as a compact ``array``: the event loop reads it one item at a time,
+    which costs less than a numpy scalar and takes less memory than a list."""
+    out: array[Any] = array(typecode)
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64 if typecode == "d" else np.int64).tobytes())
+    return out
 
 
 class ActionError(FestgymError, ValueError):
@@ -129,7 +137,7 @@ class Simulator:
         self._seq = 0  # ties in time run in scheduling order
         self.policy = policy
         self.trace = trace
-        self._arrivals = trace.arrival_s.tolist()
+        self._arrivals: array[float] = _column("d", trace.arrival_s)
         self._next = 0  # index of the next arrival
         self._held = -1  # an arrival returned by advance(hold_arrivals=True), placed on the next call
         self.gpus = [Gpu(self, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
@@ -146,12 +154,11 @@ class Simulator:
         base = np.array([x.ttft_s for x in slo])[model] if len(trace) else np.zeros(0)
         per_1k = np.array([x.ttft_per_1k_tokens_s for x in slo])[model] if len(trace) else np.zeros(0)
         limit = base + per_1k * trace.prompt_tokens / 1000
-        self.ttft_limit_s = limit.tolist()
-        # Per-request columns as lists: the event loop reads them one at a time (numpy scalars cost more).
-        self._req_model: list[int] = model.tolist()
-        self._req_prompt: list[int] = trace.prompt_tokens.tolist()
-        self._req_out: list[int] = trace.output_tokens.tolist()
-        self.deadline_s = (trace.arrival_s + limit).tolist()
+        self.ttft_limit_s: array[float] = _column("d", limit)
+        self.deadline_s: array[float] = _column("d", trace.arrival_s + limit)
+        self._req_model: array[int] = _column("q", model)
+        self._req_prompt: array[int] = _column("q", trace.prompt_tokens)
+        self._req_out: array[int] = _column("q", trace.output_tokens)
         self.open = 0  # requests placed and not yet finished
         self.runs = array("d")  # interleaved rows of RUN_COLUMNS
         self._run_buf: list[float] = []  # the newest rows (a list takes them cheaper; see log_run)
