@@ -49,7 +49,8 @@ PHASE_NAMES = ("loading", "idle", "prefill", "decode", "restarting", "unloaded")
 class Seq:
     """A request inside an instance."""
 
-    __slots__ = ("rid", "prompt", "todo", "out", "gen", "join_tok", "base", "cum0", "over0", "t_last", "order")
+    __slots__ = ("rid", "prompt", "todo", "out", "gen", "join_tok", "base", "cum0", "over0", "t_last", "order",
+                 "key")
 
     def __init__(self, rid: int, prompt: int, out: int):
         self.rid = rid
@@ -63,6 +64,7 @@ class Seq:
         self.over0 = 0
         self.t_last = -1.0  # time of its last token before a preemption or migration
         self.order = 0
+        self.key = 0.0  # least-laxity order: TTFT deadline minus estimated prefill time
 
 
 def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
@@ -142,7 +144,7 @@ class Instance:
                  "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
+                 "cut", "orders", "prompt_todo", "llf", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
 
     def __init__(self, sim: "Simulator", gpu: "Gpu", model: int, name: str, serving: ModelServing,
                  slices: SliceCache, share: float):
@@ -184,6 +186,7 @@ class Instance:
         self.cut = False  # the current decode run has been cut to the iteration in flight
         self.orders = 0
         self.prompt_todo = 0  # prompt tokens not yet computed, over waiting and prefilling
+        self.llf = sim.llf  # waiting queue in least-laxity order (else FCFS)
         self.counters = Counters()
         self.peak_ttft_ratio = 0.0  # largest TTFT / SLO since the last control tick
         self.peak_gap_s = 0.0  # longest inter-token gap since the last control tick
@@ -224,12 +227,27 @@ class Instance:
     # --- inputs -----------------------------------------------------------------------------
 
     def enqueue(self, seq: Seq, now: float) -> None:
-        self.waiting.append(seq)
-        self.prompt_todo += seq.todo
+        self._queue(seq)
         if self.phase == IDLE:
             self.plan(now)
         elif self.phase == DECODE:
             self.interrupt(now)
+
+    def _queue(self, seq: Seq) -> None:
+        """Join the waiting queue: at the back (FCFS), or by laxity. Laxity is the TTFT deadline
+        minus the prompt's prefill time at the current share and clock (an estimate; the order
+        is fixed on arrival, as a priority queue's is)."""
+        self.prompt_todo += seq.todo
+        waiting = self.waiting
+        if not self.llf:
+            waiting.append(seq)
+            return
+        pre = self.slices.prefill(self.share, self.gpu.clock)
+        seq.key = self.sim.deadline_s[seq.rid] - pre.at(pre.time_s, seq.todo)
+        i = len(waiting)
+        while i > 0 and waiting[i - 1].key > seq.key:  # arrivals come roughly in key order: scan from the back
+            i -= 1
+        waiting.insert(i, seq)
 
     def interrupt(self, now: float) -> None:
         """Re-plan at the end of the iteration in flight (or now, if idle)."""
@@ -513,9 +531,9 @@ class Instance:
         return lost
 
     def receive(self, seqs: list[Seq]) -> None:
-        """Queue sequences handed over by a migration (behind any waiting here)."""
-        self.waiting.extend(seqs)
-        self.prompt_todo += sum(seq.todo for seq in seqs)
+        """Queue sequences handed over by a migration (behind any waiting here, or by laxity)."""
+        for seq in seqs:
+            self._queue(seq)
 
     def take_all(self, now: float) -> list[Seq]:
         """Every sequence, running ones first (for recompute), then the waiting queue."""

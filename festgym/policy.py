@@ -107,7 +107,9 @@ class InstanceView:
                      doc="loading, idle, prefill, decode, restarting or unloaded.")
     ready = property(lambda self: self._i.phase not in (0, 5), doc="Loaded and able to run.")
     share = property(lambda self: self._i.share, doc="SM share in (0, 1].")
-    max_num_seqs = property(lambda self: self._i.max_num_seqs)
+    max_num_seqs = property(lambda self: self._i.max_num_seqs, doc="Batch limit in force (a policy may cap it).")
+    engine_max_num_seqs = property(lambda self: self._i.serving.engine.max_num_seqs,
+                                   doc="The engine's configured batch limit.")
     queue_len = property(lambda self: len(self._i.waiting), doc="Requests waiting for admission.")
     running = property(lambda self: len(self._i.decoding), doc="Sequences decoding.")
     prefilling = property(lambda self: len(self._i.prefilling), doc="Sequences with prompt tokens left.")
@@ -202,7 +204,11 @@ class ClusterView:
 
 @runtime_checkable
 class Policy(Protocol):
-    """What the simulator calls. Subclass :class:`BasePolicy` to get no-op defaults."""
+    """What the simulator calls. Subclass :class:`BasePolicy` to get no-op defaults.
+
+    A policy may also set ``queue_order`` (``"fcfs"``, the default, or ``"llf"``: least laxity
+    first), the discipline of every instance's waiting queue for the run.
+    """
 
     name: str
 
@@ -219,6 +225,7 @@ class BasePolicy:
     """No control and no consolidation; placement must be given by a subclass."""
 
     name = "base"
+    queue_order = "fcfs"
 
     def reset(self, cluster: ClusterView) -> None:
         """Called at the start of every run."""

@@ -33,6 +33,10 @@ from festgym.slices import SliceCache
 from festgym.specs import GpuSpec
 from festgym.workload import Trace
 
+QUEUE_ORDERS = ("fcfs", "llf")
+"""Waiting-queue disciplines a policy may ask for (``Policy.queue_order``): first come first
+served (vLLM's default) or least laxity first (TTFT deadline minus estimated prefill time)."""
+
 RUN_BUFFER = 6 * 1024
 """Run-log values gathered in a list before they move to the compact array."""
 
@@ -61,6 +65,7 @@ class Simulator:
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
                  config: SimConfig | None = None, profiles_root=None):
+        self.llf = False  # least-laxity-first waiting queues (the running policy's queue_order)
         if not gpus:
             raise ValueError("Simulator needs at least one GPU")
         if not models:
@@ -136,6 +141,11 @@ class Simulator:
         self.heap: list = []
         self._seq = 0  # ties in time run in scheduling order
         self.policy = policy
+        order = getattr(policy, "queue_order", "fcfs")
+        if order not in QUEUE_ORDERS:
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: queue_order {order!r}; "
+                             f"expected one of {', '.join(QUEUE_ORDERS)}")
+        self.llf = order == "llf"
         self.trace = trace
         self._arrivals: array[float] = _column("d", trace.arrival_s)
         self._next = 0  # index of the next arrival

@@ -232,7 +232,7 @@ def test_make_policy_defaults():
     assert festina.config == FestinaConfig()  # agents/festina.yaml holds the dataclass defaults
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
-    assert set(POLICIES) == {"festina", "least-loaded"}
+    assert set(POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf", "power-cap"}
     assert make_policy("least-loaded").name == "least-loaded"
 
 

@@ -190,6 +190,28 @@ def test_pending_prompt_count_stays_exact_through_preemption_and_migration():
     assert result.summary["preemptions"] > 0 and result.summary["migrations"] == 1 and checked > 10
 
 
+def test_least_laxity_first_queue_serves_the_tightest_deadline_first():
+    engine = EngineConfig(max_num_seqs=1, init_s=0.0)  # one at a time: the queue order decides
+    sim = Simulator([H100], {LLAMA: ModelServing(Slo(ttft_s=0.3, ttft_per_1k_tokens_s=0.1), engine)})
+    prompts = [4000, 3000, 100, 2000, 50]
+    trace = trace_of([1.0] * 5, prompts, [20] * 5)  # a burst after the cold start
+
+    class Llf(Fixed):
+        queue_order = "llf"
+
+    fcfs = sim.run(trace, Fixed()).requests.ttft_s.to_numpy()
+    llf = sim.run(trace, Llf()).requests.ttft_s.to_numpy()
+    assert list(np.argsort(fcfs)) == [0, 1, 2, 3, 4]
+    assert list(np.argsort(llf)) == list(np.argsort(prompts))  # deadline grows faster than prefill time
+    assert llf.mean() < fcfs.mean()
+
+    class Bad(Fixed):
+        queue_order = "random"
+
+    with pytest.raises(ValueError, match="queue_order 'random'"):
+        sim.run(trace, Bad())
+
+
 def test_rejections_are_counted_not_lost():
     engine = EngineConfig(kv_cache_gb=1.0)
     sim = Simulator([H100], {LLAMA: ModelServing(Slo(), engine)})

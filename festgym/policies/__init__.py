@@ -10,11 +10,13 @@ from typing import Any, Callable
 
 from festgym.paths import project_dir
 from festgym.policy import LeastLoaded, Policy
+from festgym.policies.baselines import BASELINES, BaselineConfig
 from festgym.policies.festina import Festina, FestinaConfig
 from festgym.specs import read_mapping
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "festina": Festina,
+    **BASELINES,
     "least-loaded": LeastLoaded,
 }
 
@@ -37,4 +39,4 @@ def make_policy(name: str, **params: Any) -> Policy:
     return POLICIES[name](**{**agent_params(name), **params})
 
 
-__all__ = ["POLICIES", "Festina", "FestinaConfig", "agent_params", "make_policy"]
+__all__ = ["POLICIES", "BaselineConfig", "Festina", "FestinaConfig", "agent_params", "make_policy"]

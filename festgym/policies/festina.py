@@ -55,7 +55,7 @@ from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
 from festgym.memo import MISSING, remember
 from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
                             Park, Request, Unload, load_score)
-from festgym.policies.tables import ProfileTables
+from festgym.policies.tables import ProfileTables, TableCache
 from festgym.specs import build_dataclass, check_ranges
 
 ALL = (slice(None), slice(None))
@@ -79,7 +79,7 @@ class FestinaConfig:
     """Migrate models off lightly loaded GPUs and park them (off: never)."""
     tbt_margin: float = 0.2
     """Headroom kept under the TBT SLO, as a fraction of it."""
-    ttft_margin: float = 0.4
+    ttft_margin: float = 0.65
     """Headroom kept under the TTFT SLO (queueing between control intervals eats into it)."""
     clock_hysteresis: float = 0.03
     """Relative energy gain needed to move the clock."""
@@ -93,7 +93,7 @@ class FestinaConfig:
     """Consecutive consolidation calls a GPU must stay lightly loaded before it is emptied."""
     absorb_limit: float = 0.6
     """A GPU may take migrated models while its summed need stays under this."""
-    spawn_after: int = 1
+    spawn_after: int = 4
     """Consecutive requests of a model that no instance passes before a new instance starts (the
     ones before go to its least-loaded instance): one burst does not wake a GPU."""
     spawn_at: float = 0.75
@@ -164,7 +164,7 @@ class Festina(BasePolicy):
         context = (self._interval, tuple((m, cluster.slo(m)) for m in cluster.models))
         if context != self._context:
             self._context = context
-            self._tables: dict[tuple[str, str], ProfileTables] = {}
+            self._tables = TableCache(self.config.n_share_levels, self.config.n_clock_levels)
             self._summaries: dict[tuple, Summary] = {}
             self._marginals: dict[tuple, float] = {}
             self._choices: dict[tuple, tuple | None] = {}
@@ -178,13 +178,7 @@ class Festina(BasePolicy):
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
         """Lookup tables of ``model`` on ``gpu``'s type (built once, kept across resets)."""
-        key = (gpu.spec.name, model)
-        found = self._tables.get(key)
-        if found is None:
-            cfg = self.config
-            found = self._tables[key] = ProfileTables.build(self.cluster.profile(gpu.index, model),
-                                                            cfg.n_share_levels, cfg.n_clock_levels)
-        return found
+        return self._tables.get(self.cluster, gpu, model)
 
     def need(self, gpu: int, model: str) -> float:
         """Smallest SM share that meets the model's SLOs on ``gpu`` at the top clock under its

@@ -77,3 +77,20 @@ class ProfileTables:
         chunks = -(-int(tokens) // chunk)
         per = tokens if chunks == 1 else chunk
         return min(bisect_left(self.token_points, per), len(self.token_points) - 1), chunks
+
+
+class TableCache:
+    """The :class:`ProfileTables` of each (GPU type, model) a policy meets, built on first use."""
+
+    def __init__(self, n_shares: int, n_clocks: int):
+        self.n_shares, self.n_clocks = n_shares, n_clocks
+        self._tables: dict[tuple[str, str], ProfileTables] = {}
+
+    def get(self, cluster, gpu, model: str) -> ProfileTables:
+        """Tables of ``model`` on ``gpu``'s type (``cluster``: a ClusterView, ``gpu``: a GpuView)."""
+        key = (gpu.spec.name, model)
+        found = self._tables.get(key)
+        if found is None:
+            found = self._tables[key] = ProfileTables.build(cluster.profile(gpu.index, model),
+                                                            self.n_shares, self.n_clocks)
+        return found
