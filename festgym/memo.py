@@ -14,10 +14,6 @@ T = TypeVar("T")
 LIMIT = 100_000
 """Entries per table before it is cleared."""
 
-MISSING = object()
-"""Marks a key not yet in a table (for values that may be ``None``)."""
-
-
 def remember(table: dict, key, value: T) -> T:
     """Store ``value`` under ``key`` (clearing a full table first) and return it."""
     if len(table) >= LIMIT:

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
-from festgym.memo import MISSING, remember
+from festgym.memo import remember
 from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
                             Park, Request, Unload, load_score)
 from festgym.policies.tables import ProfileTables, TableCache
@@ -167,7 +167,7 @@ class Festina(BasePolicy):
             self._tables = TableCache(self.config.n_share_levels, self.config.n_clock_levels)
             self._summaries: dict[tuple, Summary] = {}
             self._marginals: dict[tuple, float] = {}
-            self._choices: dict[tuple, tuple | None] = {}
+            self._plans: dict[tuple, tuple[float, dict[str, float]]] = {}
         self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
         self._low = [0] * len(cluster.gpus)
         self._draining: set[int] = set()
@@ -264,7 +264,6 @@ class Festina(BasePolicy):
         instances = gpu.instances
         if not instances:
             return None
-        cfg = self.config
         interval = self._interval
         busy: list[tuple[InstanceView, Summary]] = []
         idle: list[InstanceView] = []
@@ -278,27 +277,34 @@ class Festina(BasePolicy):
                 idle.append(inst)
                 self._need[key] = (0.0, now)
             else:
-                busy.append((inst, self._summary(inst, tab, situation, interval)))
+                summary = self._summary(inst, tab, situation, interval)
+                busy.append((inst, summary))
                 situations.append(situation)
-        tab = self.tables(gpu, instances[0].model)
+                self._need[key] = (summary.need, now)
+        # The settings depend on nothing else (the current clock only through the hysteresis).
+        key = (tuple(situations), tuple(i.model for i in idle), gpu.clock_mhz)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = remember(self._plans, key, self._plan(gpu, busy, idle))
+        return self._emit(gpu, *plan)
+
+    def _plan(self, gpu: GpuView, busy: list[tuple[InstanceView, "Summary"]],
+              idle: list[InstanceView]) -> tuple[float, dict[str, float]]:
+        """(clock, shares) of least energy that passes, or the overload fallback."""
+        cfg = self.config
+        tab = self.tables(gpu, gpu.instances[0].model)
         clocks = tab.clocks
+        default = float(gpu.spec.default_sm_clock_mhz)
         if not busy:
-            clock = clocks[0] if cfg.dvfs else gpu.spec.default_sm_clock_mhz
-            return self._settings(gpu, float(clock), {}, idle)
-        for inst, summary in busy:
-            self._need[(gpu.index, inst.model)] = (summary.need, now)
-        key = (tuple(situations), gpu.clock_mhz, len(instances))  # all that the choice depends on
-        levels = self._choices.get(key, MISSING)
-        if levels is MISSING:
-            levels = remember(self._choices, key,
-                               self._choose(gpu, tab, [summary for _, summary in busy], len(instances)))
+            return self._split(gpu, float(clocks[0]) if cfg.dvfs else default, {}, idle)
+        levels = self._choose(gpu, tab, [summary for _, summary in busy], len(busy) + len(idle))
         if levels is None:  # overload: top clock, shares in proportion to need
-            clock = float(clocks[-1]) if cfg.dvfs else float(gpu.spec.default_sm_clock_mhz)
-            need = [max(self.need(gpu.index, i.model), SHARE_STEP) for i, _ in busy]
-            return self._settings(gpu, clock, {i.model: s for (i, _), s in zip(busy, normalize_shares(need))}, idle)
+            need = [max(summary.need, SHARE_STEP) for _, summary in busy]
+            return self._split(gpu, float(clocks[-1]) if cfg.dvfs else default,
+                               {i.model: s for (i, _), s in zip(busy, normalize_shares(need))}, idle)
         c, picked = levels
-        return self._settings(gpu, float(clocks[c]), {i.model: float(tab.shares[k]) for (i, _), k in zip(busy, picked)},
-                              idle)
+        return self._split(gpu, float(clocks[c]), {i.model: float(tab.shares[k]) for (i, _), k in zip(busy, picked)},
+                           idle)
 
     def _choose(self, gpu: GpuView, tab: ProfileTables, summaries: list["Summary"], n_instances: int):
         """(clock index, share level per busy instance) of least energy, or ``None`` if no
@@ -328,16 +334,22 @@ class Festina(BasePolicy):
             return c, [even] * len(summaries)
         return c, [x.first_level[c] if fallback[c] else x.pick_level[c] for x in summaries]
 
-    def _settings(self, gpu: GpuView, clock: float, shares: dict[str, float], idle: list[InstanceView]) -> GpuControl | None:
+    def _split(self, gpu: GpuView, clock: float, shares: dict[str, float],
+               idle: list[InstanceView]) -> tuple[float, dict[str, float]]:
+        """Complete ``shares`` with the idle models and fill the GPU (see Spare SMs)."""
         if not self.config.partition:
             even = quantize_share(1.0 / len(gpu.instances))
-            shares = {i.model: even for i in gpu.instances}
-        else:  # idle models get a floor; then everyone scales up to use the whole GPU
-            shares.update({i.model: IDLE_SHARE for i in idle})
-            names = list(shares)
-            total = sum(shares.values())
-            shares = dict(zip(names, normalize_shares([shares[k] / total for k in names])))
-        changed = {m: s for m, s in shares.items() if abs(gpu.instance(m).share - s) > 1e-9}
+            return clock, {i.model: even for i in gpu.instances}
+        shares.update({i.model: IDLE_SHARE for i in idle})  # idle models get a floor; then all scale up
+        names = list(shares)
+        total = sum(shares.values())
+        return clock, dict(zip(names, normalize_shares([shares[k] / total for k in names])))
+
+    @staticmethod
+    def _emit(gpu: GpuView, clock: float, shares: dict[str, float]) -> GpuControl | None:
+        """The control that moves ``gpu`` to (clock, shares), or ``None`` if it is there."""
+        current = {i.model: i.share for i in gpu.instances}
+        changed = any(abs(current[m] - s) > 1e-9 for m, s in shares.items())
         if not changed and clock == gpu.clock_mhz:
             return None
         # Send every share when any changes: the simulator checks the final sum, shrinking first.
