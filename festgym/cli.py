@@ -182,6 +182,24 @@ def cmd_serve_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from festgym.compare import compare, parse_seeds, report_lines
+
+    if args.jobs is not None and args.jobs < 1:
+        raise FestgymError(f"--jobs must be ≥ 1, got {args.jobs}")
+    if args.duration is not None and not args.duration > 0:
+        raise FestgymError(f"--duration must be > 0 seconds, got {args.duration}")
+    policies = None if args.policies is None else args.policies.split(",")
+    result = compare(args.scenario, policies, parse_seeds(args.seeds), args.duration, not args.no_ablation,
+                     args.jobs, args.out)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    for line in report_lines(result):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="festgym", description="Energy-aware serverless LLM serving testbed.")
     parser.add_argument("--version", action="version", version=f"festgym {__version__}")
@@ -234,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--root", help="profiles folder (default: the checkout's profiles/)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_serve_bench)
+
+    comp = sub.add_parser("compare", help="every rule policy and the Festina ablation on the same seeded workloads",
+                          description="Run every rule policy (and the Festina ablation) on the same seeded "
+                          "workload per seed; print energy, latency and SLO tables with savings against max-clock; "
+                          "write CSVs and PNG plots into --out.")
+    comp.add_argument("--scenario", default="default", help="scenario name or YAML/JSON path (default: %(default)s)")
+    comp.add_argument("--policies", help="comma-separated policies (default: Festina and the baselines)")
+    comp.add_argument("--seeds", default="0", help="seeds and ranges, e.g. 0,1,2 or 0-4 (default: %(default)s)")
+    comp.add_argument("--duration", type=float, metavar="SECONDS",
+                      help="simulated seconds (default: the scenario's workload duration)")
+    comp.add_argument("--out", metavar="DIR", help="output folder (default: results/<YYYYmmdd-HHMMSS>/)")
+    comp.add_argument("--no-ablation", action="store_true", help="skip the Festina ablation")
+    comp.add_argument("--jobs", type=int, help="worker processes (default: min(2, CPU count); 1: in-process)")
+    comp.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    comp.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -21,6 +21,11 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 }
 
 
+COMPARED = ("festina", *BASELINES)
+"""What ``festgym compare`` runs by default: Festina and the published baselines (``least-loaded``
+is the simulator's reference rule, not a published system)."""
+
+
 def agent_params(name: str) -> dict[str, Any]:
     """The ``params`` mapping of ``agents/<name>.yaml`` (empty when there is no such file)."""
     try:
@@ -39,4 +44,4 @@ def make_policy(name: str, **params: Any) -> Policy:
     return POLICIES[name](**{**agent_params(name), **params})
 
 
-__all__ = ["POLICIES", "BaselineConfig", "Festina", "FestinaConfig", "agent_params", "make_policy"]
+__all__ = ["COMPARED", "POLICIES", "BaselineConfig", "Festina", "FestinaConfig", "agent_params", "make_policy"]

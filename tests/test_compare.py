@@ -1,0 +1,173 @@
+"""``festgym compare``: tables, reference, determinism across processes, files, CLI and errors.
+
+Runs are two simulated minutes so the file stays fast; one comparison is shared by most tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from festgym.cli import main
+from festgym.compare import ABLATION, REFERENCE, TABLE_COLUMNS, ci95, compare, parse_seeds, plan
+from festgym.errors import FestgymError
+from festgym.policies import POLICIES
+
+SHORT = dict(scenario="default", policies=["festina", "least-loaded"], duration_s=120.0, progress=False)
+ABLATION_LABELS = ["festina[dvfs]", "festina[dvfs+partition]", "festina[dvfs+partition+placement]", "festina"]
+WALL = ["wall_s", "requests_per_wall_s"]
+"""Wall-clock columns: the only ones allowed to differ between two runs of the same job."""
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    return compare(**SHORT, seeds=(0,), jobs=1, out=tmp_path_factory.mktemp("cmp1"))
+
+
+def test_tables_have_every_column_and_finite_numbers(in_process):
+    table = in_process.summary
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    expected = ["festina", "least-loaded"] + ([REFERENCE] if REFERENCE in POLICIES else [])
+    assert table.policy.tolist() == expected
+    numbers = table.drop(columns=["policy", "energy_kwh_ci95", "slo_pct_ci95", "savings_pct", "slo_diff_pp"])
+    assert np.isfinite(numbers.to_numpy(float)).all()
+    assert table.energy_kwh_ci95.isna().all()  # one seed: no interval
+    assert ((table.slo_pct >= 0) & (table.slo_pct <= 100)).all()
+
+
+def test_savings_reference(in_process):
+    table = in_process.summary.set_index("policy")
+    if REFERENCE in POLICIES:
+        assert table.loc[REFERENCE, "savings_pct"] == 0.0
+        assert table.loc[REFERENCE, "slo_diff_pp"] == 0.0
+        ref = table.loc[REFERENCE, "energy_kwh"]
+        assert table.loc["festina", "savings_pct"] == pytest.approx(100 * (1 - table.loc["festina", "energy_kwh"] / ref))
+        assert not any(REFERENCE in note for note in in_process.notes)
+    else:
+        assert table.savings_pct.isna().all() and table.slo_diff_pp.isna().all()
+        assert any(REFERENCE in note for note in in_process.notes)
+
+
+def test_ablation_rows(in_process):
+    assert [label for label, _ in ABLATION] == ABLATION_LABELS[:-1]
+    assert in_process.ablation.policy.tolist() == ABLATION_LABELS
+    full = in_process.ablation.set_index("policy").loc["festina"]
+    main_row = in_process.summary.set_index("policy").loc["festina"]
+    assert full.energy_kwh == main_row.energy_kwh  # the main run, reused
+    assert (in_process.runs.policy == "festina").sum() == 1
+    # the variants really differ from one another (the switches reach the policy)
+    assert in_process.ablation.energy_kwh.nunique() > 1
+
+
+def test_files_written(in_process):
+    out = in_process.out
+    for name in ("summary.csv", "runs.csv", "ablation.csv"):
+        assert (out / name).stat().st_size > 0
+        assert in_process.files[name] == out / name
+    for name in ("energy_vs_slo.png", "power_over_time.png", "gpu_state_time.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    runs = pd.read_csv(out / "runs.csv")
+    assert {"policy", "seed", "energy_kwh", "slo_attainment", "savings_pct", "slo_diff_pp"} <= set(runs.columns)
+    assert len(runs) == len(in_process.runs)
+    assert set(in_process.power.columns) == set(in_process.runs.policy)
+    assert list(in_process.state_hours.columns) == ["busy", "loading", "idle", "waking", "parked"]
+    # state time covers every GPU over the whole horizon
+    horizon_h = in_process.runs.horizon_s.iloc[0] / 3600
+    assert in_process.state_hours.sum(axis=1).to_numpy() == pytest.approx(8 * horizon_h, rel=1e-6)
+
+
+def test_worker_processes_give_the_same_numbers(in_process, tmp_path):
+    pooled = compare(**SHORT, seeds=(0, 1), jobs=2, out=tmp_path)
+    first = pooled.runs[pooled.runs.seed == 0].drop(columns=WALL).reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, in_process.runs.drop(columns=WALL))
+    pd.testing.assert_frame_equal(pooled.power, in_process.power)
+    assert (pooled.summary.seeds == 2).all()
+    assert np.isfinite(pooled.summary.energy_kwh_ci95).all()
+
+
+def test_ci95_uses_t_quantiles():
+    assert math.isnan(ci95([1.0]))
+    x = [1.0, 2.0, 4.0]
+    assert ci95(x) == pytest.approx(4.303 * np.std(x, ddof=1) / math.sqrt(3))
+    assert ci95(range(40)) == pytest.approx(1.96 * np.std(range(40), ddof=1) / math.sqrt(40))
+    stats = pytest.importorskip("scipy.stats")
+    for n in range(2, 30):
+        assert ci95(range(n)) == pytest.approx(stats.t.ppf(0.975, n - 1) * np.std(range(n), ddof=1) / math.sqrt(n),
+                                               rel=1e-3)
+
+
+def test_cli_json(tmp_path, capsys):
+    assert main(["compare", "--policies", "least-loaded", "--duration", "60", "--seeds", "3", "--no-ablation",
+                 "--jobs", "1", "--out", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["seeds"] == [3] and doc["out"] == str(tmp_path) and doc["ablation"] == []
+    assert doc["summary"][0]["policy"] == "least-loaded"
+    assert {r["seed"] for r in doc["runs"]} == {3}
+    assert "ablation.csv" not in doc["files"] and (tmp_path / "summary.csv").is_file()
+
+
+def test_cli_text_table(tmp_path, capsys):
+    assert main(["compare", "--policies", "least-loaded", "--duration", "60", "--seeds", "0-1", "--no-ablation",
+                 "--jobs", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "least-loaded" in out and "±" in out and "savings_pct" in out and str(tmp_path) in out
+
+
+def test_unknown_policy(tmp_path, capsys):
+    assert main(["compare", "--policies", "festina,nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and all(name in err for name in POLICIES)
+    assert "Traceback" not in err
+
+
+def test_unknown_scenario(tmp_path, capsys):
+    assert main(["compare", "--scenario", "no-such-scenario", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-scenario" in err and "default" in err
+    assert main(["compare", "--scenario", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, words", [("a,b", "whole numbers"), ("3-1", "backwards"), ("-1,2", "whole numbers"),
+                                         ("1,1", "repeat"), (",", "no seed")])
+def test_bad_seeds(text, words, capsys):
+    assert main(["compare", f"--seeds={text}"]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == (3,)
+    assert parse_seeds("0,5, 7") == (0, 5, 7)
+    assert parse_seeds("0-2,7") == (0, 1, 2, 7)
+    with pytest.raises(FestgymError):
+        compare(**{**SHORT, "policies": []}, out=None)
+
+
+def test_without_reference_savings_are_nan(monkeypatch, tmp_path, capsys):
+    monkeypatch.delitem(POLICIES, REFERENCE, raising=False)  # in-process jobs see the patched registry
+    assert main(["compare", "--policies", "least-loaded", "--duration", "60", "--no-ablation", "--jobs", "1",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {REFERENCE} is not a registered policy" in out
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert table.policy.tolist() == ["least-loaded"] and table.savings_pct.isna().all()
+
+
+def test_plan_runs_festina_for_the_ablation_only_when_needed():
+    labels, runs, _ = plan(["least-loaded"], ablation=True)
+    assert "festina" not in labels
+    assert [r[0] for r in runs if r[1] == "festina"] == ABLATION_LABELS
+    labels, runs, _ = plan(["festina"], ablation=True)
+    assert [r[0] for r in runs].count("festina") == 1
+    assert [r for r in plan(["festina"], ablation=False)[1] if r[0] != r[1]] == []
+
+
+def test_default_policies_are_festina_and_the_baselines():
+    from festgym.compare import check_policies
+    from festgym.policies import COMPARED
+
+    assert check_policies(None) == list(COMPARED) and "least-loaded" not in COMPARED
