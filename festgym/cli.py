@@ -200,6 +200,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training():
+    """The training module, or a clear error when its extra is not installed."""
+    try:
+        import festgym.train as training  # imports stable-baselines3 and torch
+    except ImportError as exc:
+        raise FestgymError(f"training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+    return training
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    training = _training()
+
+    if args.timesteps is not None and args.timesteps < 1:
+        raise FestgymError(f"--timesteps must be ≥ 1, got {args.timesteps}")
+    checkpoint = training.train(training.TrainConfig(args.agent, args.scenario, args.timesteps, args.seed,
+                                                     args.runs_dir, not args.no_progress))
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    print(f"numpy policy: {_training().export_checkpoint(args.checkpoint, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="festgym", description="Energy-aware serverless LLM serving testbed.")
     parser.add_argument("--version", action="version", version=f"festgym {__version__}")
@@ -267,6 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--jobs", type=int, help="worker processes (default: min(2, CPU count); 1: in-process)")
     comp.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     comp.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser("train", help="train a learned controller (stable-baselines3; needs the train extra)",
+                        description="Train an agent from its YAML (agents/<algo>.yaml) on a scenario; writes "
+                        "runs/{scenario}__{algo}__{seed}__{time}/ with the best checkpoint, its card and logs.")
+    tr.add_argument("--agent", required=True, help="agent YAML, e.g. agents/ppo.yaml")
+    tr.add_argument("--scenario", default="default", help="scenario name or path (default: %(default)s)")
+    tr.add_argument("--timesteps", type=int, help="environment steps (default: the agent's)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--runs-dir", default="runs", help="where run folders go (default: %(default)s)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="a checkpoint as a numpy-only policy (for deployment)",
+                        description="Export a checkpoint folder (model.zip, card.json, vecnormalize.pkl) as "
+                        "weights.npz + policy.json that run with numpy alone; file hashes are checked.")
+    ex.add_argument("checkpoint", help="checkpoint folder")
+    ex.add_argument("--out", help="output folder (default: <checkpoint>/numpy)")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

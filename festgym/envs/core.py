@@ -20,6 +20,11 @@ from festgym.scenario import Scenario, load_scenario
 ACTION_TYPES = ("multidiscrete", "box")
 
 
+class RenderModeError(ValueError, TypeError):
+    """An unsupported ``render_mode``. Also a TypeError: SB3's ``make_vec_env`` asks for
+    ``rgb_array`` unless told otherwise and retries without a render mode on a TypeError."""
+
+
 class AgentPolicy(BasePolicy):
     """The background rule policy, except where the environment's agent acts.
 
@@ -78,7 +83,7 @@ class ServingEnv(gym.Env):
         if action_type not in ACTION_TYPES:
             raise ValueError(f"action_type {action_type!r}: expected one of {', '.join(ACTION_TYPES)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+            raise RenderModeError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
         self._args = (scenario, action_type, render_mode, overrides)  # for pickling (see __getstate__)
         self._episode: dict | None = None
         self.scenario = load_scenario(scenario, **overrides)
@@ -265,4 +270,4 @@ def box(n: int) -> gym.spaces.Box:
     return gym.spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32)
 
 
-__all__ = ["ACTION_TYPES", "AgentPolicy", "ServingEnv", "box"]
+__all__ = ["ACTION_TYPES", "AgentPolicy", "RenderModeError", "ServingEnv", "box"]

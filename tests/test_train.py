@@ -1,0 +1,91 @@
+"""``festgym train`` and ``festgym export``: run folder, checkpoint card, hashes, numpy export."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+import stable_baselines3 as sb3  # noqa: E402
+
+from festgym.cli import main  # noqa: E402
+from festgym.errors import SpecError  # noqa: E402
+from festgym.export import NumpyPolicy, PolicyFileError, sha256_file  # noqa: E402
+from festgym.train import TrainConfig, export_checkpoint, load_agent, train  # noqa: E402
+
+TINY = """\
+algo: ppo
+env: festgym/LocalGPU-v0
+n_envs: {n_envs}
+timesteps: 256
+hyperparams: {{n_steps: 64, batch_size: 32}}
+normalize: {{norm_obs: true, norm_reward: true}}
+eval_freq: 128
+eval_episodes: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    agent = root / "tiny.yaml"
+    agent.write_text(TINY.format(n_envs=2))  # two worker processes, as on the real runs
+    return train(TrainConfig(str(agent), "default", None, 3, str(root / "runs"), progress=False))
+
+
+def test_run_folder_and_card(checkpoint):
+    assert re.fullmatch(r"default__ppo__3__\d{8}-\d{6}", checkpoint.parent.name)
+    assert {p.name for p in checkpoint.iterdir()} == {"model.zip", "vecnormalize.pkl", "card.json"}
+    card = json.loads((checkpoint / "card.json").read_text())
+    assert card["scenario"] == "default" and card["seed"] == 3 and card["timesteps"] == 256
+    assert card["agent"]["hyperparams"] == {"n_steps": 64, "batch_size": 32}
+    assert [h["timesteps"] for h in card["evaluation"]["history"]] == [128, 256]
+    assert card["sha256"] == {name: sha256_file(checkpoint / name) for name in ("model.zip", "vecnormalize.pkl")}
+    assert (checkpoint.parent / "eval" / "evaluations.npz").is_file()
+
+
+def test_export_acts_like_the_checkpoint(checkpoint, tmp_path):
+    policy = NumpyPolicy.load(export_checkpoint(checkpoint, tmp_path / "numpy"))
+    model = sb3.PPO.load(checkpoint / "model.zip", device="cpu")
+    stats = json.loads((tmp_path / "numpy" / "policy.json").read_text())["obs_normalization"]
+    obs = np.random.default_rng(0).uniform(0, 1, size=(2000, 30)).astype(np.float32)
+    normalised = np.clip((obs - np.array(stats["mean"])) / np.sqrt(np.array(stats["var"]) + stats["epsilon"]),
+                         -stats["clip"], stats["clip"]).astype(np.float32)
+    expected, _ = model.predict(normalised, deterministic=True)
+    assert np.array_equal(policy.predict(obs), expected)
+
+
+def test_export_refuses_a_changed_checkpoint(checkpoint, tmp_path):
+    copy = tmp_path / "ck"
+    copy.mkdir()
+    for p in checkpoint.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    (copy / "vecnormalize.pkl").write_bytes(b"not the statistics it was trained with")
+    with pytest.raises(PolicyFileError, match="vecnormalize.pkl: missing or its SHA-256 differs"):
+        export_checkpoint(copy)
+
+
+def test_cli_export_and_errors(checkpoint, tmp_path, capsys):
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "np")]) == 0
+    assert (tmp_path / "np" / "weights.npz").is_file() and "numpy policy" in capsys.readouterr().out
+    assert main(["export", str(tmp_path)]) == 2
+    assert "card.json: missing" in capsys.readouterr().err
+
+
+def test_agent_yaml_errors_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.format(n_envs=1) + "learning_rate: 0.1\n")
+    with pytest.raises(SpecError, match="learning_rate"):
+        load_agent(bad)
+    bad.write_text(TINY.format(n_envs=1).replace("algo: ppo", "algo: rainbow"))
+    with pytest.raises(ValueError, match="rainbow"):
+        load_agent(bad)
+
+
+def test_shipped_agent_yamls_load():
+    for name, algo in (("ppo", "ppo"), ("sac", "sac")):
+        assert load_agent(f"agents/{name}.yaml").algo == algo
