@@ -38,6 +38,7 @@ import pandas as pd
 
 from festgym.errors import FestgymError
 from festgym.gpu import STATES
+from festgym.plotting import figure
 from festgym.scenario import Scenario, load_scenario
 
 REFERENCE = "max-clock"
@@ -387,16 +388,6 @@ def write_outputs(result: CompareResult, out: str | Path) -> dict[str, Path]:
     return files
 
 
-def _figure(width: float, height: float):
-    """A figure on the Agg canvas, without pyplot: no global backend switch, nothing kept open."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
 def _title(result: CompareResult, what: str, first_seed: bool = False) -> str:
     seeds = f"seed {result.seeds[0]}" if first_seed or len(result.seeds) == 1 else f"mean of {len(result.seeds)} seeds"
     return f"{what}: {result.scenario}, {result.duration_s:g} s simulated, {seeds}"
@@ -404,7 +395,7 @@ def _title(result: CompareResult, what: str, first_seed: bool = False) -> str:
 
 def plot_energy_vs_slo(result: CompareResult):
     """Energy against joint SLO attainment: the trade-off every policy picks a point on."""
-    fig, ax = _figure(8, 5.5)
+    fig, ax = figure(8, 5.5)
     labels: dict[tuple[float, float], list[str]] = {}  # policies at the same point share one label
     for frame, marker, kind in ((result.summary, "o", "policy"), (result.ablation, "^", "Festina ablation")):
         rows = frame[~frame.policy.isin([p for names in labels.values() for p in names])]
@@ -423,7 +414,7 @@ def plot_energy_vs_slo(result: CompareResult):
 
 def plot_power(result: CompareResult):
     """Cluster power over time, smoothed over :data:`MOVING_AVERAGE_S`; ablation variants dashed."""
-    fig, ax = _figure(12, 5)
+    fig, ax = figure(12, 5)
     power = result.power
     if len(power) > 1:
         step = float(np.median(np.diff(power.index.to_numpy())))
@@ -442,7 +433,7 @@ def plot_power(result: CompareResult):
 
 def plot_state_time(result: CompareResult):
     """GPU-hours per state, stacked per policy: where the energy goes (idle and loading are waste)."""
-    fig, ax = _figure(max(6, 0.8 * len(result.state_hours) + 2), 5)
+    fig, ax = figure(max(6, 0.8 * len(result.state_hours) + 2), 5)
     hours = result.state_hours.fillna(0.0)
     bottom = np.zeros(len(hours))
     for state in hours.columns:

@@ -1,9 +1,9 @@
-"""Profile curves as PNG: latency and power against SM clock and SM share, per phase."""
+"""Figures as PNG: profile curves (latency and power against SM clock and SM share, per phase),
+and the figure factory every festgym plot uses."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
 
 from festgym.profile import Profile
 
@@ -12,15 +12,21 @@ DECODE_BATCH, DECODE_CTX = 64, 1024
 SHARES = (0.25, 0.5, 0.75, 1.0)
 
 
+def figure(width: float, height: float, rows: int = 1, cols: int = 1):
+    """(figure, axes) on the Agg canvas, without pyplot: no global backend switch, nothing kept
+    open after the figure is dropped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=rows * cols == 1)
+
+
 def plot_profile(profile: Profile, out_dir: str | Path) -> Path:
     """Write a 2×3 panel figure for ``profile`` into ``out_dir`` and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     clocks = profile.control_clocks_mhz()
-    fig, ax = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
+    fig, ax = figure(15, 8.5, 2, 3)
     for share in SHARES:
         pre = profile.prefill(PREFILL_TOKENS, share, clocks)
         dec = profile.decode(DECODE_BATCH, DECODE_CTX, share, clocks)
@@ -48,5 +54,4 @@ def plot_profile(profile: Profile, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{profile.gpu.name}_{profile.model.name}.png"
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -22,7 +22,6 @@ only to train.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pickle
 import time
@@ -41,6 +40,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 from tqdm.auto import tqdm
 
 import festgym  # noqa: F401  (registers the environments)
+from festgym.export import PolicyFileError, export_sb3, sha256_file
 from festgym.specs import build_dataclass, check_ranges, read_mapping
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
@@ -171,7 +171,7 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
         "evaluation": {"episodes": agent.eval_episodes, "first_seed": agent.eval_seed,
                        "best_mean_reward": max((h["mean_reward"] for h in history), default=None),
                        "history": history},
-        "sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        "sha256": {p.name: sha256_file(p)
                    for p in sorted(checkpoint.iterdir()) if p.name != "card.json"},
     }
     path = checkpoint / "card.json"
@@ -183,8 +183,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
     """Export a checkpoint folder (``model.zip``, optional ``vecnormalize.pkl``, ``card.json``) as
     a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``). The files must match the
     SHA-256 in the card: the statistics file is a pickle, loaded only once its hash checks out."""
-    from festgym.export import PolicyFileError, export_sb3, sha256_file
-
     checkpoint = Path(checkpoint)
     card_path = checkpoint / "card.json"
     if not card_path.is_file():

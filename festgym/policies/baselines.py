@@ -47,11 +47,9 @@ from dataclasses import dataclass
 
 from festgym.levels import quantize_share
 from festgym.policy import BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, Request, load_score
+from festgym.policies.demand import CTX_GUESS, Demand
 from festgym.policies.tables import ProfileTables, TableCache
 from festgym.specs import build_dataclass, check_ranges
-
-CTX_GUESS = 512.0
-"""Context assumed for an instance with nothing decoding yet (tokens)."""
 
 
 @dataclass
@@ -95,9 +93,7 @@ class Baseline(BasePolicy):
 
     def reset(self, cluster: ClusterView) -> None:
         self.cluster = cluster
-        self._prompt: dict[str, float] = {}  # moving mean of prompt tokens per model
-        self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
-        self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
+        self.demand = Demand()
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
         return self._tables.get(self.cluster, gpu, model)
@@ -106,18 +102,13 @@ class Baseline(BasePolicy):
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
         model = request.model
-        mean = self._prompt.get(model)
-        self._prompt[model] = request.prompt_tokens if mean is None else 0.9 * mean + 0.1 * request.prompt_tokens
+        self.demand.arrived(model, request.prompt_tokens)
         best, best_score = None, float("inf")
         for inst in cluster.instances_of(model):
             score = load_score(inst)
             if score < best_score:
                 best, best_score = inst, score
-        target = self._target(model, best, best_score, cluster)
-        if target is not None:
-            key = (target, model)
-            self._placed[key] = self._placed.get(key, 0) + 1
-        return target
+        return self.demand.placed(self._target(model, best, best_score, cluster), model)
 
     def _target(self, model: str, best: InstanceView | None, best_score: float, cluster: ClusterView) -> int | None:
         if best is not None and best_score < self.config.spawn_at:
@@ -141,8 +132,7 @@ class Baseline(BasePolicy):
         instances = gpu.instances
         interval = self.cluster.control_interval_s
         for inst in instances:
-            key = (gpu.index, inst.model)
-            self._rate[key] = 0.7 * self._rate.get(key, 0.0) + 0.3 * self._placed.pop(key, 0) / interval
+            self.demand.tick(gpu.index, inst.model, interval)
         if not instances:
             return None
         share = quantize_share(1.0 / len(instances))
@@ -206,9 +196,9 @@ class DvfsOnly(Baseline):
                 continue
             step_s, tab, si, _, _ = self._step_s(gpu, inst, share)
             clocks = tab.clock_list
-            mean = self._prompt.get(inst.model, CTX_GUESS)
+            mean = self.demand.prompt(inst.model)
             typical = 2 * mean
-            expected = self._rate.get((gpu.index, inst.model), 0.0) * self.cluster.control_interval_s * mean
+            expected = self.demand.rate(gpu.index, inst.model) * self.cluster.control_interval_s * mean
             ti, chunks = tab.prefill_index(inst.prefill_tokens + expected + typical, inst.token_budget)
             prefill_s = tab.prefill_s[si, :, ti] * chunks
             slo = inst.slo

@@ -55,14 +55,13 @@ from festgym.levels import SHARE_STEP, normalize_shares, quantize_share
 from festgym.memo import remember
 from festgym.policy import (Action, BasePolicy, ClusterView, GpuControl, GpuView, InstanceView, LeastLoaded, Migrate,
                             Park, Request, Unload, load_score)
+from festgym.policies.demand import CTX_GUESS, Demand
 from festgym.policies.tables import ProfileTables, TableCache
 from festgym.specs import build_dataclass, check_ranges
 
 ALL = (slice(None), slice(None))
-CTX_GUESS = 1024.0
 IDLE_SHARE = 0.2
 """Share weight of a model with no work, before the split is scaled up to the whole GPU."""
-"""Context assumed for an instance with nothing decoding yet (about a typical chat prompt)."""
 
 
 @dataclass(frozen=True)
@@ -171,9 +170,7 @@ class Festina(BasePolicy):
         self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
         self._low = [0] * len(cluster.gpus)
         self._draining: set[int] = set()
-        self._prompt: dict[str, float] = {}  # moving mean of prompt tokens per model
-        self._placed: dict[tuple[int, str], int] = {}  # requests placed since the GPU's last control
-        self._rate: dict[tuple[int, str], float] = {}  # moving mean of arrivals per second
+        self.demand = Demand()
         self._unsafe: dict[str, int] = {}  # consecutive placements of a model that no instance passed
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
@@ -237,8 +234,8 @@ class Festina(BasePolicy):
         batch = min(running + inst.prefilling + inst.queue_len, inst.max_num_seqs)
         if batch == 0:
             return None
-        mean = self._prompt.get(inst.model, CTX_GUESS)
-        prompt = 2 * mean + self._rate.get((inst.gpu, inst.model), 0.0) * interval * mean
+        mean = self.demand.prompt(inst.model)
+        prompt = 2 * mean + self.demand.rate(inst.gpu, inst.model) * interval * mean
         chunk = inst.token_budget
         pending = inst.prefill_tokens
         bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
@@ -270,7 +267,7 @@ class Festina(BasePolicy):
         situations = []
         for inst in instances:
             key = (gpu.index, inst.model)
-            self._rate[key] = 0.7 * self._rate.get(key, 0.0) + 0.3 * self._placed.pop(key, 0) / interval
+            self.demand.tick(gpu.index, inst.model, interval)
             tab = self.tables(gpu, inst.model)
             situation = self._situation(inst, tab, interval) if inst.ready else None
             if situation is None:
@@ -359,12 +356,11 @@ class Festina(BasePolicy):
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
         model = request.model
-        mean = self._prompt.get(model)
-        self._prompt[model] = request.prompt_tokens if mean is None else 0.9 * mean + 0.1 * request.prompt_tokens
+        self.demand.arrived(model, request.prompt_tokens)
         if cluster.n_gpus == 1:  # nothing to choose: serve it there (cold-starting if needed)
-            return self._count(0, model)
+            return self.demand.placed(0, model)
         if not self.config.placement:
-            return self._count(self._fallback.place(request, cluster), model)
+            return self.demand.placed(self._fallback.place(request, cluster), model)
         best, best_cost, loading, least, least_score = None, np.inf, None, None, np.inf
         prompt, now = request.prompt_tokens, cluster.now
         for inst in cluster.instances_of(model):
@@ -381,20 +377,14 @@ class Festina(BasePolicy):
                 best, best_cost = inst, cost
         if best is not None:
             self._unsafe[model] = 0
-            return self._count(best.gpu, model)
+            return self.demand.placed(best.gpu, model)
         if loading is not None:
-            return self._count(loading.gpu, model)
+            return self.demand.placed(loading.gpu, model)
         self._unsafe[model] = self._unsafe.get(model, 0) + 1
         if least is not None and self._unsafe[model] < self.config.spawn_after:
-            return self._count(least.gpu, model)  # a burst: absorb it rather than start an instance
+            return self.demand.placed(least.gpu, model)  # a burst: absorb it rather than start an instance
         self._unsafe[model] = 0
-        return self._count(self._spawn(request, cluster), model)
-
-    def _count(self, target: int | None, model: str) -> int | None:
-        if target is not None:
-            key = (target, model)
-            self._placed[key] = self._placed.get(key, 0) + 1
-        return target
+        return self.demand.placed(self._spawn(request, cluster), model)
 
     def _marginal(self, inst: InstanceView, prompt: int, cluster: ClusterView, now: float) -> float:
         """Dynamic energy per token after adding a request of ``prompt`` tokens, or ``inf`` if an
