@@ -182,22 +182,62 @@ def cmd_serve_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from festgym.compare import compare, parse_seeds, report_lines
+def _scenario(args: argparse.Namespace):
+    """The scenario of ``compare``/``evaluate``: a name or path, with ``--set`` overrides and
+    ``--load`` scaling, renamed to say so (tables and plot titles carry the name)."""
+    from dataclasses import replace
 
-    if args.jobs is not None and args.jobs < 1:
-        raise FestgymError(f"--jobs must be ≥ 1, got {args.jobs}")
-    if args.duration is not None and not args.duration > 0:
-        raise FestgymError(f"--duration must be > 0 seconds, got {args.duration}")
-    policies = None if args.policies is None else args.policies.split(",")
-    result = compare(args.scenario, policies, parse_seeds(args.seeds), args.duration, not args.no_ablation,
-                     args.jobs, args.out)
-    if args.json:
+    from festgym.scenario import load_scenario, parse_overrides, scale_load
+
+    scenario = load_scenario(args.scenario, **parse_overrides(args.set or []))
+    if args.load is not None:
+        scenario = scale_load(scenario, args.load)
+    changes = list(args.set or []) + ([f"load x{args.load:g}"] if args.load is not None else [])
+    return replace(scenario, name=f"{scenario.name} ({', '.join(changes)})") if changes else scenario
+
+
+def _report(result, as_json: bool) -> int:
+    from festgym.compare import report_lines
+
+    if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
     for line in report_lines(result):
         print(line)
     return 0
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if args.jobs is not None and args.jobs < 1:
+        raise FestgymError(f"--jobs must be ≥ 1, got {args.jobs}")
+    if args.duration is not None and not args.duration > 0:
+        raise FestgymError(f"--duration must be > 0 seconds, got {args.duration}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from festgym.compare import compare, parse_seeds
+
+    _check_run_args(args)
+    policies = None if args.policies is None else args.policies.split(",")
+    result = compare(_scenario(args), policies, parse_seeds(args.seeds), args.duration, not args.no_ablation,
+                     args.jobs, args.out)
+    return _report(result, args.json)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from festgym.compare import compare, parse_seeds
+    from festgym.policies.learned import record_evaluation, resolve_checkpoint
+
+    _check_run_args(args)
+    against = [p for p in (args.against or "").split(",") if p.strip() and p.strip() != args.policy]
+    result = compare(_scenario(args), [args.policy, *against], parse_seeds(args.seeds), args.duration, False,
+                     args.jobs, args.out)
+    if args.record:
+        folder = resolve_checkpoint(args.policy)
+        if folder is None:
+            raise FestgymError(f"--record: {args.policy!r} is not a checkpoint; only checkpoint cards record results")
+        print(f"recorded in {record_evaluation(folder, result)}", file=sys.stderr)
+    return _report(result, args.json)
 
 
 def _training():
@@ -278,20 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_serve_bench)
 
-    comp = sub.add_parser("compare", help="every rule policy and the Festina ablation on the same seeded workloads",
-                          description="Run every rule policy (and the Festina ablation) on the same seeded "
-                          "workload per seed; print energy, latency and SLO tables with savings against max-clock; "
-                          "write CSVs and PNG plots into --out.")
-    comp.add_argument("--scenario", default="default", help="scenario name or YAML/JSON path (default: %(default)s)")
-    comp.add_argument("--policies", help="comma-separated policies (default: Festina and the baselines)")
-    comp.add_argument("--seeds", default="0", help="seeds and ranges, e.g. 0,1,2 or 0-4 (default: %(default)s)")
-    comp.add_argument("--duration", type=float, metavar="SECONDS",
-                      help="simulated seconds (default: the scenario's workload duration)")
-    comp.add_argument("--out", metavar="DIR", help="output folder (default: results/<YYYYmmdd-HHMMSS>/)")
+    comp = sub.add_parser("compare", help="every policy and the Festina ablation on the same seeded workloads",
+                          description="Run Festina, every baseline and every shipped checkpoint (and the Festina "
+                          "ablation) on the same seeded workload per seed; print energy, latency and SLO tables "
+                          "with savings against max-clock; write CSVs and PNG plots into --out.")
+    comp.add_argument("--policies", help="comma-separated rule policies, checkpoint names or checkpoint folders "
+                      "(default: Festina, the baselines and every shipped checkpoint)")
     comp.add_argument("--no-ablation", action="store_true", help="skip the Festina ablation")
-    comp.add_argument("--jobs", type=int, help="worker processes (default: min(2, CPU count); 1: in-process)")
-    comp.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     comp.set_defaults(func=cmd_compare)
+    ev = sub.add_parser("evaluate", help="one policy or checkpoint against Festina, on any scenario and seeds",
+                        description="Evaluate one policy (a rule policy name, a shipped checkpoint's name or a "
+                        "checkpoint folder) next to --against and max-clock on the same seeded workloads; prints "
+                        "the table festgym compare prints. --set and --load change the workload it never trained on.")
+    ev.add_argument("--policy", required=True, help="rule policy name, checkpoint name or checkpoint folder")
+    ev.add_argument("--against", default="festina", help="comma-separated policies to show beside it "
+                    "(default: %(default)s; max-clock always runs, as the reference)")
+    ev.add_argument("--record", action="store_true", help="append the table to the checkpoint's card.json")
+    ev.set_defaults(func=cmd_evaluate)
+    for p in (comp, ev):
+        p.add_argument("--scenario", default="default", help="scenario name or YAML/JSON path (default: %(default)s)")
+        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override a scenario setting, e.g. workload.lengths=azure-code (repeatable)")
+        p.add_argument("--load", type=float, metavar="FACTOR", help="scale the arrival rate, e.g. 0.5 or 1.5")
+        p.add_argument("--seeds", default="0", help="seeds and ranges, e.g. 0,1,2 or 0-4 (default: %(default)s)")
+        p.add_argument("--duration", type=float, metavar="SECONDS",
+                       help="simulated seconds (default: the scenario's workload duration)")
+        p.add_argument("--out", metavar="DIR", help="output folder (default: results/<YYYYmmdd-HHMMSS>/)")
+        p.add_argument("--jobs", type=int, help="worker processes (default: min(2, CPU count); 1: in-process)")
+        p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
     tr = sub.add_parser("train", help="train a learned controller (stable-baselines3; needs the train extra)",
                         description="Train an agent from its YAML (agents/<algo>.yaml) on a scenario; writes "

@@ -240,19 +240,37 @@ def _plain(value: Any) -> Any:
 
 
 def check_policies(policies: Iterable[str] | None) -> list[str]:
-    """The policies to run, in order, without repeats; an unknown name is an error listing the known."""
-    from festgym.policies import COMPARED, POLICIES
+    """The policies to run, in order, without repeats: rule policy names, shipped checkpoint names
+    or checkpoint paths. Default: Festina, the baselines and every shipped checkpoint. An unknown
+    name is an error listing the known."""
+    from festgym.policies import COMPARED, POLICIES, find_checkpoints, resolve_checkpoint
 
     if isinstance(policies, str):
         policies = policies.split(",")
-    names = list(dict.fromkeys(COMPARED if policies is None else (p.strip() for p in policies if p.strip())))
-    unknown = [p for p in names if p not in POLICIES]
+    names = list(dict.fromkeys([*COMPARED, *find_checkpoints()] if policies is None
+                               else (p.strip() for p in policies if p.strip())))
+    known = f"known: {', '.join(POLICIES)}, checkpoints: {', '.join(find_checkpoints()) or 'none shipped'}"
+    unknown = [p for p in names if p not in POLICIES and resolve_checkpoint(p) is None]
     if unknown:
-        raise FestgymError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-                           f"known: {', '.join(POLICIES)}")
+        raise FestgymError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
+                           f"(not a rule policy, a shipped checkpoint or a checkpoint folder); {known}")
     if not names:
-        raise FestgymError(f"no policies to compare; known: {', '.join(POLICIES)}")
+        raise FestgymError(f"no policies to compare; {known}")
+    labels = [policy_label(p) for p in names]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise FestgymError(f"two policies would share the label {', '.join(repeated)}: rename a checkpoint folder")
     return names
+
+
+def policy_label(policy: str) -> str:
+    """How a policy is named in tables: a rule policy by its name, a checkpoint by its folder's."""
+    from festgym.policies import POLICIES, resolve_checkpoint
+
+    if policy in POLICIES:
+        return policy
+    folder = resolve_checkpoint(policy)
+    return folder.name if folder is not None else policy
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -296,12 +314,12 @@ def plan(names: Sequence[str], ablation: bool) -> tuple[list[str], list[tuple[st
     from festgym.policies import POLICIES
 
     notes: list[str] = []
-    labels = list(names)
-    if REFERENCE in POLICIES and REFERENCE not in labels:
-        labels.append(REFERENCE)
+    runs: list[tuple[str, str, dict]] = [(policy_label(name), name, {}) for name in names]
+    if REFERENCE in POLICIES and REFERENCE not in names:
+        runs.append((REFERENCE, REFERENCE, {}))
     elif REFERENCE not in POLICIES:
         notes.append(f"{REFERENCE} is not a registered policy: savings and SLO differences are NaN")
-    runs = [(label, label, {}) for label in labels]
+    labels = [label for label, _, _ in runs]
     if ablation and FULL not in POLICIES:
         notes.append(f"{FULL} is not a registered policy: no ablation")
     elif ablation:

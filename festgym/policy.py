@@ -152,6 +152,13 @@ class GpuView:
         """Names of the resident models (loading ones included)."""
         return [i.name for i in self._g.instances]
 
+    def observe(self, slots: Sequence[int], now: float, clock_lo_mhz: float, period_s: float) -> list[float]:
+        """This GPU as ``LocalGPU-v0`` observes it, with the models numbered ``slots`` (-1: an
+        empty slot) as its model slots: how a trained local controller sees any GPU."""
+        from festgym.envs.features import local_features  # the environments' feature definitions
+
+        return local_features(self._g, list(slots), now, clock_lo_mhz, period_s)
+
     def instance(self, model: str) -> InstanceView | None:
         for inst in self._g.instances:
             if inst.name == model:

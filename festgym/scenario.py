@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -192,6 +192,34 @@ def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", *
                 raise SpecError(path, "<file>", f"no scenario named {spec!r}; shipped: {', '.join(list_scenarios())}")
         spec, source = read_mapping(path), str(path)
     return parse_scenario(_merge(dict(spec), overrides, source), source)
+
+
+def parse_overrides(settings: Sequence[str]) -> dict[str, Any]:
+    """``SECTION.KEY=VALUE`` strings (as ``--set`` takes them) as nested overrides for
+    :func:`load_scenario`; values are read as YAML (``30`` is a number, ``azure-code`` a string)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or len(parts) < 2 or not all(parts):
+            raise SpecError("--set", item, "expected SECTION.KEY=VALUE, e.g. workload.rate_rps=30")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(text)
+    return out
+
+
+def scale_load(scenario: Scenario, factor: float) -> Scenario:
+    """``scenario`` with its synthetic arrival rate (and the local sub-cluster's) ``factor``-fold."""
+    if not (factor > 0 and np.isfinite(factor)):
+        raise SpecError(scenario.source, "load", f"load factor must be a positive number, got {factor}")
+    if scenario.trace_path is not None:
+        raise SpecError(scenario.source, "load", "the scenario replays a trace; scaling its load is not supported")
+    return load_scenario(scenario, workload={"rate_rps": scenario.workload.rate_rps * factor},
+                         local={"rate_rps": scenario.local.rate_rps * factor})
 
 
 def _merge(base: dict, overrides: Mapping[str, Any], source: str, prefix: str = "") -> dict:

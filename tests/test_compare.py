@@ -166,8 +166,8 @@ def test_plan_runs_festina_for_the_ablation_only_when_needed():
     assert [r for r in plan(["festina"], ablation=False)[1] if r[0] != r[1]] == []
 
 
-def test_default_policies_are_festina_and_the_baselines():
+def test_default_policies_are_festina_the_baselines_and_shipped_checkpoints():
     from festgym.compare import check_policies
-    from festgym.policies import COMPARED
+    from festgym.policies import COMPARED, find_checkpoints
 
-    assert check_policies(None) == list(COMPARED) and "least-loaded" not in COMPARED
+    assert check_policies(None) == [*COMPARED, *find_checkpoints()] and "least-loaded" not in COMPARED

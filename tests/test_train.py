@@ -89,3 +89,19 @@ def test_agent_yaml_errors_are_named(tmp_path):
 def test_shipped_agent_yamls_load():
     for name, algo in (("ppo", "ppo"), ("sac", "sac")):
         assert load_agent(f"agents/{name}.yaml").algo == algo
+
+
+def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, tmp_path):
+    """train -> export -> the controller on every GPU of the default cluster (LearnedLocal)."""
+    from festgym.policies.learned import LearnedLocal
+    from festgym.scenario import load_scenario
+
+    copy = tmp_path / "tiny"
+    copy.mkdir()
+    for p in checkpoint.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    export_checkpoint(copy)
+    policy = LearnedLocal(copy)
+    scenario = load_scenario("default")
+    result = scenario.simulator().run(scenario.trace(0, 90.0), policy)
+    assert policy.calls > 0 and result.summary["requests"] > 0

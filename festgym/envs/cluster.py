@@ -73,7 +73,6 @@ class ClusterEnv(ServingEnv):
                                    [f"gpu{i}.{f}" for f in GPU_FEATURES]
                                    + [f"gpu{i}.{x}.{f}" for x in self.models for f in SLOT_FEATURES]) + TIME_FEATURES
         self.observation_space = box(len(self.feature_names))
-        self._clock_lo = {t: c[0] for t, c in self.clocks.items()}
 
     def _controlled(self) -> list[int]:
         return list(range(len(self.sim.gpu_types)))
@@ -87,5 +86,5 @@ class ClusterEnv(ServingEnv):
         self.agent.routes = {x: int(r) - 1 for x, r in zip(self.models, routes) if r > 0}
 
     def _observe(self) -> np.ndarray:
-        return np.asarray(cluster_features(self.sim.gpus, len(self.models), self.sim.now, self._clock_lo, self.period_s),
+        return np.asarray(cluster_features(self.sim.gpus, len(self.models), self.sim.now, self.decoder.clock_lo, self.period_s),
                           dtype=np.float32)

@@ -11,8 +11,7 @@ import numpy as np
 
 from festgym.envs.features import time_features
 from festgym.gpu import Gpu
-from festgym.levels import clock_levels, normalize_shares
-from festgym.memo import remember
+from festgym.local_control import LevelDecoder, box_level
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
 from festgym.reward import EnergySLOReward, Meter
 from festgym.scenario import Scenario, load_scenario
@@ -93,9 +92,10 @@ class ServingEnv(gym.Env):
         self.interval_s = self.scenario.sim.control_interval_s
         self.controlled = self._controlled()
         self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, len(self.sim.gpu_types))
-        self.clocks = {t: clock_levels(self.sim.specs[t], self.scenario.env.clock_levels) for t in self.sim.specs}
+        env = self.scenario.env
+        self.decoder = LevelDecoder(self.sim.specs, env.clock_levels, env.share_levels, env.batch_caps)
+        self.clocks = self.decoder.clocks
         self.period_s = self.scenario.workload.diurnal_period_s
-        self._controls: dict[tuple, GpuControl] = {}  # built controls by (GPU type, residents, levels)
         self.t = 0.0
         self.t_end = 0.0
 
@@ -140,8 +140,7 @@ class ServingEnv(gym.Env):
                 if not -1 - 1e-6 <= v <= 1 + 1e-6:  # NaN fails too
                     raise ValueError(f"{type(self).__name__}: action[{i}] ({self.action_labels[i]}) = {v!r} "
                                      "is outside [-1, 1]")
-                k = int((v + 1) / 2 * n)
-                levels.append(k if k < n else n - 1)
+                levels.append(box_level(v, n))
             return levels
         if a.dtype.kind not in "iu":
             if not all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):
@@ -161,23 +160,10 @@ class ServingEnv(gym.Env):
 
     def gpu_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> GpuControl:
-        """The control of one GPU from levels: a clock level, a share level per model slot
-        (weights (k+1)/n renormalised over the resident ones) and optional batch-cap levels."""
+        """The control of one GPU from levels (:class:`~festgym.local_control.LevelDecoder`), for
+        the models resident at this moment."""
         present = tuple([inst.name for inst in gpu.instances])
-        key = (gpu.spec.name, present, tuple(models), clock, tuple(shares), tuple(caps))
-        found = self._controls.get(key)
-        if found is None:
-            found = remember(self._controls, key, self._build_control(gpu, present, models, clock, shares, caps))
-        return found
-
-    def _build_control(self, gpu: Gpu, present: tuple[str, ...], models: Sequence[str], clock: int,
-                       shares: Sequence[int], caps: Sequence[int]) -> GpuControl:
-        env = self.scenario.env
-        resident = [(k, m) for k, m in enumerate(models) if m in present]
-        split = normalize_shares([(shares[k] + 1) / env.share_levels for k, _ in resident])
-        return GpuControl(clock_mhz=self.clocks[gpu.spec.name][clock],
-                          shares={m: s for (_, m), s in zip(resident, split)} or None,
-                          max_num_seqs={m: env.batch_caps[caps[k]] for k, m in resident} if len(caps) else None)
+        return self.decoder.control(gpu.spec.name, present, models, clock, shares, caps)
 
     # --- gymnasium API --------------------------------------------------------------------------
 

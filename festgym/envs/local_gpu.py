@@ -106,7 +106,6 @@ class LocalGpuEnv(ServingEnv):
             tuple(f"gpu.{f}" for f in GPU_FEATURES) + TIME_FEATURES
         self.observation_space = box(len(self.feature_names))
         self._model_index = [self.sim.model_names.index(x) for x in self.models]
-        self._clock_lo = {t: c[0] for t, c in self.clocks.items()}
 
     def _controlled(self) -> list[int]:
         return [0]
@@ -118,5 +117,5 @@ class LocalGpuEnv(ServingEnv):
 
     def _observe(self) -> np.ndarray:
         gpu = self.sim.gpus[0]
-        return np.asarray(local_features(gpu, self._model_index, self.sim.now, self._clock_lo[gpu.spec.name],
+        return np.asarray(local_features(gpu, self._model_index, self.sim.now, self.decoder.clock_lo[gpu.spec.name],
                                          self.period_s), dtype=np.float32)

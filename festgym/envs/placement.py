@@ -66,7 +66,6 @@ class PlacementEnv(ServingEnv):
         self.feature_names = tuple(f"request.{x}" for x in self.models) + ("request.prompt",) + \
             tuple(f"gpu{i}.{f}" for i in range(g) for f in per_gpu) + TIME_FEATURES
         self.observation_space = box(len(self.feature_names))
-        self._clock_lo = {t: c[0] for t, c in self.clocks.items()}
         self.rid: int | None = None
 
     def _controlled(self) -> list[int]:
@@ -100,7 +99,7 @@ class PlacementEnv(ServingEnv):
         name = self.models[model]
         for gpu in sim.gpus:
             inst = gpu.instance_of(model)
-            out += gpu_features(gpu, self._clock_lo[gpu.spec.name])
+            out += gpu_features(gpu, self.decoder.clock_lo[gpu.spec.name])
             out += slot_features(inst, now)
             load = sum(len(i.waiting) + len(i.decoding) + len(i.prefilling) for i in gpu.instances)
             out += [1.0 if sim.can_host(gpu.index, name) else 0.0, squash(load / LOAD_REF)]

@@ -1,7 +1,8 @@
-"""Rule policies by name: Festina and the baselines it is compared with.
+"""Policies by name: Festina, the baselines it is compared with, and trained controllers.
 
-``make_policy(name)`` builds one with the parameters in ``agents/<name>.yaml`` when that file
-exists (keyword arguments override them); ``POLICIES`` lists the names.
+``make_policy(name)`` builds a rule policy with the parameters in ``agents/<name>.yaml`` when
+that file exists (keyword arguments override them); ``POLICIES`` lists the names. A checkpoint
+path, or the name of a checkpoint shipped in ``checkpoints/``, gives a :class:`LearnedLocal`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from festgym.paths import project_dir
 from festgym.policy import LeastLoaded, Policy
 from festgym.policies.baselines import BASELINES, BaselineConfig
 from festgym.policies.festina import Festina, FestinaConfig
+from festgym.policies.learned import LearnedLocal, find_checkpoints, resolve_checkpoint
 from festgym.specs import read_mapping
 
 POLICIES: dict[str, Callable[..., Policy]] = {
@@ -38,10 +40,16 @@ def agent_params(name: str) -> dict[str, Any]:
 
 
 def make_policy(name: str, **params: Any) -> Policy:
-    """A rule policy by name, configured from ``agents/<name>.yaml`` and ``params``."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
-    return POLICIES[name](**{**agent_params(name), **params})
+    """A rule policy by name, configured from ``agents/<name>.yaml`` and ``params``; or a trained
+    local controller (:class:`LearnedLocal`) by checkpoint path or shipped checkpoint name."""
+    if name in POLICIES:
+        return POLICIES[name](**{**agent_params(name), **params})
+    if resolve_checkpoint(name) is not None:
+        return LearnedLocal(name, **params)
+    shipped = ", ".join(find_checkpoints())
+    raise ValueError(f"unknown policy {name!r}; rule policies: {', '.join(sorted(POLICIES))}; checkpoints: "
+                     f"{shipped or 'none shipped'} (or a checkpoint folder's path)")
 
 
-__all__ = ["COMPARED", "POLICIES", "BaselineConfig", "Festina", "FestinaConfig", "agent_params", "make_policy"]
+__all__ = ["COMPARED", "POLICIES", "BaselineConfig", "Festina", "FestinaConfig", "LearnedLocal", "agent_params",
+           "find_checkpoints", "make_policy", "resolve_checkpoint"]

@@ -1,0 +1,168 @@
+"""Trained local controllers in the simulator (LearnedLocal), checkpoints in compare/evaluate, and
+the scenario overrides evaluate uses. The controllers here are hand-built numpy policies: their
+actions are known, so the tests can tell whether the simulator obeyed them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import festgym  # noqa: F401  (registers the environments)
+from festgym.cli import main
+from festgym.compare import check_policies, compare, policy_label
+from festgym.errors import FestgymError, SpecError
+from festgym.export import FORMAT, WEIGHTS, PolicyFileError, sha256_file
+from festgym.policies import make_policy
+from festgym.policies.learned import LearnedLocal, find_checkpoints, read_card
+from festgym.scenario import load_scenario, parse_overrides, scale_load
+
+N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time features
+NVEC = [8, 4, 4]
+
+
+def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, scenario="default"):
+    """A checkpoint whose policy ignores its observation and always picks these levels: one
+    linear layer with zero weights and a bias that is largest at the chosen level of each part."""
+    export = folder / "numpy"
+    export.mkdir(parents=True)
+    bias = np.concatenate([np.eye(n)[k] for n, k in zip(nvec, (clock, *shares))])
+    buffer = io.BytesIO()
+    np.savez(buffer, W0=np.zeros((len(bias), N_OBS)), b0=bias)
+    (export / WEIGHTS).write_bytes(buffer.getvalue())
+    spec = {"format": FORMAT, "algorithm": "PPO", "observation_shape": [N_OBS], "layers": ["identity"],
+            "action": {"type": "multidiscrete", "nvec": list(nvec)}, "obs_normalization": None,
+            "sha256": {WEIGHTS: sha256_file(export / WEIGHTS)}}
+    (export / "policy.json").write_text(json.dumps(spec))
+    card = {"name": folder.name, "scenario": scenario, "env": "festgym/LocalGPU-v0",
+            "agent": {"algo": "ppo", "env_kwargs": {"action_type": "multidiscrete"}}, "sha256": {}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+def lowest_clock(tmp_path):
+    return write_checkpoint(tmp_path / "lowest-clock", clock=0, shares=(3, 0))
+
+
+def run(policy, seconds=180.0, seed=0):
+    scenario = load_scenario("default")
+    return scenario.simulator().run(scenario.trace(seed, seconds), policy)
+
+
+def test_the_controller_sets_every_gpu_it_can(lowest_clock):
+    policy = LearnedLocal(lowest_clock)
+    result = run(policy)
+    assert policy.calls > 0
+    lowest = policy.decoder.clocks["H100-SXM-80GB"][0]
+    busy = result.timeline[result.timeline.power_w > 0]
+    # Festina's own control would raise clocks under this load; the controller holds the lowest
+    # level on every GPU it controls (a GPU with more models than slots goes to Festina).
+    share_lowest = (busy.clock_mhz == lowest).mean()
+    assert share_lowest > 0.9 if policy.fallbacks == 0 else share_lowest > 0.5
+
+
+def test_slot_shares_follow_the_popularity_order(lowest_clock):
+    policy = LearnedLocal(lowest_clock)
+    sim = load_scenario("default", cluster={"gpus": {"H100-SXM-80GB": 1}}).simulator()
+    sim.start(load_scenario("default").trace(0, 60.0), policy)
+    sim.advance(60.0)
+    gpu = sim.gpus[0]
+    control = policy.control(gpu.view, sim.now)
+    present = sorted(gpu.view.models, key=sim.model_names.index)
+    if len(present) == 2:  # slot 0 (the more popular model) gets weight 4/4, slot 1 gets 1/4
+        assert control.shares[present[0]] > control.shares[present[1]]
+    assert control.clock_mhz == policy.decoder.clocks["H100-SXM-80GB"][0]
+
+
+def test_the_policy_sees_what_the_environment_sees():
+    env = gym.make("festgym/LocalGPU-v0").unwrapped
+    obs, _ = env.reset(seed=3)
+    gpu = env.sim.gpus[0]
+    rank = {m: k for k, m in enumerate(env.sim.model_names)}
+    for _ in range(30):
+        obs, *_ = env.step(env.action_space.sample())
+        present = sorted(gpu.view.models, key=rank.__getitem__)
+        if present == list(env.models):  # both slots filled: the slot orders must agree
+            seen = gpu.view.observe([rank[m] for m in present], env.sim.now, env.decoder.clock_lo[gpu.spec.name],
+                                    env.period_s)
+            assert np.array_equal(np.asarray(seen, dtype=np.float32), obs)
+            return
+    pytest.fail("both local models never resident")
+
+
+def test_runs_are_deterministic(lowest_clock):
+    a, b = run(LearnedLocal(lowest_clock), 120), run(LearnedLocal(lowest_clock), 120)
+    assert a.requests.equals(b.requests) and a.timeline.equals(b.timeline)
+
+
+def test_bad_checkpoints_are_refused(tmp_path, lowest_clock):
+    with pytest.raises(FestgymError, match="no checkpoint at"):
+        LearnedLocal(tmp_path / "nowhere")
+    wrong = write_checkpoint(tmp_path / "wrong", clock=0, shares=(0, 0), nvec=[8, 4, 4, 4])
+    with pytest.raises(PolicyFileError, match="does not match LocalGPU-v0's levels"):
+        LearnedLocal(wrong)
+    (lowest_clock / "numpy" / WEIGHTS).write_bytes(b"tampered")
+    with pytest.raises(PolicyFileError, match="refusing to load"):
+        LearnedLocal(lowest_clock)
+    (lowest_clock / "card.json").write_text("{")
+    with pytest.raises(PolicyFileError, match="card.json: not JSON"):
+        read_card(lowest_clock)
+
+
+def test_make_policy_and_compare_take_checkpoints(lowest_clock):
+    assert isinstance(make_policy(str(lowest_clock)), LearnedLocal)
+    with pytest.raises(ValueError, match="checkpoints:"):
+        make_policy("no-such-policy")
+    assert check_policies([str(lowest_clock), "festina"]) == [str(lowest_clock), "festina"]
+    assert policy_label(str(lowest_clock)) == "lowest-clock"
+    with pytest.raises(FestgymError, match="not a rule policy, a shipped checkpoint"):
+        check_policies(["festina", "nowhere/at-all"])
+    result = compare("default", [str(lowest_clock), "festina"], (0,), 120.0, ablation=False, jobs=1,
+                     out=lowest_clock.parent / "out", progress=False)
+    assert list(result.summary.policy) == ["lowest-clock", "festina", "max-clock"]
+    row = result.summary.set_index("policy").loc["lowest-clock"]
+    assert row.savings_pct > result.summary.set_index("policy").loc["festina"].savings_pct
+
+
+def test_shipped_checkpoints_load_without_torch():
+    """Every shipped checkpoint runs as a numpy policy, and the simulator path never imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from festgym.policies import find_checkpoints, make_policy; "
+            "[make_policy(n) for n in find_checkpoints()]; print(len(find_checkpoints()), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False"
+
+
+def test_cli_evaluate_records_in_the_card(lowest_clock, capsys):
+    args = ["evaluate", "--policy", str(lowest_clock), "--duration", "60", "--jobs", "1", "--load", "0.5",
+            "--set", "workload.lengths=azure-code", "--out", str(lowest_clock.parent / "ev"), "--record"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "lowest-clock" in out and "festina" in out and "load x0.5" in out
+    (entry,) = read_card(lowest_clock)["evaluations"]
+    assert entry["seeds"] == [0] and [r["policy"] for r in entry["table"]] == ["lowest-clock", "festina", "max-clock"]
+    assert main(args) == 0  # the same evaluation again replaces, not appends
+    assert len(read_card(lowest_clock)["evaluations"]) == 1
+    assert main(["evaluate", "--policy", "festina", "--duration", "30", "--record", "--jobs", "1",
+                 "--out", str(lowest_clock.parent / "ev2")]) == 2
+    assert "only checkpoint cards record" in capsys.readouterr().err
+
+
+def test_overrides_and_load_scaling():
+    assert parse_overrides(["workload.rate_rps=30", "workload.lengths=azure-code", "env.batch_caps=[8, 16]"]) == \
+        {"workload": {"rate_rps": 30, "lengths": "azure-code"}, "env": {"batch_caps": [8, 16]}}
+    for bad in ("rate_rps=30", "workload.rate_rps", "workload..x=1"):
+        with pytest.raises(SpecError, match="SECTION.KEY=VALUE"):
+            parse_overrides([bad])
+    scaled = scale_load(load_scenario("default"), 1.5)
+    assert scaled.workload.rate_rps == 30 and scaled.local.rate_rps == 6
+    with pytest.raises(SpecError, match="positive"):
+        scale_load(load_scenario("default"), 0.0)
+    with pytest.raises(SpecError, match="rate_rps2"):
+        load_scenario("default", **parse_overrides(["workload.rate_rps2=1"]))
