@@ -85,10 +85,35 @@ class LocalSpec:
 
     gpus: tuple[str, ...] = ("H100-SXM-80GB",)
     models: tuple[str, ...] = ()
+    """The model slots, in popularity order."""
     rate_rps: float = 3.0
+    pool: tuple[str, ...] = ()
+    """Domain randomisation: if given, each episode fills the slots with 1 to ``len(models)``
+    models drawn from this pool (kept in the scenario's popularity order), so that a controller
+    learns to serve any model of the cluster, alone or paired, not the ``models`` alone."""
+    rate_scale: tuple[float, float] = (1.0, 1.0)
+    """Each episode's rate is ``rate_rps`` times a factor drawn uniformly from this range (the
+    per-GPU load a consolidating cluster policy leaves varies several-fold)."""
 
     def __post_init__(self):
-        check_ranges(self, {"gpus": len(self.gpus) >= 1, "rate_rps": self.rate_rps > 0})
+        lo, hi = self.rate_scale
+        check_ranges(self, {"gpus": len(self.gpus) >= 1, "rate_rps": self.rate_rps > 0,
+                            "rate_scale": 0 < lo <= hi})
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every model an episode may serve."""
+        return self.pool or self.models
+
+    def draw(self, rng: np.random.Generator, rank: Sequence[str]) -> tuple[tuple[str, ...], float]:
+        """One episode's slot models (in ``rank`` order) and rate."""
+        models = self.models
+        if self.pool:
+            k = int(rng.integers(1, len(self.models) + 1))
+            picked = set(rng.choice(len(self.pool), size=k, replace=False).tolist())
+            models = tuple(m for m in rank if m in {self.pool[i] for i in picked})
+        lo, hi = self.rate_scale
+        return models, self.rate_rps * (float(rng.uniform(lo, hi)) if hi > lo else lo)
 
 
 @dataclass(frozen=True)
@@ -137,16 +162,18 @@ class Scenario:
     def simulator(self, local: bool = False, profiles_root=None) -> Simulator:
         """The full cluster, or with ``local`` the :class:`LocalSpec` sub-cluster."""
         if local:
-            models = {m: self.models[m] for m in self.local.models}
+            models = {m: self.models[m] for m in self.models if m in self.local.served}
             return Simulator(list(self.local.gpus), models, self.sim, profiles_root)
         return Simulator(list(self.gpus), dict(self.models), self.sim, profiles_root)
 
-    def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False) -> Trace:
-        """A seeded workload of ``duration_s`` (default ``workload.duration_s``)."""
+    def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False,
+              models: Sequence[str] | None = None, rate_rps: float | None = None) -> Trace:
+        """A seeded workload of ``duration_s`` (default ``workload.duration_s``) over ``models`` at
+        ``rate_rps`` (default: the cluster's, or with ``local`` the local sub-cluster's)."""
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         duration = float(duration_s or self.workload.duration_s)
-        models = self.local.models if local else tuple(self.models)
-        rate = self.local.rate_rps if local else self.workload.rate_rps
+        models = tuple(models or (self.local.models if local else self.models))
+        rate = rate_rps or (self.local.rate_rps if local else self.workload.rate_rps)
         if self.trace_path is not None:
             return self._replay(rng, duration, models, rate)
         return replace(self.workload, models=models, rate_rps=rate, duration_s=duration).generate(rng)
@@ -253,14 +280,20 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     local = dict(data.get("local") or {})
     local.setdefault("gpus", [gpus[0]])
     local.setdefault("models", list(models)[:2])
-    for key in ("gpus", "models"):  # one name alone counts as a list of one
-        local[key] = (local[key],) if isinstance(local[key], str) else tuple(local[key])
+    for key in ("gpus", "models", "pool"):  # one name alone counts as a list of one
+        if key in local:
+            local[key] = (local[key],) if isinstance(local[key], str) else tuple(local[key])
+    if "rate_scale" in local:
+        local["rate_scale"] = tuple(float(x) for x in local["rate_scale"])
+        if len(local["rate_scale"]) != 2:
+            raise SpecError(source, "local.rate_scale", "expected [low, high]")
     local = build_dataclass(LocalSpec, local,
                             f"{source}: local")
-    missing = [m for m in local.models if m not in models]
-    if missing or not local.models:
-        raise SpecError(source, "local.models", f"{missing or 'none'}: each must be one of the scenario's models "
-                        f"({', '.join(models)})")
+    for key in ("models", "pool"):
+        missing = [m for m in getattr(local, key) if m not in models]
+        if missing or (key == "models" and not local.models):
+            raise SpecError(source, f"local.{key}", f"{missing or 'none'}: each must be one of the scenario's models "
+                            f"({', '.join(models)})")
     env = dict(data.get("env") or {})
     if "batch_caps" in env:
         env["batch_caps"] = tuple(int(b) for b in env["batch_caps"] or ())

@@ -602,3 +602,57 @@ def test_sb3_algorithms_train_on_local_gpu(algo, action_type):
     model.learn(total_timesteps=64)
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+# --- domain randomisation (LocalGPU-v0) -----------------------------------------------------------
+
+POOL = {"pool": ["Llama-3.1-8B", "Qwen3-8B", "Llama-3.2-3B", "Qwen3-14B"], "rate_scale": [0.25, 1.75]}
+
+
+def test_randomised_local_episodes_draw_models_and_rates():
+    env = make("festgym/LocalGPU-v0", local=POOL).unwrapped
+    assert env.action_labels == ("clock", "share[slot0]", "share[slot1]")
+    assert env.feature_names[0] == "slot0.resident"
+    drawn, rates = set(), []
+    for seed in range(12):
+        env.reset(seed=seed)
+        ranks = [env.sim.model_names.index(m) for m in env.models]
+        assert 1 <= len(env.models) <= 2 and ranks == sorted(ranks)  # popularity order
+        drawn.add(env.models)
+        rates.append(len(env.sim.trace) / (env.t_end))
+    assert len(drawn) >= 5 and any(len(m) == 1 for m in drawn)
+    assert max(rates) > 2 * min(rates)  # 1-7 req/s
+
+
+def test_randomised_episodes_are_deterministic_and_pickle():
+    a = rollout(make("festgym/LocalGPU-v0", local=POOL), seed=4, steps=20)
+    b = rollout(make("festgym/LocalGPU-v0", local=POOL), seed=4, steps=20)
+    assert all(identical(x, y) for x, y in zip(a, b))
+    env = make("festgym/LocalGPU-v0", local=POOL)
+    env.reset(seed=6)
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.unwrapped.models == env.unwrapped.models
+    action = env.action_space.sample()
+    assert identical(env.step(action), copy.step(action))
+
+
+def test_an_empty_slot_reads_as_empty():
+    env = make("festgym/LocalGPU-v0", local=POOL).unwrapped
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        if len(env.models) == 1:
+            assert not obs[10:20].any()  # slot 1: no model, all features zero
+            obs, *_ = env.step(np.array([7, 3, 0]))
+            assert env.sim.gpus[0].instances[0].share == 1.0  # the lone model takes the GPU
+            return
+    pytest.fail("no single-model episode in 20 seeds")
+
+
+def test_local_pool_must_be_scenario_models():
+    from festgym.errors import SpecError
+    from festgym.scenario import load_scenario
+
+    with pytest.raises(SpecError, match="local.pool"):
+        load_scenario("default", local={"pool": ["Llama-3.1-8B", "GPT-5"]})
+    with pytest.raises(ValueError, match="rate_scale"):
+        load_scenario("default", local={"rate_scale": [2.0, 1.0]})

@@ -175,8 +175,7 @@ class ServingEnv(gym.Env):
 
     def _restart(self):
         env = self.scenario.env
-        trace_seed = int(self.np_random.integers(2**63 - 1))
-        trace = self.scenario.trace(trace_seed, env.warmup_s + env.episode_s, local=self.local)
+        trace = self._trace(int(self.np_random.integers(2**63 - 1)), env.warmup_s + env.episode_s)
         self.sim.start(trace, self.agent)
         self.sim.advance(env.warmup_s)
         self.agent.active = True
@@ -189,6 +188,10 @@ class ServingEnv(gym.Env):
         reference = sum(g.spec.tdp_w for g in gpus) * self.interval_s
         self.reward_fn = EnergySLOReward(self.scenario.reward, reference)
         return self._observe(), {"time_s": float(self.sim.now)}
+
+    def _trace(self, seed: int, duration_s: float):
+        """This episode's workload."""
+        return self.scenario.trace(seed, duration_s, local=self.local)
 
     def _begin(self) -> None:
         """Advance to the first decision (control envs: already there)."""

@@ -25,6 +25,12 @@ class LocalGpuEnv(ServingEnv):
     ``local.models`` are served, at ``local.rate_rps``: the traffic one GPU of the full cluster
     carries under consolidation. Simulating one GPU instead of eight keeps a step near 0.1 ms.
 
+    Domain randomisation (``local.pool``, ``local.rate_scale``): each episode fills the M slots
+    with 1 to M models drawn from the pool, in popularity order, at a rate scaled by a factor
+    drawn from ``rate_scale``, so that one controller learns every model of the cluster, alone
+    or paired, at the loads it meets there (:class:`~festgym.policies.learned.LearnedLocal`
+    fills a cluster GPU's slots the same way). Slots are then named ``slot0``, ``slot1``, ...
+
     ## Action Space
 
     ``MultiDiscrete([C] + [S] * M (+ [B] * M))`` for M model slots (``local.models``, in order):
@@ -88,34 +94,48 @@ class LocalGpuEnv(ServingEnv):
 
     ## Version History
 
-    * v0: initial release.
+    * v0: initial release (``local.pool`` and ``local.rate_scale`` added later; without them an
+      episode draws exactly what it did before).
     """
 
     local = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        env = self.scenario.env
-        self.models = self.scenario.local.models
-        m = len(self.models)
+        env, local = self.scenario.env, self.scenario.local
+        self.models = local.models
+        """This episode's slot models (fewer than the slots when ``local.pool`` draws fewer)."""
+        m = len(local.models)
+        slots = [f"slot{k}" for k in range(m)] if local.pool else list(local.models)
         nvec = [env.clock_levels] + [env.share_levels] * m + ([len(env.batch_caps)] * m if env.batch_caps else [])
-        labels = ["clock"] + [f"share[{x}]" for x in self.models] + \
-                 ([f"batch_cap[{x}]" for x in self.models] if env.batch_caps else [])
+        labels = ["clock"] + [f"share[{x}]" for x in slots] + \
+                 ([f"batch_cap[{x}]" for x in slots] if env.batch_caps else [])
         self._set_action_space(nvec, labels)
-        self.feature_names = tuple(f"{x}.{f}" for x in self.models for f in SLOT_FEATURES) + \
+        self.feature_names = tuple(f"{x}.{f}" for x in slots for f in SLOT_FEATURES) + \
             tuple(f"gpu.{f}" for f in GPU_FEATURES) + TIME_FEATURES
         self.observation_space = box(len(self.feature_names))
-        self._model_index = [self.sim.model_names.index(x) for x in self.models]
+        self._slots = self._slot_index(self.models)
+
+    def _slot_index(self, models: tuple[str, ...]) -> list[int]:
+        """Model numbers of the slots; -1 for an empty one."""
+        empty = len(self.scenario.local.models) - len(models)
+        return [self.sim.model_names.index(x) for x in models] + [-1] * empty
+
+    def _trace(self, seed: int, duration_s: float):
+        local = self.scenario.local
+        self.models, rate = local.draw(self.np_random, self.sim.model_names)
+        self._slots = self._slot_index(self.models)
+        return self.scenario.trace(seed, duration_s, local=True, models=self.models, rate_rps=rate)
 
     def _controlled(self) -> list[int]:
         return [0]
 
     def _apply(self, levels: list[int]) -> None:
-        m = len(self.models)
+        m = len(self.scenario.local.models)
         gpu = self.sim.gpus[0]
         self.set_control(gpu, self.models, int(levels[0]), levels[1:1 + m], levels[1 + m:])
 
     def _observe(self) -> np.ndarray:
         gpu = self.sim.gpus[0]
-        return np.asarray(local_features(gpu, self._model_index, self.sim.now, self.decoder.clock_lo[gpu.spec.name],
+        return np.asarray(local_features(gpu, self._slots, self.sim.now, self.decoder.clock_lo[gpu.spec.name],
                                          self.period_s), dtype=np.float32)

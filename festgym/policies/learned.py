@@ -153,7 +153,8 @@ class LearnedLocal(BasePolicy):
         self.calls += 1
         ordered = sorted(present, key=self.rank.__getitem__)
         slots = [self.rank[m] for m in ordered] + [-1] * (self.n_slots - len(ordered))
-        obs = np.asarray(gpu.observe(slots, now, self.decoder.clock_lo[gpu.spec.name], self.period_s))
+        # float32, as the environment hands observations to the agent: the same argmax, bit for bit
+        obs = np.asarray(gpu.observe(slots, now, self.decoder.clock_lo[gpu.spec.name], self.period_s), np.float32)
         action = self.net.predict(obs).tolist()
         levels = [box_level(a, n) for a, n in zip(action, self._nvec)] if self._box else action
         m = self.n_slots
