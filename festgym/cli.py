@@ -225,13 +225,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from festgym.compare import compare, parse_seeds
+    from festgym.compare import compare, paired_difference, parse_seeds, policy_label
     from festgym.policies.learned import record_evaluation, resolve_checkpoint
 
     _check_run_args(args)
     against = [p for p in (args.against or "").split(",") if p.strip() and p.strip() != args.policy]
     result = compare(_scenario(args), [args.policy, *against], parse_seeds(args.seeds), args.duration, False,
                      args.jobs, args.out)
+    label = policy_label(args.policy)
+    result.paired = {policy_label(p): paired_difference(result.runs, label, policy_label(p)) for p in against}
+    for other, d in result.paired.items():
+        result.notes.append(f"{label} vs {other}, paired per seed: energy {d['energy_pct']:+.1f}% "
+                            f"± {d['energy_pct_ci95']:.1f}, joint SLO {d['slo_pp']:+.1f} ± {d['slo_pp_ci95']:.1f} pp "
+                            f"(95% intervals over {d['seeds']} seeds)")
     if args.record:
         folder = resolve_checkpoint(args.policy)
         if folder is None:

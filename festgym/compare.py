@@ -1,9 +1,9 @@
-"""``festgym compare``: every rule policy on the same seeded workloads, side by side.
+"""``festgym compare`` (and ``evaluate``): policies on the same seeded workloads, side by side.
 
 This is the project's main job. For each seed it draws one workload from the scenario and serves
-it with every policy asked for (default: Festina and the baselines,
-:data:`festgym.policies.COMPARED`), so policies
-differ only in their decisions, never in their traffic. ``max-clock`` (every GPU at its top
+it with every policy asked for (default: Festina, the baselines,
+:data:`festgym.policies.COMPARED`, and every trained controller shipped in ``checkpoints/``), so
+policies differ only in their decisions, never in their traffic. ``max-clock`` (every GPU at its top
 clock) always runs too, when registered: energy savings and SLO differences are reported against
 it, per seed (paired), then averaged. The Festina ablation adds its parts one at a time, as the
 paper reports it: ``festina[dvfs]``, ``festina[dvfs+partition]``,
@@ -178,6 +178,18 @@ def _paired(runs: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     return runs
 
 
+def paired_difference(runs: pd.DataFrame, policy: str, against: str) -> dict[str, float]:
+    """``policy`` against ``against`` on the same seeds: mean energy difference (%) and joint
+    SLO attainment difference (pp), each with the half-width of its 95% interval over seeds.
+    Paired per seed, the workload's own variation cancels out of the interval."""
+    mine, theirs = (runs[runs.policy == p].set_index("seed") for p in (policy, against))
+    seeds = mine.index.intersection(theirs.index)
+    energy = 100.0 * (mine.energy_kwh[seeds] / theirs.energy_kwh[seeds] - 1.0)
+    slo = 100.0 * (mine.slo_attainment[seeds] - theirs.slo_attainment[seeds])
+    return {"energy_pct": float(energy.mean()), "energy_pct_ci95": ci95(energy),
+            "slo_pp": float(slo.mean()), "slo_pp_ci95": ci95(slo), "seeds": len(seeds)}
+
+
 def aggregate(runs: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     """One row per label, in ``labels`` order: means over seeds, and 95% intervals for energy
     and joint SLO attainment."""
@@ -217,13 +229,17 @@ class CompareResult:
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``festgym evaluate``: the evaluated policy against each other one, paired per seed
+    (:func:`paired_difference`)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document (NaN becomes null)."""
         return {"scenario": self.scenario, "seeds": list(self.seeds), "duration_s": self.duration_s,
                 "out": str(self.out) if self.out else None, "wall_s": self.wall_s,
                 "summary": _records(self.summary), "ablation": _records(self.ablation), "runs": _records(self.runs),
-                "files": {k: str(v) for k, v in self.files.items()}, "notes": list(self.notes)}
+                "files": {k: str(v) for k, v in self.files.items()}, "notes": list(self.notes),
+                "paired": {k: {n: _plain(x) for n, x in d.items()} for k, d in self.paired.items()}}
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

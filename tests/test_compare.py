@@ -171,3 +171,13 @@ def test_default_policies_are_festina_the_baselines_and_shipped_checkpoints():
     from festgym.policies import COMPARED, find_checkpoints
 
     assert check_policies(None) == [*COMPARED, *find_checkpoints()] and "least-loaded" not in COMPARED
+
+
+def test_paired_difference_cancels_the_workload():
+    from festgym.compare import paired_difference
+
+    runs = pd.DataFrame({"policy": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+                         "energy_kwh": [1.1, 1.0, 2.2, 2.0, 3.3, 3.0], "slo_attainment": [0.9, 0.95] * 3})
+    d = paired_difference(runs, "a", "b")
+    assert d["energy_pct"] == pytest.approx(10.0) and d["energy_pct_ci95"] == pytest.approx(0.0, abs=1e-9)
+    assert d["slo_pp"] == pytest.approx(-5.0) and d["seeds"] == 3

@@ -24,16 +24,16 @@ N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time
 NVEC = [8, 4, 4]
 
 
-def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, scenario="default"):
+def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, scenario="default", n_obs=N_OBS):
     """A checkpoint whose policy ignores its observation and always picks these levels: one
     linear layer with zero weights and a bias that is largest at the chosen level of each part."""
     export = folder / "numpy"
     export.mkdir(parents=True)
     bias = np.concatenate([np.eye(n)[k] for n, k in zip(nvec, (clock, *shares))])
     buffer = io.BytesIO()
-    np.savez(buffer, W0=np.zeros((len(bias), N_OBS)), b0=bias)
+    np.savez(buffer, W0=np.zeros((len(bias), n_obs)), b0=bias)
     (export / WEIGHTS).write_bytes(buffer.getvalue())
-    spec = {"format": FORMAT, "algorithm": "PPO", "observation_shape": [N_OBS], "layers": ["identity"],
+    spec = {"format": FORMAT, "algorithm": "PPO", "observation_shape": [n_obs], "layers": ["identity"],
             "action": {"type": "multidiscrete", "nvec": list(nvec)}, "obs_normalization": None,
             "sha256": {WEIGHTS: sha256_file(export / WEIGHTS)}}
     (export / "policy.json").write_text(json.dumps(spec))
@@ -105,6 +105,9 @@ def test_bad_checkpoints_are_refused(tmp_path, lowest_clock):
     wrong = write_checkpoint(tmp_path / "wrong", clock=0, shares=(0, 0), nvec=[8, 4, 4, 4])
     with pytest.raises(PolicyFileError, match="does not match LocalGPU-v0's levels"):
         LearnedLocal(wrong)
+    wrong = write_checkpoint(tmp_path / "wrong-obs", clock=0, shares=(0, 0), n_obs=40)
+    with pytest.raises(PolicyFileError, match=r"observes \(40,\)"):
+        LearnedLocal(wrong)
     (lowest_clock / "numpy" / WEIGHTS).write_bytes(b"tampered")
     with pytest.raises(PolicyFileError, match="refusing to load"):
         LearnedLocal(lowest_clock)
@@ -136,7 +139,38 @@ def test_shipped_checkpoints_load_without_torch():
     code = ("import sys; from festgym.policies import find_checkpoints, make_policy; "
             "[make_policy(n) for n in find_checkpoints()]; print(len(find_checkpoints()), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1] == "False"
+    assert int(out[0]) >= 2 and out[1] == "False"  # PPO and SAC ship
+
+
+@pytest.mark.parametrize("name", sorted(find_checkpoints()))
+def test_shipped_checkpoint_cards_hold(name):
+    """Each shipped card: hashes of its files, training record, and the evaluation tables."""
+    folder = find_checkpoints()[name]
+    card = read_card(folder)
+    for file, digest in card["sha256"].items():
+        assert sha256_file(folder / file) == digest, file
+    assert {"model.zip", "vecnormalize.pkl"} <= set(card["sha256"])
+    assert card["wall_s"] > 0 and card["timesteps"] > 0
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 5e6  # a few MB at most
+    tables = {e["scenario"]: e for e in card["evaluations"]}
+    main_table = tables["default"]
+    assert len(main_table["seeds"]) >= 5
+    assert {r["policy"] for r in main_table["table"]} >= {name, "festina", "max-clock"}
+    assert card["local_evaluation"]["rows"].keys() == {"controller", "festina (local rule)"}
+
+
+@pytest.mark.parametrize("name", sorted(find_checkpoints()))
+def test_shipped_export_acts_like_the_sb3_model(name):
+    sb3 = pytest.importorskip("stable_baselines3")
+    from festgym.export import NumpyPolicy
+
+    folder = find_checkpoints()[name]
+    card = read_card(folder)
+    model = getattr(sb3, card["agent"]["algo"].upper()).load(folder / "model.zip", device="cpu")
+    obs = np.random.default_rng(1).uniform(0, 1, size=(10_000, N_OBS)).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)  # the shipped agents do not normalise observations
+    assert card["agent"]["normalize"].get("norm_obs") is False
+    np.testing.assert_allclose(NumpyPolicy.load(folder / "numpy").predict(obs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_cli_evaluate_records_in_the_card(lowest_clock, capsys):
@@ -145,7 +179,9 @@ def test_cli_evaluate_records_in_the_card(lowest_clock, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "lowest-clock" in out and "festina" in out and "load x0.5" in out
+    assert "lowest-clock vs festina, paired per seed: energy" in out
     (entry,) = read_card(lowest_clock)["evaluations"]
+    assert set(entry["paired"]["festina"]) == {"energy_pct", "energy_pct_ci95", "slo_pp", "slo_pp_ci95", "seeds"}
     assert entry["seeds"] == [0] and [r["policy"] for r in entry["table"]] == ["lowest-clock", "festina", "max-clock"]
     assert main(args) == 0  # the same evaluation again replaces, not appends
     assert len(read_card(lowest_clock)["evaluations"]) == 1

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
 from festgym.errors import FestgymError
 from festgym.export import NumpyPolicy, PolicyFileError
 from festgym.local_control import LevelDecoder, box_level
@@ -79,8 +80,9 @@ def record_evaluation(folder: str | Path, result) -> Path:
     (``evaluations``), replacing an earlier one of the same scenario, seeds and duration."""
     folder = Path(folder)
     card = read_card(folder)
+    doc = result.to_json()
     entry = {"scenario": result.scenario, "seeds": list(result.seeds), "duration_s": result.duration_s,
-             "table": result.to_json()["summary"]}
+             "table": doc["summary"], "paired": doc["paired"]}
     same = (entry["scenario"], entry["seeds"], entry["duration_s"])
     card["evaluations"] = [e for e in card.get("evaluations", [])
                            if (e["scenario"], e["seeds"], e["duration_s"]) != same] + [entry]
@@ -124,6 +126,10 @@ class LearnedLocal(BasePolicy):
         if self._nvec != expected or len(action.get("low", expected)) != len(expected):
             raise PolicyFileError(f"{folder}: the exported action ({action}) does not match LocalGPU-v0's levels "
                                   f"{expected} in its training scenario {self.card['scenario']!r}")
+        n_obs = len(SLOT_FEATURES) * self.n_slots + len(GPU_FEATURES) + len(TIME_FEATURES)  # as LocalGPU-v0
+        if self.net.obs_shape != (n_obs,):
+            raise PolicyFileError(f"{folder}: the exported policy observes {self.net.obs_shape}, LocalGPU-v0 with "
+                                  f"{self.n_slots} slots gives ({n_obs},)")
         self._box = action["type"] == "box"
         self._levels_cfg = (env.clock_levels, env.share_levels, env.batch_caps)
         self.period_s = trained.workload.diurnal_period_s
@@ -158,8 +164,7 @@ class LearnedLocal(BasePolicy):
         action = self.net.predict(obs).tolist()
         levels = [box_level(a, n) for a, n in zip(action, self._nvec)] if self._box else action
         m = self.n_slots
-        names = ordered + [""] * (m - len(ordered))
-        return self.decoder.control(gpu.spec.name, present, names, levels[0], levels[1:1 + m], levels[1 + m:])
+        return self.decoder.control(gpu.spec.name, present, ordered, levels[0], levels[1:1 + m], levels[1 + m:])
 
 
 __all__ = ["LearnedLocal", "checkpoints_dir", "find_checkpoints", "read_card", "record_evaluation", "resolve_checkpoint",
