@@ -21,10 +21,10 @@ TINY = """\
 algo: ppo
 env: festgym/LocalGPU-v0
 n_envs: {n_envs}
-timesteps: 256
-hyperparams: {{n_steps: 64, batch_size: 32}}
+timesteps: 2048
+hyperparams: {{n_steps: 256, batch_size: 64}}
 normalize: {{norm_obs: true, norm_reward: true}}
-eval_freq: 128
+eval_freq: 1024
 eval_episodes: 1
 """
 
@@ -41,9 +41,9 @@ def test_run_folder_and_card(checkpoint):
     assert re.fullmatch(r"default__ppo__3__\d{8}-\d{6}", checkpoint.parent.name)
     assert {p.name for p in checkpoint.iterdir()} == {"model.zip", "vecnormalize.pkl", "card.json"}
     card = json.loads((checkpoint / "card.json").read_text())
-    assert card["scenario"] == "default" and card["seed"] == 3 and card["timesteps"] == 256
-    assert card["agent"]["hyperparams"] == {"n_steps": 64, "batch_size": 32}
-    assert [h["timesteps"] for h in card["evaluation"]["history"]] == [128, 256]
+    assert card["scenario"] == "default" and card["seed"] == 3 and card["timesteps"] == 2048
+    assert card["agent"]["hyperparams"] == {"n_steps": 256, "batch_size": 64}
+    assert [h["timesteps"] for h in card["evaluation"]["history"]] == [1024, 2048]
     assert card["sha256"] == {name: sha256_file(checkpoint / name) for name in ("model.zip", "vecnormalize.pkl")}
     assert (checkpoint.parent / "eval" / "evaluations.npz").is_file()
 
