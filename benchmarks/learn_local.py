@@ -19,26 +19,14 @@ EVAL_SEEDS = 10_000  # evaluation seeds start here, far from training's
 
 
 def evaluate(env, act, episodes: int) -> dict:
-    rows = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=EVAL_SEEDS + k)
-        total = {"reward": 0.0, "reward_energy": 0.0, "reward_ttft": 0.0, "reward_tbt": 0.0, "energy_j": 0.0,
-                 "first_tokens": 0, "ttft_over": 0, "gaps": 0, "gaps_over": 0}
-        done = False
-        while not done:
-            obs, r, term, trunc, info = env.step(act(obs))
-            done = term or trunc
-            total["reward"] += r
-            for key in total:
-                if key != "reward":
-                    total[key] += info[key]
-        rows.append(total)
+    from festgym.envs.rollout import run_episode
+
+    rows = [run_episode(env, act, EVAL_SEEDS + k) for k in range(episodes)]
     rewards = np.array([r["reward"] for r in rows])
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    return {"reward": rewards.mean(), "std": rewards.std(), "energy": mean["reward_energy"],
-            "ttft": mean["reward_ttft"], "tbt": mean["reward_tbt"], "kwh": mean["energy_j"] / 3.6e6,
-            "ttft_att": 1 - mean["ttft_over"] / max(mean["first_tokens"], 1),
-            "tbt_att": 1 - mean["gaps_over"] / max(mean["gaps"], 1)}
+    return {"reward": rewards.mean(), "std": rewards.std(), "energy": mean["energy_term"], "ttft": mean["ttft_term"],
+            "tbt": mean["tbt_term"], "kwh": mean["kwh"], "ttft_att": mean["ttft_attainment"],
+            "tbt_att": mean["tbt_attainment"]}
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
     import gymnasium as gym
 
     from festgym.compare import ci95
+    from festgym.envs.rollout import run_episode
     from festgym.export import NumpyPolicy
     from festgym.policies.learned import read_card
 
@@ -54,24 +55,6 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
         rows[name] = {key: (float(np.mean([e[key] for e in episodes_out])), ci95(e[key] for e in episodes_out))
                       for key in episodes_out[0]}
     return {"env": card["env"], "episodes": episodes, "first_seed": LOCAL_SEED, "rows": rows}
-
-
-def run_episode(env, act, seed: int) -> dict[str, float]:
-    obs, _ = env.reset(seed=seed)
-    total = dict.fromkeys(("reward", "reward_energy", "reward_ttft", "reward_tbt", "energy_j", "first_tokens",
-                           "ttft_over", "gaps", "gaps_over"), 0.0)
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(act(obs))
-        done = terminated or truncated
-        total["reward"] += reward
-        for key in total:
-            if key != "reward":
-                total[key] += info[key]
-    return {"reward": total["reward"], "energy_term": total["reward_energy"], "ttft_term": total["reward_ttft"],
-            "tbt_term": total["reward_tbt"], "kwh": total["energy_j"] / 3.6e6,
-            "ttft_attainment": 1 - total["ttft_over"] / max(total["first_tokens"], 1),
-            "tbt_attainment": 1 - total["gaps_over"] / max(total["gaps"], 1)}
 
 
 def main() -> None:

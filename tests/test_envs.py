@@ -656,3 +656,20 @@ def test_local_pool_must_be_scenario_models():
         load_scenario("default", local={"pool": ["Llama-3.1-8B", "GPT-5"]})
     with pytest.raises(ValueError, match="rate_scale"):
         load_scenario("default", local={"rate_scale": [2.0, 1.0]})
+
+
+def test_run_episode_sums_the_episode():
+    from festgym.envs.rollout import run_episode
+
+    env = make(LOCAL)
+    totals = run_episode(env, lambda obs: np.array([3, 2, 1]), seed=2)
+    rows = []  # the same episode, summed by hand
+    obs, _ = env.reset(seed=2)
+    done = False
+    while not done:
+        obs, r, term, trunc, info = env.step(np.array([3, 2, 1]))
+        rows.append((r, info))
+        done = term or trunc
+    assert totals["reward"] == pytest.approx(sum(r for r, _ in rows))
+    assert totals["kwh"] == pytest.approx(sum(i["energy_j"] for _, i in rows) / 3.6e6) and totals["kwh"] > 0
+    assert 0 <= totals["ttft_attainment"] <= 1 and 0 <= totals["tbt_attainment"] <= 1
