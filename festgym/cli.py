@@ -335,11 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="one policy or checkpoint against Festina, on any scenario and seeds",
                         description="Evaluate one policy (a rule policy name, a shipped checkpoint's name or a "
                         "checkpoint folder) next to --against and max-clock on the same seeded workloads; prints "
-                        "the table festgym compare prints. --set and --load change the workload it never trained on.")
+                        "the table festgym compare prints, and the paired difference per seed against each. --set and --load "
+                        "give a controller workloads it never trained on.")
     ev.add_argument("--policy", required=True, help="rule policy name, checkpoint name or checkpoint folder")
     ev.add_argument("--against", default="festina", help="comma-separated policies to show beside it "
                     "(default: %(default)s; max-clock always runs, as the reference)")
-    ev.add_argument("--record", action="store_true", help="append the table to the checkpoint's card.json")
+    ev.add_argument("--record", action="store_true", help="add the table to the checkpoint's card.json (replacing one of the same scenario, "
+                    "seeds and duration)")
     ev.set_defaults(func=cmd_evaluate)
     for p in (comp, ev):
         p.add_argument("--scenario", default="default", help="scenario name or YAML/JSON path (default: %(default)s)")
