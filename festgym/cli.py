@@ -229,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from festgym.policies.learned import record_evaluation, resolve_checkpoint
 
     _check_run_args(args)
-    against = [p for p in (args.against or "").split(",") if p.strip() and p.strip() != args.policy]
+    against = [p for p in (x.strip() for x in (args.against or "").split(",")) if p and p != args.policy]
     result = compare(_scenario(args), [args.policy, *against], parse_seeds(args.seeds), args.duration, False,
                      args.jobs, args.out)
     label = policy_label(args.policy)
@@ -335,13 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="one policy or checkpoint against Festina, on any scenario and seeds",
                         description="Evaluate one policy (a rule policy name, a shipped checkpoint's name or a "
                         "checkpoint folder) next to --against and max-clock on the same seeded workloads; prints "
-                        "the table festgym compare prints, and the paired difference per seed against each. --set and --load "
-                        "give a controller workloads it never trained on.")
+                        "the table festgym compare prints, and the paired difference per seed against each. "
+                        "--set and --load give a controller workloads it never trained on.")
     ev.add_argument("--policy", required=True, help="rule policy name, checkpoint name or checkpoint folder")
     ev.add_argument("--against", default="festina", help="comma-separated policies to show beside it "
                     "(default: %(default)s; max-clock always runs, as the reference)")
-    ev.add_argument("--record", action="store_true", help="add the table to the checkpoint's card.json (replacing one of the same scenario, "
-                    "seeds and duration)")
+    ev.add_argument("--record", action="store_true", help="add the table to the checkpoint's card.json "
+                    "(replacing one of the same scenario, seeds and duration)")
     ev.set_defaults(func=cmd_evaluate)
     for p in (comp, ev):
         p.add_argument("--scenario", default="default", help="scenario name or YAML/JSON path (default: %(default)s)")

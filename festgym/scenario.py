@@ -294,6 +294,10 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
         if missing or (key == "models" and not local.models):
             raise SpecError(source, f"local.{key}", f"{missing or 'none'}: each must be one of the scenario's models "
                             f"({', '.join(models)})")
+    ranked = tuple(m for m in models if m in local.models)
+    if local.models != ranked:  # slots are in popularity order, as LearnedLocal fills them on a cluster GPU
+        raise SpecError(source, "local.models", f"{list(local.models)}: list them in the scenario's model (popularity) "
+                        f"order: {list(ranked)}")
     env = dict(data.get("env") or {})
     if "batch_caps" in env:
         env["batch_caps"] = tuple(int(b) for b in env["batch_caps"] or ())

@@ -263,3 +263,8 @@ def test_replayed_trace_for_the_local_sub_cluster(trace_csv):
     sc = load_scenario("default", workload={"trace": str(trace_csv), "rate_rps": 5})
     local = sc.trace(0, 30, local=True)
     assert set(local.models) <= set(sc.local.models) and len(local) > 0
+
+
+def test_local_models_follow_the_popularity_order():
+    with pytest.raises(SpecError, match="popularity"):
+        load_scenario("default", local={"models": ["Llama-3.2-3B", "Llama-3.1-8B"]})

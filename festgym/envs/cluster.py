@@ -86,5 +86,5 @@ class ClusterEnv(ServingEnv):
         self.agent.routes = {x: int(r) - 1 for x, r in zip(self.models, routes) if r > 0}
 
     def _observe(self) -> np.ndarray:
-        return np.asarray(cluster_features(self.sim.gpus, len(self.models), self.sim.now, self.decoder.clock_lo, self.period_s),
-                          dtype=np.float32)
+        features = cluster_features(self.sim.gpus, len(self.models), self.sim.now, self.decoder.clock_lo, self.period_s)
+        return np.asarray(features, dtype=np.float32)

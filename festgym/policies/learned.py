@@ -167,5 +167,5 @@ class LearnedLocal(BasePolicy):
         return self.decoder.control(gpu.spec.name, present, ordered, levels[0], levels[1:1 + m], levels[1 + m:])
 
 
-__all__ = ["LearnedLocal", "checkpoints_dir", "find_checkpoints", "read_card", "record_evaluation", "resolve_checkpoint",
-           "training_scenario"]
+__all__ = ["LearnedLocal", "checkpoints_dir", "find_checkpoints", "read_card", "record_evaluation",
+           "resolve_checkpoint", "training_scenario"]
