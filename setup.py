@@ -10,7 +10,7 @@ import sys
 
 from setuptools import setup
 
-COMPILED = ["festgym/instance.py", "festgym/gpu.py", "festgym/slices.py", "festgym/simulator.py",
+COMPILED = ["festgym/instance.py", "festgym/cluster_gpu.py", "festgym/slices.py", "festgym/simulator.py",
             "festgym/envs/features.py", "festgym/levels.py"]
 
 

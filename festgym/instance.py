@@ -38,7 +38,7 @@ from festgym.serving import ModelServing
 from festgym.slices import SliceCache
 
 if TYPE_CHECKING:  # pragma: no cover
-    from festgym.gpu import Gpu
+    from festgym.cluster_gpu import Gpu
     from festgym.simulator import Simulator
 
 # phases

@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
-from festgym.gpu import STATES
+from festgym.cluster_gpu import STATES
 from festgym.instance import PHASE_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from festgym.gpu import Gpu
+    from festgym.cluster_gpu import Gpu
     from festgym.instance import Instance
     from festgym.simulator import Simulator
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from festgym.gpu import Gpu
+from festgym.cluster_gpu import Gpu
 from festgym.instance import Counters
 from festgym.specs import check_ranges
 

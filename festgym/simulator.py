@@ -6,7 +6,7 @@ events (arrivals, prefill iterations, completions, context-grid crossings, contr
 with tokens: decode runs are advanced in closed form (:mod:`festgym.instance`).
 
 Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.instance`,
-power, states and bandwidth contention in :mod:`festgym.gpu`, actions in :mod:`festgym.policy`.
+power, states and bandwidth contention in :mod:`festgym.cluster_gpu`, actions in :mod:`festgym.policy`.
 Cold start: the weights cross the host link at ``GpuSpec.host_to_gpu_gbps``, then the engine
 starts (``EngineConfig.init_s``); the GPU draws idle power meanwhile ("loading" energy).
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from festgym.errors import FestgymError
-from festgym.gpu import Gpu
+from festgym.cluster_gpu import Gpu
 from festgym.instance import GONE, IDLE, LOADING, Instance, Seq
 from festgym.policy import (ClusterView, GpuControl, GpuView, InstanceView, Migrate, Park, Policy, Request,
                             Unload, Wake)

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from festgym.envs.features import time_features
-from festgym.gpu import Gpu
+from festgym.cluster_gpu import Gpu
 from festgym.local_control import LevelDecoder, box_level
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
 from festgym.reward import EnergySLOReward, Meter

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from festgym.gpu import STATES, Gpu
+from festgym.cluster_gpu import STATES, Gpu
 from festgym.instance import GONE, LOADING, Instance
 
 SLOT_FEATURES = ("resident", "ready", "share", "queue", "batch", "prefill_mix", "kv_used", "ttft", "tbt", "recency")
