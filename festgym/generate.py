@@ -15,7 +15,8 @@ import numpy as np
 from festgym import roofline
 from festgym.grid import Grid
 from festgym.errors import SpecError
-from festgym.profile import CONTROL_CLOCK_FRAC, DECODE_AXES, PREFILL_AXES, Profile, make_grid
+from festgym.levels import CONTROL_CLOCK_FRAC
+from festgym.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.specs import GpuSpec, ModelSpec, read_mapping
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)

@@ -12,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from festgym.profile import CONTROL_CLOCK_FRAC
-from festgym.specs import GpuSpec
+CONTROL_CLOCK_FRAC = 0.3
+"""Below 0.3·f_max no serving controller goes (decode bandwidth collapses); reports and plots
+start there, while lookups cover every supported clock."""
 
 SHARE_STEP = 0.05
 """Granularity of SM shares (MPS takes whole percentages; 5% keeps the set small)."""
@@ -21,16 +22,17 @@ STEPS_PER_GPU = 20
 """1 / SHARE_STEP: a share is a whole number of steps over this (exact, repeatable floats)."""
 
 
-def clock_levels(spec: GpuSpec, n: int) -> tuple[float, ...]:
-    """``n`` supported clocks evenly spaced from the lowest control clock to the top clock."""
+def clock_levels(supported_mhz: Sequence[int], n: int, gpu: str = "this GPU") -> tuple[float, ...]:
+    """``n`` of the ``supported_mhz`` clocks evenly spaced from the lowest control clock to the
+    top clock (``gpu`` names the GPU in errors)."""
     if n < 2:
         raise ValueError(f"need at least 2 clock levels, got {n}")
-    ladder = np.asarray(spec.sm_clocks_mhz, dtype=float)
+    ladder = np.unique(np.asarray(supported_mhz, dtype=float))
     usable = ladder[ladder >= CONTROL_CLOCK_FRAC * ladder[-1]]
     targets = np.linspace(usable[0], usable[-1], n)
     picked = tuple(dict.fromkeys(usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)].tolist()))
     if len(picked) < n:
-        raise ValueError(f"clock_levels = {n}: {spec.name} has only {len(usable)} supported clocks in its control "
+        raise ValueError(f"clock_levels = {n}: {gpu} has only {len(usable)} supported clocks in its control "
                          f"range ({usable[0]:.0f}-{usable[-1]:.0f} MHz); use at most {len(usable)}")
     return picked
 

@@ -18,7 +18,6 @@ from typing import Mapping, Sequence
 from festgym.levels import clock_levels, normalize_shares
 from festgym.memo import remember
 from festgym.policy import GpuControl
-from festgym.specs import GpuSpec
 
 
 def box_level(value: float, n: int) -> int:
@@ -29,14 +28,16 @@ def box_level(value: float, n: int) -> int:
 
 
 class LevelDecoder:
-    """Decodes level indices into controls, for GPUs of the types in ``specs``.
+    """Decodes level indices into controls, for GPUs of the types in ``ladders`` (GPU type ->
+    its supported SM clocks: a :class:`~festgym.specs.GpuSpec`'s, or what NVML lists on a host).
 
     Decoded controls are memoised by (GPU type, resident models, slots, levels): an agent repeats
     a few dozen distinct actions, and a :class:`GpuControl` is immutable.
     """
 
-    def __init__(self, specs: Mapping[str, GpuSpec], n_clocks: int, n_shares: int, batch_caps: Sequence[int] = ()):
-        self.clocks = {name: clock_levels(spec, n_clocks) for name, spec in specs.items()}
+    def __init__(self, ladders: Mapping[str, Sequence[int]], n_clocks: int, n_shares: int,
+                 batch_caps: Sequence[int] = ()):
+        self.clocks = {name: clock_levels(ladder, n_clocks, name) for name, ladder in ladders.items()}
         """Clock (MHz) of each level, per GPU type."""
         self.clock_lo = {name: levels[0] for name, levels in self.clocks.items()}
         """The lowest clock level per GPU type (observations place the clock within the range)."""

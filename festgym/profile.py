@@ -21,6 +21,7 @@ import yaml
 
 from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.grid import Grid
+from festgym.levels import CONTROL_CLOCK_FRAC
 from festgym.paths import profiles_dir
 from festgym.specs import GpuSpec, ModelSpec
 
@@ -33,10 +34,6 @@ GRID_AXES = {"prefill": PREFILL_AXES, "decode": DECODE_AXES}
 AXIS_TRANSFORMS = {"tokens": "linear", "batch": "linear", "ctx": "linear", "sm_share": "reciprocal",
                    "sm_clock_mhz": "reciprocal"}
 """Interpolation coordinate of each axis (see :mod:`festgym.grid`)."""
-CONTROL_CLOCK_FRAC = 0.3
-"""Below 0.3·f_max no serving controller goes (decode bandwidth collapses); reports and plots
-start there, while lookups cover every supported clock."""
-
 try:  # the C loader makes profile loading several times faster
     _YamlLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml

@@ -40,6 +40,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 from tqdm.auto import tqdm
 
 import festgym  # noqa: F401  (registers the environments)
+from festgym.checkpoint import EXPORTED, ControllerInterface, seal_card, training_scenario
 from festgym.export import PolicyFileError, export_sb3, sha256_file
 from festgym.specs import build_dataclass, check_ranges, read_mapping
 
@@ -181,8 +182,9 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     """Export a checkpoint folder (``model.zip``, optional ``vecnormalize.pkl``, ``card.json``) as
-    a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``). The files must match the
-    SHA-256 in the card: the statistics file is a pickle, loaded only once its hash checks out."""
+    a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``, then sealed into the card:
+    :func:`festgym.checkpoint.seal_card`). The files must match the SHA-256 in the card: the
+    statistics file is a pickle, loaded only once its hash checks out."""
     checkpoint = Path(checkpoint)
     card_path = checkpoint / "card.json"
     if not card_path.is_file():
@@ -190,6 +192,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
                               "when trained with VecNormalize, vecnormalize.pkl)")
     card = json.loads(card_path.read_text())
     for name, expected in card.get("sha256", {}).items():
+        if name.startswith(EXPORTED + "/"):
+            continue  # the export being replaced
         path = checkpoint / name
         if not path.is_file() or sha256_file(path) != expected:
             raise PolicyFileError(f"{path}: missing or its SHA-256 differs from {card_path}; refusing to load")
@@ -201,7 +205,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
     if stats.is_file():
         with open(stats, "rb") as f:
             vec = pickle.load(f)  # hash-checked above
-    return export_sb3(model, out or checkpoint / "numpy", vec)
+    folder = export_sb3(model, out or checkpoint / EXPORTED, vec)
+    if out is None:  # the checkpoint's own export: record its hashes and interface in the card
+        action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
+        seal_card(checkpoint, ControllerInterface.of(training_scenario(card), action_type))
+    return folder
 
 
 def _has_tensorboard() -> bool:

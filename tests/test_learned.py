@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import festgym  # noqa: F401  (registers the environments)
+from festgym.checkpoint import ControllerInterface, LocalController, seal_card
 from festgym.cli import main
 from festgym.compare import check_policies, compare, policy_label
 from festgym.errors import FestgymError, SpecError
@@ -40,6 +41,7 @@ def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, sce
     card = {"name": folder.name, "scenario": scenario, "env": "festgym/LocalGPU-v0",
             "agent": {"algo": "ppo", "env_kwargs": {"action_type": "multidiscrete"}}, "sha256": {}}
     (folder / "card.json").write_text(json.dumps(card))
+    seal_card(folder, ControllerInterface.of(load_scenario(scenario), "multidiscrete"))
     return folder
 
 
@@ -108,8 +110,21 @@ def test_bad_checkpoints_are_refused(tmp_path, lowest_clock):
     wrong = write_checkpoint(tmp_path / "wrong-obs", clock=0, shares=(0, 0), n_obs=40)
     with pytest.raises(PolicyFileError, match=r"observes \(40,\)"):
         LearnedLocal(wrong)
+    pinned = LocalController(lowest_clock).sha256
+    assert LocalController(lowest_clock, expect_sha256=pinned.upper()).sha256 == pinned
+    with pytest.raises(PolicyFileError, match="is not the pinned"):
+        LocalController(lowest_clock, expect_sha256="0" * 64)
+    card = read_card(lowest_clock)
+    unsealed = {**card, "sha256": {}}
+    (lowest_clock / "card.json").write_text(json.dumps(unsealed))
+    with pytest.raises(PolicyFileError, match="no SHA-256 for numpy/policy.json"):
+        LearnedLocal(lowest_clock)
+    (lowest_clock / "card.json").write_text(json.dumps({**card, "interface": None}))
+    with pytest.raises(PolicyFileError, match="no 'interface'"):
+        LearnedLocal(lowest_clock)
+    (lowest_clock / "card.json").write_text(json.dumps(card))
     (lowest_clock / "numpy" / WEIGHTS).write_bytes(b"tampered")
-    with pytest.raises(PolicyFileError, match="refusing to load"):
+    with pytest.raises(PolicyFileError, match="SHA-256 differs .* refusing to run"):
         LearnedLocal(lowest_clock)
     (lowest_clock / "card.json").write_text("{")
     with pytest.raises(PolicyFileError, match="card.json: not JSON"):

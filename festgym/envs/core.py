@@ -93,7 +93,7 @@ class ServingEnv(gym.Env):
         self.controlled = self._controlled()
         self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, len(self.sim.gpu_types))
         env = self.scenario.env
-        self.decoder = LevelDecoder(self.sim.specs, env.clock_levels, env.share_levels, env.batch_caps)
+        self.decoder = LevelDecoder({t: s.sm_clocks_mhz for t, s in self.sim.specs.items()}, env.clock_levels, env.share_levels, env.batch_caps)
         self.clocks = self.decoder.clocks
         self.period_s = self.scenario.workload.diurnal_period_s
         self.t = 0.0

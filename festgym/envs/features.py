@@ -1,4 +1,4 @@
-"""Observation features shared by the environments (and, later, the deploy agent).
+"""Observation features shared by the environments and the deploy agent.
 
 Every feature lies in [0, 1]. Unbounded quantities go through ``squash(x) = x / (1 + x)``, which
 maps 0 → 0 and the reference point x = 1 → 0.5, so that "at the SLO" reads 0.5.
@@ -44,38 +44,56 @@ def squash(x: float) -> float:
     return x / (1.0 + x) if x > 0 else 0.0
 
 
+def slot_vector(ready: bool, share: float, waiting: int, batch_frac: float, prompt_tokens: float, decoding: int,
+                kv_frac: float, ttft_ratio: float, gap_ratio: float, since_last_s: float) -> list[float]:
+    """A resident model's slot from plain figures: the one definition the simulator's GPUs
+    (:func:`slot_features`) and the deploy agent's engine metrics both go through.
+    ``since_last_s`` < 0: no request was ever routed here."""
+    return [
+        1.0,
+        1.0 if ready else 0.0,
+        share,
+        squash(waiting / QUEUE_REF),
+        min(batch_frac, 1.0),
+        prompt_tokens / (prompt_tokens + decoding) if prompt_tokens + decoding else 0.0,
+        min(kv_frac, 1.0),
+        squash(ttft_ratio),
+        squash(gap_ratio),
+        math.exp(-since_last_s / RECENCY_S) if since_last_s >= 0 else 0.0,
+    ]
+
+
 def slot_features(inst: Instance | None, now: float) -> list[float]:
     if inst is None:
         return EMPTY_SLOT
     running = len(inst.decoding)
-    prompt = min(inst.prompt_todo, inst.serving.engine.max_num_batched_tokens)
     ttft = inst.peak_ttft_ratio
     oldest = inst.waiting[0] if inst.waiting else inst.prefilling[0] if inst.prefilling else None
     if oldest is not None and oldest.gen == 0:
         deadline, limit = inst.sim.ttft_deadline(oldest.rid)
         ttft = max(ttft, (now - deadline) / limit + 1.0)
     last = inst.last_arrival_s
-    return [
-        1.0,
-        0.0 if inst.phase in (LOADING, GONE) else 1.0,
-        inst.pending_share if inst.pending_share is not None else inst.share,
-        squash(len(inst.waiting) / QUEUE_REF),
-        min(running / inst.max_num_seqs, 1.0),
-        prompt / (prompt + running) if prompt + running else 0.0,
-        min(inst.kv_used / inst.kv_tokens, 1.0),
-        squash(ttft),
-        squash(inst.peak_gap_s / inst.tbt_s),
-        math.exp(-(now - last) / RECENCY_S) if last >= 0 else 0.0,
-    ]
+    return slot_vector(inst.phase not in (LOADING, GONE),
+                       inst.pending_share if inst.pending_share is not None else inst.share,
+                       len(inst.waiting), running / inst.max_num_seqs,
+                       min(inst.prompt_todo, inst.serving.engine.max_num_batched_tokens), running,
+                       inst.kv_used / inst.kv_tokens, ttft, inst.peak_gap_s / inst.tbt_s,
+                       now - last if last >= 0 else -1.0)
+
+
+def gpu_vector(power_w: float, tdp_w: float, clock_mhz: float, clock_lo: float, clock_hi: float,
+               mem_free_frac: float, state: int) -> list[float]:
+    """The GPU part of an observation from plain figures (``state``: an index into ``STATES``)."""
+    onehot = [0.0] * len(STATES)
+    onehot[state] = 1.0
+    return [min(power_w / tdp_w, 1.0), min(max((clock_mhz - clock_lo) / (clock_hi - clock_lo), 0.0), 1.0),
+            min(max(mem_free_frac, 0.0), 1.0)] + onehot
 
 
 def gpu_features(gpu: Gpu, clock_lo: float) -> list[float]:
     spec = gpu.spec
-    hi = spec.max_sm_clock_mhz
-    onehot = [0.0] * len(STATES)
-    onehot[gpu.state] = 1.0
-    return [min(gpu.power_w / spec.tdp_w, 1.0), min(max((gpu.clock - clock_lo) / (hi - clock_lo), 0.0), 1.0),
-            max(1.0 - gpu.mem_used / gpu.mem_bytes, 0.0)] + onehot
+    return gpu_vector(gpu.power_w, spec.tdp_w, gpu.clock, clock_lo, spec.max_sm_clock_mhz,
+                      1.0 - gpu.mem_used / gpu.mem_bytes, gpu.state)
 
 
 def time_features(now: float, period_s: float) -> list[float]:

@@ -13,66 +13,23 @@ numpy alone (the exported ``numpy/`` folder of a checkpoint, :class:`~festgym.ex
   training. *Assumption:* the features are model-agnostic (SLO ratios, fractions), so a slot
   trained on Llama-3.1-8B serves another model of similar rank. A GPU holding more models than
   there are slots goes to the background policy's local control; ``fallbacks`` counts those calls.
-* **Time of day** features use the training scenario's diurnal period (a policy does not see
-  the running workload's).
+* **Time of day** features use the training scenario's diurnal period (the card's interface; a
+  policy does not see the running workload's).
 
 Checkpoints are found by path, or by name under ``checkpoints/`` (``FESTGYM_CHECKPOINTS``
-overrides the folder); :func:`find_checkpoints` lists the shipped ones.
+overrides the folder); :mod:`festgym.checkpoint` loads and verifies them.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
-from festgym.errors import FestgymError
-from festgym.export import NumpyPolicy, PolicyFileError
-from festgym.local_control import LevelDecoder, box_level
-from festgym.paths import project_dir
+from festgym.checkpoint import (CARD, LocalController, checkpoints_dir, find_checkpoints, read_card,
+                                resolve_checkpoint, training_scenario)
+from festgym.local_control import LevelDecoder
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
-from festgym.scenario import Scenario, load_scenario
-
-CARD = "card.json"
-EXPORTED = "numpy"
-"""Sub-folder of a checkpoint with its numpy-only export (``festgym export``)."""
-
-
-def checkpoints_dir() -> Path | None:
-    """The shipped checkpoints folder, or None when there is none."""
-    try:
-        return project_dir("checkpoints", "FESTGYM_CHECKPOINTS")
-    except FileNotFoundError:
-        return None
-
-
-def find_checkpoints() -> dict[str, Path]:
-    """Shipped checkpoints by name: every ``checkpoints/<name>/`` with a card and an export."""
-    root = checkpoints_dir()
-    if root is None:
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / CARD).is_file() and (p / EXPORTED).is_dir()}
-
-
-def resolve_checkpoint(spec: str | Path) -> Path | None:
-    """A checkpoint folder from a path or a shipped name; None if ``spec`` is neither."""
-    path = Path(spec)
-    if (path / CARD).is_file():
-        return path
-    return find_checkpoints().get(str(spec))
-
-
-def read_card(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CARD
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PolicyFileError(f"{path}: missing (a checkpoint folder holds card.json, model.zip and numpy/)") from None
-    except json.JSONDecodeError as exc:
-        raise PolicyFileError(f"{path}: not JSON ({exc})") from None
 
 
 def record_evaluation(folder: str | Path, result) -> Path:
@@ -91,12 +48,6 @@ def record_evaluation(folder: str | Path, result) -> Path:
     return path
 
 
-def training_scenario(card: dict[str, Any]) -> Scenario:
-    """The scenario a checkpoint was trained on, with the environment overrides of its agent."""
-    overrides = {k: v for k, v in card["agent"].get("env_kwargs", {}).items() if k != "action_type"}
-    return load_scenario(card["scenario"], **overrides)
-
-
 class LearnedLocal(BasePolicy):
     """A trained local controller on every GPU, beside its training scenario's rule policy.
 
@@ -107,40 +58,18 @@ class LearnedLocal(BasePolicy):
     def __init__(self, checkpoint: str | Path, background: str | None = None):
         from festgym.policies import make_policy  # the registry imports this module
 
-        folder = resolve_checkpoint(checkpoint)
-        if folder is None:
-            known = ", ".join(find_checkpoints()) or "none shipped"
-            raise FestgymError(f"no checkpoint at {checkpoint!r} (a folder with {CARD}) and no shipped checkpoint "
-                               f"of that name; shipped: {known}")
-        self.folder = folder
-        self.name = folder.name
-        self.card = read_card(folder)
-        self.net = NumpyPolicy.load(folder / EXPORTED)
-        trained = training_scenario(self.card)
-        env = trained.env
-        self.n_slots = len(trained.local.models)
-        expected = [env.clock_levels] + [env.share_levels] * self.n_slots + \
-            ([len(env.batch_caps)] * self.n_slots if env.batch_caps else [])
-        action = self.net.spec["action"]
-        self._nvec = action.get("nvec") or expected
-        if self._nvec != expected or len(action.get("low", expected)) != len(expected):
-            raise PolicyFileError(f"{folder}: the exported action ({action}) does not match LocalGPU-v0's levels "
-                                  f"{expected} in its training scenario {self.card['scenario']!r}")
-        n_obs = len(SLOT_FEATURES) * self.n_slots + len(GPU_FEATURES) + len(TIME_FEATURES)  # as LocalGPU-v0
-        if self.net.obs_shape != (n_obs,):
-            raise PolicyFileError(f"{folder}: the exported policy observes {self.net.obs_shape}, LocalGPU-v0 with "
-                                  f"{self.n_slots} slots gives ({n_obs},)")
-        self._box = action["type"] == "box"
-        self._levels_cfg = (env.clock_levels, env.share_levels, env.batch_caps)
-        self.period_s = trained.workload.diurnal_period_s
-        self.background: Policy = make_policy(background) if background else trained.make_policy()
+        self.controller = LocalController(checkpoint)
+        self.folder, self.name, self.card = self.controller.folder, self.controller.name, self.controller.card
+        self.n_slots = self.controller.interface.slots
+        self.background: Policy = make_policy(background) if background else training_scenario(self.card).make_policy()
         self.queue_order = getattr(self.background, "queue_order", "fcfs")
         self.fallbacks = 0
         self.calls = 0
 
     def reset(self, cluster: ClusterView) -> None:
-        specs = {g.spec.name: g.spec for g in cluster.gpus}
-        self.decoder = LevelDecoder(specs, *self._levels_cfg)
+        face = self.controller.interface
+        ladders = {g.spec.name: g.spec.sm_clocks_mhz for g in cluster.gpus}
+        self.decoder = LevelDecoder(ladders, face.clock_levels, face.share_levels, face.batch_caps)
         self.rank = {m: k for k, m in enumerate(cluster.models)}
         self.fallbacks = self.calls = 0
         self.background.reset(cluster)
@@ -159,10 +88,8 @@ class LearnedLocal(BasePolicy):
         self.calls += 1
         ordered = sorted(present, key=self.rank.__getitem__)
         slots = [self.rank[m] for m in ordered] + [-1] * (self.n_slots - len(ordered))
-        # float32, as the environment hands observations to the agent: the same argmax, bit for bit
-        obs = np.asarray(gpu.observe(slots, now, self.decoder.clock_lo[gpu.spec.name], self.period_s), np.float32)
-        action = self.net.predict(obs).tolist()
-        levels = [box_level(a, n) for a, n in zip(action, self._nvec)] if self._box else action
+        obs = gpu.observe(slots, now, self.decoder.clock_lo[gpu.spec.name], self.controller.interface.period_s)
+        levels = self.controller.levels(obs)
         m = self.n_slots
         return self.decoder.control(gpu.spec.name, present, ordered, levels[0], levels[1:1 + m], levels[1 + m:])
 

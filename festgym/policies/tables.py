@@ -50,7 +50,7 @@ class ProfileTables:
     @classmethod
     def build(cls, profile: Profile, n_shares: int = 10, n_clocks: int = 10) -> "ProfileTables":
         shares = np.asarray(share_levels(n_shares))
-        clocks = np.asarray(clock_levels(profile.gpu, n_clocks))
+        clocks = np.asarray(clock_levels(profile.gpu.sm_clocks_mhz, n_clocks, profile.gpu.name))
         idle = profile.gpu.idle_w
         dgrid, pgrid = profile.decode_grid, profile.prefill_grid
         batch = dgrid.axes[dgrid.names.index("batch")]
