@@ -95,8 +95,7 @@ class Result:
         if len(timeline):
             timeline = timeline.astype({"gpu": int, "state": int, "instances": int})
             timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
-        rows = np.frombuffer(sim.runs, dtype=float).reshape(-1, len(RUN_COLUMNS))
-        runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+        runs = pd.DataFrame(sim.run_rows(), columns=list(RUN_COLUMNS))
         runs["model"] = runs["model"].astype(int)
         result = cls(policy, requests, gpus, timeline, runs)
         result.summary = _summary(sim, result, wall_s)

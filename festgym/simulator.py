@@ -26,7 +26,7 @@ from festgym.instance import GONE, IDLE, LOADING, Instance, Seq
 from festgym.policy import (ClusterView, GpuControl, GpuView, InstanceView, Migrate, Park, Policy, Request,
                             Unload, Wake)
 from festgym.profile import Profile, load_profile
-from festgym.results import RequestLog, Result
+from festgym.results import RUN_COLUMNS, RequestLog, Result
 from festgym.serving import ModelServing
 from festgym.sim_config import SimConfig
 from festgym.slices import SliceCache
@@ -443,6 +443,12 @@ class Simulator:
     def _flush_runs(self) -> None:
         self.runs.fromlist(self._run_buf)
         self._run_buf.clear()
+
+    def run_rows(self) -> np.ndarray:
+        """The run log so far: one row of ``RUN_COLUMNS`` per decode run or mixed iteration,
+        logged when it ends (a view; copy it to keep it)."""
+        self._flush_runs()
+        return np.frombuffer(self.runs, dtype=float).reshape(-1, len(RUN_COLUMNS))
 
     def ttft_deadline(self, rid: int) -> tuple[float, float]:
         """(deadline, TTFT SLO) of request ``rid``."""

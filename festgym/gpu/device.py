@@ -103,6 +103,16 @@ class GpuReading:
     clock_events: tuple[str, ...]
 
 
+WRITE_CALLS = {
+    "set_locked_sm_clocks_mhz": "nvmlDeviceSetGpuLockedClocks",
+    "reset_locked_sm_clocks": "nvmlDeviceResetGpuLockedClocks",
+    "set_power_limit_mw": "nvmlDeviceSetPowerManagementLimit",
+    "reset_power_limit": "nvmlDeviceSetPowerManagementLimit (default limit)",
+    "set_shares": "nvidia-cuda-mps-control set_active_thread_percentage (or advice only)",
+}
+"""The NVML (or MPS) call behind each write, as the deploy agent's log names them."""
+
+
 # --- the interface -------------------------------------------------------------------------------
 
 class GpuDevice(abc.ABC):
@@ -224,5 +234,5 @@ class GpuDevice(abc.ABC):
                 "clock_events": ",".join(self.clock_events()) or "none"}
 
 
-__all__ = ["CLOCK_EVENTS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "InvalidArgument",
+__all__ = ["CLOCK_EVENTS", "WRITE_CALLS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "InvalidArgument",
            "MemoryInfo", "NoPermission", "NotSupported", "NvmlUnavailable", "Utilization", "clock_event_names"]

@@ -1,0 +1,220 @@
+"""The deploy agent: every control interval, read the GPU and its engines, decide, act, log.
+
+One loop for real hosts and the simulated one (:class:`Host`): read NVML (or the simulator)
+and each engine's metrics window, build ``LocalGPU-v0``'s observation
+(:mod:`festgym.deploy.observation`), run the controller (a checkpoint's numpy export), pass the
+settings through the :class:`~festgym.deploy.safety.Guard`, and apply them, or only log the
+calls in a dry run (the default). Each interval is one JSONL record
+(:mod:`festgym.deploy.telemetry`).
+
+Safety: the agent restores the GPU's original clocks and power limit, and the engines' shares,
+when it stops for any reason: the end of its run, SIGTERM, SIGINT, or an exception (which is
+then re-raised). Only :meth:`GpuDevice.restore` undoes changes, and it undoes only what this
+process changed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence
+
+from festgym.checkpoint import LocalController
+from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
+from festgym.deploy.observation import EngineSpec, host_observation
+from festgym.deploy.safety import Guard, SafetyConfig
+from festgym.deploy.telemetry import Telemetry, interval_record
+from festgym.errors import FestgymError
+from festgym.gpu.device import WRITE_CALLS, GpuDevice
+from festgym.gpu.shares import ShareActuator
+from festgym.local_control import LevelDecoder
+
+
+class Engine(Protocol):
+    """A serving engine's metrics: the window since the previous poll (None on the first)."""
+
+    def poll(self) -> EngineWindow | None: ...
+
+
+@dataclass
+class Host:
+    """What the agent drives: one GPU, its engines (by model), its share actuator and a clock."""
+
+    gpu: GpuDevice
+    engines: Mapping[str, Engine]
+    shares: ShareActuator
+    sleep: Callable[[float], None] = time.sleep
+    """Wait one interval (the simulated host advances the simulation instead)."""
+    clock: Callable[[], float] = time.monotonic
+    """Seconds, for intervals and rate limits."""
+    time_of_day: Callable[[], float] = time.time
+    """Seconds whose remainder by the controller's period places the time-of-day features."""
+
+
+class Stop(BaseException):
+    """Raised by the SIGTERM handler so that the loop unwinds through its restore."""
+
+
+@dataclass
+class DeployConfig:
+    """How the agent runs."""
+
+    interval_s: float = 1.0
+    """Control interval (the controllers were trained at the simulator's 1 s)."""
+    duration_s: float | None = None
+    """Stop after this long (None: until SIGTERM or SIGINT)."""
+    apply: bool = False
+    """Act on the GPU; False (the default) only logs the calls it would make."""
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+
+class DeployAgent:
+    """Runs ``controller`` on ``host`` for the models in ``engines`` (in popularity order: the
+    slot order; at most the controller's slot count)."""
+
+    def __init__(self, host: Host, controller: LocalController, engines: Sequence[EngineSpec],
+                 config: DeployConfig, telemetry: Telemetry):
+        face = controller.interface
+        if not engines:
+            raise FestgymError("deploy: no engines (give --engine MODEL=URL for each served model)")
+        if len(engines) > face.slots:
+            raise FestgymError(f"deploy: {len(engines)} engines, but {controller.name} controls at most "
+                               f"{face.slots} models per GPU")
+        missing = [e.model for e in engines if e.model not in host.engines]
+        if missing:
+            raise FestgymError(f"deploy: no metrics source for {', '.join(missing)}")
+        self.host, self.controller, self.config, self.telemetry = host, controller, config, telemetry
+        self.engines = tuple(engines)
+        self.models = tuple(e.model for e in engines)
+        supported = host.gpu.supported_sm_clocks_mhz()
+        self.decoder = LevelDecoder({"host": supported}, face.clock_levels, face.share_levels, face.batch_caps)
+        self.clock_hi = max(supported)
+        self.default_mhz = host.gpu.sm_clock_mhz()
+        self.tdp_w = host.gpu.default_power_limit_mw() / 1e3
+        self.guard = Guard(config.safety, supported, engines)
+        self.slots: list[EngineSpec | None] = list(engines) + [None] * (face.slots - len(engines))
+        self.shares = {m: 1.0 / len(engines) for m in self.models}  # MPS default: no partition chosen yet
+        self.last_seen = {m: -1.0 for m in self.models}
+        self._energy: int | None = None
+        self._t: float | None = None
+        self._holding = False
+
+    # --- one interval --------------------------------------------------------------------------------
+
+    def step(self) -> dict:
+        """Read, decide, act; returns the interval's record."""
+        host, now = self.host, self.host.clock()
+        reading = host.gpu.read()
+        windows = {m: self._poll(m) for m in self.models}
+        for m, w in windows.items():
+            if w is not None and (w.waiting > 0 or (w.prompt_tokens or 0) > 0):
+                self.last_seen[m] = now
+        started = time.perf_counter()
+        obs = host_observation(self.slots, windows, self.shares,
+                               {m: now - t if t >= 0 else -1.0 for m, t in self.last_seen.items()}, reading,
+                               self.tdp_w, self.decoder.clock_lo["host"], self.clock_hi, host.time_of_day(),
+                               self.controller.interface.period_s)
+        levels = self.controller.levels(obs)
+        m = self.controller.interface.slots
+        control = self.decoder.control("host", self.models, self.models, levels[0], levels[1:1 + m], levels[1 + m:])
+        decision_ms = (time.perf_counter() - started) * 1e3
+        hold = self.guard.watch(windows, now)
+        calls = self._calls(control.clock_mhz, dict(control.shares or {}), hold, now)
+        if self.config.apply:
+            for name, args in calls:
+                self._call(name, args)
+        dt = None if self._t is None else now - self._t
+        energy_j = None if self._energy is None else (reading.energy_mj - self._energy) / 1e3
+        self._energy, self._t = reading.energy_mj, now
+        record = interval_record(now, dt, energy_j, reading, control.clock_mhz, self.shares, levels, windows,
+                                 self.engines, calls, self.config.apply, hold, decision_ms)
+        self.telemetry.write(record)
+        return record
+
+    def _poll(self, model: str) -> EngineWindow | None:
+        try:
+            return self.host.engines[model].poll()
+        except EngineMetricsError as exc:  # the engine reads as not ready; the log says why
+            self.telemetry.write({"event": "engine_error", "model": model, "error": str(exc)})
+            return None
+
+    def _calls(self, target_mhz: float | None, target_shares: dict[str, float], hold: bool,
+               now: float) -> list[tuple[str, tuple]]:
+        """The device and share calls to make now (after the guard)."""
+        calls: list[tuple[str, tuple]] = []
+        started_hold, self._holding = hold and not self._holding, hold
+        if hold:  # default clocks while the watchdog holds; the reset once, as the hold begins
+            return [("reset_locked_sm_clocks", ())] if started_hold else calls
+        clock = self.guard.clock(target_mhz, now) if target_mhz is not None else None
+        if clock is not None:
+            calls.append(("set_locked_sm_clocks_mhz", (clock, clock)))
+        shares = self.guard.shares(target_shares, now) if target_shares else None
+        if shares is not None:
+            self.shares.update(shares)
+            calls.append(("set_shares", (shares,)))
+        return calls
+
+    def _call(self, name: str, args: tuple) -> None:
+        target = self.host.shares if name == "set_shares" else self.host.gpu
+        getattr(target, name)(*args)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run until the duration ends or a signal stops it; restores the GPU either way.
+        Returns why it stopped."""
+        previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+        reason = "crash"
+        try:
+            self.telemetry.write({"event": "start", "controller": self.controller.name,
+                                  "controller_sha256": self.controller.sha256, "apply": self.config.apply,
+                                  "interval_s": self.config.interval_s, "models": list(self.models),
+                                  "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
+            start = self.host.clock()
+            while self.config.duration_s is None or self.host.clock() - start < self.config.duration_s - 1e-9:
+                self.step()
+                self.host.sleep(self.config.interval_s)
+            reason = "duration"
+        except Stop:
+            reason = "SIGTERM"
+        except KeyboardInterrupt:
+            reason = "SIGINT"
+        except BaseException as exc:
+            reason = f"crash: {exc!r}"
+            raise
+        finally:
+            self.restore(reason)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return reason
+
+    def restore(self, reason: str) -> None:
+        """Undo every change; record what was reset, what remains changed (nothing, or a bug) and
+        the energy since the last interval (so that the log's energy adds up to the counter's)."""
+        reset: tuple[str, ...] = ()
+        shares: tuple[str, ...] = ()
+        try:
+            reset = self.host.gpu.restore() if self.config.apply else ()
+            shares = self.host.shares.restore() if self.config.apply else ()
+        finally:
+            record: dict = {"event": "stop", "reason": reason, "t_s": self.host.clock()}
+            if self._energy is not None and self._t is not None:  # the energy since the last interval
+                record.update(dt_s=record["t_s"] - self._t,
+                              energy_j=(self.host.gpu.total_energy_mj() - self._energy) / 1e3)
+            record.update(reset=list(reset), shares_reset=list(shares), still_changed=list(self.host.gpu.changed()),
+                          watchdog_trips=self.guard.trips)
+            self.telemetry.write(record)
+            self.telemetry.close()
+
+
+def _raise_stop(signum, frame) -> None:
+    raise Stop()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+__all__ = ["DeployAgent", "DeployConfig", "Engine", "Host", "Stop"]

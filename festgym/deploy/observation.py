@@ -1,0 +1,97 @@
+"""The deploy agent's observation: ``LocalGPU-v0``'s features, from NVML and engine metrics.
+
+The feature definitions are the environments' own (:func:`festgym.envs.features.slot_vector`,
+:func:`~festgym.envs.features.gpu_vector`, :func:`~festgym.envs.features.time_features`); only
+their inputs differ. Where the simulator knows a figure exactly and a host does not, the deploy
+agent estimates it from the interval's metrics. **Assumptions:**
+
+* ``ready``: the engine's ``/metrics`` answered this interval.
+* ``share``: the share the agent last set or advised (1/n of the slots in use before that).
+* ``queue``, ``batch``, ``kv_used``: the engine's gauges (waiting, running / ``max_num_seqs``, KV use).
+* ``prefill_mix``: prompt tokens over prompt plus generated tokens in the interval (the simulator
+  takes the next iteration's mix: the same ratio, not averaged over the interval).
+* ``ttft`` and ``tbt``: the interval's 99th-percentile TTFT and inter-token latency (interpolated
+  in the engines' histogram buckets) over the SLO, estimating the simulator's peaks. The TTFT SLO
+  is the model's base ``ttft_s`` (no per-prompt-token allowance); waiting requests' age is not
+  seen (the queue feature carries them).
+* ``recency``: time since the last interval in which the engine had prompt tokens or waiting requests.
+* GPU: instant power over the default power limit, the SM clock, free memory as NVML counts it
+  (engines pre-allocate their KV cache), and the state: ``loading`` while an engine is not ready,
+  ``busy`` while any runs requests or produced tokens, else ``idle`` (a host has no parked GPUs).
+* Time of day: the host's wall clock (seconds since UTC midnight) within the training period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from festgym.cluster_gpu import BUSY, IDLE, LOADING
+from festgym.deploy.engine_metrics import EngineWindow
+from festgym.envs.features import EMPTY_SLOT, gpu_vector, slot_vector, time_features
+from festgym.gpu.device import GpuReading
+
+PEAK_QUANTILE = 0.99
+"""Quantile of an interval's latencies that stands for the simulator's peak."""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One served model: its metrics endpoint and what its features are measured against."""
+
+    model: str
+    url: str
+    """Metrics URL (``/metrics`` is added to a bare host:port)."""
+    max_num_seqs: int
+    ttft_slo_s: float
+    tbt_slo_s: float
+    slo_quantile: float = 0.9
+    """A request meets its TBT SLO when this quantile of its gaps is within ``tbt_slo_s``; the
+    watchdog applies it to each interval's TTFT and inter-token latencies."""
+
+
+def _ratio(value: float, slo: float) -> float:
+    return 0.0 if math.isnan(value) else value / slo
+
+
+def _zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, since_last_s: float) -> list[float]:
+    """One model's slot (``window`` None: the engine did not answer, so it reads as not ready)."""
+    if window is None:
+        return slot_vector(False, share, 0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, since_last_s)
+    return slot_vector(True, share, int(window.waiting), window.running / spec.max_num_seqs,
+                       _zero(window.prompt_tokens), int(_zero(window.generation_tokens)), _zero(window.kv_used),
+                       _ratio(window.ttft_s.quantile(PEAK_QUANTILE), spec.ttft_slo_s),
+                       _ratio(window.itl_s.quantile(PEAK_QUANTILE), spec.tbt_slo_s), since_last_s)
+
+
+def host_state(windows: Mapping[str, EngineWindow | None]) -> int:
+    """The GPU's state index (:data:`festgym.cluster_gpu.STATES`) from its engines' windows."""
+    if any(w is None for w in windows.values()):
+        return LOADING
+    if any(w.running > 0 or _zero(w.generation_tokens) > 0 for w in windows.values() if w is not None):
+        return BUSY
+    return IDLE
+
+
+def host_observation(slots: Sequence[EngineSpec | None], windows: Mapping[str, EngineWindow | None],
+                     shares: Mapping[str, float], since_last_s: Mapping[str, float], reading: GpuReading,
+                     tdp_w: float, clock_lo_mhz: float, clock_hi_mhz: float, time_of_day_s: float,
+                     period_s: float) -> list[float]:
+    """``LocalGPU-v0``'s observation of a host: ``slots`` in the controller's slot order (None: empty)."""
+    out: list[float] = []
+    for spec in slots:
+        out += EMPTY_SLOT if spec is None else \
+            engine_slot(spec, windows.get(spec.model), shares[spec.model], since_last_s[spec.model])
+    mem = reading.memory
+    out += gpu_vector(reading.power_mw / 1e3, tdp_w, reading.sm_clock_mhz, clock_lo_mhz, clock_hi_mhz,
+                      mem.free_bytes / mem.total_bytes, host_state(windows))
+    out += time_features(time_of_day_s, period_s)
+    return out
+
+
+__all__ = ["EngineSpec", "PEAK_QUANTILE", "engine_slot", "host_observation", "host_state"]

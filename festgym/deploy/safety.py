@@ -1,0 +1,108 @@
+"""What stands between a controller's wish and a GPU: clamping, rate limits, hysteresis and an
+SLO watchdog. Pure logic over numbers, so it is tested without a device."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from festgym.deploy.engine_metrics import EngineWindow
+from festgym.deploy.observation import EngineSpec
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Limits on how the agent changes a GPU."""
+
+    min_change_interval_s: float = 5.0
+    """A new clock or share is held at least this long before the next change (rate limit)."""
+    hysteresis_mhz: float = 50.0
+    """Clock changes smaller than this are ignored (no flapping between neighbouring clocks)."""
+    share_hysteresis: float = 0.05
+    """Share changes smaller than this (per model) are ignored."""
+    watchdog_intervals: int = 3
+    """The watchdog trips after this many consecutive intervals in which some model misses an SLO."""
+    watchdog_hold_s: float = 60.0
+    """After tripping, the default clocks stay this long before the controller acts again."""
+
+    def __post_init__(self):
+        bad = [k for k, ok in {"min_change_interval_s": self.min_change_interval_s >= 0,
+                               "hysteresis_mhz": self.hysteresis_mhz >= 0,
+                               "share_hysteresis": 0 <= self.share_hysteresis < 1,
+                               "watchdog_intervals": self.watchdog_intervals >= 1,
+                               "watchdog_hold_s": self.watchdog_hold_s >= 0}.items() if not ok]
+        if bad:
+            raise ValueError(f"SafetyConfig: out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+
+def clamp_clock(target_mhz: float, supported_mhz: Sequence[int]) -> int:
+    """The supported clock nearest to ``target_mhz`` (ties go down); outside the range, its end."""
+    ladder = sorted(supported_mhz)
+    i = bisect_left(ladder, target_mhz)
+    if i == 0:
+        return ladder[0]
+    if i == len(ladder):
+        return ladder[-1]
+    return ladder[i - 1] if target_mhz - ladder[i - 1] <= ladder[i] - target_mhz else ladder[i]
+
+
+def slo_missed(spec: EngineSpec, window: EngineWindow | None) -> bool:
+    """Whether the interval's TTFT or inter-token latency, at the SLO quantile, exceeds the SLO."""
+    if window is None:
+        return False
+    worst = ((window.ttft_s.quantile(spec.slo_quantile), spec.ttft_slo_s),
+             (window.itl_s.quantile(spec.slo_quantile), spec.tbt_slo_s))
+    return any(not math.isnan(value) and value > slo for value, slo in worst)
+
+
+class Guard:
+    """Filters the controller's settings for one GPU.
+
+    ``clock(target, now)`` and ``shares(target, now)`` return what to apply now, or None to keep
+    the current setting; ``watch(windows, now)`` runs the watchdog and says whether the GPU must
+    run at its default clocks now.
+    """
+
+    def __init__(self, config: SafetyConfig, supported_mhz: Sequence[int], engines: Sequence[EngineSpec]):
+        self.config = config
+        self.supported = tuple(sorted(supported_mhz))
+        self.engines = tuple(engines)
+        self.clock_set: int | None = None  # None: the driver's default (not locked)
+        self.shares_set: dict[str, float] = {}
+        self._clock_at = self._shares_at = -math.inf
+        self._misses = 0
+        self.tripped_until = -math.inf
+        self.trips = 0
+
+    def clock(self, target_mhz: float, now: float) -> int | None:
+        clamped = clamp_clock(target_mhz, self.supported)
+        if self.clock_set is not None and (abs(clamped - self.clock_set) < self.config.hysteresis_mhz
+                                           or now - self._clock_at < self.config.min_change_interval_s):
+            return None
+        self.clock_set, self._clock_at = clamped, now
+        return clamped
+
+    def shares(self, target: Mapping[str, float], now: float) -> dict[str, float] | None:
+        moved = any(abs(target[m] - self.shares_set.get(m, -1.0)) >= max(self.config.share_hysteresis, 1e-9)
+                    for m in target)
+        if not moved or now - self._shares_at < self.config.min_change_interval_s:
+            return None
+        self.shares_set, self._shares_at = dict(target), now
+        return dict(target)
+
+    def watch(self, windows: Mapping[str, EngineWindow | None], now: float) -> bool:
+        """Count consecutive intervals with an SLO miss; on the k-th, hold default clocks for
+        ``watchdog_hold_s``. Returns whether the hold is on."""
+        missed = any(slo_missed(spec, windows.get(spec.model)) for spec in self.engines)
+        self._misses = self._misses + 1 if missed else 0
+        if self._misses >= self.config.watchdog_intervals and now >= self.tripped_until:
+            self.tripped_until = now + self.config.watchdog_hold_s
+            self.trips += 1
+            self._misses = 0
+            self.clock_set = None  # the agent resets the clocks; the next setting is a change
+        return now < self.tripped_until
+
+
+__all__ = ["Guard", "SafetyConfig", "clamp_clock", "slo_missed"]
