@@ -11,7 +11,7 @@ import sys
 from setuptools import setup
 
 COMPILED = ["festgym/instance.py", "festgym/cluster_gpu.py", "festgym/slices.py", "festgym/simulator.py",
-            "festgym/envs/features.py", "festgym/levels.py"]
+            "festgym/envs/features.py", "festgym/envs/feature_vectors.py", "festgym/levels.py"]
 
 
 def ext_modules():

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from festgym.envs.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
+from festgym.envs.feature_vectors import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
 from festgym.errors import FestgymError
 from festgym.export import SPEC, WEIGHTS, NumpyPolicy, PolicyFileError, sha256_file
 from festgym.local_control import box_level

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from festgym import __version__
+from festgym.deploy.commands import add_commands
 from festgym.errors import FestgymError
 from festgym.paths import data_dir, profiles_dir
 
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", help="checkpoint folder")
     ex.add_argument("--out", help="output folder (default: <checkpoint>/numpy)")
     ex.set_defaults(func=cmd_export)
+    add_commands(sub)
     return parser
 
 

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from festgym.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED, Counters
 from festgym.specs import GpuSpec
+from festgym.state_names import STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.instance import Instance
     from festgym.simulator import Simulator
 
-STATES = ("busy", "loading", "idle", "waking", "parked")
-BUSY, LOADING, IDLE, WAKING, PARKED = range(5)
+BUSY, LOADING, IDLE, WAKING, PARKED = range(5)  # indices into STATES
 
 
 class Gpu:

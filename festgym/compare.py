@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from festgym.errors import FestgymError
-from festgym.cluster_gpu import STATES
+from festgym.state_names import STATES
 from festgym.plotting import figure
 from festgym.scenario import Scenario, load_scenario
 

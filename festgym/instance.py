@@ -42,8 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from festgym.simulator import Simulator
 
 # phases
-LOADING, IDLE, MIXED, DECODE, PAUSED, GONE = range(6)
-PHASE_NAMES = ("loading", "idle", "prefill", "decode", "restarting", "unloaded")
+LOADING, IDLE, MIXED, DECODE, PAUSED, GONE = range(6)  # indices into festgym.state_names.PHASE_NAMES
 
 
 class Seq:

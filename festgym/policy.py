@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
-from festgym.cluster_gpu import STATES
-from festgym.instance import PHASE_NAMES
+from festgym.state_names import PHASE_NAMES, STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.cluster_gpu import Gpu

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from festgym.cluster_gpu import STATES
+from festgym.state_names import STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.simulator import Simulator

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 
 from festgym.errors import SpecError
 from festgym.roofline import LatencyConstants, PowerConstants
@@ -72,6 +71,8 @@ def build_dataclass(kind: type, data: Mapping[str, Any] | None, source: str | Pa
 
 def read_mapping(path: str | Path) -> dict:
     """Read a YAML or JSON file that must hold a mapping at its top level."""
+    import yaml  # here, not at the top: the deploy path imports this module's dataclasses, not YAML
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(path, "<file>", "no such file")

@@ -27,7 +27,7 @@ from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.errors import FestgymError
-from festgym.gpu.device import WRITE_CALLS, GpuDevice
+from festgym.gpu.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.gpu.shares import ShareActuator
 from festgym.local_control import LevelDecoder
 
@@ -51,6 +51,13 @@ class Host:
     """Seconds, for intervals and rate limits."""
     time_of_day: Callable[[], float] = time.time
     """Seconds whose remainder by the controller's period places the time-of-day features."""
+    writer: GpuWriter | None = None
+    """Where writes go (None: ``gpu`` itself; a :class:`~festgym.deploy.actuator.RemoteWriter`
+    when a privileged actuator acts for this unprivileged process)."""
+
+    @property
+    def writes(self) -> GpuWriter:
+        return self.writer if self.writer is not None else self.gpu
 
 
 class Stop(BaseException):
@@ -157,7 +164,7 @@ class DeployAgent:
         return calls
 
     def _call(self, name: str, args: tuple) -> None:
-        target = self.host.shares if name == "set_shares" else self.host.gpu
+        target = self.host.shares if name == "set_shares" else self.host.writes
         getattr(target, name)(*args)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -196,14 +203,14 @@ class DeployAgent:
         reset: tuple[str, ...] = ()
         shares: tuple[str, ...] = ()
         try:
-            reset = self.host.gpu.restore() if self.config.apply else ()
+            reset = self.host.writes.restore() if self.config.apply else ()
             shares = self.host.shares.restore() if self.config.apply else ()
         finally:
             record: dict = {"event": "stop", "reason": reason, "t_s": self.host.clock()}
             if self._energy is not None and self._t is not None:  # the energy since the last interval
                 record.update(dt_s=record["t_s"] - self._t,
                               energy_j=(self.host.gpu.total_energy_mj() - self._energy) / 1e3)
-            record.update(reset=list(reset), shares_reset=list(shares), still_changed=list(self.host.gpu.changed()),
+            record.update(reset=list(reset), shares_reset=list(shares), still_changed=list(self.host.writes.changed()),
                           watchdog_trips=self.guard.trips)
             self.telemetry.write(record)
             self.telemetry.close()

@@ -27,11 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from festgym.cluster_gpu import BUSY, IDLE, LOADING
 from festgym.deploy.engine_metrics import EngineWindow
-from festgym.envs.features import EMPTY_SLOT, gpu_vector, slot_vector, time_features
+from festgym.envs.feature_vectors import EMPTY_SLOT, gpu_vector, slot_vector, time_features
 from festgym.gpu.device import GpuReading
+from festgym.state_names import STATES
 
+BUSY, LOADING, IDLE = (STATES.index(s) for s in ("busy", "loading", "idle"))
 PEAK_QUANTILE = 0.99
 """Quantile of an interval's latencies that stands for the simulator's peak."""
 
@@ -70,7 +71,7 @@ def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, sin
 
 
 def host_state(windows: Mapping[str, EngineWindow | None]) -> int:
-    """The GPU's state index (:data:`festgym.cluster_gpu.STATES`) from its engines' windows."""
+    """The GPU's state index (:data:`festgym.state_names.STATES`) from its engines' windows."""
     if any(w is None for w in windows.values()):
         return LOADING
     if any(w.running > 0 or _zero(w.generation_tokens) > 0 for w in windows.values() if w is not None):

@@ -10,8 +10,12 @@ ENV_IDS = {
 
 
 def register_envs() -> None:
-    """Register every festgym environment id with Gymnasium (idempotent)."""
-    import gymnasium
+    """Register every festgym environment id with Gymnasium (idempotent). Without Gymnasium
+    (a deploy-only install: numpy, nvidia-ml-py, prometheus-client) there is nothing to register."""
+    try:
+        import gymnasium
+    except ImportError:
+        return
 
     for env_id, entry_point in ENV_IDS.items():
         if env_id not in gymnasium.registry:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Protocol
 
 from festgym.errors import FestgymError
 
@@ -115,11 +116,28 @@ WRITE_CALLS = {
 
 # --- the interface -------------------------------------------------------------------------------
 
+class GpuWriter(Protocol):
+    """The write side of a GPU: a :class:`GpuDevice`, or a remote actuator acting for one."""
+
+    def set_locked_sm_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None: ...
+
+    def reset_locked_sm_clocks(self) -> None: ...
+
+    def set_power_limit_mw(self, limit_mw: int) -> None: ...
+
+    def reset_power_limit(self) -> None: ...
+
+    def changed(self) -> tuple[str, ...]: ...
+
+    def restore(self) -> tuple[str, ...]: ...
+
+
 class GpuDevice(abc.ABC):
     """One GPU. Reads are cheap and need no privileges; writes may raise :class:`NoPermission`."""
 
     index: int
-    """The GPU's index as festgym numbers it (after ``CUDA_VISIBLE_DEVICES``)."""
+    """The GPU's index as festgym numbers it: the i-th of ``CUDA_VISIBLE_DEVICES`` (NVML counts in
+    PCI bus order, as CUDA does with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``)."""
 
     # reads
     @abc.abstractmethod
@@ -194,7 +212,8 @@ class GpuDevice(abc.ABC):
 
     @abc.abstractmethod
     def reset_power_limit(self) -> None:
-        """Back to the default power limit."""
+        """Back to the limit in force before this object's first change (nothing if it made none):
+        an operator's own limit survives festgym."""
 
     @abc.abstractmethod
     def changed(self) -> tuple[str, ...]:
@@ -221,8 +240,12 @@ class GpuDevice(abc.ABC):
         """The row ``festgym gpu info`` prints."""
         mem = self.memory()
         lo, hi = self.power_limit_constraints_mw()
+        try:
+            sm_count: int | str = self.sm_count()
+        except NotSupported:  # NVML reads it through an attribute query some GPUs do not answer
+            sm_count = "n/a"
         clocks = self.supported_sm_clocks_mhz()
-        return {"index": self.index, "name": self.name(), "uuid": self.uuid(), "sm_count": self.sm_count(),
+        return {"index": self.index, "name": self.name(), "uuid": self.uuid(), "sm_count": sm_count,
                 "memory_total_mib": mem.total_bytes // 2**20, "memory_used_mib": mem.used_bytes // 2**20,
                 "power_w": round(self.power_instant_mw() / 1e3, 1),
                 "power_limit_w": round(self.power_limit_mw() / 1e3, 1),
@@ -234,5 +257,5 @@ class GpuDevice(abc.ABC):
                 "clock_events": ",".join(self.clock_events()) or "none"}
 
 
-__all__ = ["CLOCK_EVENTS", "WRITE_CALLS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "InvalidArgument",
+__all__ = ["CLOCK_EVENTS", "WRITE_CALLS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "GpuWriter", "InvalidArgument",
            "MemoryInfo", "NoPermission", "NotSupported", "NvmlUnavailable", "Utilization", "clock_event_names"]

@@ -291,10 +291,11 @@ class NvmlGpu(GpuDevice):
         self._power_limit_set_mw = limit_mw
 
     def reset_power_limit(self) -> None:
-        default = self.default_power_limit_mw()
-        if self.power_limit_mw() != default:
-            self._call(f"reset power limit to the default {default} mW", "nvmlDeviceSetPowerManagementLimit",
-                       default)
+        original = self._original_power_limit_mw
+        if original is None:
+            return
+        if self.power_limit_mw() != original:
+            self._call(f"restore power limit {original} mW", "nvmlDeviceSetPowerManagementLimit", original)
         self._original_power_limit_mw = self._power_limit_set_mw = None
 
     def changed(self) -> tuple[str, ...]:

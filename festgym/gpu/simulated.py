@@ -149,7 +149,7 @@ class SimulatedGpu(GpuDevice):
         gpu.update(self.sim.now)
 
     def reset_power_limit(self) -> None:
-        self.set_power_limit_mw(self._default_limit_mw)
+        self.set_power_limit_mw(self._default_limit_mw)  # the simulated GPU starts at its default
 
     def changed(self) -> tuple[str, ...]:
         return (("locked_sm_clocks",) if self._locked is not None else ()) + \
