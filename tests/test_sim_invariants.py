@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from festgym import gpu as gpu_module
+from festgym import cluster_gpu as gpu_module
 from festgym.policy import BasePolicy, GpuControl, Migrate, Park, Unload, Wake
 from festgym.serving import EngineConfig, ModelServing, Slo
 from festgym.simulator import SimConfig, Simulator

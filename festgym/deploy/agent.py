@@ -98,7 +98,6 @@ class DeployAgent:
         supported = host.gpu.supported_sm_clocks_mhz()
         self.decoder = LevelDecoder({"host": supported}, face.clock_levels, face.share_levels, face.batch_caps)
         self.clock_hi = max(supported)
-        self.default_mhz = host.gpu.sm_clock_mhz()
         self.tdp_w = host.gpu.default_power_limit_mw() / 1e3
         self.guard = Guard(config.safety, supported, engines)
         self.slots: list[EngineSpec | None] = list(engines) + [None] * (face.slots - len(engines))
@@ -109,6 +108,14 @@ class DeployAgent:
         self._holding = False
 
     # --- one interval --------------------------------------------------------------------------------
+
+    def prime(self) -> float:
+        """Take the baselines the first interval is measured from: the energy counter and each
+        engine's metrics (an engine's first scrape gives no window). Returns the time."""
+        self._energy, self._t = self.host.gpu.total_energy_mj(), self.host.clock()
+        for model in self.models:
+            self._poll(model)
+        return self._t
 
     def step(self) -> dict:
         """Read, decide, act; returns the interval's record."""
@@ -170,8 +177,8 @@ class DeployAgent:
     # --- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> str:
-        """Run until the duration ends or a signal stops it; restores the GPU either way.
-        Returns why it stopped."""
+        """Prime, then every interval sleep and :meth:`step`, until the duration ends or a signal
+        stops it; restores the GPU either way. Returns why it stopped."""
         previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
         reason = "crash"
         try:
@@ -179,10 +186,10 @@ class DeployAgent:
                                   "controller_sha256": self.controller.sha256, "apply": self.config.apply,
                                   "interval_s": self.config.interval_s, "models": list(self.models),
                                   "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
-            start = self.host.clock()
+            start = self.prime()
             while self.config.duration_s is None or self.host.clock() - start < self.config.duration_s - 1e-9:
-                self.step()
                 self.host.sleep(self.config.interval_s)
+                self.step()
             reason = "duration"
         except Stop:
             reason = "SIGTERM"

@@ -1,0 +1,313 @@
+"""The deploy agent end to end on a simulated host: energy bookkeeping, restore on every exit
+path, dry run, the safety guard, the observation against the environment's, the numpy-only
+import path, and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from festgym.checkpoint import LocalController
+from festgym.cli import main
+from festgym.deploy.agent import DeployAgent, DeployConfig
+from festgym.deploy.engine_metrics import Histogram, window, parse_metrics, render_metrics
+from festgym.deploy.observation import EngineSpec, host_observation
+from festgym.deploy.safety import Guard, SafetyConfig, clamp_clock
+from festgym.deploy.simhost import SimulatedHost, gap_histogram
+from festgym.deploy.telemetry import Telemetry
+from festgym.export import PolicyFileError
+from festgym.gpu.device import NoPermission
+from festgym.local_control import LevelDecoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def agent_on(host: SimulatedHost, duration_s: float, apply: bool = True, policy: str = "ppo-local",
+             safety: SafetyConfig | None = None) -> tuple[DeployAgent, io.StringIO]:
+    log = io.StringIO()
+    config = DeployConfig(interval_s=1.0, duration_s=duration_s, apply=apply, safety=safety or SafetyConfig())
+    return DeployAgent(host.host, LocalController(policy), host.engine_specs(), config, Telemetry(stream=log)), log
+
+
+def records(log: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in log.getvalue().splitlines()]
+
+
+# --- end to end --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["ppo-local", "sac-local"])
+def test_the_logs_energy_is_the_simulators(policy):
+    host = SimulatedHost("default", seed=1, duration_s=61.0)
+    agent, log = agent_on(host, 60.0, policy=policy)
+    assert agent.run() == "duration"
+    out = records(log)
+    intervals = [r for r in out if r["event"] == "interval"]
+    assert len(intervals) == 60 and out[0]["event"] == "start" and out[-1]["event"] == "stop"
+    logged_j = sum(r.get("energy_j", 0.0) for r in out)
+    result = host.sim.result()
+    assert host.sim.now == pytest.approx(60.0)
+    assert logged_j == pytest.approx(result.gpus.energy_kwh.sum() * 3.6e6, abs=1e-3)  # mJ counter resolution
+    assert result.summary["requests"] > 100  # the engines served the workload
+    # the controller acted: clocks other than the default, within the supported ladder
+    assert {r["sm_clock_mhz"] for r in intervals} - {1980}
+    assert all(c["nvml"] for r in intervals for c in r["calls"])
+    assert out[-1]["still_changed"] == [] and host.gpu.changed() == ()
+
+
+def test_a_dry_run_changes_nothing_even_without_privileges():
+    host = SimulatedHost("default", seed=0, duration_s=31.0, privileged=False)
+    agent, log = agent_on(host, 30.0, apply=False)
+    agent.run()
+    intervals = [r for r in records(log) if r["event"] == "interval"]
+    assert {r["sm_clock_mhz"] for r in intervals} == {1980}
+    assert not any(r["applied"] for r in intervals)
+    planned = [c["call"] for r in intervals for c in r["calls"]]
+    assert "set_locked_sm_clocks_mhz" in planned  # it says what it would do
+
+
+def test_applying_without_privileges_fails_clearly_and_restores():
+    host = SimulatedHost("default", seed=0, duration_s=31.0, privileged=False)
+    agent, log = agent_on(host, 30.0)
+    with pytest.raises(NoPermission, match="no permission"):
+        agent.run()
+    assert records(log)[-1]["reason"].startswith("crash: NoPermission")
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_crash_restores_the_gpu_and_propagates(monkeypatch):
+    host = SimulatedHost("default", seed=0, duration_s=61.0)
+    agent, log = agent_on(host, 60.0, safety=SafetyConfig(min_change_interval_s=0.0))
+    levels, calls = agent.controller.levels, []
+
+    def flaky(obs):
+        calls.append(1)
+        if len(calls) == 20:
+            raise Boom("controller failed")
+        return [0] + levels(obs)[1:]  # the lowest clock: a change to undo
+
+    monkeypatch.setattr(agent.controller, "levels", flaky)
+    with pytest.raises(Boom):
+        agent.run()
+    stop = records(log)[-1]
+    assert stop["reason"].startswith("crash: Boom") and "locked_sm_clocks" in stop["reset"]
+    assert host.gpu.changed() == () and stop["still_changed"] == []
+    host.sim.advance(host.sim.now + 1.0)
+    assert host.gpu.sm_clock_mhz() == host.gpu.spec.default_sm_clock_mhz
+
+
+@pytest.mark.parametrize("signum, reason", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
+def test_a_signal_stops_the_loop_and_restores(signum, reason, monkeypatch):
+    host = SimulatedHost("default", seed=0, duration_s=121.0)
+    agent, log = agent_on(host, 120.0, safety=SafetyConfig(min_change_interval_s=0.0))
+    poll, polls = host.engines["Llama-3.2-3B"].poll, []
+
+    def poll_then_signal():
+        polls.append(1)
+        if len(polls) == 15:
+            os.kill(os.getpid(), signum)
+        return poll()
+
+    monkeypatch.setattr(host.engines["Llama-3.2-3B"], "poll", poll_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert agent.run() == reason
+    assert signal.getsignal(signal.SIGTERM) is previous  # the agent's handler is gone again
+    stop = records(log)[-1]
+    assert stop["reason"] == reason and stop["still_changed"] == [] and host.gpu.changed() == ()
+    assert host.sim.now < 20.0
+
+
+def test_sigterm_to_the_process_restores(tmp_path):
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "festgym", "deploy", "--simulate", "default", "--apply",
+                             "--duration", "100000", "--log", str(log), "--min-change-interval", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # wait until it has acted
+            if proc.poll() is not None or log.exists() and '"set_locked_sm_clocks_mhz"' in log.read_text():
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    stop = json.loads(log.read_text().splitlines()[-1])
+    assert proc.returncode == 0, err
+    assert stop["event"] == "stop" and stop["reason"] == "SIGTERM" and stop["still_changed"] == []
+    assert "stopped (SIGTERM)" in out
+
+
+# --- safety ---------------------------------------------------------------------------------------------
+
+
+def test_clamp_clock_snaps_to_supported_clocks():
+    ladder = [210, 225, 240, 1980]
+    assert [clamp_clock(x, ladder) for x in (0, 217.5, 218, 232, 5000, 1100)] == [210, 210, 225, 225, 1980, 240]
+
+
+def spec(model="m"):
+    return EngineSpec(model, "sim://m", 64, ttft_slo_s=0.5, tbt_slo_s=0.1)
+
+
+def latency_window(ttft: list[float], itl: list[float]):
+    text = render_metrics("vllm", "m", {"running": 1, "waiting": 0}, {},
+                          {"ttft_s": Histogram.from_values((0.1, 0.25, 0.5, 1.0), ttft),
+                           "itl_s": Histogram.from_values((0.05, 0.1, 0.2), itl)})
+    return window(None, parse_metrics(text))
+
+
+def test_guard_rate_limits_and_ignores_small_moves():
+    guard = Guard(SafetyConfig(min_change_interval_s=5.0, hysteresis_mhz=50.0), range(210, 1981, 15), [spec()])
+    assert guard.clock(1402, now=0.0) == 1395  # first setting: at once, clamped
+    assert guard.clock(1200, now=2.0) is None  # too soon
+    assert guard.clock(1425, now=10.0) is None  # too small a move
+    assert guard.clock(1200, now=10.0) == 1200
+    assert guard.shares({"a": 0.5, "b": 0.5}, now=0.0) == {"a": 0.5, "b": 0.5}
+    assert guard.shares({"a": 0.52, "b": 0.48}, now=20.0) is None  # within the share hysteresis
+    assert guard.shares({"a": 0.75, "b": 0.25}, now=1.0) is None  # too soon
+    assert guard.shares({"a": 0.75, "b": 0.25}, now=6.0) == {"a": 0.75, "b": 0.25}
+
+
+def test_watchdog_trips_after_k_missed_intervals_and_holds():
+    guard = Guard(SafetyConfig(watchdog_intervals=3, watchdog_hold_s=10.0), range(210, 1981, 15), [spec()])
+    good, late_ttft, late_itl = latency_window([0.2] * 9, [0.02] * 9), latency_window([0.9] * 9, []), \
+        latency_window([], [0.15] * 9)
+    assert not guard.watch({"m": late_ttft}, 0.0) and not guard.watch({"m": late_itl}, 1.0)
+    assert not guard.watch({"m": good}, 2.0)  # the streak is broken
+    assert [guard.watch({"m": late_itl}, t) for t in (3.0, 4.0, 5.0)] == [False, False, True]
+    assert guard.trips == 1 and guard.watch({"m": good}, 14.0) and not guard.watch({"m": good}, 15.0)
+    assert not guard.watch({"m": None}, 16.0)  # an engine that did not answer is not a miss
+
+
+def test_the_watchdog_resets_clocks_in_the_agent():
+    host = SimulatedHost("default", seed=0, duration_s=41.0, rate_rps=40.0)  # overload: SLOs fail
+    agent, log = agent_on(host, 40.0, safety=SafetyConfig(min_change_interval_s=0.0, watchdog_hold_s=15.0))
+    agent.run()
+    intervals = [r for r in records(log) if r["event"] == "interval"]
+    held = [r for r in intervals if r["watchdog"]]
+    assert held and agent.guard.trips >= 1
+    first = held[0]
+    assert [c["call"] for c in first["calls"]] == ["reset_locked_sm_clocks"]
+    assert all(not r["calls"] for r in held[1:15])  # no controller changes while held
+
+
+# --- the observation ---------------------------------------------------------------------------------
+
+
+def test_the_host_observation_matches_the_environments_where_both_know_the_figure():
+    host = SimulatedHost("default", seed=3, duration_s=50.0)
+    controller = LocalController("ppo-local")
+    engines = host.engine_specs()
+    host.sim.advance(29.0)  # loaded by now
+    for e in host.engines.values():
+        e.poll()
+    host.sim.advance(30.0)
+    windows = {m: e.poll() for m, e in host.engines.items()}
+    gpu = host.sim.gpus[0]
+    decoder = LevelDecoder({"h": gpu.spec.sm_clocks_mhz}, controller.interface.clock_levels, 4)
+    shares = {i.name: i.share for i in gpu.instances}
+    ours = host_observation(engines, windows, shares, {m: 1.0 for m in shares}, host.gpu.read(), gpu.spec.tdp_w,
+                            decoder.clock_lo["h"], gpu.spec.max_sm_clock_mhz, host.sim.now,
+                            controller.interface.period_s)
+    env = gpu.view.observe([0, 1], host.sim.now, decoder.clock_lo["h"], controller.interface.period_s)
+    assert len(ours) == len(env) == controller.interface.n_obs
+    exact = [k * 10 + f for k in range(2) for f in (0, 1, 2, 3, 6)] + [20, 21, 28, 29]  # resident, ready, share,
+    # queue, kv_used per slot; power, clock; time of day
+    assert np.allclose(np.array(ours)[exact], np.array(env)[exact], atol=1e-6)
+
+
+def test_gap_histogram_counts_every_gap_in_closed_form():
+    rng = np.random.default_rng(0)
+    rows = np.zeros((200, 6))
+    rows[:, 1] = rng.uniform(0.002, 0.2, 200)  # g0
+    rows[:, 2] = np.where(rng.random(200) < 0.3, 0.0, rng.uniform(0, 1e-3, 200))  # dg
+    rows[:, 3] = rng.integers(1, 40, 200)  # n
+    rows[:, 4] = rng.integers(1, 9, 200)  # batch
+    bounds = (0.01, 0.025, 0.05, 0.1, 0.2)
+    gaps = np.concatenate([np.repeat(g0 + dg * np.arange(int(n)), int(b)) for _, g0, dg, n, b, _ in rows])
+    assert gap_histogram(rows, bounds) == pytest.approx(Histogram.from_values(bounds, gaps))
+
+
+# --- numpy alone ---------------------------------------------------------------------------------------
+
+NUMPY_ONLY = """
+import sys, importlib.abc, io, json
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pandas", "yaml", "gymnasium", "torch", "matplotlib", "scipy", "stable_baselines3"}:
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+from festgym.checkpoint import LocalController
+from festgym.deploy.agent import DeployAgent, DeployConfig, Host
+from festgym.deploy.engine_metrics import EngineScraper, parse_metrics, render_metrics
+from festgym.deploy.observation import EngineSpec
+from festgym.deploy.telemetry import Telemetry
+from festgym.gpu.nvml import NvmlGpu
+from festgym.gpu.shares import AdvisoryShares
+from tests.deploy_fakes import FakeGpu
+import festgym.deploy.actuator
+class Engine(EngineScraper):
+    def scrape(self):
+        return parse_metrics(render_metrics("vllm", "m", {"running": 3, "waiting": 1}, {}, {}))
+log = io.StringIO()
+host = Host(FakeGpu(), {"m": Engine("sim://m")}, AdvisoryShares(), sleep=lambda s: None)
+agent = DeployAgent(host, LocalController("ppo-local"), [EngineSpec("m", "sim://m", 64, 0.5, 0.1)],
+                    DeployConfig(duration_s=0.0), Telemetry(stream=log))
+agent.step(); agent.step()
+print(json.loads(log.getvalue().splitlines()[-1])["levels"])
+"""
+
+
+def test_the_deploy_path_runs_with_numpy_alone():
+    done = subprocess.run([sys.executable, "-c", NUMPY_ONLY], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3
+
+
+# --- CLI and checkpoints --------------------------------------------------------------------------------
+
+
+def test_cli_deploy_simulated_and_gpu_info(tmp_path, capsys):
+    log = tmp_path / "d.jsonl"
+    assert main(["deploy", "--simulate", "default", "--duration", "10", "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "dry run" in out and "energy_kj" in out and "Llama-3.1-8B" in out
+    assert main(["gpu", "info", "--simulate", "default", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)[0]
+    assert info["name"] == "H100-SXM-80GB" and info["sm_count"] == 132 and info["power_limit_w"] == 700.0
+
+
+def test_a_pinned_hash_that_differs_is_refused(tmp_path, capsys):
+    assert main(["deploy", "--simulate", "default", "--sha256", "0" * 64, "--log", str(tmp_path / "x")]) == 2
+    assert "is not the pinned" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_tampered_export_is_refused(tmp_path):
+    import shutil
+
+    folder = shutil.copytree(LocalController("ppo-local").folder, tmp_path / "ppo")
+    spec = json.loads((folder / "numpy" / "policy.json").read_text())
+    spec["layers"][0] = "relu"  # a changed network description, weights untouched
+    (folder / "numpy" / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(PolicyFileError, match="SHA-256 differs"):
+        LocalController(folder)
+
+
+def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
+    assert main(["deploy", "--duration", "1"]) == 2
+    assert "--engine MODEL=http" in capsys.readouterr().err
+    assert main(["deploy", "--engine", "Nope-7B=http://localhost:1"]) == 2
+    assert "not in scenario" in capsys.readouterr().err
