@@ -64,6 +64,17 @@ def test_the_logs_energy_is_the_simulators(policy):
     assert out[-1]["still_changed"] == [] and host.gpu.changed() == ()
 
 
+def test_cli_apply_on_the_simulated_host_logs_the_simulators_energy(tmp_path, capsys):
+    log = tmp_path / "apply.jsonl"
+    assert main(["deploy", "--simulate", "default", "--apply", "--duration", "60", "--log", str(log)]) == 0
+    out = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum(r["event"] == "interval" for r in out) == 60
+    simulator = next(r for r in out if r["event"] == "simulator")
+    assert sum(r.get("energy_j", 0.0) for r in out if r["event"] != "simulator") == \
+        pytest.approx(simulator["energy_j"], abs=1e-3)
+    assert "simulator_energy_kj" in capsys.readouterr().out
+
+
 def test_a_dry_run_changes_nothing_even_without_privileges():
     host = SimulatedHost("default", seed=0, duration_s=31.0, privileged=False)
     agent, log = agent_on(host, 30.0, apply=False)
@@ -143,7 +154,7 @@ def test_sigterm_to_the_process_restores(tmp_path):
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    stop = json.loads(log.read_text().splitlines()[-1])
+    stop = next(r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "stop")
     assert proc.returncode == 0, err
     assert stop["event"] == "stop" and stop["reason"] == "SIGTERM" and stop["still_changed"] == []
     assert "stopped (SIGTERM)" in out

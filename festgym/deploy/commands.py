@@ -125,6 +125,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
           f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds through the restore
     reason = agent.run()
+    if args.simulate:  # the simulator's own account, beside the agent's
+        result = simulated.sim.result()
+        Telemetry(log).write({"event": "simulator", "energy_j": float(result.gpus.energy_kwh.sum() * 3.6e6),
+                              **{k: result.summary[k] for k in ("requests", "finished", "slo_attainment",
+                                                                "ttft_attainment", "tbt_attainment")}})
     print(f"stopped ({reason})")
     return _print_summary(log, args.json)
 

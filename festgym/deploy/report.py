@@ -28,6 +28,15 @@ def read_log(path: str | Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     return records, pd.json_normalize(intervals, sep=".")
 
 
+def _simulator(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A simulated host's own account (energy in kJ, SLO attainment), prefixed ``simulator_``."""
+    out: dict[str, Any] = {}
+    for record in (r for r in records if r.get("event") == "simulator"):
+        out["simulator_energy_kj"] = round(record["energy_j"] / 1e3, 3)
+        out.update((f"simulator_{k}", v) for k, v in record.items() if k not in ("event", "energy_j"))
+    return out
+
+
 def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """The run's figures (energy, power, clocks, decision latency, actions, how it stopped) and
     one row per model (readiness, SLO figures)."""
@@ -47,6 +56,7 @@ def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
             "calls": int(calls.sum()), "watchdog_intervals": int(frame["watchdog"].sum()),
             "engine_errors": sum(r.get("event") == "engine_error" for r in records),
             "stop": stops[-1].get("reason") if stops else "none (killed?)",
+            **_simulator(records),
             "still_changed": ",".join(stops[-1].get("still_changed", [])) if stops else "unknown"}
     rows = []
     for model in start.get("models", []):

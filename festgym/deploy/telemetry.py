@@ -2,7 +2,8 @@
 
 Records (``event``): ``start`` (controller, its SHA-256, mode, the GPU), ``interval`` (one per
 control interval, below), ``engine_error`` (a scrape that failed: the engine reads as not ready),
-``stop`` (why, and what was restored). An interval record holds ``t_s``; ``dt_s`` and
+``stop`` (why, what was restored, the energy since the last interval) and, on a simulated host,
+``simulator`` (the simulator's own energy and SLO attainment). An interval record holds ``t_s``; ``dt_s`` and
 ``energy_j`` since the previous interval (from the GPU's energy counter; absent on the first);
 ``power_w`` (instant) and ``avg_power_w`` (energy / dt); ``sm_clock_mhz`` (read) and
 ``target_clock_mhz`` (the controller's wish); ``shares``; the action's ``levels``; per model its
