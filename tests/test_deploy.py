@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -317,8 +318,26 @@ def test_a_tampered_export_is_refused(tmp_path):
         LocalController(folder)
 
 
+def test_bad_settings_are_named(capsys):
+    assert main(["deploy", "--simulate", "default", "--interval", "0"]) == 2
+    assert "DeployConfig.interval_s: out of range (0.0)" in capsys.readouterr().err
+    assert main(["deploy", "--simulate", "default", "--watchdog-intervals", "0"]) == 2
+    assert "SafetyConfig.watchdog_intervals" in capsys.readouterr().err
+
+
 def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
     assert main(["deploy", "--duration", "1"]) == 2
     assert "--engine MODEL=http" in capsys.readouterr().err
     assert main(["deploy", "--engine", "Nope-7B=http://localhost:1"]) == 2
     assert "not in scenario" in capsys.readouterr().err
+    import pynvml
+
+    from festgym.gpu import nvml
+
+    missing = pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    with mock.patch("pynvml.nvmlInit", autospec=True, side_effect=missing):
+        monkeypatch.setattr(nvml, "_initialised", False)  # as on a host whose driver is missing
+        for argv in (["gpu", "info"], ["deploy", "--engine", "Llama-3.1-8B=http://127.0.0.1:1", "--duration", "1"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert "no NVIDIA driver was found" in err and "festgym deploy --simulate" in err

@@ -353,7 +353,8 @@ def test_deploy_agent_writes_through_actuator(serve):
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     intervals = [r for r in records if r["event"] == "interval"]
     assert len(intervals) == 20
-    locks = [(k, c["args"]) for k, r in enumerate(intervals) for c in r["calls"] if c["call"] == "set_locked_sm_clocks_mhz"]
+    locks = [(k, c["args"]) for k, r in enumerate(intervals) for c in r["calls"]
+             if c["call"] == "set_locked_sm_clocks_mhz"]
     assert locks, "the controller never locked the clocks"
     k, (lo, hi) = locks[0]
     assert intervals[k]["applied"] is True

@@ -30,6 +30,7 @@ from festgym.errors import FestgymError
 from festgym.gpu.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.gpu.shares import ShareActuator
 from festgym.local_control import LevelDecoder
+from festgym.specs import check_ranges
 
 
 class Engine(Protocol):
@@ -75,6 +76,10 @@ class DeployConfig:
     apply: bool = False
     """Act on the GPU; False (the default) only logs the calls it would make."""
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self):
+        check_ranges(self, {"interval_s": self.interval_s > 0,
+                            "duration_s": self.duration_s is None or self.duration_s >= 0})
 
 
 class DeployAgent:

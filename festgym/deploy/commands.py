@@ -113,9 +113,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     else:
         duration = args.duration
         host, specs = _real_host(args)
-    safety = SafetyConfig(args.min_change_interval, args.hysteresis_mhz, args.share_hysteresis,
-                          args.watchdog_intervals, args.watchdog_hold)
-    config = DeployConfig(args.interval, duration, args.apply, safety)
+    try:
+        safety = SafetyConfig(args.min_change_interval, args.hysteresis_mhz, args.share_hysteresis,
+                              args.watchdog_intervals, args.watchdog_hold)
+        config = DeployConfig(args.interval, duration, args.apply, safety)
+    except ValueError as exc:
+        raise FestgymError(f"deploy: {exc}") from None
     log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     agent = DeployAgent(host, controller, specs, config, Telemetry(log))

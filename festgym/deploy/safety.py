@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec
+from festgym.specs import check_ranges
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,11 @@ class SafetyConfig:
     """After tripping, the default clocks stay this long before the controller acts again."""
 
     def __post_init__(self):
-        bad = [k for k, ok in {"min_change_interval_s": self.min_change_interval_s >= 0,
-                               "hysteresis_mhz": self.hysteresis_mhz >= 0,
-                               "share_hysteresis": 0 <= self.share_hysteresis < 1,
-                               "watchdog_intervals": self.watchdog_intervals >= 1,
-                               "watchdog_hold_s": self.watchdog_hold_s >= 0}.items() if not ok]
-        if bad:
-            raise ValueError(f"SafetyConfig: out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        check_ranges(self, {"min_change_interval_s": self.min_change_interval_s >= 0,
+                            "hysteresis_mhz": self.hysteresis_mhz >= 0,
+                            "share_hysteresis": 0 <= self.share_hysteresis < 1,
+                            "watchdog_intervals": self.watchdog_intervals >= 1,
+                            "watchdog_hold_s": self.watchdog_hold_s >= 0})
 
 
 def clamp_clock(target_mhz: float, supported_mhz: Sequence[int]) -> int:
