@@ -25,12 +25,12 @@ def test_advisory_records_and_never_applies(monkeypatch):
     shares = AdvisoryShares()
     assert isinstance(shares, ShareActuator) and shares.applies is False
     applied = []
-    monkeypatch.setattr(shares, "_apply", applied.append)
+    monkeypatch.setattr(shares, "_apply_one", lambda model, share: applied.append((model, share)))
     shares.set_shares({"a": 0.5, "b": 0.25})
     assert shares.shares == {"a": 0.5, "b": 0.25}
-    assert applied == [{"a": 0.5, "b": 0.25}]  # set_shares hands it the change, which it ignores
+    assert applied == [("a", 0.5), ("b", 0.25)]  # set_shares hands it the change, which it ignores
     assert shares.restore() == ("a", "b")
-    assert applied == [{"a": 0.5, "b": 0.25}]  # restore applies nothing when advisory
+    assert applied == [("a", 0.5), ("b", 0.25)]  # restore applies nothing when advisory
     assert shares.shares == {}
 
 
@@ -159,9 +159,6 @@ def test_mps_model_without_server_pid(mps):
     assert sent() == [] and shares.shares == {}
 
 
-@pytest.mark.xfail(strict=True, reason="festgym/gpu/shares.py ShareActuator.set_shares(): self.shares is updated "
-                   "only after _apply() succeeds for every model, so when MpsShares._apply fails part-way the "
-                   "models already set are not recorded and restore() never gives them 100% back")
 def test_mps_partial_failure_still_restored(mps):
     _, sent = mps
     shares = MpsShares({"a": 111})

@@ -41,18 +41,20 @@ def handle(device: GpuDevice, line: bytes) -> dict[str, Any]:
     """One request -> its reply (every failure becomes an error reply, never an exception)."""
     try:
         request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ActuatorError(f'expected a JSON object {{"op": NAME, "args": [...]}}, got {line[:200]!r}')
         op, args = request.get("op"), request.get("args", [])
+        if not isinstance(op, str) or op not in WRITES and op not in QUERIES:
+            raise ActuatorError(f"unknown op {op!r}; allowed: {', '.join([*WRITES, *QUERIES])}")
+        if op == "restore":
+            return {"ok": True, "reset": list(device.restore()), "changed": list(device.changed())}
         if op in WRITES:
             if not isinstance(args, list) or len(args) != WRITES[op] or \
                     not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
                 raise ActuatorError(f"{op} takes {WRITES[op]} integer argument(s), got {args!r}")
             getattr(device, op)(*args)
-        elif op == "restore":
-            return {"ok": True, "reset": list(device.restore()), "changed": list(device.changed())}
-        elif op != "changed":
-            raise ActuatorError(f"unknown op {op!r}; allowed: {', '.join([*WRITES, *QUERIES])}")
         return {"ok": True, "changed": list(device.changed())}
-    except (FestgymError, ValueError, AttributeError) as exc:
+    except (FestgymError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
         return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
 
 
@@ -136,8 +138,12 @@ class RemoteWriter:
         return tuple(self._ask("restore")["reset"])
 
     def close(self) -> None:
-        self._file.close()
-        self._sock.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the actuator is gone: a buffered request cannot be delivered, and need not be
+        finally:
+            self._sock.close()
 
 
 __all__ = ["ActuatorError", "ActuatorServer", "QUERIES", "RemoteWriter", "WRITES", "handle"]

@@ -210,22 +210,33 @@ class DeployAgent:
         return reason
 
     def restore(self, reason: str) -> None:
-        """Undo every change; record what was reset, what remains changed (nothing, or a bug) and
-        the energy since the last interval (so that the log's energy adds up to the counter's)."""
-        reset: tuple[str, ...] = ()
-        shares: tuple[str, ...] = ()
-        try:
-            reset = self.host.writes.restore() if self.config.apply else ()
-            shares = self.host.shares.restore() if self.config.apply else ()
-        finally:
-            record: dict = {"event": "stop", "reason": reason, "t_s": self.host.clock()}
-            if self._energy is not None and self._t is not None:  # the energy since the last interval
-                record.update(dt_s=record["t_s"] - self._t,
-                              energy_j=(self.host.gpu.total_energy_mj() - self._energy) / 1e3)
-            record.update(reset=list(reset), shares_reset=list(shares), still_changed=list(self.host.writes.changed()),
-                          watchdog_trips=self.guard.trips)
-            self.telemetry.write(record)
-            self.telemetry.close()
+        """Undo every change; record what was reset, what remains changed (nothing, or a bug), any
+        failure to restore, and the energy since the last interval (so that the log's energy adds
+        up to the counter's). Each part is tried even if another fails; the first failure is
+        raised once the record is written."""
+        record: dict = {"event": "stop", "reason": reason, "t_s": self.host.clock(), "reset": [], "shares_reset": []}
+        errors: list[BaseException] = []
+
+        def attempt(key: str, action: Callable[[], object]) -> None:
+            try:
+                value = action()
+                record[key] = list(value) if isinstance(value, tuple) else value
+            except Exception as exc:  # noqa: BLE001 - recorded, then raised below
+                errors.append(exc)
+                record.setdefault("restore_errors", []).append(f"{key}: {exc}")
+
+        if self.config.apply:
+            attempt("reset", self.host.writes.restore)
+            attempt("shares_reset", self.host.shares.restore)
+        if self._energy is not None and self._t is not None:  # the energy since the last interval
+            record["dt_s"] = record["t_s"] - self._t
+            attempt("energy_j", lambda: (self.host.gpu.total_energy_mj() - self._energy) / 1e3)
+        attempt("still_changed", self.host.writes.changed)
+        record["watchdog_trips"] = self.guard.trips
+        self.telemetry.write(record)
+        self.telemetry.close()
+        if errors:
+            raise errors[0]
 
 
 def _raise_stop(signum, frame) -> None:

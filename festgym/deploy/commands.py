@@ -141,8 +141,10 @@ def _print_summary(log: Path, as_json: bool) -> int:
     from festgym.deploy.report import summarize
 
     run, models = summarize(log)
-    if as_json:
-        print(json.dumps({"run": run, "models": models.to_dict(orient="records")}, indent=2, default=str))
+    if as_json:  # figures a log lacks are NaN in the tables and null in JSON
+        rows = models.astype(object).where(models.notna(), None).to_dict(orient="records")
+        clean = {k: None if isinstance(v, float) and v != v else v for k, v in run.items()}
+        print(json.dumps({"run": clean, "models": rows}, indent=2, default=str, allow_nan=False))
     else:
         width = max(map(len, run))
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in run.items()))
@@ -159,12 +161,16 @@ def cmd_deploy_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_deploy_actuator(args: argparse.Namespace) -> int:
     from festgym.deploy.actuator import ActuatorServer
 
     gpu = _gpus(args)[0]
     server = ActuatorServer(gpu, args.socket)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # stop serving as Ctrl-C does; the finally restores
     print(f"festgym actuator: {gpu.name()} [{gpu.uuid()}] on {args.socket}; writes: clocks and power limit")
     try:
         server.serve_forever()

@@ -28,6 +28,12 @@ def read_log(path: str | Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     return records, pd.json_normalize(intervals, sep=".")
 
 
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column of the interval frame, all-missing when no record has the figure (a log of one
+    unprimed interval has no energy; a model never ready has no latencies)."""
+    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+
+
 def _simulator(records: list[dict[str, Any]]) -> dict[str, Any]:
     """A simulated host's own account (energy in kJ, SLO attainment), prefixed ``simulator_``."""
     out: dict[str, Any] = {}
@@ -43,8 +49,8 @@ def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     records, frame = read_log(path)
     stops = [r for r in records if r.get("event") == "stop"]
     start = next((r for r in records if r.get("event") == "start"), {})
-    energy = frame["energy_j"].fillna(0).sum() + sum(r.get("energy_j", 0.0) for r in stops)
-    span = frame["dt_s"].fillna(0).sum() + sum(r.get("dt_s", 0.0) for r in stops)
+    energy = _column(frame, "energy_j").fillna(0).sum() + sum(r.get("energy_j", 0.0) for r in stops)
+    span = _column(frame, "dt_s").fillna(0).sum() + sum(r.get("dt_s", 0.0) for r in stops)
     calls = frame["calls"].map(len)
     base = {"controller": start.get("controller"), "apply": start.get("apply"), "intervals": len(frame),
             "seconds": round(span, 1), "energy_kj": round(energy / 1e3, 3),
@@ -61,12 +67,12 @@ def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     rows = []
     for model in start.get("models", []):
         prefix = f"engines.{model}."
-        ready = frame.get(prefix + "ready", pd.Series(dtype=bool)).fillna(False).astype(bool)
+        ready = _column(frame, prefix + "ready").fillna(False).astype(bool)
         row = {"model": model, "ready_frac": round(ready.mean(), 3)}
         for kind in ("ttft_s", "itl_s"):
-            count = frame.get(f"{prefix}{kind}.count", pd.Series(dtype=float)).fillna(0)
-            over = frame.get(f"{prefix}{kind}.over_slo", pd.Series(dtype=float)).fillna(0)
-            p99 = frame.get(f"{prefix}{kind}.p99", pd.Series(dtype=float))
+            count = _column(frame, f"{prefix}{kind}.count").fillna(0)
+            over = _column(frame, f"{prefix}{kind}.over_slo").fillna(0)
+            p99 = _column(frame, f"{prefix}{kind}.p99")
             row[f"{kind[:-2]}_over_slo"] = round(float((count * over).sum() / count.sum()), 4) if count.sum() else np.nan
             row[f"{kind[:-2]}_p99_median_s"] = round(float(p99.median()), 4) if p99.notna().any() else np.nan
         rows.append(row)

@@ -14,7 +14,6 @@ share takes effect only when the engine restarts (or for engines started with
 
 from __future__ import annotations
 
-import abc
 import shutil
 import subprocess
 from typing import Mapping
@@ -24,7 +23,7 @@ from festgym.gpu.device import GpuError, NotSupported
 MPS_CONTROL = "nvidia-cuda-mps-control"
 
 
-class ShareActuator(abc.ABC):
+class ShareActuator:
     """Sets the SM share of each served model (fractions in (0, 1] summing to at most 1)."""
 
     applies = True
@@ -38,10 +37,17 @@ class ShareActuator(abc.ABC):
         changed = {m: s for m, s in shares.items() if self.shares.get(m) != s}
         if changed:
             self._apply(changed)
-            self.shares.update(changed)
 
-    @abc.abstractmethod
-    def _apply(self, shares: Mapping[str, float]) -> None: ...
+    def _apply(self, shares: Mapping[str, float]) -> None:
+        """Set and record the shares one model at a time, so that a failure part-way leaves
+        ``shares`` saying what was set (and :meth:`restore` undoes it)."""
+        for model, share in shares.items():
+            self._apply_one(model, share)
+            self.shares[model] = share
+
+    def _apply_one(self, model: str, share: float) -> None:
+        """Set one model's share (actuators that set all at once override :meth:`_apply`)."""
+        raise NotImplementedError
 
     def restore(self) -> tuple[str, ...]:
         """Give every model its whole GPU back (100%); returns the models reset."""
@@ -57,7 +63,7 @@ class AdvisoryShares(ShareActuator):
 
     applies = False
 
-    def _apply(self, shares: Mapping[str, float]) -> None:
+    def _apply_one(self, model: str, share: float) -> None:
         pass
 
 
@@ -80,12 +86,11 @@ class MpsShares(ShareActuator):
             raise GpuError(f"MPS shares: no MPS server PID for model {model!r} (have {', '.join(self.servers)})")
         return f"set_active_thread_percentage {self.servers[model]} {max(1, round(share * 100))}"
 
-    def _apply(self, shares: Mapping[str, float]) -> None:
-        for model, share in shares.items():
-            cmd = self.command(model, share)
-            done = subprocess.run([self.control], input=cmd + "\n", capture_output=True, text=True, timeout=5)
-            if done.returncode != 0 or "error" in done.stdout.lower():
-                raise GpuError(f"MPS: '{cmd}' failed: {(done.stderr or done.stdout).strip() or done.returncode}")
+    def _apply_one(self, model: str, share: float) -> None:
+        cmd = self.command(model, share)
+        done = subprocess.run([self.control], input=cmd + "\n", capture_output=True, text=True, timeout=5)
+        if done.returncode != 0 or "error" in done.stdout.lower():
+            raise GpuError(f"MPS: '{cmd}' failed: {(done.stderr or done.stdout).strip() or done.returncode}")
 
 
 __all__ = ["AdvisoryShares", "MPS_CONTROL", "MpsShares", "ShareActuator"]

@@ -170,9 +170,10 @@ class SimulatedShares(ShareActuator):
         sim = self.gpu.sim
         resident = {i.name for i in sim.gpus[self.gpu.index].instances}
         merged = {m: s for m, s in {**self.shares, **shares}.items() if m in resident}
-        if merged:
+        if merged:  # all at once: the simulator takes one partition
             fitted = dict(zip(merged, normalize_shares(list(merged.values()))))
             sim.apply_control(sim.gpus[self.gpu.index], GpuControl(shares=fitted), sim.now)
+        self.shares.update(shares)
 
 
 __all__ = ["SimulatedGpu", "SimulatedShares"]
