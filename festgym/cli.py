@@ -267,6 +267,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str | None, kind, flag: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(x) for x in text.split(","))
+    except ValueError:
+        raise FestgymError(f"{flag} {text!r}: expected comma-separated numbers") from None
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    try:
+        from festgym.profiler.measure import Plan
+        from festgym.profiler.run import ProfileRun, profile
+    except ImportError as exc:
+        raise FestgymError(f"profiling needs torch ({exc.name} is missing): pip install -e '.[train]'") from None
+    plan = Plan.tiny() if args.dry_run else Plan()
+    overrides = {"tokens": _numbers(args.tokens, int, "--tokens"), "batches": _numbers(args.batches, int, "--batches"),
+                 "ctxs": _numbers(args.ctxs, int, "--ctxs"), "shares": _numbers(args.shares, float, "--shares"),
+                 "repeats": args.repeats, "warmup": args.warmup, "min_window_s": args.window}
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    run = ProfileRun(Path(args.model_config), Path(args.out), args.gpu, Path(args.gpu_spec) if args.gpu_spec else None,
+                     args.name, args.cpu, args.dry_run, args.sweep_clocks, plan)
+    result = profile(run, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    print(f"wrote {result.path} ({result.key}); measured: "
+          + ", ".join(k for k, v in result.provenance.items() if isinstance(v, dict) and v.get("kind") == "measured"))
+    _print_table(pd.DataFrame(list(result.fit_errors)), args.json)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     print(f"numpy policy: {_training().export_checkpoint(args.checkpoint, args.out)}")
     return 0
@@ -373,6 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", help="checkpoint folder")
     ex.add_argument("--out", help="output folder (default: <checkpoint>/numpy)")
     ex.set_defaults(func=cmd_export)
+    pr = sub.add_parser("profile", help="measure a GPU x model profile on this machine's GPU (needs torch)",
+                        description="Build a decoder-only transformer of the config's architecture with random "
+                        "weights, measure prefill and decode step times (CUDA events, warm-ups, medians) and "
+                        "energy (the NVML energy counter), and write a profile in the standard format: the "
+                        "generated profile corrected by the measurements, each dimension marked measured or "
+                        "modelled. --dry-run runs the whole pipeline with a tiny model on the CPU.")
+    pr.add_argument("--model-config", required=True, help="Hugging Face config.json")
+    pr.add_argument("--out", required=True, help="profile folder, e.g. profiles/H100-SXM-80GB/Llama-3.1-8B-measured")
+    pr.add_argument("--gpu", type=int, default=0, help="GPU index after CUDA_VISIBLE_DEVICES (default: %(default)s)")
+    pr.add_argument("--gpu-spec", help="GPU spec YAML (default: the shipped one matching the GPU's name)")
+    pr.add_argument("--name", help="model name (default: the config's folder name)")
+    pr.add_argument("--cpu", action="store_true", help="run on the CPU, without NVML (small configs only)")
+    pr.add_argument("--dry-run", action="store_true", help="the whole pipeline on the CPU with a tiny model")
+    pr.add_argument("--sweep-clocks", action="store_true", help="lock 5 clocks of the control range in turn (root "
+                    "only; the GPU is restored afterwards, even on failure); default: the clocks the GPU runs")
+    pr.add_argument("--shares", help="SM shares, e.g. 1,0.5,0.25 (needs CUDA green contexts; default: 1)")
+    pr.add_argument("--tokens", help="prefill prompt lengths (comma-separated)")
+    pr.add_argument("--batches", help="decode batch sizes (comma-separated)")
+    pr.add_argument("--ctxs", help="decode context lengths (comma-separated)")
+    pr.add_argument("--repeats", type=int, help="timed steps per point")
+    pr.add_argument("--warmup", type=int, help="untimed steps per point")
+    pr.add_argument("--window", type=float, help="shortest energy window, s")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_profile)
     add_commands(sub)
     return parser
 

@@ -268,7 +268,7 @@ from festgym.deploy.observation import EngineSpec
 from festgym.deploy.telemetry import Telemetry
 from festgym.gpu.nvml import NvmlGpu
 from festgym.gpu.shares import AdvisoryShares
-from tests.deploy_fakes import FakeGpu
+from tests.fake_gpu import FakeGpu
 import festgym.deploy.actuator
 class Engine(EngineScraper):
     def scrape(self):

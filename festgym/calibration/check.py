@@ -53,7 +53,20 @@ def check_profile(profile: Profile, data: Path | None = None) -> list[dict]:
     if data is not None:
         comparisons = sources.all_comparisons(profile.gpu, {profile.model.name: profile.model}, data)
         rows = sources.summaries(comparisons)
-    return rows + grid_fidelity(profile)
+    return rows + measured_vs_generated(profile) + grid_fidelity(profile)
+
+
+def measured_vs_generated(profile: Profile) -> list[dict]:
+    """A measured profile's raw points (``festgym profile``) against the generated model of the
+    same pair, recomputed with this profile's GPU constants; nothing for a generated profile."""
+    from festgym.profiler.assemble import MEASUREMENTS, comparisons, with_predictions
+
+    path = profile.path / MEASUREMENTS if profile.path is not None else None
+    if path is None or not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    raw = frame.drop(columns=[c for c in frame if c.startswith("model_") or c.endswith("_ratio")])
+    return comparisons(with_predictions(raw.to_dict(orient="records"), profile.gpu, profile.model))
 
 
 def check_profiles(profiles: Iterable[Profile], data: Path | None = None) -> pd.DataFrame:

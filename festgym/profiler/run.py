@@ -1,0 +1,120 @@
+"""``festgym profile``: build the model, measure it, write the profile (the pipeline).
+
+``--cpu`` runs on the CPU without NVML; ``--dry-run`` is ``--cpu`` with a tiny model of the same
+family and a small plan, so that the whole pipeline runs in seconds (tests do this). On the CPU
+there is no energy counter: power stays modelled unless a meter is passed (tests pass a fake one).
+A CPU "profile" tests the pipeline; it is not a GPU profile, and its provenance says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from festgym.errors import FestgymError
+from festgym.paths import profiles_dir
+from festgym.profile import Profile
+from festgym.profiler.assemble import MEASUREMENTS, assemble, comparisons, with_predictions
+from festgym.profiler.measure import Device, DeviceEnergy, EnergyMeter, Plan, measure
+from festgym.profiler.transformer import DTYPES, RandomTransformer
+from festgym.specs import GpuSpec, ModelSpec, read_mapping
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}
+"""The dry run's model: the config's family at toy size."""
+GPU_NAMES = {("H100",): "H100-SXM-80GB", ("A100",): "A100-SXM-80GB"}
+"""NVML name fragments -> shipped GPU spec folder (``--gpu-spec`` for any other GPU)."""
+
+
+@dataclass
+class ProfileRun:
+    """One ``festgym profile`` invocation."""
+
+    model_config: Path
+    out: Path
+    gpu: int = 0
+    gpu_spec: Path | None = None
+    """GPU spec YAML (default: the shipped spec matching the GPU's name; H100 on the CPU)."""
+    name: str | None = None
+    cpu: bool = False
+    dry_run: bool = False
+    sweep_clocks: bool = False
+    plan: Plan | None = None
+
+
+def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
+    config = dict(read_mapping(run.model_config))
+    name = run.name or Path(run.model_config).resolve().parent.name
+    if run.dry_run:
+        config = {**config, **TINY}
+        name = f"{name}-tiny"
+    return config, ModelSpec.from_hf_config(config, name, run.model_config)
+
+
+def _gpu_spec(run: ProfileRun, gpu_name: str | None) -> GpuSpec:
+    if run.gpu_spec is not None:
+        return GpuSpec.load(run.gpu_spec)
+    if gpu_name is None:
+        return GpuSpec.load(profiles_dir() / "H100-SXM-80GB" / "gpu.yaml")
+    for fragments, folder in GPU_NAMES.items():
+        if all(f in gpu_name for f in fragments):
+            return GpuSpec.load(profiles_dir() / folder / "gpu.yaml")
+    raise FestgymError(f"no shipped GPU spec for {gpu_name!r}: pass --gpu-spec path/to/gpu.yaml")
+
+
+def _device(run: ProfileRun) -> tuple[Device, EnergyMeter | None]:
+    if run.cpu or run.dry_run:
+        return Device(torch.device("cpu")), None
+    if not torch.cuda.is_available():
+        raise FestgymError("torch sees no CUDA GPU (a CPU build of torch, or no driver): profile on a GPU host, "
+                           "or pass --cpu / --dry-run to exercise the pipeline")
+    from festgym.gpu.nvml import open_gpus
+
+    gpu = open_gpus([run.gpu])[0]
+    return Device(torch.device("cuda", run.gpu), gpu), DeviceEnergy(gpu)
+
+
+def profile(run: ProfileRun, meter: EnergyMeter | None = None,
+            progress: Callable[[str], None] = lambda _: None) -> Profile:
+    """Measure and write the profile; ``meter`` overrides the device's energy meter (tests)."""
+    config, spec = _config(run)
+    device, device_meter = _device(run)
+    meter = meter if meter is not None else device_meter
+    gpu = _gpu_spec(run, device.gpu.name() if device.gpu is not None else None)
+    plan = run.plan or (Plan.tiny() if run.dry_run else Plan())
+    if run.sweep_clocks and not plan.clocks_mhz:
+        plan = replace(plan, clocks_mhz=tuple(int(c) for c in sweep_clocks(gpu)))
+    dtype = DTYPES.get(spec.dtype, torch.bfloat16) if device.cuda else torch.float32
+    model = RandomTransformer(spec, device.torch, dtype)
+    rows = measure(model, device, plan, meter, gpu.sm_count, progress)
+    frame = with_predictions(rows, gpu, spec)
+    measurement = {"device": device.gpu.name() if device.gpu is not None else "cpu (pipeline test, not a GPU "
+                   "profile)", "uuid": device.gpu.uuid() if device.gpu is not None else None,
+                   "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
+                   "share_mechanism": device.share_mechanism(),
+                   "clocks": "locked in turn" if plan.clocks_mhz else "as the GPU runs them",
+                   "energy": "NVML total-energy counter" if isinstance(meter, DeviceEnergy) else
+                             type(meter).__name__ if meter is not None else "not measured (power modelled)",
+                   "plan": asdict(plan), "skipped": int(frame["skipped"].notna().sum()), "dry_run": run.dry_run}
+    measurement = json.loads(json.dumps(measurement, default=str))  # plain types for the YAML
+    measured = assemble(frame, gpu, spec, measurement)
+    measured = Profile(measured.gpu, measured.model, measured.prefill_grid, measured.decode_grid,
+                       measured.provenance, tuple(comparisons(frame)))
+    out = measured.save(run.out, config)
+    frame.drop(columns=["sm_share", "sm_clock_mhz"], errors="ignore").to_csv(out / MEASUREMENTS, index=False,
+                                                                             float_format="%.6g")
+    return Profile.load(out)
+
+
+def sweep_clocks(gpu: GpuSpec, n: int = 5):
+    """``n`` clocks evenly over the control range (the levels controllers use)."""
+    from festgym.levels import clock_levels
+
+    return clock_levels(gpu.sm_clocks_mhz, n, gpu.name)
+
+
+__all__ = ["ProfileRun", "TINY", "profile", "sweep_clocks"]
