@@ -159,3 +159,30 @@ def test_cli_dry_run_and_clear_errors(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["profile", "--model-config", str(CONFIG), "--out", str(out)]) == 2
         assert "--dry-run" in capsys.readouterr().err
+
+
+def test_an_unlocked_run_takes_the_clock_read_under_load():
+    from fake_gpu import FakeGpu
+
+    class Boosting(FakeGpu):
+        def sm_clock_mhz(self) -> int:
+            return 1755  # what the GPU reads while the steps run
+
+    model = RandomTransformer(spec(), "cpu", torch.float32)
+    plan = replace(Plan.tiny(), tokens=(8,), batches=(1,), ctxs=(16,))
+    rows = measure(model, Device(torch.device("cpu"), Boosting()), plan, ConstantPower(250.0), 132)
+    assert [r["clock_mhz"] for r in rows] == [1755, 1755]
+
+
+@pytest.mark.parametrize("name, spec_name", [("NVIDIA H100 80GB HBM3", "H100-SXM-80GB"),
+                                             ("NVIDIA A100-SXM4-80GB", "A100-SXM-80GB"),
+                                             ("NVIDIA H100 PCIe", None), ("NVIDIA H200", None)])
+def test_the_gpu_spec_follows_the_gpu_name(name, spec_name, tmp_path):
+    from festgym.profiler.run import gpu_spec_for
+
+    run = ProfileRun(CONFIG, tmp_path)
+    if spec_name is None:
+        with pytest.raises(FestgymError, match="pass --gpu-spec"):
+            gpu_spec_for(run, name)
+    else:
+        assert gpu_spec_for(run, name).name == spec_name

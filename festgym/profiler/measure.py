@@ -10,7 +10,8 @@
 * **SM share.** CUDA green contexts through torch (``torch.cuda.green_contexts``) where the
   installed torch has them: the steps run on a context of ``round(share × SMs)`` SMs. Without them
   only the whole GPU is measured and the share dimension stays modelled (the profile says which).
-* **Clock.** The clock the GPU runs by default; with ``clocks_mhz`` each is locked in turn through
+* **Clock.** The clock the GPU runs by default, read while the steps run (an idle GPU reads a
+  low clock) and taken as the median over the run; with ``clocks_mhz`` each is locked in turn through
   :class:`~festgym.gpu.device.GpuDevice` (root only) and the GPU is restored afterwards, also on
   failure or Ctrl-C.
 """
@@ -145,9 +146,10 @@ class Device:
 
     @contextmanager
     def clock(self, clock_mhz: int | None) -> Iterator[int | None]:
-        """Lock the SM clock for the block (None: leave it); yields the clock it runs at."""
+        """Lock the SM clock for the block (None: leave it, and yield None: the clock is read
+        under load); yields the clock it runs at."""
         if clock_mhz is None:
-            yield self.gpu.sm_clock_mhz() if self.gpu is not None else None
+            yield None
             return
         if self.gpu is None:
             raise FestgymError("--sweep-clocks needs a GPU (NVML); the CPU has no SM clock to lock")
@@ -173,9 +175,15 @@ def measure_point(device: Device, meter: EnergyMeter | None, step: Callable[[], 
         e0, t0 = meter.energy_mj(), time.perf_counter()
         for _ in range(n):
             step()
+        clock = device.gpu.sm_clock_mhz() if device.gpu is not None else None  # under load, before the sync
         device.sync()
         seconds, energy_j = time.perf_counter() - t0, (meter.energy_mj() - e0) / 1e3
-        row.update(window_steps=n, window_s=seconds, energy_j=energy_j, power_w=energy_j / seconds)
+        row.update(window_steps=n, window_s=seconds, energy_j=energy_j, power_w=energy_j / seconds,
+                   clock_read_mhz=clock)
+    elif device.gpu is not None:
+        step()
+        row["clock_read_mhz"] = device.gpu.sm_clock_mhz()
+        device.sync()
     return row
 
 
@@ -191,6 +199,7 @@ def measure(model: RandomTransformer, device: Device, plan: Plan, meter: EnergyM
     rows: list[dict] = []
     for clock in plan.clocks_mhz or (None,):
         with device.clock(clock) as running:
+            first = len(rows)
             for share in plan.shares:
                 with device.share(share, sm_count):
                     for tokens in plan.tokens:
@@ -202,6 +211,10 @@ def measure(model: RandomTransformer, device: Device, plan: Plan, meter: EnergyM
                         for ctx in plan.ctxs:
                             rows.append(_decode_point(model, device, meter, plan, batch, ctx, share, running,
                                                       progress))
+            if clock is None:  # an idle GPU reads a low clock: the run's clock is the one read under load
+                reads = [r["clock_read_mhz"] for r in rows[first:] if r.get("clock_read_mhz") is not None]
+                for r in rows[first:]:
+                    r["clock_mhz"] = statistics.median(reads) if reads else None
     return rows
 
 

@@ -26,8 +26,9 @@ from festgym.specs import GpuSpec, ModelSpec, read_mapping
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}
 """The dry run's model: the config's family at toy size."""
-GPU_NAMES = {("H100",): "H100-SXM-80GB", ("A100",): "A100-SXM-80GB"}
-"""NVML name fragments -> shipped GPU spec folder (``--gpu-spec`` for any other GPU)."""
+GPU_NAMES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
+"""NVML name fragments -> shipped GPU spec folder (``--gpu-spec`` for any other GPU: a PCIe H100,
+for one, has another TDP and clock range)."""
 
 
 @dataclass
@@ -55,7 +56,9 @@ def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
     return config, ModelSpec.from_hf_config(config, name, run.model_config)
 
 
-def _gpu_spec(run: ProfileRun, gpu_name: str | None) -> GpuSpec:
+def gpu_spec_for(run: ProfileRun, gpu_name: str | None) -> GpuSpec:
+    """``--gpu-spec``, else the shipped spec whose :data:`GPU_NAMES` fragments the NVML name has
+    (the CPU, ``gpu_name`` None, profiles against the H100 spec)."""
     if run.gpu_spec is not None:
         return GpuSpec.load(run.gpu_spec)
     if gpu_name is None:
@@ -84,7 +87,7 @@ def profile(run: ProfileRun, meter: EnergyMeter | None = None,
     config, spec = _config(run)
     device, device_meter = _device(run)
     meter = meter if meter is not None else device_meter
-    gpu = _gpu_spec(run, device.gpu.name() if device.gpu is not None else None)
+    gpu = gpu_spec_for(run, device.gpu.name() if device.gpu is not None else None)
     plan = run.plan or (Plan.tiny() if run.dry_run else Plan())
     if run.sweep_clocks and not plan.clocks_mhz:
         plan = replace(plan, clocks_mhz=tuple(int(c) for c in sweep_clocks(gpu)))
@@ -99,6 +102,9 @@ def profile(run: ProfileRun, meter: EnergyMeter | None = None,
                    "clocks": "locked in turn" if plan.clocks_mhz else "as the GPU runs them",
                    "energy": "NVML total-energy counter" if isinstance(meter, DeviceEnergy) else
                              type(meter).__name__ if meter is not None else "not measured (power modelled)",
+                   "power_limit_w": device.gpu.power_limit_mw() / 1e3 if device.gpu is not None else None,
+                   "default_power_limit_w": device.gpu.default_power_limit_mw() / 1e3 if device.gpu is not None
+                   else None,
                    "plan": asdict(plan), "skipped": int(frame["skipped"].notna().sum()), "dry_run": run.dry_run}
     measurement = json.loads(json.dumps(measurement, default=str))  # plain types for the YAML
     measured = assemble(frame, gpu, spec, measurement)
@@ -117,4 +123,4 @@ def sweep_clocks(gpu: GpuSpec, n: int = 5):
     return clock_levels(gpu.sm_clocks_mhz, n, gpu.name)
 
 
-__all__ = ["ProfileRun", "TINY", "profile", "sweep_clocks"]
+__all__ = ["GPU_NAMES", "ProfileRun", "TINY", "gpu_spec_for", "profile", "sweep_clocks"]
