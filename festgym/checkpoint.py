@@ -138,6 +138,8 @@ class LocalController:
 
     ``checkpoint``: a folder or the name of a shipped one. ``expect_sha256``: pin the export
     (the SHA-256 of ``numpy/policy.json``, which records the weights' hash); another is refused.
+    The card's own hashes catch corrupt or partly replaced files; against deliberate tampering
+    (card and files replaced together) only a pinned hash helps, so deployments pin it.
     """
 
     def __init__(self, checkpoint: str | Path, expect_sha256: str | None = None):
@@ -163,7 +165,8 @@ class LocalController:
                                   f"{self.interface.slots} slots gives ({self.interface.n_obs},)")
 
     def _verify(self, expect_sha256: str | None) -> str:
-        """Check every file hash the card records; returns the export's hash."""
+        """Check every file hash the card records (the export's must be there; the training files
+        may be left out); returns the export's hash."""
         hashes = self.card.get("sha256", {})
         missing = [name for name in SEALED if name not in hashes]
         if missing:
@@ -171,6 +174,8 @@ class LocalController:
                                   "`festgym export <checkpoint>`)")
         for name, expected in hashes.items():
             path = self.folder / name
+            if name not in SEALED and not path.exists():
+                continue  # a deploy host needs the card and the export only, not the SB3 files
             if not path.is_file() or sha256_file(path) != expected:
                 raise PolicyFileError(f"{path}: missing or its SHA-256 differs from the one in {self.folder / CARD}; "
                                       "refusing to run this checkpoint")

@@ -7,18 +7,27 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from festgym import __version__
 from festgym.deploy.commands import add_commands
 from festgym.errors import FestgymError
 from festgym.paths import data_dir, profiles_dir
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
-def _print_table(frame: pd.DataFrame, as_json: bool) -> None:
+
+def _pandas():
+    """pandas, imported by the commands that print tables (not by `festgym deploy`: numpy alone)."""
+    import pandas
+
+    return pandas
+
+
+def _print_table(frame: "pd.DataFrame", as_json: bool) -> None:
     if as_json:
         print(json.dumps(frame.to_dict(orient="records"), indent=2, default=str))
     else:
@@ -38,7 +47,7 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
     from festgym.profile import Profile, iter_profile_dirs
 
     rows = [Profile.load(p).summary() for p in iter_profile_dirs(args.root)]
-    _print_table(pd.DataFrame(rows), args.json)
+    _print_table(_pandas().DataFrame(rows), args.json)
     return 0
 
 
@@ -89,7 +98,7 @@ def cmd_profiles_show(args: argparse.Namespace) -> int:
         print(f"{key:<{width}}  {value}")
     if profile.fit_errors:
         print("\nfit errors recorded at generation:")
-        print(pd.DataFrame(profile.fit_errors).to_string(index=False))
+        print(_pandas().DataFrame(profile.fit_errors).to_string(index=False))
     return 0
 
 
@@ -131,7 +140,7 @@ def cmd_profiles_calibrate(args: argparse.Namespace) -> int:
     h100, a100, comparisons = fit.calibrate(GpuSpec.load(h100_path), GpuSpec.load(a100_path), models, data)
     fit.write_spec(h100, h100_path, fit.h100_notes(), summaries(comparisons[h100.name]))
     fit.write_spec(a100, a100_path, fit.a100_notes(h100.name), summaries(comparisons[a100.name]))
-    report = pd.DataFrame([{"gpu": g, **r} for g, c in comparisons.items() for r in summaries(c)])
+    report = _pandas().DataFrame([{"gpu": g, **r} for g, c in comparisons.items() for r in summaries(c)])
     _print_table(report, False)
     for gpu_path in (h100_path, a100_path):
         for config in configs:
@@ -291,10 +300,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     run = ProfileRun(Path(args.model_config), Path(args.out), args.gpu, Path(args.gpu_spec) if args.gpu_spec else None,
                      args.name, args.cpu, args.dry_run, args.sweep_clocks, plan)
-    result = profile(run, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    from festgym.gpu import signals
+
+    with signals.raising_on(lambda signum: KeyboardInterrupt()):  # a killed sweep still restores the clocks
+        result = profile(run, progress=lambda line: print(f"  {line}", file=sys.stderr))
     print(f"wrote {result.path} ({result.key}); measured: "
           + ", ".join(k for k, v in result.provenance.items() if isinstance(v, dict) and v.get("kind") == "measured"))
-    _print_table(pd.DataFrame(list(result.fit_errors)), args.json)
+    _print_table(_pandas().DataFrame(list(result.fit_errors)), args.json)
     return 0
 
 

@@ -73,6 +73,8 @@ def test_cli_apply_on_the_simulated_host_logs_the_simulators_energy(tmp_path, ca
     simulator = next(r for r in out if r["event"] == "simulator")
     assert sum(r.get("energy_j", 0.0) for r in out if r["event"] != "simulator") == \
         pytest.approx(simulator["energy_j"], abs=1e-3)
+    assert "60 intervals" in capsys.readouterr().out
+    assert main(["deploy", "report", str(log)]) == 0
     assert "simulator_energy_kj" in capsys.readouterr().out
 
 
@@ -120,7 +122,8 @@ def test_a_crash_restores_the_gpu_and_propagates(monkeypatch):
     assert host.gpu.sm_clock_mhz() == host.gpu.spec.default_sm_clock_mhz
 
 
-@pytest.mark.parametrize("signum, reason", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
+@pytest.mark.parametrize("signum, reason", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT"),
+                                            (signal.SIGHUP, "SIGHUP")])
 def test_a_signal_stops_the_loop_and_restores(signum, reason, monkeypatch):
     host = SimulatedHost("default", seed=0, duration_s=121.0)
     agent, log = agent_on(host, 120.0, safety=SafetyConfig(min_change_interval_s=0.0))
@@ -139,6 +142,47 @@ def test_a_signal_stops_the_loop_and_restores(signum, reason, monkeypatch):
     stop = records(log)[-1]
     assert stop["reason"] == reason and stop["still_changed"] == [] and host.gpu.changed() == ()
     assert host.sim.now < 20.0
+
+
+def test_a_second_signal_cannot_cut_the_restore_short(monkeypatch):
+    host = SimulatedHost("default", seed=0, duration_s=31.0)
+    agent, log = agent_on(host, 30.0, safety=SafetyConfig(min_change_interval_s=0.0))
+    restore = host.gpu.restore
+
+    def impatient_restore():
+        os.kill(os.getpid(), signal.SIGTERM)  # the service manager insists
+        os.kill(os.getpid(), signal.SIGINT)
+        return restore()
+
+    monkeypatch.setattr(host.gpu, "restore", impatient_restore)
+    assert agent.run() == "duration"
+    stop = records(log)[-1]
+    assert stop["event"] == "stop" and "locked_sm_clocks" in stop["reset"] and stop["still_changed"] == []
+
+
+def test_device_restore_tries_every_part():
+    from fake_gpu import FakeGpu
+
+    from festgym.gpu.device import GpuError
+
+    class Stubborn(FakeGpu):
+        def reset_locked_sm_clocks(self) -> None:
+            raise GpuError("reset locked SM clocks: GPU is busy")
+
+        def changed(self) -> tuple[str, ...]:
+            return ("locked_sm_clocks", "power_limit")
+
+    gpu = Stubborn()
+    with pytest.raises(GpuError, match="busy"):
+        gpu.restore()
+    assert gpu.writes == [("reset_limit",)]  # the power limit was still reset
+
+
+def test_the_actuator_takes_its_own_gpu_option():
+    from festgym.cli import build_parser
+
+    args = build_parser().parse_args(["deploy", "--gpu", "1", "actuator", "--socket", "/tmp/s", "--gpu", "2"])
+    assert (args.gpu, args.actuator_gpu) == (1, "2")
 
 
 def test_sigterm_to_the_process_restores(tmp_path):
@@ -282,6 +326,61 @@ print(json.loads(log.getvalue().splitlines()[-1])["levels"])
 """
 
 
+REAL_HOST_CLI = """
+import sys, importlib.abc, threading, http.server, json
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pandas", "yaml", "gymnasium", "torch", "matplotlib", "scipy", "stable_baselines3"}:
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+from festgym.deploy.engine_metrics import render_metrics
+from festgym.gpu import nvml
+from tests.fake_gpu import FakeGpu
+TEXT = render_metrics("vllm", "Llama-3.1-8B", {"running": 5, "waiting": 0}, {"prompt_tokens": 100.0}, {}).encode()
+class Metrics(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(TEXT)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+gpu = FakeGpu()
+nvml.open_gpus = lambda indices=None: [gpu]  # the host's GPU, without a driver
+from festgym.cli import main
+code = main(["deploy", "--engine", f"Llama-3.1-8B=http://127.0.0.1:{server.server_port}", "--slo",
+             "Llama-3.1-8B=0.5,0.1", "--max-num-seqs", "Llama-3.1-8B=64", "--apply", "--interval", "0.1",
+             "--duration", "0.5", "--min-change-interval", "0", "--log", sys.argv[1], "--json"])
+print(json.dumps({"code": code, "writes": gpu.writes, "changed": gpu.changed()}))
+"""
+
+
+def test_festgym_deploy_on_a_real_host_needs_numpy_alone(tmp_path):
+    """The CLI path of a real host (NVML faked, a live HTTP metrics endpoint) with pandas, YAML,
+    Gymnasium and torch made unimportable."""
+    log = tmp_path / "host.jsonl"
+    done = subprocess.run([sys.executable, "-c", REAL_HOST_CLI, str(log)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    result, totals = json.loads(lines[-1]), json.loads(lines[-2])
+    assert result["code"] == 0 and totals["stopped"] == "duration" and totals["intervals"] == 5
+    assert result["writes"][0][0] == "lock" and result["writes"][-1] == ["reset"] and result["changed"] == []
+    intervals = [json.loads(line) for line in log.read_text().splitlines() if '"interval"' in line]
+    assert all(r["engines"]["Llama-3.1-8B"]["ready"] for r in intervals)
+
+
+def test_the_shipped_service_files_pin_the_shipped_controller():
+    import yaml
+
+    digest = LocalController("ppo-local").sha256
+    unit = (REPO / "docs" / "deploy" / "festgym-deploy.service").read_text()
+    assert f"--policy ppo-local --sha256 {digest}" in unit
+    pod = yaml.safe_load((REPO / "docs" / "deploy" / "daemonset.yaml").read_text())
+    policy = next(c for c in pod["spec"]["template"]["spec"]["containers"] if c["name"] == "policy")
+    assert policy["command"][policy["command"].index("--sha256") + 1] == digest
+    assert policy["securityContext"]["runAsNonRoot"] and policy["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
 def test_the_deploy_path_runs_with_numpy_alone():
     done = subprocess.run([sys.executable, "-c", NUMPY_ONLY], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -295,7 +394,7 @@ def test_cli_deploy_simulated_and_gpu_info(tmp_path, capsys):
     log = tmp_path / "d.jsonl"
     assert main(["deploy", "--simulate", "default", "--duration", "10", "--log", str(log)]) == 0
     out = capsys.readouterr().out
-    assert "dry run" in out and "energy_kj" in out and "Llama-3.1-8B" in out
+    assert "dry run" in out and "10 intervals" in out and "calls planned" in out and "Llama-3.1-8B" in out
     assert main(["gpu", "info", "--simulate", "default", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)[0]
     assert info["name"] == "H100-SXM-80GB" and info["sm_count"] == 132 and info["power_limit_w"] == 700.0
@@ -323,6 +422,16 @@ def test_bad_settings_are_named(capsys):
     assert "DeployConfig.interval_s: out of range (0.0)" in capsys.readouterr().err
     assert main(["deploy", "--simulate", "default", "--watchdog-intervals", "0"]) == 2
     assert "SafetyConfig.watchdog_intervals" in capsys.readouterr().err
+
+
+def test_a_deploy_host_needs_only_the_card_and_the_export(tmp_path):
+    import shutil
+
+    shipped = LocalController("ppo-local").folder
+    folder = tmp_path / "ppo"
+    shutil.copytree(shipped / "numpy", folder / "numpy")
+    shutil.copy(shipped / "card.json", folder / "card.json")  # no model.zip, no pickle
+    assert LocalController(folder).sha256 == LocalController("ppo-local").sha256
 
 
 def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):

@@ -48,6 +48,7 @@ RETURNS: dict[str, Any] = {
     "nvmlDeviceGetSupportedMemoryClocks": [1593, 2619],
     "nvmlDeviceGetSupportedGraphicsClocks": SM_CLOCKS,
     "nvmlDeviceGetEnforcedPowerLimit": 700_000,
+    "nvmlDeviceGetPowerManagementLimit": 700_000,
     "nvmlDeviceGetPowerManagementLimitConstraints": [200_000, 700_000],
     "nvmlDeviceGetPowerManagementDefaultLimit": 700_000,
     "nvmlDeviceGetUtilizationRates": pynvml.c_nvmlUtilization_t(gpu=87, memory=40),
@@ -283,7 +284,7 @@ def test_power_limit_set_skip_and_reset(gpu: nvml.NvmlGpu, fake: Any) -> None:
     gpu.set_power_limit_mw(500_000)
     fake.nvmlDeviceSetPowerManagementLimit.assert_called_once_with("h0", 500_000)
     assert gpu.changed() == ("power_limit",)
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 500_000
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 500_000
     gpu.set_power_limit_mw(500_000)
     assert fake.nvmlDeviceSetPowerManagementLimit.call_count == 1
     gpu.reset_power_limit()
@@ -292,20 +293,20 @@ def test_power_limit_set_skip_and_reset(gpu: nvml.NvmlGpu, fake: Any) -> None:
 
 
 def test_setting_the_original_limit_back_is_no_change(gpu: nvml.NvmlGpu, fake: Any) -> None:
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 600_000  # someone set 600 W before festgym
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 600_000  # someone set 600 W before festgym
     gpu.set_power_limit_mw(400_000)
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 400_000
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 400_000
     gpu.set_power_limit_mw(600_000)
     assert fake.nvmlDeviceSetPowerManagementLimit.call_args_list[-1].args == ("h0", 600_000)
     assert gpu.changed() == ()
 
 
 def test_reset_power_limit_restores_the_operators_limit(gpu: nvml.NvmlGpu, fake: Any) -> None:
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 300_000  # an operator's limit, not festgym's change
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 300_000  # an operator's limit, not festgym's change
     gpu.reset_power_limit()
     fake.nvmlDeviceSetPowerManagementLimit.assert_not_called()
     gpu.set_power_limit_mw(500_000)
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 500_000
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 500_000
     assert gpu.restore() == ("power_limit",)
     assert fake.nvmlDeviceSetPowerManagementLimit.call_args_list[-1].args == ("h0", 300_000)  # not the default
     assert gpu.changed() == ()
@@ -323,14 +324,38 @@ def test_power_limit_validates_before_writing(gpu: nvml.NvmlGpu, fake: Any, limi
 def test_restore_undoes_both_changes_once(gpu: nvml.NvmlGpu, fake: Any) -> None:
     gpu.set_locked_sm_clocks_mhz(1200, 1200)
     gpu.set_power_limit_mw(400_000)
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 400_000
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 400_000
     assert gpu.changed() == ("locked_sm_clocks", "power_limit")
     assert gpu.restore() == ("locked_sm_clocks", "power_limit")
     fake.nvmlDeviceResetGpuLockedClocks.assert_called_once_with("h0")
     assert fake.nvmlDeviceSetPowerManagementLimit.call_args_list[-1].args == ("h0", 700_000)
-    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 700_000
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 700_000
     assert gpu.restore() == ()
     assert (fake.nvmlDeviceResetGpuLockedClocks.call_count, fake.nvmlDeviceSetPowerManagementLimit.call_count) == (1, 2)
+
+
+def test_restore_uses_the_management_limit_not_the_enforced_one(gpu: nvml.NvmlGpu, fake: Any) -> None:
+    fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 450_000  # an out-of-band cap below the set limit
+    gpu.set_power_limit_mw(500_000)
+    fake.nvmlDeviceGetPowerManagementLimit.return_value = 500_000
+    gpu.restore()
+    assert fake.nvmlDeviceSetPowerManagementLimit.call_args_list[-1].args == ("h0", 700_000)  # not 450 W
+
+
+def test_a_write_is_booked_before_it_is_made(gpu: nvml.NvmlGpu, fake: Any) -> None:
+    """A signal raised as the NVML call returns must still find the change to undo."""
+    class Signal(BaseException):
+        pass
+
+    fake.nvmlDeviceSetGpuLockedClocks.side_effect = Signal  # the write happened; then the signal
+    with pytest.raises(Signal):
+        gpu.set_locked_sm_clocks_mhz(1200, 1200)
+    assert gpu.changed() == ("locked_sm_clocks",)
+    fake.nvmlDeviceSetGpuLockedClocks.side_effect = error("NVML_ERROR_NO_PERMISSION")  # refused: nothing to undo
+    gpu.restore()
+    with pytest.raises(NoPermission):
+        gpu.set_locked_sm_clocks_mhz(1200, 1200)
+    assert gpu.changed() == ()
 
 
 # --- error mapping ----------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ process changed.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
@@ -27,6 +26,7 @@ from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.errors import FestgymError
+from festgym.gpu import signals
 from festgym.gpu.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.gpu.shares import ShareActuator
 from festgym.local_control import LevelDecoder
@@ -62,7 +62,8 @@ class Host:
 
 
 class Stop(BaseException):
-    """Raised by the SIGTERM handler so that the loop unwinds through its restore."""
+    """Raised on SIGTERM or SIGHUP (its name the argument) so that the loop unwinds through its
+    restore."""
 
 
 @dataclass
@@ -111,6 +112,8 @@ class DeployAgent:
         self._energy: int | None = None
         self._t: float | None = None
         self._holding = False
+        self.totals = {"intervals": 0, "energy_kj": 0.0, "calls": 0, "watchdog_trips": 0}
+        """Running totals (what ``festgym deploy`` prints when it stops)."""
 
     # --- one interval --------------------------------------------------------------------------------
 
@@ -150,6 +153,9 @@ class DeployAgent:
         record = interval_record(now, dt, energy_j, reading, control.clock_mhz, self.shares, levels, windows,
                                  self.engines, calls, self.config.apply, hold, decision_ms)
         self.telemetry.write(record)
+        self.totals.update(intervals=self.totals["intervals"] + 1, calls=self.totals["calls"] + len(calls),
+                           energy_kj=self.totals["energy_kj"] + (energy_j or 0.0) / 1e3,
+                           watchdog_trips=self.guard.trips)
         return record
 
     def _poll(self, model: str) -> EngineWindow | None:
@@ -183,30 +189,30 @@ class DeployAgent:
 
     def run(self) -> str:
         """Prime, then every interval sleep and :meth:`step`, until the duration ends or a signal
-        stops it; restores the GPU either way. Returns why it stopped."""
-        previous = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+        stops it; restores the GPU either way (with further signals ignored meanwhile). Returns
+        why it stopped: ``duration``, ``SIGTERM``, ``SIGHUP``, ``SIGINT``."""
         reason = "crash"
-        try:
-            self.telemetry.write({"event": "start", "controller": self.controller.name,
-                                  "controller_sha256": self.controller.sha256, "apply": self.config.apply,
-                                  "interval_s": self.config.interval_s, "models": list(self.models),
-                                  "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
-            start = self.prime()
-            while self.config.duration_s is None or self.host.clock() - start < self.config.duration_s - 1e-9:
-                self.host.sleep(self.config.interval_s)
-                self.step()
-            reason = "duration"
-        except Stop:
-            reason = "SIGTERM"
-        except KeyboardInterrupt:
-            reason = "SIGINT"
-        except BaseException as exc:
-            reason = f"crash: {exc!r}"
-            raise
-        finally:
-            self.restore(reason)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with signals.raising_on(lambda signum: Stop(signal.Signals(signum).name)):
+            try:
+                self.telemetry.write({"event": "start", "controller": self.controller.name,
+                                      "controller_sha256": self.controller.sha256, "apply": self.config.apply,
+                                      "interval_s": self.config.interval_s, "models": list(self.models),
+                                      "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
+                start = self.prime()
+                while self.config.duration_s is None or self.host.clock() - start < self.config.duration_s - 1e-9:
+                    self.host.sleep(self.config.interval_s)
+                    self.step()
+                reason = "duration"
+            except Stop as stop:
+                reason = stop.args[0]
+            except KeyboardInterrupt:
+                reason = "SIGINT"
+            except BaseException as exc:
+                reason = f"crash: {exc!r}"
+                raise
+            finally:
+                with signals.deferred():
+                    self.restore(reason)
         return reason
 
     def restore(self, reason: str) -> None:
@@ -237,14 +243,6 @@ class DeployAgent:
         self.telemetry.close()
         if errors:
             raise errors[0]
-
-
-def _raise_stop(signum, frame) -> None:
-    raise Stop()
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 __all__ = ["DeployAgent", "DeployConfig", "Engine", "Host", "Stop"]

@@ -10,22 +10,27 @@ from datetime import datetime
 from pathlib import Path
 
 from festgym.errors import FestgymError
+from festgym.gpu import signals
 
 
-def _gpus(args: argparse.Namespace) -> list:
-    """The GPUs a command names: simulated ones of a scenario, or NVML's visible ones."""
-    indices = [int(i) for i in args.gpu.split(",")] if args.gpu else None
-    if args.simulate:
+def _gpus(indices_text: str | None, simulate: str | None) -> list:
+    """The GPUs a command names (comma-separated indices; None: all): simulated ones of a
+    scenario, or NVML's visible ones."""
+    try:
+        indices = [int(i) for i in indices_text.split(",")] if indices_text else None
+    except ValueError:
+        raise FestgymError(f"--gpu {indices_text!r}: expected comma-separated GPU indices") from None
+    if simulate:
         from festgym.deploy.simhost import SimulatedHost
 
-        return [SimulatedHost(args.simulate, duration_s=1.0).gpu]
+        return [SimulatedHost(simulate, duration_s=1.0).gpu]
     from festgym.gpu.nvml import open_gpus
 
     return open_gpus(indices)
 
 
 def cmd_gpu_info(args: argparse.Namespace) -> int:
-    rows = [gpu.info() for gpu in _gpus(args)]
+    rows = [gpu.info() for gpu in _gpus(args.gpu, args.simulate)]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -64,6 +69,38 @@ class Pacer:
         time.sleep(self.next - now)
 
 
+def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, str],
+                  args: argparse.Namespace) -> list:
+    """Each engine's SLOs and batch limit: from --slo and --max-num-seqs, else from the scenario
+    (read only when a figure is missing: YAML stays off the deploy path otherwise)."""
+    from festgym.deploy.observation import EngineSpec
+
+    specs = []
+    for model, url in urls.items():
+        try:
+            ttft, tbt = (float(x) for x in slos[model].split(",")) if model in slos else (None, None)
+            limit = int(limits[model]) if model in limits else None
+        except ValueError:
+            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S and --max-num-seqs {model}=N take numbers") from None
+        if ttft is None or limit is None:
+            serving = _scenario_model(args, model)
+            ttft, tbt = (serving.slo.ttft_s, serving.slo.tbt_s) if ttft is None else (ttft, tbt)
+            limit = serving.engine.max_num_seqs if limit is None else limit
+        specs.append(EngineSpec(model, url, limit, ttft, tbt))
+    return specs
+
+
+def _scenario_model(args: argparse.Namespace, model: str):
+    from festgym.scenario import load_scenario, parse_overrides
+
+    scenario = load_scenario(args.scenario, **parse_overrides(args.set or []))
+    if model not in scenario.models:
+        raise FestgymError(f"deploy: {model} is not in scenario {scenario.name!r} (models: "
+                           f"{', '.join(scenario.models)}): give --slo {model}=TTFT_S,TBT_S and --max-num-seqs "
+                           f"{model}=N, or --scenario FILE")
+    return scenario.models[model]
+
+
 def _real_host(args: argparse.Namespace):
     """The host, its engine specs: NVML, engines' metrics, shares, and the actuator if any."""
     from festgym.deploy.agent import Host
@@ -71,19 +108,12 @@ def _real_host(args: argparse.Namespace):
     from festgym.deploy.observation import EngineSpec
     from festgym.gpu.nvml import open_gpus
     from festgym.gpu.shares import AdvisoryShares, MpsShares
-    from festgym.scenario import load_scenario, parse_overrides
 
     urls = _pairs(args.engine, "--engine")
     if not urls:
         raise FestgymError("deploy: give each served model's metrics URL: --engine MODEL=http://HOST:PORT "
                            "(repeat, most popular model first), or --simulate")
-    scenario = load_scenario(args.scenario, **parse_overrides(args.set or []))
-    unknown = [m for m in urls if m not in scenario.models]
-    if unknown:
-        raise FestgymError(f"deploy: {', '.join(unknown)} not in scenario {scenario.name!r}, which gives the SLOs "
-                           f"and batch limits (models: {', '.join(scenario.models)}); pass --scenario FILE")
-    specs = [EngineSpec(m, url, s.engine.max_num_seqs, s.slo.ttft_s, s.slo.tbt_s, s.slo.tbt_quantile)
-             for m, url in urls.items() for s in (scenario.models[m],)]
+    specs = _engine_specs(urls, _pairs(args.slo, "--slo"), _pairs(args.max_num_seqs, "--max-num-seqs"), args)
     engines = {s.model: EngineScraper(s.url, engine=args.engine_kind, timeout_s=args.scrape_timeout) for s in specs}
     mps = {m: int(pid) for m, pid in _pairs(args.mps_server, "--mps-server").items()}
     shares = MpsShares(mps) if args.shares == "mps" else AdvisoryShares()
@@ -133,8 +163,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         Telemetry(log).write({"event": "simulator", "energy_j": float(result.gpus.energy_kwh.sum() * 3.6e6),
                               **{k: result.summary[k] for k in ("requests", "finished", "slo_attainment",
                                                                 "ttft_attainment", "tbt_attainment")}})
-    print(f"stopped ({reason})")
-    return _print_summary(log, args.json)
+    totals = {"stopped": reason, "log": str(log), **agent.totals}
+    print(json.dumps(totals) if args.json else
+          f"stopped ({reason}): {totals['intervals']} intervals, {totals['energy_kj']:.3f} kJ, {totals['calls']} "
+          f"calls {'made' if args.apply else 'planned'}, {totals['watchdog_trips']} watchdog trips; "
+          f"festgym deploy report {log}")
+    return 0
 
 
 def _print_summary(log: Path, as_json: bool) -> int:
@@ -161,23 +195,20 @@ def cmd_deploy_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_deploy_actuator(args: argparse.Namespace) -> int:
     from festgym.deploy.actuator import ActuatorServer
 
-    gpu = _gpus(args)[0]
+    gpu = _gpus(args.actuator_gpu, args.simulate)[0]
     server = ActuatorServer(gpu, args.socket)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop serving as Ctrl-C does; the finally restores
     print(f"festgym actuator: {gpu.name()} [{gpu.uuid()}] on {args.socket}; writes: clocks and power limit")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()  # restores the GPU
+    with signals.raising_on(lambda signum: KeyboardInterrupt()):  # SIGTERM stops it as Ctrl-C does
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            with signals.deferred():
+                server.server_close()  # restores the GPU
     return 0
 
 
@@ -206,8 +237,12 @@ def add_commands(sub) -> None:
                      "--simulate, MODEL=sim picks the simulated models")
     dep.add_argument("--engine-kind", default="auto", choices=("auto", "vllm", "sglang"),
                      help="metric names to read (default: detect)")
-    dep.add_argument("--scenario", default="default", help="scenario giving the SLOs and batch limits "
-                     "(default: %(default)s)")
+    dep.add_argument("--slo", action="append", metavar="MODEL=TTFT_S,TBT_S", help="a model's TTFT and TBT SLOs "
+                     "(repeatable; default: the scenario's)")
+    dep.add_argument("--max-num-seqs", action="append", metavar="MODEL=N", help="a model's engine batch limit "
+                     "(repeatable; default: the scenario's)")
+    dep.add_argument("--scenario", default="default", help="scenario giving the SLOs and batch limits not given "
+                     "by --slo / --max-num-seqs (default: %(default)s)")
     dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a scenario setting")
     dep.add_argument("--gpu", type=int, help="GPU index after CUDA_VISIBLE_DEVICES (default: 0)")
     mode = dep.add_mutually_exclusive_group()
@@ -248,7 +283,7 @@ def add_commands(sub) -> None:
                           description="Serve one GPU's four writes on a Unix socket (run as root or with "
                           "CAP_SYS_ADMIN); restores the GPU when the client disconnects or on SIGTERM.")
     act.add_argument("--socket", required=True, help="Unix socket path, e.g. /run/festgym/actuator.sock")
-    act.add_argument("--gpu", default="0", help="GPU index (default: %(default)s)")
+    act.add_argument("--gpu", dest="actuator_gpu", default="0", help="GPU index (default: %(default)s)")
     act.add_argument("--simulate", metavar="SCENARIO", help="act on a simulated GPU (tests)")
     act.set_defaults(func=cmd_deploy_actuator)
 

@@ -228,12 +228,18 @@ class GpuDevice(abc.ABC):
                           utilization=self.utilization(), clock_events=self.clock_events())
 
     def restore(self) -> tuple[str, ...]:
-        """Undo every change this object made; returns what it reset."""
+        """Undo every change this object made; returns what it reset. Each part is tried even
+        if the other fails (then the first failure is raised)."""
         undone = self.changed()
-        if "locked_sm_clocks" in undone:
-            self.reset_locked_sm_clocks()
-        if "power_limit" in undone:
-            self.reset_power_limit()
+        errors = []
+        for part, reset in (("locked_sm_clocks", self.reset_locked_sm_clocks), ("power_limit", self.reset_power_limit)):
+            if part in undone:
+                try:
+                    reset()
+                except GpuError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
         return undone
 
     def info(self) -> dict[str, object]:

@@ -258,8 +258,12 @@ class NvmlGpu(GpuDevice):
             return
         operation = f"set locked SM clocks {min_mhz}-{max_mhz} MHz"
         self._check_sm_clocks(operation, min_mhz, max_mhz)
-        self._call(operation, "nvmlDeviceSetGpuLockedClocks", min_mhz, max_mhz)
-        self._locked_sm_mhz = (min_mhz, max_mhz)
+        previous, self._locked_sm_mhz = self._locked_sm_mhz, (min_mhz, max_mhz)
+        try:  # booked first: a signal right after the write must still find the lock to undo
+            self._call(operation, "nvmlDeviceSetGpuLockedClocks", min_mhz, max_mhz)
+        except GpuError:
+            self._locked_sm_mhz = previous  # not applied
+            raise
 
     def _check_sm_clocks(self, operation: str, min_mhz: int, max_mhz: int) -> None:
         if min_mhz > max_mhz:
@@ -277,24 +281,33 @@ class NvmlGpu(GpuDevice):
         self._call("reset locked SM clocks", "nvmlDeviceResetGpuLockedClocks")
         self._locked_sm_mhz = None
 
+    def _management_limit_mw(self) -> int:
+        """The limit set through NVML (the enforced one may sit below it, under another cap)."""
+        return int(self._call("read power management limit", "nvmlDeviceGetPowerManagementLimit"))
+
     def set_power_limit_mw(self, limit_mw: int) -> None:
         operation = f"set power limit {limit_mw} mW"
         lo, hi = self.power_limit_constraints_mw()
         if not lo <= limit_mw <= hi:
             raise InvalidArgument(f"{self._label}: {operation}: outside the allowed range {lo}-{hi} mW")
-        current = self.power_limit_mw()
+        current = self._management_limit_mw()
         if limit_mw == current:
             return
+        booked = (self._original_power_limit_mw, self._power_limit_set_mw)
         if self._original_power_limit_mw is None:
             self._original_power_limit_mw = current
-        self._call(operation, "nvmlDeviceSetPowerManagementLimit", limit_mw)
         self._power_limit_set_mw = limit_mw
+        try:  # booked first, as for clocks
+            self._call(operation, "nvmlDeviceSetPowerManagementLimit", limit_mw)
+        except GpuError:
+            self._original_power_limit_mw, self._power_limit_set_mw = booked
+            raise
 
     def reset_power_limit(self) -> None:
         original = self._original_power_limit_mw
         if original is None:
             return
-        if self.power_limit_mw() != original:
+        if self._management_limit_mw() != original:
             self._call(f"restore power limit {original} mW", "nvmlDeviceSetPowerManagementLimit", original)
         self._original_power_limit_mw = self._power_limit_set_mw = None
 

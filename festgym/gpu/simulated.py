@@ -124,8 +124,8 @@ class SimulatedGpu(GpuDevice):
         if self._locked == (min_mhz, max_mhz):
             return
         self._write(f"set locked SM clocks {min_mhz}-{max_mhz} MHz")
+        self._locked = (min_mhz, max_mhz)  # booked before the change, as NvmlGpu does
         self._clock(max_mhz)  # under load the clock sits at the top of the locked range
-        self._locked = (min_mhz, max_mhz)
 
     def reset_locked_sm_clocks(self) -> None:
         if self._locked is None:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 
 from festgym.errors import FestgymError
+from festgym.gpu import signals
 from festgym.gpu.device import GpuDevice
 from festgym.profiler.transformer import RandomTransformer
 
@@ -153,11 +154,12 @@ class Device:
             return
         if self.gpu is None:
             raise FestgymError("--sweep-clocks needs a GPU (NVML); the CPU has no SM clock to lock")
-        self.gpu.set_locked_sm_clocks_mhz(clock_mhz, clock_mhz)
         try:
+            self.gpu.set_locked_sm_clocks_mhz(clock_mhz, clock_mhz)
             yield clock_mhz
         finally:
-            self.gpu.restore()
+            with signals.deferred():
+                self.gpu.restore()
 
 
 def measure_point(device: Device, meter: EnergyMeter | None, step: Callable[[], object], plan: Plan) -> dict:
