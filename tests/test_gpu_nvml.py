@@ -148,7 +148,9 @@ def test_name_is_read_once_and_bytes_are_decoded(fake: Any) -> None:
     fake.nvmlDeviceGetName.assert_called_once_with("h0")
 
 
-def test_supported_sm_clocks_default_to_the_current_memory_clock(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_supported_sm_clocks_default_to_the_highest_memory_clock(gpu: nvml.NvmlGpu, fake: Any) -> None:
+    fake.nvmlDeviceGetClockInfo.side_effect = None
+    fake.nvmlDeviceGetClockInfo.return_value = 405  # an idle GPU's low memory clock: not the one that matters
     fake.nvmlDeviceGetSupportedGraphicsClocks.return_value = [210, 1980, 1200]  # sorted whatever NVML's order
     assert gpu.supported_sm_clocks_mhz() == (1980, 1200, 210)
     fake.nvmlDeviceGetSupportedGraphicsClocks.assert_called_once_with("h0", 2619)

@@ -18,7 +18,7 @@ from festgym.errors import FestgymError  # noqa: E402
 from festgym.paths import profiles_dir  # noqa: E402
 from festgym.profile import Profile  # noqa: E402
 from festgym.profiler.assemble import MEASUREMENTS  # noqa: E402
-from festgym.profiler.measure import ConstantPower, Device, Plan, measure, measure_point  # noqa: E402
+from festgym.profiler.measure import ConstantPower, Device, Plan, measure, measure_point, partition_sms  # noqa: E402
 from festgym.profiler.run import ProfileRun, profile  # noqa: E402
 from festgym.profiler.transformer import RandomTransformer  # noqa: E402
 from festgym.specs import ModelSpec  # noqa: E402
@@ -186,3 +186,15 @@ def test_the_gpu_spec_follows_the_gpu_name(name, spec_name, tmp_path):
             gpu_spec_for(run, name)
     else:
         assert gpu_spec_for(run, name).name == spec_name
+
+
+def test_step_times_are_summarised_by_median_and_interpolated_percentiles(monkeypatch):
+    monkeypatch.setattr(Device, "time_steps", lambda self, step, n: [float(t) for t in range(1, 11)])
+    row = measure_point(Device(torch.device("cpu")), None, lambda: None, replace(Plan.tiny(), repeats=10))
+    assert (row["time_s"], row["time_p10_s"], row["time_p90_s"]) == (5.5, pytest.approx(1.9), pytest.approx(9.1))
+
+
+@pytest.mark.parametrize("share, group, expected", [(0.25, 8, 40), (0.01, 8, 8), (0.5, 8, 72), (0.99, 8, 132),
+                                                    (0.25, 2, 34)])
+def test_green_context_partitions_take_whole_sm_groups(share, group, expected):
+    assert partition_sms(share, 132, group) == expected

@@ -175,7 +175,7 @@ class GpuDevice(abc.ABC):
 
     @abc.abstractmethod
     def supported_sm_clocks_mhz(self, memory_clock_mhz: int | None = None) -> tuple[int, ...]:
-        """Supported SM clocks at ``memory_clock_mhz`` (default: the current one), descending."""
+        """Supported SM clocks at ``memory_clock_mhz`` (default: the highest one), descending."""
 
     @abc.abstractmethod
     def power_limit_mw(self) -> int:

@@ -222,7 +222,9 @@ class NvmlGpu(GpuDevice):
         return _descending(self._call("read supported memory clocks", "nvmlDeviceGetSupportedMemoryClocks"))
 
     def supported_sm_clocks_mhz(self, memory_clock_mhz: int | None = None) -> tuple[int, ...]:
-        mem = self.memory_clock_mhz() if memory_clock_mhz is None else memory_clock_mhz
+        # Default: the highest memory clock, the one a loaded GPU runs (an idle GDDR GPU reads a
+        # low memory clock whose SM clock list is short).
+        mem = max(self.supported_memory_clocks_mhz()) if memory_clock_mhz is None else memory_clock_mhz
         return _descending(self._call(f"read supported SM clocks at memory clock {mem} MHz",
                                       "nvmlDeviceGetSupportedGraphicsClocks", mem))
 

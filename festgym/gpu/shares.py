@@ -88,7 +88,10 @@ class MpsShares(ShareActuator):
 
     def _apply_one(self, model: str, share: float) -> None:
         cmd = self.command(model, share)
-        done = subprocess.run([self.control], input=cmd + "\n", capture_output=True, text=True, timeout=5)
+        try:
+            done = subprocess.run([self.control], input=cmd + "\n", capture_output=True, text=True, timeout=5)
+        except subprocess.TimeoutExpired:
+            raise GpuError(f"MPS: '{cmd}' timed out after 5 s (is the MPS control daemon hung?)") from None
         if done.returncode != 0 or "error" in done.stdout.lower():
             raise GpuError(f"MPS: '{cmd}' failed: {(done.stderr or done.stdout).strip() or done.returncode}")
 

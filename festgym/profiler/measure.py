@@ -25,12 +25,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 
 from festgym.errors import FestgymError
 from festgym.gpu import signals
 from festgym.gpu.device import GpuDevice
 from festgym.profiler.transformer import RandomTransformer
+
+
+SM_GROUP = 8
+"""SMs per green-context partition unit on compute capability 9.0+ (Hopper): CUDA rounds a
+request up to a multiple (``cuDevSmResourceSplitByCount``)."""
 
 
 class EnergyMeter(Protocol):
@@ -115,10 +121,22 @@ class Device:
         self.sync()
         return [begin.elapsed_time(end) / 1e3 for begin, end in events]
 
+    def release(self) -> None:
+        """Give freed tensors back to the device (torch caches them), so that the next point's
+        fit check sees the memory."""
+        if self.cuda:
+            torch.cuda.empty_cache()
+
     def free_bytes(self) -> int:
         if self.cuda:
             return torch.cuda.mem_get_info(self.torch)[0]
         return 1 << 62  # the CPU plan is tiny
+
+    def read_clock(self) -> dict:
+        """The SM clock and the clock-event (throttle) reasons now, if there is a GPU to ask."""
+        if self.gpu is None:
+            return {}
+        return {"clock_read_mhz": self.gpu.sm_clock_mhz(), "clock_events": ",".join(self.gpu.clock_events())}
 
     def share_mechanism(self) -> str:
         """``green-context`` where this torch and GPU partition SMs; else ``none``."""
@@ -128,20 +146,22 @@ class Device:
         return "none"
 
     @contextmanager
-    def share(self, share: float, sm_count: int) -> Iterator[None]:
-        """Run the block on ``share`` of the SMs."""
+    def share(self, share: float, sm_count: int) -> Iterator[float]:
+        """Run the block on ``share`` of the SMs; yields the share really used (green contexts
+        take whole SM groups: ``SM_GROUP`` SMs on compute capability 9+, 2 before)."""
         if share >= 1.0:
-            yield
+            yield 1.0
             return
         if self.share_mechanism() != "green-context":
             raise FestgymError(f"SM share {share:g}: this torch or device has no CUDA green contexts; measure "
                                "share 1 only (the profile then models the share dimension)")
-        context = torch.cuda.green_contexts.GreenContext.create(num_sms=max(1, round(share * sm_count)),
-                                                                device_id=self.torch.index)
+        group = SM_GROUP if torch.cuda.get_device_capability(self.torch)[0] >= 9 else 2
+        num_sms = partition_sms(share, sm_count, group)
+        context = torch.cuda.green_contexts.GreenContext.create(num_sms=num_sms, device_id=self.torch.index)
         context.set_context()
         try:
             with torch.cuda.stream(context.Stream()):  # kernels go to the partition's stream
-                yield
+                yield num_sms / sm_count
         finally:
             context.pop_context()
 
@@ -162,29 +182,33 @@ class Device:
                 self.gpu.restore()
 
 
+def partition_sms(share: float, sm_count: int, group: int) -> int:
+    """The SMs a green context of ``share`` gets: whole groups, rounded up, at least one group."""
+    return min(sm_count, max(group, math.ceil(share * sm_count / group) * group))
+
+
 def measure_point(device: Device, meter: EnergyMeter | None, step: Callable[[], object], plan: Plan) -> dict:
     """Median step time (and p10, p90) and, with a meter, the energy of a window of steps."""
     for _ in range(plan.warmup):
         step()
     device.sync()
-    times = sorted(device.time_steps(step, plan.repeats))
+    times = device.time_steps(step, plan.repeats)
     median = statistics.median(times)
-    row = {"time_s": median, "time_p10_s": times[int(0.1 * (len(times) - 1))],
-           "time_p90_s": times[math.ceil(0.9 * (len(times) - 1))], "repeats": plan.repeats}
+    p10, p90 = np.percentile(times, [10, 90])  # interpolated: with few repeats, not just min and max
+    row = {"time_s": median, "time_p10_s": float(p10), "time_p90_s": float(p90), "repeats": plan.repeats}
     if meter is not None:
         n = max(plan.repeats, math.ceil(plan.min_window_s / max(median, 1e-9)))
         device.sync()
         e0, t0 = meter.energy_mj(), time.perf_counter()
         for _ in range(n):
             step()
-        clock = device.gpu.sm_clock_mhz() if device.gpu is not None else None  # under load, before the sync
+        under_load = device.read_clock()  # before the sync: the GPU is still busy
         device.sync()
         seconds, energy_j = time.perf_counter() - t0, (meter.energy_mj() - e0) / 1e3
-        row.update(window_steps=n, window_s=seconds, energy_j=energy_j, power_w=energy_j / seconds,
-                   clock_read_mhz=clock)
+        row.update(window_steps=n, window_s=seconds, energy_j=energy_j, power_w=energy_j / seconds, **under_load)
     elif device.gpu is not None:
         step()
-        row["clock_read_mhz"] = device.gpu.sm_clock_mhz()
+        row.update(device.read_clock())
         device.sync()
     return row
 
@@ -203,7 +227,7 @@ def measure(model: RandomTransformer, device: Device, plan: Plan, meter: EnergyM
         with device.clock(clock) as running:
             first = len(rows)
             for share in plan.shares:
-                with device.share(share, sm_count):
+                with device.share(share, sm_count) as share:  # the share really used
                     for tokens in plan.tokens:
                         progress(f"prefill tokens={tokens} share={share:g} clock={running}")
                         figures = measure_point(device, meter, lambda: model.prefill(1, tokens), plan)
@@ -229,9 +253,11 @@ def _decode_point(model: RandomTransformer, device: Device, meter: EnergyMeter |
     progress(f"decode batch={batch} ctx={ctx} share={share:g} clock={clock}")
     model.allocate_cache(batch, ctx)
     try:
-        return {**row, **measure_point(device, meter, model.decode, plan)}
+        return {**row, **measure_point(device, meter, model.decode_step(), plan)}
     finally:
         model.cache = None
+        device.release()
 
 
-__all__ = ["ConstantPower", "Device", "DeviceEnergy", "EnergyMeter", "Plan", "measure", "measure_point"]
+__all__ = ["ConstantPower", "Device", "DeviceEnergy", "EnergyMeter", "Plan", "measure", "measure_point",
+           "partition_sms"]

@@ -78,7 +78,12 @@ def _device(run: ProfileRun) -> tuple[Device, EnergyMeter | None]:
     from festgym.gpu.nvml import open_gpus
 
     gpu = open_gpus([run.gpu])[0]
-    return Device(torch.device("cuda", run.gpu), gpu), DeviceEnergy(gpu)
+    cuda = torch.device("cuda", run.gpu)
+    torch_uuid = str(getattr(torch.cuda.get_device_properties(cuda), "uuid", ""))
+    if torch_uuid and torch_uuid not in gpu.uuid():  # torch orders GPUs fastest first, NVML by PCI bus
+        raise FestgymError(f"torch's GPU {run.gpu} ({torch_uuid}) is not NVML's ({gpu.uuid()}): set "
+                           "CUDA_DEVICE_ORDER=PCI_BUS_ID so that both number GPUs alike")
+    return Device(cuda, gpu), DeviceEnergy(gpu)
 
 
 def profile(run: ProfileRun, meter: EnergyMeter | None = None,
@@ -91,7 +96,7 @@ def profile(run: ProfileRun, meter: EnergyMeter | None = None,
     plan = run.plan or (Plan.tiny() if run.dry_run else Plan())
     if run.sweep_clocks and not plan.clocks_mhz:
         plan = replace(plan, clocks_mhz=tuple(int(c) for c in sweep_clocks(gpu)))
-    dtype = DTYPES.get(spec.dtype, torch.bfloat16) if device.cuda else torch.float32
+    dtype = DTYPES.get(spec.dtype, torch.bfloat16) if device.cuda else torch.float32  # CPU: fp32 kernels
     model = RandomTransformer(spec, device.torch, dtype)
     rows = measure(model, device, plan, meter, gpu.sm_count, progress)
     frame = with_predictions(rows, gpu, spec)

@@ -10,19 +10,24 @@ each sequence (as serving engines compute logits only where they sample).
 * **Prefill** runs ``prompts`` prompts of ``tokens`` tokens each, causal attention over itself.
 * **Decode** runs one token for each of ``batch`` sequences whose contexts of ``ctx`` tokens sit
   in a contiguous KV cache (``batch × ctx`` slots per layer, filled with random values), writes
-  the new token's K and V, and attends over ``ctx + 1`` positions.
+  the new token's K and V, and attends over ``ctx + 1`` positions. On a GPU the step is replayed
+  from a CUDA graph, as serving engines run decode; prefill runs eager (engines do too).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from festgym.specs import ModelSpec
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+"""GPU dtypes by config name; anything else (float32 configs) runs in bf16, as engines serve it."""
+ROPE_BASE = 10000.0
+"""Rotary base (its value changes no cost)."""
 
 
 class RandomTransformer:
@@ -46,7 +51,11 @@ class RandomTransformer:
         } for _ in range(spec.num_layers)]
         self.final_norm = self._ones(h)
         self.lm_head = self.embed if spec.tie_word_embeddings else self._weight(spec.vocab_size, h)
+        half = spec.head_dim // 2
+        self.inv_freq = torch.exp(-math.log(ROPE_BASE) * torch.arange(half, device=self.device) / half)
         self.cache: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._decode_ids = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self._decode_rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def tensors(self) -> list[torch.Tensor]:
         """Every weight once (a tied LM head is the embedding)."""
@@ -65,14 +74,19 @@ class RandomTransformer:
 
     # --- steps ---------------------------------------------------------------------------------
 
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary cos and sin at ``positions`` (computed once per step, shared by the layers)."""
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        return angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+
     @torch.inference_mode()
     def prefill(self, prompts: int, tokens: int) -> torch.Tensor:
         """Logits of the last position of each of ``prompts`` prompts of ``tokens`` tokens."""
         ids = torch.randint(0, self.spec.vocab_size, (prompts, tokens), generator=self._gen, device=self.device)
         x = F.embedding(ids, self.embed)
-        positions = torch.arange(tokens, device=self.device)
+        rope = self.rope(torch.arange(tokens, device=self.device))
         for layer in self.layers:
-            x = self._block(layer, x, positions, None)
+            x = self._block(layer, x, rope, None)
         return self._logits(x[:, -1])
 
     def allocate_cache(self, batch: int, ctx: int) -> None:
@@ -84,25 +98,41 @@ class RandomTransformer:
         values = [torch.randn(shape, generator=self._gen, device=self.device, dtype=self.dtype)
                   for _ in range(self.spec.num_layers)]
         self.cache = (keys, values)
+        self._decode_ids = torch.randint(0, self.spec.vocab_size, (batch, 1), generator=self._gen, device=self.device)
+        self._decode_rope = self.rope(torch.full((1,), ctx, device=self.device))
 
     @torch.inference_mode()
     def decode(self) -> torch.Tensor:
-        """One decode step of every sequence of the allocated cache: logits of the new tokens."""
-        if self.cache is None:
+        """One decode step of every sequence of the allocated cache: logits of the new tokens.
+        Inputs are static (allocated with the cache), so that the step can be captured in a CUDA
+        graph (:meth:`decode_step`)."""
+        if self.cache is None or self._decode_rope is None:
             raise RuntimeError("allocate_cache(batch, ctx) before decode()")
-        keys, values = self.cache
-        batch, ctx = keys[0].shape[0], keys[0].shape[2] - 1
-        ids = torch.randint(0, self.spec.vocab_size, (batch, 1), generator=self._gen, device=self.device)
-        x = F.embedding(ids, self.embed)
-        positions = torch.full((1,), ctx, device=self.device)
-        for layer, k_cache, v_cache in zip(self.layers, keys, values):
-            x = self._block(layer, x, positions, (k_cache, v_cache))
+        x = F.embedding(self._decode_ids, self.embed)
+        for layer, k_cache, v_cache in zip(self.layers, *self.cache):
+            x = self._block(layer, x, self._decode_rope, (k_cache, v_cache))
         return self._logits(x[:, -1])
+
+    def decode_step(self) -> Callable[[], object]:
+        """The decode step as serving engines run it: on a GPU replayed from a CUDA graph (one
+        launch, no per-kernel host overhead, as vLLM's CUDA graphs), on the CPU eager."""
+        if self.device.type != "cuda":
+            return self.decode
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm up outside the capture, as torch requires
+            for _ in range(2):
+                self.decode()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.decode()
+        return graph.replay
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.rms_norm(x, (x.shape[-1],), self.final_norm), self.lm_head)
 
-    def _block(self, layer: dict, x: torch.Tensor, positions: torch.Tensor,
+    def _block(self, layer: dict, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                cache: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         spec = self.spec
         b, t, h = x.shape
@@ -113,7 +143,7 @@ class RandomTransformer:
         if layer["q_norm"] is not None:
             q = F.rms_norm(q, (spec.head_dim,), layer["q_norm"])
             k = F.rms_norm(k, (spec.head_dim,), layer["k_norm"])
-        q, k = _rotate(q, positions), _rotate(k, positions)
+        q, k = _rotate(q, *rope), _rotate(k, *rope)
         if cache is None:
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -127,12 +157,9 @@ class RandomTransformer:
         return x + F.linear(gate * F.linear(y, layer["w_up"], layer["b_up"]), layer["w_down"], layer["b_down"])
 
 
-def _rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding (the half-split form) at ``positions``."""
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (the half-split form) with precomputed tables."""
     half = x.shape[-1] // 2
-    freqs = torch.exp(-math.log(base) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * freqs[None, :]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
