@@ -81,7 +81,8 @@ def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, 
             ttft, tbt = (float(x) for x in slos[model].split(",")) if model in slos else (None, None)
             limit = int(limits[model]) if model in limits else None
         except ValueError:
-            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S and --max-num-seqs {model}=N take numbers") from None
+            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S and --max-num-seqs {model}=N "
+                               "take numbers") from None
         if ttft is None or limit is None:
             serving = _scenario_model(args, model)
             ttft, tbt = (serving.slo.ttft_s, serving.slo.tbt_s) if ttft is None else (ttft, tbt)

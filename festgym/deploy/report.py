@@ -73,7 +73,8 @@ def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
             count = _column(frame, f"{prefix}{kind}.count").fillna(0)
             over = _column(frame, f"{prefix}{kind}.over_slo").fillna(0)
             p99 = _column(frame, f"{prefix}{kind}.p99")
-            row[f"{kind[:-2]}_over_slo"] = round(float((count * over).sum() / count.sum()), 4) if count.sum() else np.nan
+            total = count.sum()
+            row[f"{kind[:-2]}_over_slo"] = round(float((count * over).sum() / total), 4) if total else np.nan
             row[f"{kind[:-2]}_p99_median_s"] = round(float(p99.median()), 4) if p99.notna().any() else np.nan
         rows.append(row)
     return base, pd.DataFrame(rows)

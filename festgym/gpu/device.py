@@ -263,5 +263,6 @@ class GpuDevice(abc.ABC):
                 "clock_events": ",".join(self.clock_events()) or "none"}
 
 
-__all__ = ["CLOCK_EVENTS", "WRITE_CALLS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "GpuWriter", "InvalidArgument",
+__all__ = ["CLOCK_EVENTS", "WRITE_CALLS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "GpuWriter",
+           "InvalidArgument",
            "MemoryInfo", "NoPermission", "NotSupported", "NvmlUnavailable", "Utilization", "clock_event_names"]

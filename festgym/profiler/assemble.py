@@ -130,10 +130,10 @@ def comparisons(frame: pd.DataFrame) -> list[dict]:
                        for t, b, c in zip(part["tokens"], part["batch"], part["ctx"]))
         labels = tuple(f"{label} share={s:g} clock={'running' if pd.isna(c) else f'{c:g}'}"
                        for label, s, c in zip(labels, part["share"], part["clock_mhz"]))
-        for measured, generated, metric in (("time_s", "model_time_s", "time_s"), ("power_w", "model_power_w", "power_w")):
-            if len(part) and part[measured].notna().all():
+        for metric in ("time_s", "power_w"):
+            if len(part) and part[metric].notna().all():
                 rows.append(Comparison("measured-vs-generated", MEASUREMENTS, f"{phase}_{metric}", labels,
-                                       part[measured].to_numpy(float), part[generated].to_numpy(float)).summary())
+                                       part[metric].to_numpy(float), part[f"model_{metric}"].to_numpy(float)).summary())
     return rows
 
 
@@ -170,7 +170,8 @@ def provenance(generated: Mapping[str, Any], ok: pd.DataFrame, measurement: Mapp
     if power:
         out["power"] = {**how, "method": "energy counter over a window of steps / window time; the generated "
                                          "dynamic power corrected by measured/generated above idle"}
-    out["measurement"] = {"kind": "measured", **measurement, "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["measurement"] = {"kind": "measured", **measurement, "date": date}
     return out
 
 

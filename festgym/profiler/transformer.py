@@ -41,7 +41,8 @@ class RandomTransformer:
         self.embed = self._weight(spec.vocab_size, h)
         self.layers = [{
             "norm1": self._ones(h), "wq": self._weight(q, h), "wk": self._weight(kv, h), "wv": self._weight(kv, h),
-            "bq": self._bias(q, spec.qkv_bias), "bk": self._bias(kv, spec.qkv_bias), "bv": self._bias(kv, spec.qkv_bias),
+            "bq": self._bias(q, spec.qkv_bias), "bk": self._bias(kv, spec.qkv_bias),
+            "bv": self._bias(kv, spec.qkv_bias),
             "q_norm": self._ones(spec.head_dim) if spec.qk_norm else None,
             "k_norm": self._ones(spec.head_dim) if spec.qk_norm else None,
             "wo": self._weight(h, q), "bo": self._bias(h, spec.o_bias), "norm2": self._ones(h),
