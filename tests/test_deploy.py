@@ -417,6 +417,13 @@ def test_a_tampered_export_is_refused(tmp_path):
         LocalController(folder)
 
 
+def test_without_the_deploy_extra_the_error_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    for argv in (["deploy", "--simulate", "default"], ["gpu", "info", "--simulate", "default"]):
+        assert main(argv) == 2
+        assert "pip install -e '.[deploy]'" in capsys.readouterr().err
+
+
 def test_bad_settings_are_named(capsys):
     assert main(["deploy", "--simulate", "default", "--interval", "0"]) == 2
     assert "DeployConfig.interval_s: out of range (0.0)" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import time
@@ -13,6 +14,15 @@ from festgym.errors import FestgymError
 from festgym.gpu import signals
 
 
+def _require_deploy_extra() -> None:
+    """The engines' metrics need prometheus-client (the deploy extra): a clear error without it."""
+    try:
+        importlib.import_module("prometheus_client")
+    except ImportError:
+        raise FestgymError("festgym deploy needs the deploy extra (prometheus-client is missing): "
+                           "pip install -e '.[deploy]'") from None
+
+
 def _gpus(indices_text: str | None, simulate: str | None) -> list:
     """The GPUs a command names (comma-separated indices; None: all): simulated ones of a
     scenario, or NVML's visible ones."""
@@ -21,6 +31,7 @@ def _gpus(indices_text: str | None, simulate: str | None) -> list:
     except ValueError:
         raise FestgymError(f"--gpu {indices_text!r}: expected comma-separated GPU indices") from None
     if simulate:
+        _require_deploy_extra()  # the simulated host serves engine metrics
         from festgym.deploy.simhost import SimulatedHost
 
         return [SimulatedHost(simulate, duration_s=1.0).gpu]
@@ -128,6 +139,7 @@ def _real_host(args: argparse.Namespace):
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    _require_deploy_extra()
     from festgym.checkpoint import LocalController
     from festgym.deploy.agent import DeployAgent, DeployConfig
     from festgym.deploy.safety import SafetyConfig
