@@ -21,6 +21,7 @@ import numpy as np
 
 from festgym.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig
+from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.simhost import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
 
@@ -30,7 +31,8 @@ TARGET_MS = 2.0
 def measure(policy: str, intervals: int) -> dict:
     host = SimulatedHost("default", seed=0, duration_s=intervals + 1.0)
     log = io.StringIO()
-    agent = DeployAgent(host.host, LocalController(policy), host.engine_specs(),
+    agent = DeployAgent(host.host, CheckpointDecider.for_gpu(LocalController(policy), host.engine_specs(), host.gpu),
+                        host.engine_specs(),
                         DeployConfig(duration_s=float(intervals), apply=True), Telemetry(stream=log))
     step_ms = []
     for _ in range(intervals):

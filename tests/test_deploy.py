@@ -20,6 +20,7 @@ import pytest
 from festgym.checkpoint import LocalController
 from festgym.cli import main
 from festgym.deploy.agent import DeployAgent, DeployConfig
+from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.engine_metrics import Histogram, window, parse_metrics, render_metrics
 from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig, clamp_clock
@@ -36,7 +37,8 @@ def agent_on(host: SimulatedHost, duration_s: float, apply: bool = True, policy:
              safety: SafetyConfig | None = None) -> tuple[DeployAgent, io.StringIO]:
     log = io.StringIO()
     config = DeployConfig(interval_s=1.0, duration_s=duration_s, apply=apply, safety=safety or SafetyConfig())
-    return DeployAgent(host.host, LocalController(policy), host.engine_specs(), config, Telemetry(stream=log)), log
+    return DeployAgent(host.host, CheckpointDecider.for_gpu(LocalController(policy), host.engine_specs(), host.gpu),
+                       host.engine_specs(), config, Telemetry(stream=log)), log
 
 
 def records(log: io.StringIO) -> list[dict]:
@@ -104,7 +106,7 @@ class Boom(RuntimeError):
 def test_a_crash_restores_the_gpu_and_propagates(monkeypatch):
     host = SimulatedHost("default", seed=0, duration_s=61.0)
     agent, log = agent_on(host, 60.0, safety=SafetyConfig(min_change_interval_s=0.0))
-    levels, calls = agent.controller.levels, []
+    levels, calls = agent.decider.controller.levels, []
 
     def flaky(obs):
         calls.append(1)
@@ -112,7 +114,7 @@ def test_a_crash_restores_the_gpu_and_propagates(monkeypatch):
             raise Boom("controller failed")
         return [0] + levels(obs)[1:]  # the lowest clock: a change to undo
 
-    monkeypatch.setattr(agent.controller, "levels", flaky)
+    monkeypatch.setattr(agent.decider.controller, "levels", flaky)
     with pytest.raises(Boom):
         agent.run()
     stop = records(log)[-1]
@@ -307,6 +309,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 from festgym.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig, Host
+from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.engine_metrics import EngineScraper, parse_metrics, render_metrics
 from festgym.deploy.observation import EngineSpec
 from festgym.deploy.telemetry import Telemetry
@@ -319,7 +322,8 @@ class Engine(EngineScraper):
         return parse_metrics(render_metrics("vllm", "m", {"running": 3, "waiting": 1}, {}, {}))
 log = io.StringIO()
 host = Host(FakeGpu(), {"m": Engine("sim://m")}, AdvisoryShares(), sleep=lambda s: None)
-agent = DeployAgent(host, LocalController("ppo-local"), [EngineSpec("m", "sim://m", 64, 0.5, 0.1)],
+engines = [EngineSpec("m", "sim://m", 64, 0.5, 0.1)]
+agent = DeployAgent(host, CheckpointDecider.for_gpu(LocalController("ppo-local"), engines, host.gpu), engines,
                     DeployConfig(duration_s=0.0), Telemetry(stream=log))
 agent.step(); agent.step()
 print(json.loads(log.getvalue().splitlines()[-1])["levels"])

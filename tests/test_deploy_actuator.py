@@ -20,6 +20,7 @@ import pytest
 from festgym.checkpoint import LocalController
 from festgym.deploy.actuator import QUERIES, WRITES, ActuatorError, ActuatorServer, RemoteWriter, handle
 from festgym.deploy.agent import DeployAgent, DeployConfig
+from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.simhost import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
 from festgym.gpu.device import GpuError, InvalidArgument, NoPermission
@@ -349,7 +350,8 @@ def test_deploy_agent_writes_through_actuator(serve):
     writer = running.client()
     host = replace(sim_host.host, writer=writer)
     out = io.StringIO()
-    agent = DeployAgent(host, LocalController("ppo-local"), sim_host.engine_specs(),
+    agent = DeployAgent(host, CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu),
+                        sim_host.engine_specs(),
                         DeployConfig(interval_s=1.0, duration_s=20.0, apply=True), Telemetry(stream=out))
     assert agent.run() == "duration"
     records = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -381,7 +383,8 @@ def test_deploy_agent_when_actuator_goes_away(serve):
 
     host = replace(sim_host.host, writer=writer, sleep=sleep)
     out = io.StringIO()
-    agent = DeployAgent(host, LocalController("ppo-local"), sim_host.engine_specs(),
+    agent = DeployAgent(host, CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu),
+                        sim_host.engine_specs(),
                         DeployConfig(interval_s=1.0, duration_s=20.0, apply=True), Telemetry(stream=out))
     with pytest.raises(ActuatorError):
         agent.run()

@@ -20,16 +20,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
-from festgym.checkpoint import LocalController
 from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
-from festgym.deploy.observation import EngineSpec, host_observation
+from festgym.deploy.deciders import Decider, HostState
+from festgym.deploy.observation import EngineSpec
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.errors import FestgymError
 from festgym.gpu import signals
 from festgym.gpu.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.gpu.shares import ShareActuator
-from festgym.local_control import LevelDecoder
+from festgym.policy import GpuControl
 from festgym.specs import check_ranges
 
 
@@ -84,29 +84,20 @@ class DeployConfig:
 
 
 class DeployAgent:
-    """Runs ``controller`` on ``host`` for the models in ``engines`` (in popularity order: the
-    slot order; at most the controller's slot count)."""
+    """Runs ``decider`` (a checkpoint's or a rule policy's, :mod:`festgym.deploy.deciders`) on
+    ``host`` for the models in ``engines`` (in popularity order: a checkpoint's slot order)."""
 
-    def __init__(self, host: Host, controller: LocalController, engines: Sequence[EngineSpec],
-                 config: DeployConfig, telemetry: Telemetry):
-        face = controller.interface
+    def __init__(self, host: Host, decider: Decider, engines: Sequence[EngineSpec], config: DeployConfig,
+                 telemetry: Telemetry):
         if not engines:
             raise FestgymError("deploy: no engines (give --engine MODEL=URL for each served model)")
-        if len(engines) > face.slots:
-            raise FestgymError(f"deploy: {len(engines)} engines, but {controller.name} controls at most "
-                               f"{face.slots} models per GPU")
         missing = [e.model for e in engines if e.model not in host.engines]
         if missing:
             raise FestgymError(f"deploy: no metrics source for {', '.join(missing)}")
-        self.host, self.controller, self.config, self.telemetry = host, controller, config, telemetry
+        self.host, self.decider, self.config, self.telemetry = host, decider, config, telemetry
         self.engines = tuple(engines)
         self.models = tuple(e.model for e in engines)
-        supported = host.gpu.supported_sm_clocks_mhz()
-        self.decoder = LevelDecoder({"host": supported}, face.clock_levels, face.share_levels, face.batch_caps)
-        self.clock_hi = max(supported)
-        self.tdp_w = host.gpu.default_power_limit_mw() / 1e3
-        self.guard = Guard(config.safety, supported, engines)
-        self.slots: list[EngineSpec | None] = list(engines) + [None] * (face.slots - len(engines))
+        self.guard = Guard(config.safety, host.gpu.supported_sm_clocks_mhz(), engines)
         self.shares = {m: 1.0 / len(engines) for m in self.models}  # MPS default: no partition chosen yet
         self.last_seen = {m: -1.0 for m in self.models}
         self._energy: int | None = None
@@ -133,15 +124,12 @@ class DeployAgent:
         for m, w in windows.items():
             if w is not None and (w.waiting > 0 or (w.prompt_tokens or 0) > 0):
                 self.last_seen[m] = now
+        state = HostState(now, self.config.interval_s, reading, windows, dict(self.shares),
+                          {m: now - t if t >= 0 else -1.0 for m, t in self.last_seen.items()}, host.time_of_day())
         started = time.perf_counter()
-        obs = host_observation(self.slots, windows, self.shares,
-                               {m: now - t if t >= 0 else -1.0 for m, t in self.last_seen.items()}, reading,
-                               self.tdp_w, self.decoder.clock_lo["host"], self.clock_hi, host.time_of_day(),
-                               self.controller.interface.period_s)
-        levels = self.controller.levels(obs)
-        m = self.controller.interface.slots
-        control = self.decoder.control("host", self.models, self.models, levels[0], levels[1:1 + m], levels[1 + m:])
+        control, levels = self.decider.decide(state)
         decision_ms = (time.perf_counter() - started) * 1e3
+        control = control or GpuControl()
         hold = self.guard.watch(windows, now)
         calls = self._calls(control.clock_mhz, dict(control.shares or {}), hold, now)
         if self.config.apply:
@@ -194,8 +182,8 @@ class DeployAgent:
         reason = "crash"
         with signals.raising_on(lambda signum: Stop(signal.Signals(signum).name)):
             try:
-                self.telemetry.write({"event": "start", "controller": self.controller.name,
-                                      "controller_sha256": self.controller.sha256, "apply": self.config.apply,
+                self.telemetry.write({"event": "start", "controller": self.decider.name,
+                                      "controller_sha256": self.decider.sha256, "apply": self.config.apply,
                                       "interval_s": self.config.interval_s, "models": list(self.models),
                                       "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
                 start = self.prime()

@@ -142,6 +142,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     _require_deploy_extra()
     from festgym.checkpoint import LocalController
     from festgym.deploy.agent import DeployAgent, DeployConfig
+    from festgym.deploy.deciders import CheckpointDecider
     from festgym.deploy.safety import SafetyConfig
     from festgym.deploy.telemetry import Telemetry
 
@@ -164,7 +165,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise FestgymError(f"deploy: {exc}") from None
     log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
-    agent = DeployAgent(host, controller, specs, config, Telemetry(log))
+    agent = DeployAgent(host, CheckpointDecider.for_gpu(controller, specs, host.gpu), specs, config, Telemetry(log))
     mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
     print(f"festgym deploy: {controller.name} (sha256 {controller.sha256[:12]}) on {host.gpu.name()} "
           f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval:g} s"

@@ -44,7 +44,7 @@ def engine_record(spec: EngineSpec, window: EngineWindow | None) -> dict[str, An
 
 
 def interval_record(t_s: float, dt_s: float | None, energy_j: float | None, reading: GpuReading,
-                    target_clock_mhz: float | None, shares: Mapping[str, float], levels: Sequence[int],
+                    target_clock_mhz: float | None, shares: Mapping[str, float], levels: Sequence[int] | None,
                     windows: Mapping[str, EngineWindow | None], engines: Sequence[EngineSpec],
                     calls: Sequence[tuple[str, tuple]], applied: bool, watchdog: bool,
                     decision_ms: float) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def interval_record(t_s: float, dt_s: float | None, energy_j: float | None, read
         energy_total_j=reading.energy_mj / 1e3, power_w=reading.power_mw / 1e3, sm_clock_mhz=reading.sm_clock_mhz,
         power_limit_w=reading.power_limit_mw / 1e3, temperature_c=reading.temperature_c,
         clock_events=list(reading.clock_events), target_clock_mhz=target_clock_mhz,
-        shares={m: round(s, 4) for m, s in shares.items()}, levels=list(levels),
+        shares={m: round(s, 4) for m, s in shares.items()}, levels=None if levels is None else list(levels),
         engines={e.model: engine_record(e, windows.get(e.model)) for e in engines},
         calls=[{"call": name, "nvml": WRITE_CALLS[name], "args": list(args)} for name, args in calls],
         applied=applied and bool(calls), watchdog=watchdog, decision_ms=round(decision_ms, 4))
