@@ -22,6 +22,18 @@ import numpy as np
 from festgym.errors import SpecError
 from festgym.roofline import LatencyConstants, PowerConstants
 
+GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
+"""NVML name fragments -> festgym GPU type (a folder of ``profiles/``). Others need an explicit
+spec: a PCIe H100, for one, has another TDP and clock range."""
+
+
+def gpu_type_of(name: str) -> str | None:
+    """The festgym GPU type of a GPU named ``name`` by NVML (or already a type), if known."""
+    if name in GPU_TYPES.values():
+        return name
+    return next((t for fragments, t in GPU_TYPES.items() if all(f in name for f in fragments)), None)
+
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "fp8": 1}
 
 

@@ -461,3 +461,60 @@ def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
             assert main(argv) == 2
             err = capsys.readouterr().err
             assert "no NVIDIA driver was found" in err and "festgym deploy --simulate" in err
+
+
+# --- rule policies on a host ------------------------------------------------------------------------
+
+
+def test_festina_through_the_agent_tracks_festina_in_the_simulator():
+    """Festina deciding from engine metrics (estimated views) against Festina deciding inside the
+    simulator (exact views), on the same one-GPU workload, safety layer off."""
+    from festgym.deploy.rules import RuleDecider
+    from festgym.policies import make_policy
+
+    native = SimulatedHost("default", seed=0, duration_s=301.0, control=make_policy("festina"))
+    native.sim.advance(300.0)
+    host = SimulatedHost("default", seed=0, duration_s=301.0)
+    specs = host.engine_specs()
+    decider = RuleDecider(make_policy("festina"), "H100-SXM-80GB", specs, host.scenario.models, 1.0)
+    free = SafetyConfig(min_change_interval_s=0, hysteresis_mhz=0, share_hysteresis=0, watchdog_intervals=10**6)
+    log = io.StringIO()
+    DeployAgent(host.host, decider, specs, DeployConfig(duration_s=300.0, apply=True, safety=free),
+                Telemetry(stream=log)).run()
+    ours, theirs = host.sim.result().summary, native.sim.result().summary
+    assert ours["energy_kwh"] == pytest.approx(theirs["energy_kwh"], rel=0.05)
+    assert abs(ours["slo_attainment"] - theirs["slo_attainment"]) < 0.03
+    untouched = SimulatedHost("default", seed=0, duration_s=301.0)
+    untouched.sim.advance(300.0)
+    assert ours["energy_kwh"] < 0.85 * untouched.sim.result().summary["energy_kwh"]  # it does save energy
+    levels = [json.loads(line).get("levels", 0) for line in log.getvalue().splitlines() if '"interval"' in line]
+    assert levels and all(x is None for x in levels)  # a rule policy has no action levels
+
+
+def test_host_views_estimate_what_the_metrics_do_not_say():
+    from festgym.deploy.rules import HostInstance
+    from festgym.profile import load_profile
+    from festgym.scenario import load_scenario
+
+    serving = load_scenario("default").models["Llama-3.1-8B"]
+    spec = EngineSpec("Llama-3.1-8B", "sim://x", 256, 0.3, 0.1, ttft_per_1k_tokens_s=0.1)
+    text = render_metrics("vllm", "Llama-3.1-8B", {"running": 8, "waiting": 3, "kv_used": 0.25},
+                          {"prompt_tokens": 4000.0},
+                          {"ttft_s": Histogram.from_values((0.1, 0.5, 1.0), [0.2, 0.2]), "itl_s": Histogram.empty(())})
+    w = window(None, parse_metrics(text))
+    assert spec.ttft_limit_s(w) == pytest.approx(0.3 + 0.1 * 2000 / 1000)  # mean prompt 4000 / 2 first tokens
+    inst = HostInstance(spec, serving, load_profile("H100-SXM-80GB/Llama-3.1-8B"), kv_tokens=100_000)
+    inst.update(w, 0.5, mean_prompt=2000.0)
+    assert (inst.running, inst.queue_len, inst.prefill_tokens, inst.share) == (8, 3, 6000, 0.5)
+    assert inst.mean_ctx == pytest.approx(0.25 * 100_000 / 8)
+    assert inst.slo.ttft_per_1k_tokens_s == 0.1 and inst.ready
+
+
+def test_cli_runs_a_rule_policy_on_the_simulated_host(tmp_path, capsys):
+    log = tmp_path / "festina.jsonl"
+    assert main(["deploy", "--simulate", "default", "--policy", "festina", "--apply", "--duration", "20",
+                 "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "festina (rule policy)" in out and "20 intervals" in out
+    assert main(["deploy", "--simulate", "default", "--policy", "festina", "--sha256", "0" * 64]) == 2
+    assert "pins a checkpoint" in capsys.readouterr().err

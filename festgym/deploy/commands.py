@@ -89,16 +89,18 @@ def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, 
     specs = []
     for model, url in urls.items():
         try:
-            ttft, tbt = (float(x) for x in slos[model].split(",")) if model in slos else (None, None)
+            slo = [float(x) for x in slos[model].split(",")] if model in slos else None
             limit = int(limits[model]) if model in limits else None
         except ValueError:
-            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S and --max-num-seqs {model}=N "
-                               "take numbers") from None
-        if ttft is None or limit is None:
+            slo = []
+        if slo is not None and len(slo) not in (2, 3) or limit is not None and limit < 1:
+            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S[,TTFT_PER_1K_TOKENS_S] and --max-num-seqs "
+                               f"{model}=N take numbers")
+        if slo is None or limit is None:
             serving = _scenario_model(args, model)
-            ttft, tbt = (serving.slo.ttft_s, serving.slo.tbt_s) if ttft is None else (ttft, tbt)
-            limit = serving.engine.max_num_seqs if limit is None else limit
-        specs.append(EngineSpec(model, url, limit, ttft, tbt))
+            slo = slo or [serving.slo.ttft_s, serving.slo.tbt_s, serving.slo.ttft_per_1k_tokens_s]
+            limit = limit or serving.engine.max_num_seqs
+        specs.append(EngineSpec(model, url, limit, slo[0], slo[1], ttft_per_1k_tokens_s=slo[2] if len(slo) > 2 else 0))
     return specs
 
 
@@ -140,13 +142,11 @@ def _real_host(args: argparse.Namespace):
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     _require_deploy_extra()
-    from festgym.checkpoint import LocalController
     from festgym.deploy.agent import DeployAgent, DeployConfig
-    from festgym.deploy.deciders import CheckpointDecider
     from festgym.deploy.safety import SafetyConfig
     from festgym.deploy.telemetry import Telemetry
 
-    controller = LocalController(args.policy, args.sha256)
+    simulated = None
     if args.simulate:
         from festgym.deploy.simhost import SimulatedHost
 
@@ -165,14 +165,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise FestgymError(f"deploy: {exc}") from None
     log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
-    agent = DeployAgent(host, CheckpointDecider.for_gpu(controller, specs, host.gpu), specs, config, Telemetry(log))
+    decider = _decider(args, host, specs, simulated)
+    agent = DeployAgent(host, decider, specs, config, Telemetry(log))
     mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
-    print(f"festgym deploy: {controller.name} (sha256 {controller.sha256[:12]}) on {host.gpu.name()} "
+    pinned = f" (sha256 {decider.sha256[:12]})" if decider.sha256 else " (rule policy)"
+    print(f"festgym deploy: {decider.name}{pinned} on {host.gpu.name()} "
           f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval:g} s"
           f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds through the restore
     reason = agent.run()
-    if args.simulate:  # the simulator's own account, beside the agent's
+    if simulated is not None:  # the simulator's own account, beside the agent's
         result = simulated.sim.result()
         Telemetry(log).write({"event": "simulator", "energy_j": float(result.gpus.energy_kwh.sum() * 3.6e6),
                               **{k: result.summary[k] for k in ("requests", "finished", "slo_attainment",
@@ -183,6 +185,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
           f"calls {'made' if args.apply else 'planned'}, {totals['watchdog_trips']} watchdog trips; "
           f"festgym deploy report {log}")
     return 0
+
+
+def _decider(args: argparse.Namespace, host, specs: list, simulated):
+    """A checkpoint's decider (numpy only) when --policy names one; else a rule policy's, which
+    needs the profiles of the host's GPU type and the scenario's engine settings."""
+    from festgym.checkpoint import LocalController, resolve_checkpoint
+    from festgym.deploy.deciders import CheckpointDecider
+
+    if resolve_checkpoint(args.policy) is not None:
+        return CheckpointDecider.for_gpu(LocalController(args.policy, args.sha256), specs, host.gpu)
+    from festgym.deploy.rules import RuleDecider
+    from festgym.policies import make_policy
+    from festgym.specs import gpu_type_of
+
+    try:
+        policy = make_policy(args.policy)
+    except ValueError as exc:
+        raise FestgymError(f"deploy --policy: {exc}") from None
+    if args.sha256:
+        raise FestgymError(f"deploy: --sha256 pins a checkpoint; {args.policy!r} is a rule policy")
+    gpu_type = gpu_type_of(host.gpu.name())
+    if gpu_type is None:
+        raise FestgymError(f"deploy: rule policies need profiles of the GPU; none for {host.gpu.name()!r} "
+                           "(measure one with `festgym profile`)")
+    serving = simulated.scenario.models if simulated is not None else {s.model: _scenario_model(args, s.model)
+                                                                         for s in specs}
+    return RuleDecider(policy, gpu_type, specs, serving, args.interval)
 
 
 def _print_summary(log: Path, as_json: bool) -> int:
@@ -244,15 +273,16 @@ def add_commands(sub) -> None:
                          "advise or set SM shares) through clamping, rate limits, hysteresis and an SLO watchdog. "
                          "Dry run by default: the log shows the NVML calls it would make. The GPU's clocks, power "
                          "limit and shares are restored on exit, SIGTERM, SIGINT or a crash.")
-    dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder (default: %(default)s)")
+    dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
+                     "festina (needs the GPU type's profiles) (default: %(default)s)")
     dep.add_argument("--sha256", help="refuse the checkpoint unless its export (numpy/policy.json) has this hash")
     dep.add_argument("--engine", action="append", metavar="MODEL=URL",
                      help="a served model and its engine's metrics URL, most popular first (repeatable); with "
                      "--simulate, MODEL=sim picks the simulated models")
     dep.add_argument("--engine-kind", default="auto", choices=("auto", "vllm", "sglang"),
                      help="metric names to read (default: detect)")
-    dep.add_argument("--slo", action="append", metavar="MODEL=TTFT_S,TBT_S", help="a model's TTFT and TBT SLOs "
-                     "(repeatable; default: the scenario's)")
+    dep.add_argument("--slo", action="append", metavar="MODEL=TTFT_S,TBT_S[,PER_1K_S]", help="a model's TTFT and "
+                     "TBT SLOs, and TTFT allowance per 1,000 prompt tokens (repeatable; default: the scenario's)")
     dep.add_argument("--max-num-seqs", action="append", metavar="MODEL=N", help="a model's engine batch limit "
                      "(repeatable; default: the scenario's)")
     dep.add_argument("--scenario", default="default", help="scenario giving the SLOs and batch limits not given "

@@ -12,8 +12,8 @@ agent estimates it from the interval's metrics. **Assumptions:**
   takes the next iteration's mix: the same ratio, not averaged over the interval).
 * ``ttft`` and ``tbt``: the interval's 99th-percentile TTFT and inter-token latency (interpolated
   in the engines' histogram buckets) over the SLO, estimating the simulator's peaks. The TTFT SLO
-  is the model's base ``ttft_s`` (no per-prompt-token allowance); waiting requests' age is not
-  seen (the queue feature carries them).
+  grows with the interval's mean prompt (:meth:`EngineSpec.ttft_limit_s`), not each request's;
+  waiting requests' age is not seen (the queue feature carries them).
 * ``recency``: time since the last interval in which the engine had prompt tokens or waiting requests.
 * GPU: instant power over the default power limit, the SM clock, free memory as NVML counts it
   (engines pre-allocate their KV cache), and the state: ``loading`` while an engine is not ready,
@@ -50,6 +50,16 @@ class EngineSpec:
     slo_quantile: float = 0.9
     """A request meets its TBT SLO when this quantile of its gaps is within ``tbt_slo_s``; the
     watchdog applies it to each interval's TTFT and inter-token latencies."""
+    ttft_per_1k_tokens_s: float = 0.0
+    """TTFT allowance per 1,000 prompt tokens (the scenario's ``Slo``)."""
+
+    def ttft_limit_s(self, window: EngineWindow) -> float:
+        """The interval's TTFT SLO: the base plus the allowance for its mean prompt (prompt
+        tokens over first tokens; a request's own prompt length is not in the metrics)."""
+        firsts, prompt = window.ttft_s.count, window.prompt_tokens
+        if not self.ttft_per_1k_tokens_s or not firsts or math.isnan(prompt):
+            return self.ttft_slo_s
+        return self.ttft_slo_s + self.ttft_per_1k_tokens_s * prompt / firsts / 1000
 
 
 def _ratio(value: float, slo: float) -> float:
@@ -66,7 +76,7 @@ def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, sin
         return slot_vector(False, share, 0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, since_last_s)
     return slot_vector(True, share, int(window.waiting), window.running / spec.max_num_seqs,
                        _zero(window.prompt_tokens), int(_zero(window.generation_tokens)), _zero(window.kv_used),
-                       _ratio(window.ttft_s.quantile(PEAK_QUANTILE), spec.ttft_slo_s),
+                       _ratio(window.ttft_s.quantile(PEAK_QUANTILE), spec.ttft_limit_s(window)),
                        _ratio(window.itl_s.quantile(PEAK_QUANTILE), spec.tbt_slo_s), since_last_s)
 
 

@@ -51,7 +51,7 @@ def slo_missed(spec: EngineSpec, window: EngineWindow | None) -> bool:
     """Whether the interval's TTFT or inter-token latency, at the SLO quantile, exceeds the SLO."""
     if window is None:
         return False
-    worst = ((window.ttft_s.quantile(spec.slo_quantile), spec.ttft_slo_s),
+    worst = ((window.ttft_s.quantile(spec.slo_quantile), spec.ttft_limit_s(window)),
              (window.itl_s.quantile(spec.slo_quantile), spec.tbt_slo_s))
     return any(not math.isnan(value) and value > slo for value, slo in worst)
 

@@ -26,7 +26,7 @@ from festgym.deploy.observation import EngineSpec
 from festgym.errors import FestgymError
 from festgym.gpu.simulated import SimulatedGpu, SimulatedShares
 from festgym.instance import LOADING
-from festgym.policy import BasePolicy, ClusterView, Request
+from festgym.policy import BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
 from festgym.results import RUN_COLUMNS, RequestLog
 from festgym.scenario import Scenario, load_scenario
 from festgym.simulator import Simulator
@@ -35,12 +35,25 @@ G0, DG, N, BATCH, MODEL = (RUN_COLUMNS.index(c) for c in ("g0", "dg", "n", "batc
 
 
 class OneGpu(BasePolicy):
-    """Every request to GPU 0; the agent, not the policy, sets clocks and shares."""
+    """Every request to GPU 0. The agent sets clocks and shares; or, to compare with a policy
+    running inside the simulator, ``control`` sets them (and sees every request placed)."""
 
     name = "deploy-host"
 
+    def __init__(self, control: Policy | None = None):
+        self.inner = control
+
+    def reset(self, cluster: ClusterView) -> None:
+        if self.inner is not None:
+            self.inner.reset(cluster)
+
     def place(self, request: Request, cluster: ClusterView) -> int | None:
+        if self.inner is not None:
+            self.inner.place(request, cluster)  # its traffic memory; the host has one GPU anyway
         return 0
+
+    def control(self, gpu: GpuView, now: float) -> GpuControl | None:
+        return self.inner.control(gpu, now) if self.inner is not None else None
 
 
 def gap_histogram(rows: np.ndarray, bounds: tuple[float, ...]) -> Histogram:
@@ -95,11 +108,14 @@ class SimulatedHost:
 
     ``scenario``: a scenario (name, path or object); ``models``: the engines (default
     ``local.models``); ``rate_rps``: the GPU's traffic (default ``local.rate_rps``);
-    ``duration_s``: the workload's length; ``privileged=False``: writes raise ``NoPermission``.
+    ``duration_s``: the workload's length; ``privileged=False``: writes raise ``NoPermission``;
+    ``control``: a policy that sets clocks and shares from inside the simulator instead of an
+    agent (a reference run).
     """
 
     def __init__(self, scenario: str | Scenario = "default", seed: int = 0, duration_s: float = 60.0,
-                 models: tuple[str, ...] | None = None, rate_rps: float | None = None, privileged: bool = True):
+                 models: tuple[str, ...] | None = None, rate_rps: float | None = None, privileged: bool = True,
+                 control: Policy | None = None):
         sc = load_scenario(scenario)
         self.models = tuple(models or sc.local.models)
         unknown = [m for m in self.models if m not in sc.models]
@@ -110,7 +126,7 @@ class SimulatedHost:
         config = replace(sc.sim, keep_alive_s=math.inf, stop_when_done=False)
         self.sim = Simulator([sc.local.gpus[0]], {m: sc.models[m] for m in self.models}, config)
         self.sim.start(sc.trace(seed, duration_s, models=self.models, rate_rps=rate_rps or sc.local.rate_rps),
-                       OneGpu())
+                       OneGpu(control))
         for k in range(len(self.models)):
             self.sim.cold_start(self.sim.gpus[0], k, 0.0)
         self.gpu = SimulatedGpu(self.sim, 0, privileged=privileged)
@@ -126,7 +142,8 @@ class SimulatedHost:
     def engine_specs(self) -> list[EngineSpec]:
         """The engines as the agent needs them, with the scenario's SLOs and batch limits."""
         return [EngineSpec(m, self.engines[m].url, s.engine.max_num_seqs, s.slo.ttft_s, s.slo.tbt_s,
-                           s.slo.tbt_quantile) for m, s in ((m, self.scenario.models[m]) for m in self.models)]
+                           s.slo.tbt_quantile, s.slo.ttft_per_1k_tokens_s)
+                for m, s in ((m, self.scenario.models[m]) for m in self.models)]
 
 
 __all__ = ["OneGpu", "SimulatedEngine", "SimulatedHost", "gap_histogram"]

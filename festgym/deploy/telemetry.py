@@ -39,7 +39,7 @@ def engine_record(spec: EngineSpec, window: EngineWindow | None) -> dict[str, An
         return {"ready": False}
     return {"ready": True, "running": window.running, "waiting": window.waiting, "kv_used": _num(window.kv_used),
             "prompt_tokens": _num(window.prompt_tokens), "generation_tokens": _num(window.generation_tokens),
-            "finished": _num(window.finished), "ttft_s": _latency(window.ttft_s, spec.ttft_slo_s),
+            "finished": _num(window.finished), "ttft_s": _latency(window.ttft_s, spec.ttft_limit_s(window)),
             "itl_s": _latency(window.itl_s, spec.tbt_slo_s)}
 
 

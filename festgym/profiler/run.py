@@ -21,14 +21,11 @@ from festgym.profile import Profile
 from festgym.profiler.assemble import MEASUREMENTS, assemble, comparisons, with_predictions
 from festgym.profiler.measure import Device, DeviceEnergy, EnergyMeter, Plan, measure
 from festgym.profiler.transformer import DTYPES, RandomTransformer
-from festgym.specs import GpuSpec, ModelSpec, read_mapping
+from festgym.specs import GpuSpec, ModelSpec, gpu_type_of, read_mapping
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}
 """The dry run's model: the config's family at toy size."""
-GPU_NAMES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
-"""NVML name fragments -> shipped GPU spec folder (``--gpu-spec`` for any other GPU: a PCIe H100,
-for one, has another TDP and clock range)."""
 
 
 @dataclass
@@ -57,16 +54,14 @@ def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
 
 
 def gpu_spec_for(run: ProfileRun, gpu_name: str | None) -> GpuSpec:
-    """``--gpu-spec``, else the shipped spec whose :data:`GPU_NAMES` fragments the NVML name has
-    (the CPU, ``gpu_name`` None, profiles against the H100 spec)."""
+    """``--gpu-spec``, else the shipped spec of the GPU's type (:func:`festgym.specs.gpu_type_of`;
+    the CPU, ``gpu_name`` None, profiles against the H100 spec)."""
     if run.gpu_spec is not None:
         return GpuSpec.load(run.gpu_spec)
-    if gpu_name is None:
-        return GpuSpec.load(profiles_dir() / "H100-SXM-80GB" / "gpu.yaml")
-    for fragments, folder in GPU_NAMES.items():
-        if all(f in gpu_name for f in fragments):
-            return GpuSpec.load(profiles_dir() / folder / "gpu.yaml")
-    raise FestgymError(f"no shipped GPU spec for {gpu_name!r}: pass --gpu-spec path/to/gpu.yaml")
+    folder = "H100-SXM-80GB" if gpu_name is None else gpu_type_of(gpu_name)
+    if folder is None:
+        raise FestgymError(f"no shipped GPU spec for {gpu_name!r}: pass --gpu-spec path/to/gpu.yaml")
+    return GpuSpec.load(profiles_dir() / folder / "gpu.yaml")
 
 
 def _device(run: ProfileRun) -> tuple[Device, EnergyMeter | None]:
@@ -128,4 +123,4 @@ def sweep_clocks(gpu: GpuSpec, n: int = 5):
     return clock_levels(gpu.sm_clocks_mhz, n, gpu.name)
 
 
-__all__ = ["GPU_NAMES", "ProfileRun", "TINY", "gpu_spec_for", "profile", "sweep_clocks"]
+__all__ = ["ProfileRun", "TINY", "gpu_spec_for", "profile", "sweep_clocks"]
