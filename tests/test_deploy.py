@@ -300,13 +300,18 @@ def test_gap_histogram_counts_every_gap_in_closed_form():
 
 # --- numpy alone ---------------------------------------------------------------------------------------
 
-NUMPY_ONLY = """
-import sys, importlib.abc, io, json
+NUMPY_ALONE = """
+import sys, importlib.abc, json
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {"pandas", "yaml", "gymnasium", "torch", "matplotlib", "scipy", "stable_baselines3"}:
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
+"""
+"""A script prefix that makes everything but numpy, nvidia-ml-py and prometheus-client unimportable."""
+
+NUMPY_ONLY = NUMPY_ALONE + """
+import io
 from festgym.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig, Host
 from festgym.deploy.deciders import CheckpointDecider
@@ -330,13 +335,8 @@ print(json.loads(log.getvalue().splitlines()[-1])["levels"])
 """
 
 
-REAL_HOST_CLI = """
-import sys, importlib.abc, threading, http.server, json
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"pandas", "yaml", "gymnasium", "torch", "matplotlib", "scipy", "stable_baselines3"}:
-            raise ImportError("blocked " + name)
-sys.meta_path.insert(0, Block())
+REAL_HOST_CLI = NUMPY_ALONE + """
+import threading, http.server
 from festgym.deploy.engine_metrics import render_metrics
 from festgym.gpu import nvml
 from tests.fake_gpu import FakeGpu
