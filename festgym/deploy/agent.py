@@ -1,16 +1,15 @@
 """The deploy agent: every control interval, read the GPU and its engines, decide, act, log.
 
 One loop for real hosts and the simulated one (:class:`Host`): read NVML (or the simulator)
-and each engine's metrics window, build ``LocalGPU-v0``'s observation
-(:mod:`festgym.deploy.observation`), run the controller (a checkpoint's numpy export), pass the
-settings through the :class:`~festgym.deploy.safety.Guard`, and apply them, or only log the
-calls in a dry run (the default). Each interval is one JSONL record
-(:mod:`festgym.deploy.telemetry`).
+and each engine's metrics window, let the decider (:mod:`festgym.deploy.deciders`: a
+checkpoint's numpy export, or a rule policy) choose the settings, pass them through the
+:class:`~festgym.deploy.safety.Guard`, and apply them, or only log the calls in a dry run (the
+default). Each interval is one JSONL record (:mod:`festgym.deploy.telemetry`).
 
 Safety: the agent restores the GPU's original clocks and power limit, and the engines' shares,
-when it stops for any reason: the end of its run, SIGTERM, SIGINT, or an exception (which is
-then re-raised). Only :meth:`GpuDevice.restore` undoes changes, and it undoes only what this
-process changed.
+when it stops for any reason: the end of its run, SIGTERM, SIGHUP, SIGINT, or an exception
+(which is then re-raised), with further signals ignored while it restores. It undoes only what
+this process changed (:meth:`GpuDevice.restore`).
 """
 
 from __future__ import annotations
