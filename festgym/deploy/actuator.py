@@ -8,7 +8,9 @@ its supported clocks and limits, and nothing else (no paths, no code, no pickles
 object per line).
 
 The actuator restores the GPU when its client disconnects (the policy process died or stopped:
-its settings must not outlive it) and when it stops itself (SIGTERM, SIGINT).
+its settings must not outlive it) and when it stops itself (SIGTERM, SIGINT). *Limit:* there is
+no lease: a policy process that hangs while connected keeps its settings until it is killed
+(the service manager's watchdog or a liveness probe should do that).
 
 Protocol: request ``{"op": NAME, "args": [INT, ...]}``, reply ``{"ok": true, "changed": [...]}``
 or ``{"ok": false, "error": "NoPermission", "message": "..."}``; ``{"op": "changed"}`` and
