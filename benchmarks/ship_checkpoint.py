@@ -44,7 +44,7 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
     from festgym.compare import ci95
     from festgym.envs.rollout import run_episode
     from festgym.export import NumpyPolicy
-    from festgym.policies.learned import read_card
+    from festgym.checkpoint import read_card
 
     card = read_card(folder)
     env = gym.make(card["env"], scenario=card["scenario"], **card["agent"]["env_kwargs"])
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from festgym.cli import main as cli
-    from festgym.policies.learned import read_card
+    from festgym.checkpoint import read_card
     from festgym.train import export_checkpoint
 
     source, folder = Path(args.checkpoint), ROOT / "checkpoints" / args.name

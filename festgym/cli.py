@@ -236,7 +236,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from festgym.compare import compare, paired_difference, parse_seeds, policy_label
-    from festgym.policies.learned import record_evaluation, resolve_checkpoint
+    from festgym.checkpoint import resolve_checkpoint
+    from festgym.policies.learned import record_evaluation
 
     _check_run_args(args)
     against = [p for p in (x.strip() for x in (args.against or "").split(",")) if p and p != args.policy]

@@ -18,7 +18,8 @@ from festgym.compare import check_policies, compare, policy_label
 from festgym.errors import FestgymError, SpecError
 from festgym.export import FORMAT, WEIGHTS, PolicyFileError, sha256_file
 from festgym.policies import make_policy
-from festgym.policies.learned import LearnedLocal, find_checkpoints, read_card
+from festgym.checkpoint import find_checkpoints, read_card
+from festgym.policies.learned import LearnedLocal
 from festgym.scenario import load_scenario, parse_overrides, scale_load
 
 N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time features

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
 from festgym.deploy.deciders import Decider, HostState
-from festgym.deploy.observation import EngineSpec
+from festgym.deploy.observation import EngineSpec, nan_to_zero
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.errors import FestgymError
@@ -121,7 +121,7 @@ class DeployAgent:
         reading = host.gpu.read()
         windows = {m: self._poll(m) for m in self.models}
         for m, w in windows.items():
-            if w is not None and (w.waiting > 0 or (w.prompt_tokens or 0) > 0):
+            if w is not None and (w.waiting > 0 or nan_to_zero(w.prompt_tokens) > 0):
                 self.last_seen[m] = now
         state = HostState(now, self.config.interval_s, reading, windows, dict(self.shares),
                           {m: now - t if t >= 0 else -1.0 for m, t in self.last_seen.items()}, host.time_of_day())

@@ -267,12 +267,13 @@ def add_commands(sub) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_gpu_info)
 
-    dep = sub.add_parser("deploy", help="run a trained controller on a GPU host (dry run unless --apply)",
-                         description="Every interval: read NVML and each engine's Prometheus metrics, build the "
-                         "LocalGPU-v0 observation, run the checkpoint's numpy export, and set the SM clock (and "
-                         "advise or set SM shares) through clamping, rate limits, hysteresis and an SLO watchdog. "
-                         "Dry run by default: the log shows the NVML calls it would make. The GPU's clocks, power "
-                         "limit and shares are restored on exit, SIGTERM, SIGINT or a crash.")
+    dep = sub.add_parser("deploy", help="run a controller on a GPU host (dry run unless --apply)",
+                         description="Every interval: read NVML and each engine's Prometheus metrics, let the "
+                         "controller decide (a checkpoint's numpy export on the LocalGPU-v0 observation, or a rule "
+                         "policy such as festina on views of the host), and set the SM clock (and advise or set SM "
+                         "shares) through clamping, rate limits, hysteresis and an SLO watchdog. Dry run by "
+                         "default: the log shows the NVML calls it would make. The GPU's clocks, power limit and "
+                         "shares are restored on exit, SIGTERM, SIGHUP, SIGINT or a crash.")
     dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
                      "festina (needs the GPU type's profiles) (default: %(default)s)")
     dep.add_argument("--sha256", help="refuse the checkpoint unless its export (numpy/policy.json) has this hash")

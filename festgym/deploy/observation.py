@@ -61,13 +61,19 @@ class EngineSpec:
             return self.ttft_slo_s
         return self.ttft_slo_s + self.ttft_per_1k_tokens_s * prompt / firsts / 1000
 
+    def peak_ttft_ratio(self, window: EngineWindow) -> float:
+        """The interval's estimate of the largest TTFT over its SLO (0 without first tokens)."""
+        return nan_to_zero(window.ttft_s.quantile(PEAK_QUANTILE)) / self.ttft_limit_s(window)
 
-def _ratio(value: float, slo: float) -> float:
-    return 0.0 if math.isnan(value) else value / slo
 
-
-def _zero(value: float) -> float:
+def nan_to_zero(value: float) -> float:
+    """A figure the metrics lack (NaN) counts as 0."""
     return 0.0 if math.isnan(value) else value
+
+
+def peak_gap_s(window: EngineWindow) -> float:
+    """The interval's estimate of the longest inter-token gap (0 without gaps)."""
+    return nan_to_zero(window.itl_s.quantile(PEAK_QUANTILE))
 
 
 def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, since_last_s: float) -> list[float]:
@@ -75,16 +81,16 @@ def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, sin
     if window is None:
         return slot_vector(False, share, 0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, since_last_s)
     return slot_vector(True, share, int(window.waiting), window.running / spec.max_num_seqs,
-                       _zero(window.prompt_tokens), int(_zero(window.generation_tokens)), _zero(window.kv_used),
-                       _ratio(window.ttft_s.quantile(PEAK_QUANTILE), spec.ttft_limit_s(window)),
-                       _ratio(window.itl_s.quantile(PEAK_QUANTILE), spec.tbt_slo_s), since_last_s)
+                       nan_to_zero(window.prompt_tokens), int(nan_to_zero(window.generation_tokens)),
+                       nan_to_zero(window.kv_used), spec.peak_ttft_ratio(window), peak_gap_s(window) / spec.tbt_slo_s,
+                       since_last_s)
 
 
 def host_state(windows: Mapping[str, EngineWindow | None]) -> int:
     """The GPU's state index (:data:`festgym.state_names.STATES`) from its engines' windows."""
     if any(w is None for w in windows.values()):
         return LOADING
-    if any(w.running > 0 or _zero(w.generation_tokens) > 0 for w in windows.values() if w is not None):
+    if any(w.running > 0 or nan_to_zero(w.generation_tokens) > 0 for w in windows.values() if w is not None):
         return BUSY
     return IDLE
 
@@ -105,4 +111,4 @@ def host_observation(slots: Sequence[EngineSpec | None], windows: Mapping[str, E
     return out
 
 
-__all__ = ["EngineSpec", "PEAK_QUANTILE", "engine_slot", "host_observation", "host_state"]
+__all__ = ["EngineSpec", "PEAK_QUANTILE", "engine_slot", "host_observation", "host_state", "nan_to_zero", "peak_gap_s"]

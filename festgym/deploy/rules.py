@@ -21,22 +21,17 @@ A policy's batch caps (``max_num_seqs``) are not applied: engines fix them at st
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Mapping, Sequence
 
 from festgym.deploy.deciders import HostState
 from festgym.deploy.engine_metrics import EngineWindow
-from festgym.deploy.observation import PEAK_QUANTILE, EngineSpec, host_state
+from festgym.deploy.observation import EngineSpec, host_state, nan_to_zero, peak_gap_s
 from festgym.policies.demand import CTX_GUESS
 from festgym.policy import GpuControl, Policy, Request
 from festgym.profile import Profile, load_profile
 from festgym.serving import ModelServing
 from festgym.state_names import STATES
-
-
-def _num(x: float) -> float:
-    return 0.0 if math.isnan(x) else x
 
 
 class HostInstance:
@@ -63,11 +58,10 @@ class HostInstance:
             return
         self.queue_len, self.running = int(window.waiting), int(window.running)
         self.phase = "decode" if self.running else "idle"
-        self.kv_used_frac = _num(window.kv_used)
+        self.kv_used_frac = nan_to_zero(window.kv_used)
         self.prefill_tokens = int(self.queue_len * mean_prompt)
         self.mean_ctx = self.kv_used_frac * self.kv_tokens / self.running if self.running else 0.0
-        self.peak_ttft_ratio = _num(window.ttft_s.quantile(PEAK_QUANTILE)) / self.spec.ttft_limit_s(window)
-        self.peak_gap_s = _num(window.itl_s.quantile(PEAK_QUANTILE))
+        self.peak_ttft_ratio, self.peak_gap_s = self.spec.peak_ttft_ratio(window), peak_gap_s(window)
 
 
 class HostGpu:
@@ -154,10 +148,10 @@ class RuleDecider:
         if window is None:
             return
         active = window.running + window.waiting
-        arrived = max(0, round(_num(window.finished) + active - self._active[model]))
+        arrived = max(0, round(nan_to_zero(window.finished) + active - self._active[model]))
         self._active[model] = active
         firsts = window.ttft_s.count
-        if firsts > 0 and _num(window.prompt_tokens) > 0:
+        if firsts > 0 and nan_to_zero(window.prompt_tokens) > 0:
             self._prompt[model] = window.prompt_tokens / firsts
         for _ in range(arrived):
             self._rid += 1

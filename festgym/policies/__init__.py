@@ -13,7 +13,8 @@ from festgym.paths import project_dir
 from festgym.policy import LeastLoaded, Policy
 from festgym.policies.baselines import BASELINES, BaselineConfig
 from festgym.policies.festina import Festina, FestinaConfig
-from festgym.policies.learned import LearnedLocal, find_checkpoints, resolve_checkpoint
+from festgym.checkpoint import find_checkpoints, resolve_checkpoint
+from festgym.policies.learned import LearnedLocal
 from festgym.specs import read_mapping
 
 POLICIES: dict[str, Callable[..., Policy]] = {

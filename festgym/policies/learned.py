@@ -26,8 +26,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from festgym.checkpoint import (CARD, LocalController, checkpoints_dir, find_checkpoints, read_card,
-                                resolve_checkpoint, training_scenario)
+from festgym.checkpoint import CARD, LocalController, read_card, training_scenario
 from festgym.local_control import LevelDecoder
 from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
 
@@ -94,5 +93,4 @@ class LearnedLocal(BasePolicy):
         return self.decoder.control(gpu.spec.name, present, ordered, levels[0], levels[1:1 + m], levels[1 + m:])
 
 
-__all__ = ["LearnedLocal", "checkpoints_dir", "find_checkpoints", "read_card", "record_evaluation",
-           "resolve_checkpoint", "training_scenario"]
+__all__ = ["LearnedLocal", "record_evaluation"]
