@@ -119,7 +119,6 @@ def _real_host(args: argparse.Namespace):
     """The host, its engine specs: NVML, engines' metrics, shares, and the actuator if any."""
     from festgym.deploy.agent import Host
     from festgym.deploy.engine_metrics import EngineScraper
-    from festgym.deploy.observation import EngineSpec
     from festgym.gpu.nvml import open_gpus
     from festgym.gpu.shares import AdvisoryShares, MpsShares
 

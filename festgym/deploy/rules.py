@@ -74,7 +74,8 @@ class HostGpu:
         self.spec = profile.gpu
         self.instances = tuple(instances)
         self.models = [i.model for i in instances]
-        self.state, self.clock_mhz, self.power_w, self.mem_free_gb = "idle", float(self.spec.default_sm_clock_mhz), 0.0, 0.0
+        self.state, self.clock_mhz = "idle", float(self.spec.default_sm_clock_mhz)
+        self.power_w = self.mem_free_gb = 0.0
 
     def instance(self, model: str) -> HostInstance | None:
         return next((i for i in self.instances if i.model == model), None)
