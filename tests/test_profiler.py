@@ -122,6 +122,35 @@ def test_shares_need_green_contexts_and_clocks_need_a_gpu():
         measure(model, Device(torch.device("cpu")), replace(Plan.tiny(), clocks_mhz=(1200,)), None, 132)
 
 
+def test_decode_graphs_are_captured_on_the_partitions_stream():
+    """A graph replays in the context that captured it: under a share, decode must be captured on
+    the green context's stream, on the whole GPU on a side stream (None)."""
+    from contextlib import contextmanager
+
+    class Partitioned(Device):
+        @contextmanager
+        def share(self, share, sm_count):
+            self.stream = f"stream of {share:g}" if share < 1 else None
+            try:
+                yield share
+            finally:
+                self.stream = None
+
+    model = RandomTransformer(spec(), "cpu", torch.float32)
+    captured = []
+    eager = model.decode_step
+
+    def decode_step(stream=None):
+        captured.append(stream)
+        return eager(stream)
+
+    model.decode_step = decode_step
+    plan = replace(Plan.tiny(), tokens=(8,), batches=(1,), ctxs=(16,), shares=(1.0, 0.5))
+    device = Partitioned(torch.device("cpu"))
+    measure(model, device, plan, None, 132)
+    assert captured == [None, "stream of 0.5"] and device.stream is None
+
+
 def test_decode_points_that_do_not_fit_are_skipped_and_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(Device, "free_bytes", lambda self: 200_000)  # room for small caches only
     plan = replace(Plan.tiny(), batches=(1, 64), ctxs=(16, 64))

@@ -8,7 +8,8 @@
   through an :class:`EnergyMeter`: the NVML total-energy counter on a GPU, never sampled power.
   Power is the window's energy over its time.
 * **SM share.** CUDA green contexts through torch (``torch.cuda.green_contexts``) where the
-  installed torch has them: the steps run on a context of ``round(share × SMs)`` SMs. Without them
+  installed torch has them: the steps run on a stream of a context of ``share × SMs`` SMs (whole
+  SM groups), and decode graphs are captured on that stream so that they replay there. Without them
   only the whole GPU is measured and the share dimension stays modelled (the profile says which).
 * **Clock.** The clock the GPU runs by default, read while the steps run (an idle GPU reads a
   low clock) and taken as the median over the run; with ``clocks_mhz`` each is locked in turn through
@@ -99,6 +100,9 @@ class Device:
     def __init__(self, torch_device: torch.device, gpu: GpuDevice | None = None):
         self.torch, self.gpu = torch_device, gpu
         self.cuda = torch_device.type == "cuda"
+        self.stream: torch.cuda.Stream | None = None
+        """The green context's stream while a share is measured (steps and graph captures go
+        there); None on the whole GPU."""
 
     def sync(self) -> None:
         if self.cuda:
@@ -159,10 +163,12 @@ class Device:
         num_sms = partition_sms(share, sm_count, group)
         context = torch.cuda.green_contexts.GreenContext.create(num_sms=num_sms, device_id=self.torch.index)
         context.set_context()
+        self.stream = context.Stream()  # a stream of the partition: its kernels run on its SMs
         try:
-            with torch.cuda.stream(context.Stream()):  # kernels go to the partition's stream
+            with torch.cuda.stream(self.stream):
                 yield num_sms / sm_count
         finally:
+            self.stream = None
             context.pop_context()
 
     @contextmanager
@@ -253,7 +259,7 @@ def _decode_point(model: RandomTransformer, device: Device, meter: EnergyMeter |
     progress(f"decode batch={batch} ctx={ctx} share={share:g} clock={clock}")
     model.allocate_cache(batch, ctx)
     try:
-        return {**row, **measure_point(device, meter, model.decode_step(), plan)}
+        return {**row, **measure_point(device, meter, model.decode_step(device.stream), plan)}
     finally:
         model.cache = None
         device.release()

@@ -114,19 +114,24 @@ class RandomTransformer:
             x = self._block(layer, x, self._decode_rope, (k_cache, v_cache))
         return self._logits(x[:, -1])
 
-    def decode_step(self) -> Callable[[], object]:
+    def decode_step(self, stream: torch.cuda.Stream | None = None) -> Callable[[], object]:
         """The decode step as serving engines run it: on a GPU replayed from a CUDA graph (one
-        launch, no per-kernel host overhead, as vLLM's CUDA graphs), on the CPU eager."""
+        launch, no per-kernel host overhead, as vLLM's CUDA graphs), on the CPU eager.
+
+        ``stream`` is where the graph is warmed up and captured: pass the stream the steps will
+        run on when it belongs to a green context, because a captured kernel runs in the context
+        of the stream that captured it, so a graph captured elsewhere would replay on every SM.
+        None: a side stream of the device (capture is not allowed on the default stream)."""
         if self.device.type != "cuda":
             return self.decode
-        stream = torch.cuda.Stream(self.device)
+        stream = stream if stream is not None else torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm up outside the capture, as torch requires
             for _ in range(2):
                 self.decode()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=stream):
             self.decode()
         return graph.replay
 
