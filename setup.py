@@ -10,8 +10,8 @@ import sys
 
 from setuptools import setup
 
-COMPILED = ["festgym/instance.py", "festgym/cluster_gpu.py", "festgym/slices.py", "festgym/simulator.py",
-            "festgym/envs/features.py", "festgym/envs/feature_vectors.py", "festgym/levels.py"]
+COMPILED = ["festgym/sim/instance.py", "festgym/sim/gpu.py", "festgym/sim/slices.py", "festgym/sim/simulator.py",
+            "festgym/sim/observation.py", "festgym/control/features.py", "festgym/control/levels.py"]
 
 
 def ext_modules():

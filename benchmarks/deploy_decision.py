@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from festgym.checkpoint import LocalController
+from festgym.control.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig
 from festgym.deploy.deciders import CheckpointDecider
-from festgym.deploy.simhost import SimulatedHost
+from festgym.simhost.host import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
 
 TARGET_MS = 2.0

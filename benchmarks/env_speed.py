@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 
 import festgym  # noqa: F401  (registers the environments)
-from festgym.build import compiled_modules
-from festgym.policy import LeastLoaded
+from festgym.compiled import compiled_modules
+from festgym.policies.least_loaded import LeastLoaded
 from festgym.scenario import load_scenario
 
 TARGETS = {"festgym/LocalGPU-v0": 5000, "festgym/Placement-v0": None, "festgym/Cluster-v0": 1000}

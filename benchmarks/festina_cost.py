@@ -15,7 +15,7 @@ import argparse
 import time
 from collections import defaultdict
 
-from festgym.build import compiled_modules
+from festgym.compiled import compiled_modules
 from festgym.policies import make_policy
 from festgym.scenario import load_scenario
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from festgym.profile import Profile, find_profile_dir
+from festgym.profiles.profile import Profile, find_profile_dir
 
 
 def median_ms(func, repeats: int) -> float:

@@ -1,4 +1,4 @@
-"""Ship a trained controller: export it, copy it into ``checkpoints/<name>/`` and record in its
+"""Ship a trained controller: export it, copy it into the shipped ``festgym/data/checkpoints/<name>/`` and record in its
 card how it scores, on the environment it trained in and in the full cluster.
 
     python benchmarks/ship_checkpoint.py runs/<run>/checkpoint --name ppo-local [--seeds 0-4] [--episodes 5]
@@ -41,10 +41,10 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
     """The controller and Festina's local rule on the LocalGPU-v0 episodes of seeds LOCAL_SEED..."""
     import gymnasium as gym
 
-    from festgym.compare import ci95
+    from festgym.jobs.compare import ci95
     from festgym.envs.rollout import run_episode
-    from festgym.export import NumpyPolicy
-    from festgym.checkpoint import read_card
+    from festgym.control.numpy_policy import NumpyPolicy
+    from festgym.control.checkpoint import read_card
 
     card = read_card(folder)
     env = gym.make(card["env"], scenario=card["scenario"], **card["agent"]["env_kwargs"])
@@ -60,16 +60,17 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a run's checkpoint folder (runs/<run>/checkpoint)")
-    parser.add_argument("--name", required=True, help="checkpoints/<name>/")
+    parser.add_argument("--name", required=True, help="festgym/data/checkpoints/<name>/")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--episodes", type=int, default=5)
     args = parser.parse_args()
 
-    from festgym.cli import main as cli
-    from festgym.checkpoint import read_card
-    from festgym.train import export_checkpoint
+    from festgym.cli.main import main as cli
+    from festgym.control.checkpoint import read_card
+    from festgym.jobs.train import export_checkpoint
+    from festgym.resources import CHECKPOINTS
 
-    source, folder = Path(args.checkpoint), ROOT / "checkpoints" / args.name
+    source, folder = Path(args.checkpoint), CHECKPOINTS.shipped / args.name
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

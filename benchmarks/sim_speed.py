@@ -13,9 +13,9 @@ import argparse
 import resource
 import time
 
-from festgym.policy import LeastLoaded
-from festgym.simulator import Simulator
-from festgym.workload import AZURE_CONV_OUTPUT, LengthDist, SyntheticWorkload
+from festgym.policies.least_loaded import LeastLoaded
+from festgym.sim.simulator import Simulator
+from festgym.sim.workload import AZURE_CONV_OUTPUT, LengthDist, SyntheticWorkload
 
 MODELS = ("Llama-3.1-8B", "Qwen3-8B", "Qwen3-14B", "Llama-3.2-3B")
 

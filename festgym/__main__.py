@@ -1,5 +1,5 @@
 import sys
 
-from festgym.cli import main
+from festgym.cli.main import main
 
 sys.exit(main())

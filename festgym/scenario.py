@@ -28,13 +28,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from festgym.errors import SpecError
-from festgym.paths import project_dir
-from festgym.policy import Policy
-from festgym.reward import RewardConfig
-from festgym.serving import ModelServing
-from festgym.simulator import SimConfig, Simulator
-from festgym.specs import build_dataclass, check_ranges, read_mapping
-from festgym.workload import PRESETS, LengthDist, SyntheticWorkload, Trace, load_trace
+from festgym.resources import SCENARIOS
+from festgym.control.checkpoint import ControllerInterface
+from festgym.sim.serving import ModelServing
+from festgym.sim.config import SimConfig
+from festgym.sim.simulator import Simulator
+from festgym.config import build_dataclass, check_ranges, read_mapping
+from festgym.sim.workload import PRESETS, LengthDist, SyntheticWorkload, Trace, load_trace
 
 REPLACED = ("cluster.gpus",)
 """Overrides that replace the file's value instead of merging into it (a cluster is not additive)."""
@@ -75,6 +75,27 @@ def _length(data: Any, source: str) -> LengthDist:
         extra = {k: data[k] for k in ("low", "high") if k in data}
         return LengthDist.from_mean_cv(float(data["mean"]), float(data["cv"]), **extra)
     return build_dataclass(LengthDist, data, source)
+
+
+REWARD_MODES = ("smooth", "count")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Reward weights (a scenario's ``reward`` section)."""
+
+    energy_weight: float = 1.0
+    """Weight of the interval's energy over its reference (TDP × interval × GPUs)."""
+    ttft_weight: float = 1.0
+    """Weight of the TTFT term."""
+    tbt_weight: float = 0.01
+    """Weight of the TBT term (per gap: a busy GPU produces thousands of gaps a second)."""
+    mode: str = "smooth"
+    """``smooth`` (graded excess) or ``count`` (violations)."""
+
+    def __post_init__(self):
+        check_ranges(self, {"energy_weight": self.energy_weight >= 0, "ttft_weight": self.ttft_weight >= 0,
+                            "tbt_weight": self.tbt_weight >= 0, "mode": self.mode in REWARD_MODES})
 
 
 @dataclass(frozen=True)
@@ -189,18 +210,10 @@ class Scenario:
         start = float(rng.uniform(0.0, full.duration_s - duration))
         return full.window(start, start + duration)
 
-    def make_policy(self) -> Policy:
-        """The background rule policy."""
-        from festgym.policies import make_policy  # policies import the simulator's views
-        return make_policy(self.policy, **self.policy_params)
-
-
-def scenarios_dir() -> Path:
-    return project_dir("envs", "FESTGYM_ENVS")
-
 
 def list_scenarios() -> list[str]:
-    return sorted(p.stem for p in scenarios_dir().glob("*.yaml"))
+    """Names of the scenarios found (the user's folders first, then the shipped ones)."""
+    return [name[: -len(".yaml")] for name, _ in SCENARIOS.glob("*.yaml")]
 
 
 def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", **overrides: Any) -> Scenario:
@@ -214,9 +227,11 @@ def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", *
     else:
         path = Path(spec)
         if path.suffix not in (".yaml", ".yml", ".json"):
-            path = scenarios_dir() / f"{spec}.yaml"
-            if not path.is_file():
-                raise SpecError(path, "<file>", f"no scenario named {spec!r}; shipped: {', '.join(list_scenarios())}")
+            found = SCENARIOS.find(f"{spec}.yaml")
+            if found is None:
+                raise SpecError(f"{spec}.yaml", "<file>", f"no scenario named {spec!r} (a YAML/JSON path, or one of: "
+                                f"{', '.join(list_scenarios())}; {SCENARIOS.env_var} adds folders)")
+            path = found
         spec, source = read_mapping(path), str(path)
     return parse_scenario(_merge(dict(spec), overrides, source), source)
 
@@ -323,3 +338,16 @@ def _gpus(spec: Any, source: str) -> tuple[str, ...]:
     elif isinstance(spec, (list, tuple)) and spec:
         return tuple(str(g) for g in spec)
     raise SpecError(source, "cluster.gpus", "expected a non-empty {GPU type: count} or list of GPU types")
+
+
+def training_scenario(card: dict[str, Any]) -> Scenario:
+    """The scenario a checkpoint was trained on, with the environment overrides of its agent."""
+    overrides = {k: v for k, v in card["agent"].get("env_kwargs", {}).items() if k != "action_type"}
+    return load_scenario(card["scenario"], **overrides)
+
+
+def controller_interface(scenario: Scenario, action_type: str) -> ControllerInterface:
+    """``LocalGPU-v0``'s layout in ``scenario``: what a controller trained there observes and does."""
+    env = scenario.env
+    return ControllerInterface(len(scenario.local.models), env.clock_levels, env.share_levels, tuple(env.batch_caps),
+                               float(scenario.workload.diurnal_period_s), action_type)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from festgym.gpu.device import GpuDevice, MemoryInfo, Utilization
+from festgym.devices.device import GpuDevice, MemoryInfo, Utilization
 
 
 class FakeGpu(GpuDevice):

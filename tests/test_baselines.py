@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from festgym.errors import SpecError
-from festgym.policies import POLICIES, make_policy
+from festgym.policies import RULE_POLICIES, make_policy
 from festgym.policies.baselines import BASELINES
 from festgym.scenario import load_scenario
 
@@ -35,7 +35,7 @@ def busy_ticks(result):
 
 def test_every_baseline_is_registered_with_its_parameter_file():
     for name, cls in BASELINES.items():
-        assert POLICIES[name] is cls
+        assert RULE_POLICIES[name] is cls
         assert make_policy(name).name == name
 
 

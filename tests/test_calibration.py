@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from festgym.calibration import fit, sources
-from festgym.calibration.check import check_profile
-from festgym.paths import profiles_dir
-from festgym.profile import load_profile
-from festgym.specs import GpuSpec, ModelSpec
+from festgym.profiles.calibration import fit, sources
+from festgym.profiles.calibration.check import check_profile
+from festgym.resources import PROFILES
+from festgym.profiles.profile import load_profile
+from festgym.profiles.specs import GpuSpec, ModelSpec
 
 CALIBRATED = ("Llama-3.1-8B", "Qwen3-8B", "Qwen3-14B")
 
@@ -25,9 +25,9 @@ def test_mlenergy_rows_within_10_percent_mape(model, reference_data):
 
 
 def test_all_sources_report_errors(reference_data):
-    h100 = GpuSpec.load(profiles_dir() / "H100-SXM-80GB" / "gpu.yaml")
-    a100 = GpuSpec.load(profiles_dir() / "A100-SXM-80GB" / "gpu.yaml")
-    models = {m: ModelSpec.load(profiles_dir() / "model-configs" / m / "config.json") for m in CALIBRATED}
+    h100 = GpuSpec.load(PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml")
+    a100 = GpuSpec.load(PROFILES.shipped / "A100-SXM-80GB" / "gpu.yaml")
+    models = {m: ModelSpec.load(PROFILES.shipped / "model-configs" / m / "config.json") for m in CALIBRATED}
     h_rows = sources.summaries(sources.all_comparisons(h100, models, reference_data))
     a_rows = sources.summaries(sources.all_comparisons(a100, models, reference_data))
     got = {(r["source"], r["metric"]): r for r in h_rows + a_rows}
@@ -41,9 +41,9 @@ def test_all_sources_report_errors(reference_data):
 
 def test_refit_reproduces_the_committed_constants(reference_data):
     pytest.importorskip("scipy")
-    h100 = GpuSpec.load(profiles_dir() / "H100-SXM-80GB" / "gpu.yaml")
-    a100 = GpuSpec.load(profiles_dir() / "A100-SXM-80GB" / "gpu.yaml")
-    models = {p.parent.name: ModelSpec.load(p) for p in (profiles_dir() / "model-configs").glob("*/config.json")}
+    h100 = GpuSpec.load(PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml")
+    a100 = GpuSpec.load(PROFILES.shipped / "A100-SXM-80GB" / "gpu.yaml")
+    models = {p.parent.name: ModelSpec.load(p) for p in (PROFILES.shipped / "model-configs").glob("*/config.json")}
     new_h, new_a, _ = fit.calibrate(h100, a100, models, reference_data)
     for old, new in ((h100, new_h), (a100, new_a)):
         committed = {**old.latency.to_dict(), **old.power.to_dict()}

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from festgym.cli import main
-from festgym.paths import profiles_dir
-from festgym.profile import Profile
+from festgym.cli.main import main
+from festgym.resources import PROFILES
+from festgym.profiles.profile import Profile
 
 
 def test_list_json(capsys):
@@ -36,7 +36,7 @@ def test_generate_any_dense_model(tmp_path, capsys):
     config.write_text(json.dumps({"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 4,
                                   "intermediate_size": 4096, "num_hidden_layers": 8, "vocab_size": 32000}))
     out = tmp_path / "profile"
-    gpu = profiles_dir() / "A100-SXM-80GB" / "gpu.yaml"
+    gpu = PROFILES.shipped / "A100-SXM-80GB" / "gpu.yaml"
     assert main(["profiles", "generate", "--gpu", str(gpu), "--model-config", str(config),
                  "--out", str(out), "--no-check"]) == 0
     profile = Profile.load(out)
@@ -47,7 +47,7 @@ def test_generate_any_dense_model(tmp_path, capsys):
 def test_generate_reports_bad_config(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"hidden_size": 1024}))
-    gpu = profiles_dir() / "A100-SXM-80GB" / "gpu.yaml"
+    gpu = PROFILES.shipped / "A100-SXM-80GB" / "gpu.yaml"
     assert main(["profiles", "generate", "--gpu", str(gpu), "--model-config", str(config),
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from festgym.cli import main
-from festgym.compare import ABLATION, REFERENCE, TABLE_COLUMNS, ci95, compare, parse_seeds, plan
+from festgym.cli.main import main
+from festgym.jobs.compare import ABLATION, REFERENCE, TABLE_COLUMNS, ci95, compare, parse_seeds, plan
 from festgym.errors import FestgymError
-from festgym.policies import POLICIES
+from festgym.policies import RULE_POLICIES
 
 SHORT = dict(scenario="default", policies=["festina", "least-loaded"], duration_s=120.0, progress=False)
 ABLATION_LABELS = ["festina[dvfs]", "festina[dvfs+partition]", "festina[dvfs+partition+placement]", "festina"]
@@ -31,7 +31,7 @@ def in_process(tmp_path_factory):
 def test_tables_have_every_column_and_finite_numbers(in_process):
     table = in_process.summary
     assert list(table.columns) == list(TABLE_COLUMNS)
-    expected = ["festina", "least-loaded"] + ([REFERENCE] if REFERENCE in POLICIES else [])
+    expected = ["festina", "least-loaded"] + ([REFERENCE] if REFERENCE in RULE_POLICIES else [])
     assert table.policy.tolist() == expected
     numbers = table.drop(columns=["policy", "energy_kwh_ci95", "slo_pct_ci95", "savings_pct", "slo_diff_pp"])
     assert np.isfinite(numbers.to_numpy(float)).all()
@@ -41,7 +41,7 @@ def test_tables_have_every_column_and_finite_numbers(in_process):
 
 def test_savings_reference(in_process):
     table = in_process.summary.set_index("policy")
-    if REFERENCE in POLICIES:
+    if REFERENCE in RULE_POLICIES:
         assert table.loc[REFERENCE, "savings_pct"] == 0.0
         assert table.loc[REFERENCE, "slo_diff_pp"] == 0.0
         ref = table.loc[REFERENCE, "energy_kwh"]
@@ -120,7 +120,7 @@ def test_cli_text_table(tmp_path, capsys):
 def test_unknown_policy(tmp_path, capsys):
     assert main(["compare", "--policies", "festina,nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "nope" in err and all(name in err for name in POLICIES)
+    assert "nope" in err and all(name in err for name in RULE_POLICIES)
     assert "Traceback" not in err
 
 
@@ -148,7 +148,7 @@ def test_parse_seeds():
 
 
 def test_without_reference_savings_are_nan(monkeypatch, tmp_path, capsys):
-    monkeypatch.delitem(POLICIES, REFERENCE, raising=False)  # in-process jobs see the patched registry
+    monkeypatch.delitem(RULE_POLICIES, REFERENCE, raising=False)  # in-process jobs see the patched registry
     assert main(["compare", "--policies", "least-loaded", "--duration", "60", "--no-ablation", "--jobs", "1",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -167,14 +167,15 @@ def test_plan_runs_festina_for_the_ablation_only_when_needed():
 
 
 def test_default_policies_are_festina_the_baselines_and_shipped_checkpoints():
-    from festgym.compare import check_policies
-    from festgym.policies import COMPARED, find_checkpoints
+    from festgym.jobs.compare import check_policies
+    from festgym.policies import COMPARED
+    from festgym.control.checkpoint import find_checkpoints
 
     assert check_policies(None) == [*COMPARED, *find_checkpoints()] and "least-loaded" not in COMPARED
 
 
 def test_paired_difference_cancels_the_workload():
-    from festgym.compare import paired_difference
+    from festgym.jobs.compare import paired_difference
 
     runs = pd.DataFrame({"policy": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2],
                          "energy_kwh": [1.1, 1.0, 2.2, 2.0, 3.3, 3.0], "slo_attainment": [0.9, 0.95] * 3})

@@ -17,18 +17,18 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from festgym.checkpoint import LocalController
-from festgym.cli import main
+from festgym.control.checkpoint import LocalController
+from festgym.cli.main import main
 from festgym.deploy.agent import DeployAgent, DeployConfig
 from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.engine_metrics import Histogram, window, parse_metrics, render_metrics
 from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig, clamp_clock
-from festgym.deploy.simhost import SimulatedHost, gap_histogram
+from festgym.simhost.host import SimulatedHost, gap_histogram
 from festgym.deploy.telemetry import Telemetry
-from festgym.export import PolicyFileError
-from festgym.gpu.device import NoPermission
-from festgym.local_control import LevelDecoder
+from festgym.control.numpy_policy import PolicyFileError
+from festgym.devices.device import NoPermission
+from festgym.control.decoder import LevelDecoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_a_second_signal_cannot_cut_the_restore_short(monkeypatch):
 def test_device_restore_tries_every_part():
     from fake_gpu import FakeGpu
 
-    from festgym.gpu.device import GpuError
+    from festgym.devices.device import GpuError
 
     class Stubborn(FakeGpu):
         def reset_locked_sm_clocks(self) -> None:
@@ -181,7 +181,7 @@ def test_device_restore_tries_every_part():
 
 
 def test_the_actuator_takes_its_own_gpu_option():
-    from festgym.cli import build_parser
+    from festgym.cli.main import build_parser
 
     args = build_parser().parse_args(["deploy", "--gpu", "1", "actuator", "--socket", "/tmp/s", "--gpu", "2"])
     assert (args.gpu, args.actuator_gpu) == (1, "2")
@@ -312,14 +312,14 @@ sys.meta_path.insert(0, Block())
 
 NUMPY_ONLY = NUMPY_ALONE + """
 import io
-from festgym.checkpoint import LocalController
+from festgym.control.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig, Host
 from festgym.deploy.deciders import CheckpointDecider
 from festgym.deploy.engine_metrics import EngineScraper, parse_metrics, render_metrics
 from festgym.deploy.observation import EngineSpec
 from festgym.deploy.telemetry import Telemetry
-from festgym.gpu.nvml import NvmlGpu
-from festgym.gpu.shares import AdvisoryShares
+from festgym.devices.nvml import NvmlDevice
+from festgym.devices.shares import AdvisoryShares
 from tests.fake_gpu import FakeGpu
 import festgym.deploy.actuator
 class Engine(EngineScraper):
@@ -338,7 +338,7 @@ print(json.loads(log.getvalue().splitlines()[-1])["levels"])
 REAL_HOST_CLI = NUMPY_ALONE + """
 import threading, http.server
 from festgym.deploy.engine_metrics import render_metrics
-from festgym.gpu import nvml
+from festgym.devices import nvml
 from tests.fake_gpu import FakeGpu
 TEXT = render_metrics("vllm", "Llama-3.1-8B", {"running": 5, "waiting": 0}, {"prompt_tokens": 100.0}, {}).encode()
 class Metrics(http.server.BaseHTTPRequestHandler):
@@ -350,7 +350,7 @@ server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 gpu = FakeGpu()
 nvml.open_gpus = lambda indices=None: [gpu]  # the host's GPU, without a driver
-from festgym.cli import main
+from festgym.cli.main import main
 code = main(["deploy", "--engine", f"Llama-3.1-8B=http://127.0.0.1:{server.server_port}", "--slo",
              "Llama-3.1-8B=0.5,0.1", "--max-num-seqs", "Llama-3.1-8B=64", "--apply", "--interval", "0.1",
              "--duration", "0.5", "--min-change-interval", "0", "--log", sys.argv[1], "--json"])
@@ -452,7 +452,7 @@ def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
     assert "not in scenario" in capsys.readouterr().err
     import pynvml
 
-    from festgym.gpu import nvml
+    from festgym.devices import nvml
 
     missing = pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
     with mock.patch("pynvml.nvmlInit", autospec=True, side_effect=missing):
@@ -469,7 +469,7 @@ def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
 def test_festina_through_the_agent_tracks_festina_in_the_simulator():
     """Festina deciding from engine metrics (estimated views) against Festina deciding inside the
     simulator (exact views), on the same one-GPU workload, safety layer off."""
-    from festgym.deploy.rules import RuleDecider
+    from festgym.policies.on_host import RuleDecider
     from festgym.policies import make_policy
 
     native = SimulatedHost("default", seed=0, duration_s=301.0, control=make_policy("festina"))
@@ -492,8 +492,8 @@ def test_festina_through_the_agent_tracks_festina_in_the_simulator():
 
 
 def test_host_views_estimate_what_the_metrics_do_not_say():
-    from festgym.deploy.rules import HostInstance
-    from festgym.profile import load_profile
+    from festgym.policies.on_host import HostInstance
+    from festgym.profiles.profile import load_profile
     from festgym.scenario import load_scenario
 
     serving = load_scenario("default").models["Llama-3.1-8B"]

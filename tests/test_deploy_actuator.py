@@ -1,5 +1,5 @@
 """The privileged actuator (festgym.deploy.actuator): ActuatorServer on a Unix socket in front of a
-SimulatedGpu, RemoteWriter as its client, the request handler ``handle`` on its own, restoring the GPU
+SimulatedDevice, RemoteWriter as its client, the request handler ``handle`` on its own, restoring the GPU
 when the client disconnects or the server closes, and a DeployAgent writing through the actuator."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from festgym.checkpoint import LocalController
+from festgym.control.checkpoint import LocalController
 from festgym.deploy.actuator import QUERIES, WRITES, ActuatorError, ActuatorServer, RemoteWriter, handle
 from festgym.deploy.agent import DeployAgent, DeployConfig
 from festgym.deploy.deciders import CheckpointDecider
-from festgym.deploy.simhost import SimulatedHost
+from festgym.simhost.host import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
-from festgym.gpu.device import GpuError, InvalidArgument, NoPermission
-from festgym.gpu.simulated import SimulatedGpu
+from festgym.devices.device import GpuError, InvalidArgument, NoPermission
+from festgym.simhost.device import SimulatedDevice
 
 TOP_MHZ, TDP_MW, MIN_LIMIT_MW = 1980, 700_000, 175_000  # the default scenario's H100
 
@@ -159,7 +159,7 @@ def test_out_of_range_comes_back_as_invalid_argument(host, serve, call, args):
 
 
 def test_unprivileged_device_gives_no_permission(host, serve):
-    gpu = SimulatedGpu(host.sim, 0, privileged=False)
+    gpu = SimulatedDevice(host.sim, 0, privileged=False)
     writer = serve(gpu).client()
     with pytest.raises(NoPermission, match="no permission") as info:
         writer.set_locked_sm_clocks_mhz(1200, 1200)
@@ -330,7 +330,7 @@ def test_handle_device_errors_keep_their_type_name(host):
     reply = ask(host.gpu, {"op": "set_locked_sm_clocks_mhz", "args": [100, 100]})
     assert reply == {"ok": False, "error": "InvalidArgument", "message": reply["message"]}
     assert "100-100 MHz" in reply["message"]
-    unprivileged = SimulatedGpu(host.sim, 0, privileged=False)
+    unprivileged = SimulatedDevice(host.sim, 0, privileged=False)
     reply = ask(unprivileged, {"op": "set_power_limit_mw", "args": [400_000]})
     assert reply["error"] == "NoPermission" and "400000 mW" in reply["message"]
 
@@ -345,7 +345,7 @@ def test_handle_unhashable_op_is_an_error_reply(host, op):
 
 def test_deploy_agent_writes_through_actuator(serve):
     sim_host = SimulatedHost("default", seed=0, duration_s=30, privileged=False)  # the agent cannot write itself
-    actuator_gpu = SimulatedGpu(sim_host.sim, 0)  # the privileged side, on the same simulated GPU
+    actuator_gpu = SimulatedDevice(sim_host.sim, 0)  # the privileged side, on the same simulated GPU
     running = serve(actuator_gpu)
     writer = running.client()
     host = replace(sim_host.host, writer=writer)
@@ -373,7 +373,7 @@ def test_deploy_agent_writes_through_actuator(serve):
 
 def test_deploy_agent_when_actuator_goes_away(serve):
     sim_host = SimulatedHost("default", seed=0, duration_s=30, privileged=False)
-    actuator_gpu = SimulatedGpu(sim_host.sim, 0)
+    actuator_gpu = SimulatedDevice(sim_host.sim, 0)
     writer = serve(actuator_gpu).client()
 
     def sleep(seconds: float) -> None:  # the actuator's connection breaks after ten intervals

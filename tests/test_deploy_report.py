@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from festgym.cli import main
+from festgym.cli.main import main
 from festgym.deploy.report import read_log, summarize
 from festgym.errors import FestgymError
 from festgym.scenario import load_scenario

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import festgym
+from festgym.policies.registry import background_policy
 from festgym.envs import ENV_IDS
-from festgym.levels import normalize_shares
+from festgym.control.levels import normalize_shares
 
 IDS = list(ENV_IDS)
 LOCAL, PLACEMENT, CLUSTER = "festgym/LocalGPU-v0", "festgym/Placement-v0", "festgym/Cluster-v0"
@@ -448,7 +449,7 @@ def test_cluster_route_sends_a_models_arrivals_to_the_chosen_gpu():
 
 
 def test_placement_action_places_the_request_on_that_gpu():
-    from festgym.results import RequestLog
+    from festgym.sim.results import RequestLog
 
     env = make(PLACEMENT)
     obs, _ = env.reset(seed=0)
@@ -485,7 +486,7 @@ def test_step_none_defers_to_the_background_policy(env_id):
     assert infos
     sc = u.scenario
     sim = sc.simulator(local=u.local)
-    sim.start(u.sim.trace, sc.make_policy())
+    sim.start(u.sim.trace, background_policy(sc))
     sim.advance(u.sim.now)
     for a, b in zip(sim.gpus, u.sim.gpus):
         a.update(sim.now)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import festgym  # noqa: F401  (registers the environments)
-from festgym.export import NumpyPolicy, PolicyFileError, export_sb3
+from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError
+from festgym.jobs.export import export_sb3
 
 sb3 = pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: E402
@@ -73,7 +74,7 @@ def test_running_an_exported_policy_needs_no_torch(tmp_path):
     model, vec = trained(sb3.PPO, "multidiscrete", True)
     folder = export_sb3(model, tmp_path, vec)
     code = ("import sys, numpy as np\n"
-            "from festgym.export import NumpyPolicy\n"
+            "from festgym.control.numpy_policy import NumpyPolicy\n"
             f"p = NumpyPolicy.load({str(folder)!r})\n"
             "print(p.predict(np.zeros(30)).tolist())\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

@@ -7,15 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from festgym.policies.registry import background_policy
 from festgym.errors import SpecError
-from festgym.levels import quantize_share
-from festgym.policies import POLICIES, Festina, FestinaConfig, make_policy
-from festgym.policy import BasePolicy, LeastLoaded, Park
-from festgym.results import STATUS_NAMES
+from festgym.control.levels import quantize_share
+from festgym.policies import RULE_POLICIES, Festina, FestinaConfig, make_policy
+from festgym.sim.policy import BasePolicy
+from festgym.policies.least_loaded import LeastLoaded
+from festgym.control.actions import Park
+from festgym.sim.results import STATUS_NAMES
 from festgym.scenario import list_scenarios, load_scenario
-from festgym.serving import ModelServing, Slo
-from festgym.simulator import SimConfig, Simulator
-from festgym.workload import SyntheticWorkload
+from festgym.sim.serving import ModelServing, Slo
+from festgym.sim.config import SimConfig
+from festgym.sim.simulator import Simulator
+from festgym.sim.workload import SyntheticWorkload
 
 H100 = "H100-SXM-80GB"
 MODELS = {"Llama-3.1-8B": ModelServing(slo=Slo(ttft_s=0.3, ttft_per_1k_tokens_s=0.1, tbt_s=0.1)),
@@ -232,7 +236,7 @@ def test_make_policy_defaults():
     assert festina.config == FestinaConfig()  # agents/festina.yaml holds the dataclass defaults
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
-    assert set(POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf", "power-cap"}
+    assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf", "power-cap"}
     assert make_policy("least-loaded").name == "least-loaded"
 
 
@@ -245,7 +249,7 @@ def test_unknown_parameter_is_named():
 def test_unknown_policy_lists_known():
     with pytest.raises(ValueError, match="'nope'") as err:
         make_policy("nope")
-    for name in POLICIES:
+    for name in RULE_POLICIES:
         assert name in str(err.value)
 
 
@@ -264,7 +268,7 @@ def test_out_of_range_parameter_is_named(params, name):
 def test_shipped_scenarios_run_without_action_errors(name):
     sc = load_scenario(name)
     sim = sc.simulator()
-    result = sim.run(sc.trace(0, 120), Recorder(sc.make_policy()))
+    result = sim.run(sc.trace(0, 120), Recorder(background_policy(sc)))
     assert_all_counted(result)
     s = result.summary
     assert s["rejected_actions"] == 0

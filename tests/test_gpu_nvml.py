@@ -1,4 +1,4 @@
-"""festgym.gpu.nvml against a patched pynvml: four H100s, every NVML function autospec'd to the real binding."""
+"""festgym.devices.nvml against a patched pynvml: four H100s, every NVML function autospec'd to the real binding."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from unittest.mock import patch
 import pynvml
 import pytest
 
-from festgym.gpu import nvml
-from festgym.gpu.device import (GpuError, GpuLost, GpuNotFound, GpuReading, InvalidArgument, MemoryInfo, NoPermission,
-                                NotSupported, NvmlUnavailable, Utilization)
+from festgym.devices import nvml
+from festgym.devices.device import GpuError, GpuLost, GpuNotFound, GpuReading, InvalidArgument, MemoryInfo, NoPermission, NotSupported, NvmlUnavailable, Utilization
 
 NAME = "NVIDIA H100 80GB HBM3"
 UUIDS = ["GPU-aaaa1111-0000-0000-0000-000000000000", "GPU-aaaa2222-0000-0000-0000-000000000000",
@@ -77,7 +76,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def gpu(fake: Any) -> nvml.NvmlGpu:
+def gpu(fake: Any) -> nvml.NvmlDevice:
     (device,) = nvml.open_gpus([0])
     return device
 
@@ -122,14 +121,14 @@ READS = [  # method, args, NVML function, its extra arguments after the handle, 
 
 
 @pytest.mark.parametrize("method, args, function, nvml_args, expected", READS, ids=[r[0] for r in READS])
-def test_read(gpu: nvml.NvmlGpu, fake: Any, method: str, args: tuple, function: str, nvml_args: tuple,
+def test_read(gpu: nvml.NvmlDevice, fake: Any, method: str, args: tuple, function: str, nvml_args: tuple,
               expected: Any) -> None:
     assert getattr(gpu, method)(*args) == expected
     getattr(fake, function).assert_called_once_with("h0", *nvml_args)
 
 
 @pytest.mark.parametrize("method, args, function, nvml_args, expected", READS, ids=[r[0] for r in READS])
-def test_read_error_names_gpu_and_operation(gpu: nvml.NvmlGpu, fake: Any, method: str, args: tuple, function: str,
+def test_read_error_names_gpu_and_operation(gpu: nvml.NvmlDevice, fake: Any, method: str, args: tuple, function: str,
                                             nvml_args: tuple, expected: Any) -> None:
     getattr(fake, function).side_effect = error("NVML_ERROR_UNKNOWN")
     with pytest.raises(GpuError, match=rf"^GPU 0 \({NAME}\): read [^:]+: Unknown Error$") as info:
@@ -148,7 +147,7 @@ def test_name_is_read_once_and_bytes_are_decoded(fake: Any) -> None:
     fake.nvmlDeviceGetName.assert_called_once_with("h0")
 
 
-def test_supported_sm_clocks_default_to_the_highest_memory_clock(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_supported_sm_clocks_default_to_the_highest_memory_clock(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetClockInfo.side_effect = None
     fake.nvmlDeviceGetClockInfo.return_value = 405  # an idle GPU's low memory clock: not the one that matters
     fake.nvmlDeviceGetSupportedGraphicsClocks.return_value = [210, 1980, 1200]  # sorted whatever NVML's order
@@ -156,7 +155,7 @@ def test_supported_sm_clocks_default_to_the_highest_memory_clock(gpu: nvml.NvmlG
     fake.nvmlDeviceGetSupportedGraphicsClocks.assert_called_once_with("h0", 2619)
 
 
-def test_read_and_info_use_the_nvml_readings(gpu: nvml.NvmlGpu) -> None:
+def test_read_and_info_use_the_nvml_readings(gpu: nvml.NvmlDevice) -> None:
     assert gpu.read() == GpuReading(energy_mj=123_456_789, power_mw=512_345, sm_clock_mhz=1755,
                                     memory=MemoryInfo(80 * 2**30, 10 * 2**30), power_limit_mw=700_000,
                                     temperature_c=54, utilization=Utilization(87, 40),
@@ -170,7 +169,7 @@ def test_read_and_info_use_the_nvml_readings(gpu: nvml.NvmlGpu) -> None:
 
 @pytest.mark.parametrize("method, field", [("power_instant_mw", "NVML_FI_DEV_POWER_INSTANT"),
                                            ("power_average_mw", "NVML_FI_DEV_POWER_AVERAGE")])
-def test_power_falls_back_when_the_field_is_not_supported(gpu: nvml.NvmlGpu, fake: Any, method: str,
+def test_power_falls_back_when_the_field_is_not_supported(gpu: nvml.NvmlDevice, fake: Any, method: str,
                                                           field: str) -> None:
     fake.nvmlDeviceGetFieldValues.side_effect = lambda handle, ids: field_values(
         handle, ids, status=pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -179,18 +178,18 @@ def test_power_falls_back_when_the_field_is_not_supported(gpu: nvml.NvmlGpu, fak
     fake.nvmlDeviceGetPowerUsage.assert_called_once_with("h0")
 
 
-def test_power_falls_back_on_an_old_driver(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_power_falls_back_on_an_old_driver(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetFieldValues.side_effect = error("NVML_ERROR_FUNCTION_NOT_FOUND")
     assert gpu.power_instant_mw() == 450_000
 
 
-def test_power_falls_back_on_an_old_binding(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_power_falls_back_on_an_old_binding(gpu: nvml.NvmlDevice, fake: Any) -> None:
     with without("NVML_FI_DEV_POWER_INSTANT"):
         assert gpu.power_instant_mw() == 450_000
     fake.nvmlDeviceGetFieldValues.assert_not_called()
 
 
-def test_power_does_not_fall_back_on_a_lost_gpu(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_power_does_not_fall_back_on_a_lost_gpu(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetFieldValues.side_effect = lambda handle, ids: field_values(
         handle, ids, status=pynvml.NVML_ERROR_GPU_IS_LOST)
     with pytest.raises(GpuLost, match="read instant power: GPU is lost"):
@@ -198,32 +197,32 @@ def test_power_does_not_fall_back_on_a_lost_gpu(gpu: nvml.NvmlGpu, fake: Any) ->
     fake.nvmlDeviceGetPowerUsage.assert_not_called()
 
 
-def test_the_last_fallbacks_error_is_reported(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_the_last_fallbacks_error_is_reported(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetFieldValues.side_effect = error("NVML_ERROR_NOT_SUPPORTED")
     fake.nvmlDeviceGetPowerUsage.side_effect = error("NVML_ERROR_NO_PERMISSION")
     with pytest.raises(NoPermission, match=rf"GPU 0 \({NAME}\): read average power: Insufficient Permissions"):
         gpu.power_average_mw()
 
 
-def test_temperature_falls_back_to_the_deprecated_call(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_temperature_falls_back_to_the_deprecated_call(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetTemperatureV.side_effect = error("NVML_ERROR_FUNCTION_NOT_FOUND")
     assert gpu.temperature_c() == 55
     fake.nvmlDeviceGetTemperature.assert_called_once_with("h0", pynvml.NVML_TEMPERATURE_GPU)
 
 
 @pytest.mark.parametrize("missing, expected", [("nvmlDeviceGetTemperatureV", 55), ("nvmlDeviceGetTemperature", 54)])
-def test_temperature_uses_what_the_binding_has(gpu: nvml.NvmlGpu, missing: str, expected: int) -> None:
+def test_temperature_uses_what_the_binding_has(gpu: nvml.NvmlDevice, missing: str, expected: int) -> None:
     with without(missing):
         assert gpu.temperature_c() == expected
 
 
-def test_a_reading_no_binding_function_provides_is_not_supported(gpu: nvml.NvmlGpu) -> None:
+def test_a_reading_no_binding_function_provides_is_not_supported(gpu: nvml.NvmlDevice) -> None:
     with without("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"), \
             pytest.raises(NotSupported, match="read temperature: not provided by this nvidia-ml-py"):
         gpu.temperature_c()
 
 
-def test_clock_events_fall_back_to_throttle_reasons(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_clock_events_fall_back_to_throttle_reasons(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetCurrentClocksEventReasons.side_effect = error("NVML_ERROR_FUNCTION_NOT_FOUND")
     assert gpu.clock_events() == ("hw_thermal_slowdown",)
     with without("nvmlDeviceGetCurrentClocksEventReasons"):
@@ -233,7 +232,7 @@ def test_clock_events_fall_back_to_throttle_reasons(gpu: nvml.NvmlGpu, fake: Any
 
 # --- writes ---------------------------------------------------------------------------------------------
 
-def test_lock_sm_clocks_skips_repeats_and_resets_once(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_lock_sm_clocks_skips_repeats_and_resets_once(gpu: nvml.NvmlDevice, fake: Any) -> None:
     gpu.set_locked_sm_clocks_mhz(1200, 1965)
     gpu.set_locked_sm_clocks_mhz(1200, 1965)
     fake.nvmlDeviceSetGpuLockedClocks.assert_called_once_with("h0", 1200, 1965)
@@ -246,7 +245,7 @@ def test_lock_sm_clocks_skips_repeats_and_resets_once(gpu: nvml.NvmlGpu, fake: A
     assert gpu.changed() == ()
 
 
-def test_reset_without_a_lock_writes_nothing(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_reset_without_a_lock_writes_nothing(gpu: nvml.NvmlDevice, fake: Any) -> None:
     gpu.reset_locked_sm_clocks()
     fake.nvmlDeviceResetGpuLockedClocks.assert_not_called()
 
@@ -256,7 +255,7 @@ def test_reset_without_a_lock_writes_nothing(gpu: nvml.NvmlGpu, fake: Any) -> No
     (200, 1200, "outside the supported SM clock range 210-1980 MHz"),
     (1200, 2000, "outside the supported SM clock range 210-1980 MHz"),
 ])
-def test_lock_sm_clocks_validates_before_writing(gpu: nvml.NvmlGpu, fake: Any, lo: int, hi: int,
+def test_lock_sm_clocks_validates_before_writing(gpu: nvml.NvmlDevice, fake: Any, lo: int, hi: int,
                                                  message: str) -> None:
     with pytest.raises(InvalidArgument, match=rf"^GPU 0 \({NAME}\): set locked SM clocks {lo}-{hi} MHz: {message}$"):
         gpu.set_locked_sm_clocks_mhz(lo, hi)
@@ -264,14 +263,14 @@ def test_lock_sm_clocks_validates_before_writing(gpu: nvml.NvmlGpu, fake: Any, l
     assert gpu.changed() == ()
 
 
-def test_lock_sm_clocks_needs_supported_clocks(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_lock_sm_clocks_needs_supported_clocks(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetSupportedGraphicsClocks.return_value = []
     with pytest.raises(NotSupported, match="NVML lists no supported SM clocks"):
         gpu.set_locked_sm_clocks_mhz(1200, 1200)
     fake.nvmlDeviceSetGpuLockedClocks.assert_not_called()
 
 
-def test_a_failed_lock_is_not_remembered(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_a_failed_lock_is_not_remembered(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceSetGpuLockedClocks.side_effect = error("NVML_ERROR_NO_PERMISSION")
     with pytest.raises(NoPermission, match=rf"^GPU 0 \({NAME}\): set locked SM clocks 1200-1200 MHz: "
                                            "Insufficient Permissions; "):
@@ -279,7 +278,7 @@ def test_a_failed_lock_is_not_remembered(gpu: nvml.NvmlGpu, fake: Any) -> None:
     assert gpu.changed() == ()
 
 
-def test_power_limit_set_skip_and_reset(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_power_limit_set_skip_and_reset(gpu: nvml.NvmlDevice, fake: Any) -> None:
     gpu.set_power_limit_mw(700_000)  # the enforced limit already
     fake.nvmlDeviceSetPowerManagementLimit.assert_not_called()
     assert gpu.changed() == ()
@@ -294,7 +293,7 @@ def test_power_limit_set_skip_and_reset(gpu: nvml.NvmlGpu, fake: Any) -> None:
     assert gpu.changed() == ()
 
 
-def test_setting_the_original_limit_back_is_no_change(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_setting_the_original_limit_back_is_no_change(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetPowerManagementLimit.return_value = 600_000  # someone set 600 W before festgym
     gpu.set_power_limit_mw(400_000)
     fake.nvmlDeviceGetPowerManagementLimit.return_value = 400_000
@@ -303,7 +302,7 @@ def test_setting_the_original_limit_back_is_no_change(gpu: nvml.NvmlGpu, fake: A
     assert gpu.changed() == ()
 
 
-def test_reset_power_limit_restores_the_operators_limit(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_reset_power_limit_restores_the_operators_limit(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetPowerManagementLimit.return_value = 300_000  # an operator's limit, not festgym's change
     gpu.reset_power_limit()
     fake.nvmlDeviceSetPowerManagementLimit.assert_not_called()
@@ -315,7 +314,7 @@ def test_reset_power_limit_restores_the_operators_limit(gpu: nvml.NvmlGpu, fake:
 
 
 @pytest.mark.parametrize("limit", [199_999, 700_001])
-def test_power_limit_validates_before_writing(gpu: nvml.NvmlGpu, fake: Any, limit: int) -> None:
+def test_power_limit_validates_before_writing(gpu: nvml.NvmlDevice, fake: Any, limit: int) -> None:
     with pytest.raises(InvalidArgument, match=rf"set power limit {limit} mW: outside the allowed range "
                                               r"200000-700000 mW$"):
         gpu.set_power_limit_mw(limit)
@@ -323,7 +322,7 @@ def test_power_limit_validates_before_writing(gpu: nvml.NvmlGpu, fake: Any, limi
     assert gpu.changed() == ()
 
 
-def test_restore_undoes_both_changes_once(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_restore_undoes_both_changes_once(gpu: nvml.NvmlDevice, fake: Any) -> None:
     gpu.set_locked_sm_clocks_mhz(1200, 1200)
     gpu.set_power_limit_mw(400_000)
     fake.nvmlDeviceGetPowerManagementLimit.return_value = 400_000
@@ -336,7 +335,7 @@ def test_restore_undoes_both_changes_once(gpu: nvml.NvmlGpu, fake: Any) -> None:
     assert (fake.nvmlDeviceResetGpuLockedClocks.call_count, fake.nvmlDeviceSetPowerManagementLimit.call_count) == (1, 2)
 
 
-def test_restore_uses_the_management_limit_not_the_enforced_one(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_restore_uses_the_management_limit_not_the_enforced_one(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceGetEnforcedPowerLimit.return_value = 450_000  # an out-of-band cap below the set limit
     gpu.set_power_limit_mw(500_000)
     fake.nvmlDeviceGetPowerManagementLimit.return_value = 500_000
@@ -344,7 +343,7 @@ def test_restore_uses_the_management_limit_not_the_enforced_one(gpu: nvml.NvmlGp
     assert fake.nvmlDeviceSetPowerManagementLimit.call_args_list[-1].args == ("h0", 700_000)  # not 450 W
 
 
-def test_a_write_is_booked_before_it_is_made(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_a_write_is_booked_before_it_is_made(gpu: nvml.NvmlDevice, fake: Any) -> None:
     """A signal raised as the NVML call returns must still find the change to undo."""
     class Signal(BaseException):
         pass
@@ -379,7 +378,7 @@ def test_a_write_is_booked_before_it_is_made(gpu: nvml.NvmlGpu, fake: Any) -> No
     ("NVML_ERROR_TIMEOUT", GpuError),
     ("NVML_ERROR_IN_USE", GpuError),
 ])
-def test_nvml_errors_map_by_code(gpu: nvml.NvmlGpu, fake: Any, code: str, expected: type[GpuError]) -> None:
+def test_nvml_errors_map_by_code(gpu: nvml.NvmlDevice, fake: Any, code: str, expected: type[GpuError]) -> None:
     nvml_error = error(code)
     fake.nvmlDeviceSetGpuLockedClocks.side_effect = nvml_error
     with pytest.raises(GpuError) as info:
@@ -389,7 +388,7 @@ def test_nvml_errors_map_by_code(gpu: nvml.NvmlGpu, fake: Any, code: str, expect
     assert info.value.__cause__ is nvml_error
 
 
-def test_no_permission_says_how_to_grant_it(gpu: nvml.NvmlGpu, fake: Any) -> None:
+def test_no_permission_says_how_to_grant_it(gpu: nvml.NvmlDevice, fake: Any) -> None:
     fake.nvmlDeviceSetPowerManagementLimit.side_effect = error("NVML_ERROR_NO_PERMISSION")
     with pytest.raises(NoPermission) as info:
         gpu.set_power_limit_mw(500_000)
@@ -445,7 +444,7 @@ def test_missing_binding(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_module_imports_without_the_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    spec = importlib.util.find_spec("festgym.gpu.nvml")
+    spec = importlib.util.find_spec("festgym.devices.nvml")
     assert spec is not None and spec.loader is not None
     fresh = importlib.util.module_from_spec(spec)  # a second copy: festgym.gpu.nvml stays as it is
     spec.loader.exec_module(fresh)
@@ -485,7 +484,7 @@ def test_open_selected_logical_indices(fake: Any, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     (gpu,) = nvml.open_gpus([1])
     assert (gpu.index, gpu.physical_index, gpu.uuid()) == (1, 3, UUIDS[3])
-    assert repr(gpu) == f"NvmlGpu(index=1, physical_index=3, name='{NAME}')"
+    assert repr(gpu) == f"NvmlDevice(index=1, physical_index=3, name='{NAME}')"
 
 
 @pytest.mark.parametrize("value, index, message", [

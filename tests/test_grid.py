@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from festgym.calibration.check import grid_fidelity
-from festgym.grid import Grid
+from festgym.profiles.calibration.check import grid_fidelity
+from festgym.profiles.grid import Grid
 
 
 def roofline_like_grid() -> Grid:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-from festgym.cli import main
+from festgym.cli.main import main
 from festgym.errors import SpecError
-from festgym.grid import Grid
-from festgym.paths import profiles_dir
-from festgym.specs import GpuSpec, ModelSpec
+from festgym.profiles.grid import Grid
+from festgym.resources import PROFILES
+from festgym.profiles.specs import GpuSpec, ModelSpec
 
-H100_YAML = profiles_dir() / "H100-SXM-80GB" / "gpu.yaml"
+H100_YAML = PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml"
 
 
 @pytest.mark.parametrize("args, name", [
@@ -76,7 +76,7 @@ def test_constants_section_must_be_a_mapping():
     ({"intermediate_size": "lots"}, "intermediate_size"),
 ])
 def test_whole_numbers_are_not_truncated(change, field):
-    config = json.loads((profiles_dir() / "model-configs" / "Llama-3.2-1B" / "config.json").read_text())
+    config = json.loads((PROFILES.shipped / "model-configs" / "Llama-3.2-1B" / "config.json").read_text())
     config.update(change)
     with pytest.raises(SpecError) as err:
         ModelSpec.from_hf_config(config, "m", "config.json")

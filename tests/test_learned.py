@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 import festgym  # noqa: F401  (registers the environments)
-from festgym.checkpoint import ControllerInterface, LocalController, seal_card
-from festgym.cli import main
-from festgym.compare import check_policies, compare, policy_label
+from festgym.control.checkpoint import LocalController, seal_card
+from festgym.cli.main import main
+from festgym.jobs.compare import check_policies, compare, policy_label
 from festgym.errors import FestgymError, SpecError
-from festgym.export import FORMAT, WEIGHTS, PolicyFileError, sha256_file
+from festgym.control.numpy_policy import FORMAT, WEIGHTS, PolicyFileError, sha256_file
 from festgym.policies import make_policy
-from festgym.checkpoint import find_checkpoints, read_card
+from festgym.control.checkpoint import find_checkpoints, read_card
 from festgym.policies.learned import LearnedLocal
-from festgym.scenario import load_scenario, parse_overrides, scale_load
+from festgym.scenario import controller_interface, load_scenario, parse_overrides, scale_load
 
 N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time features
 NVEC = [8, 4, 4]
@@ -42,7 +42,7 @@ def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, sce
     card = {"name": folder.name, "scenario": scenario, "env": "festgym/LocalGPU-v0",
             "agent": {"algo": "ppo", "env_kwargs": {"action_type": "multidiscrete"}}, "sha256": {}}
     (folder / "card.json").write_text(json.dumps(card))
-    seal_card(folder, ControllerInterface.of(load_scenario(scenario), "multidiscrete"))
+    seal_card(folder, controller_interface(load_scenario(scenario), "multidiscrete"))
     return folder
 
 
@@ -152,7 +152,7 @@ def test_shipped_checkpoints_load_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from festgym.policies import find_checkpoints, make_policy; "
+    code = ("import sys; from festgym.control.checkpoint import find_checkpoints; from festgym.policies import make_policy; "
             "[make_policy(n) for n in find_checkpoints()]; print(len(find_checkpoints()), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 2 and out[1] == "False"  # PPO and SAC ship
@@ -178,7 +178,7 @@ def test_shipped_checkpoint_cards_hold(name):
 @pytest.mark.parametrize("name", sorted(find_checkpoints()))
 def test_shipped_export_acts_like_the_sb3_model(name):
     sb3 = pytest.importorskip("stable_baselines3")
-    from festgym.export import NumpyPolicy
+    from festgym.control.numpy_policy import NumpyPolicy
 
     folder = find_checkpoints()[name]
     card = read_card(folder)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from festgym.profile import load_profile
+from festgym.profiles.profile import load_profile
 
 PROFILE = load_profile("H100-SXM-80GB/Qwen3-8B")
 share = st.floats(0.05, 1.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from festgym.profile import Profile, iter_profile_dirs
+from festgym.profiles.profile import Profile, iter_profile_dirs
 
 PROFILES = [pytest.param(p, id=f"{p.parent.name}/{p.name}") for p in iter_profile_dirs()]
 

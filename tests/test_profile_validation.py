@@ -16,11 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from festgym import cli
+from festgym.cli import main as cli
 from festgym.errors import ProfileNotFoundError, SpecError
-from festgym.paths import profiles_dir
-from festgym.profile import (DECODE_AXES, FIELDS, PREFILL_AXES, Profile, find_profile_dir,
-                             iter_profile_dirs, load_profile)
+from festgym.resources import PROFILES
+from festgym.profiles.profile import DECODE_AXES, FIELDS, PREFILL_AXES, Profile, find_profile_dir, iter_profile_dirs, load_profile
 
 SOURCE_KEY = "H100-SXM-80GB/Llama-3.2-1B"
 DECODE_COLUMNS = DECODE_AXES + FIELDS
@@ -30,7 +29,7 @@ DECODE_COLUMNS = DECODE_AXES + FIELDS
 def folder(tmp_path: Path) -> Path:
     """A writable copy of a shipped profile folder."""
     dest = tmp_path / "profile-copy"
-    shutil.copytree(profiles_dir() / SOURCE_KEY, dest)
+    shutil.copytree(PROFILES.shipped / SOURCE_KEY, dest)
     return dest
 
 
@@ -286,7 +285,7 @@ def test_load_shipped_profile():
     profile = load_profile(SOURCE_KEY)
     assert profile.gpu.name == "H100-SXM-80GB"
     assert profile.model.name == "Llama-3.2-1B"
-    assert profile.path == profiles_dir() / SOURCE_KEY
+    assert profile.path == PROFILES.shipped / SOURCE_KEY
     time = profile.decode_time(8, 512)
     assert np.all(np.isfinite(time)) and np.all(time > 0)
 
@@ -301,8 +300,8 @@ def test_every_shipped_profile_loads():
 def test_load_profile_key_is_case_insensitive():
     profile = load_profile("h100-sxm-80gb/llama-3.1-8b")
     assert profile.key == "H100-SXM-80GB/Llama-3.1-8B"
-    assert profile.path == profiles_dir() / "H100-SXM-80GB" / "Llama-3.1-8B"
-    assert find_profile_dir("A100-sxm-80GB/QWEN3-14B") == profiles_dir() / "A100-SXM-80GB" / "Qwen3-14B"
+    assert profile.path == PROFILES.shipped / "H100-SXM-80GB" / "Llama-3.1-8B"
+    assert find_profile_dir("A100-sxm-80GB/QWEN3-14B") == PROFILES.shipped / "A100-SXM-80GB" / "Qwen3-14B"
 
 
 def test_load_profile_accepts_a_folder_path(folder):

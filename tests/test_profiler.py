@@ -12,17 +12,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from festgym.cli import main  # noqa: E402
+from festgym.cli.main import main  # noqa: E402
 from festgym.errors import FestgymError  # noqa: E402
-from festgym.paths import profiles_dir  # noqa: E402
-from festgym.profile import Profile  # noqa: E402
-from festgym.profiler.assemble import MEASUREMENTS  # noqa: E402
-from festgym.profiler.measure import ConstantPower, Device, Plan, measure, measure_point, partition_sms  # noqa: E402
-from festgym.profiler.run import ProfileRun, profile  # noqa: E402
-from festgym.profiler.transformer import RandomTransformer  # noqa: E402
-from festgym.specs import ModelSpec  # noqa: E402
+from festgym.resources import PROFILES  # noqa: E402
+from festgym.profiles.profile import Profile  # noqa: E402
+from festgym.profiles.calibration.measured import MEASUREMENTS  # noqa: E402
+from festgym.profiles.profiler.measure import ConstantPower, Device, Plan, measure, measure_point, partition_sms  # noqa: E402
+from festgym.profiles.profiler.run import ProfileRun, profile  # noqa: E402
+from festgym.profiles.profiler.transformer import RandomTransformer  # noqa: E402
+from festgym.profiles.specs import ModelSpec  # noqa: E402
 
-CONFIG = profiles_dir() / "model-configs" / "Llama-3.2-3B" / "config.json"
+CONFIG = PROFILES.shipped / "model-configs" / "Llama-3.2-3B" / "config.json"
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
         "vocab_size": 256, "tie_word_embeddings": True, "torch_dtype": "float32", "hidden_act": "silu"}
@@ -206,7 +206,7 @@ def test_an_unlocked_run_takes_the_clock_read_under_load():
                                              ("NVIDIA A100-SXM4-80GB", "A100-SXM-80GB"),
                                              ("NVIDIA H100 PCIe", None), ("NVIDIA H200", None)])
 def test_the_gpu_spec_follows_the_gpu_name(name, spec_name, tmp_path):
-    from festgym.profiler.run import gpu_spec_for
+    from festgym.profiles.profiler.run import gpu_spec_for
 
     run = ProfileRun(CONFIG, tmp_path)
     if spec_name is None:

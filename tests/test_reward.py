@@ -9,8 +9,9 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from festgym.instance import Counters, over_limit
-from festgym.reward import EnergySLOReward, IntervalStats, RewardConfig
+from festgym.sim.instance import Counters, over_limit
+from festgym.envs.reward import EnergySLOReward, IntervalStats
+from festgym.scenario import RewardConfig
 
 FIELDS = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
 

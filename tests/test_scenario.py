@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from festgym.policies.registry import background_policy
 from festgym.errors import SpecError
 from festgym.policies import Festina
-from festgym.scenario import Scenario, list_scenarios, load_scenario, scenarios_dir
+from festgym.scenario import Scenario, list_scenarios, load_scenario
+from festgym.resources import SCENARIOS
 
 H100, A100 = "H100-SXM-80GB", "A100-SXM-80GB"
 SHIPPED = list_scenarios()
@@ -38,7 +40,7 @@ def same_trace(a, b) -> bool:
 
 def test_shipped_scenarios_are_listed():
     assert {"default", "diurnal-low", "mixed-a100-h100"} <= set(SHIPPED)
-    assert SHIPPED == sorted(p.stem for p in scenarios_dir().glob("*.yaml"))
+    assert SHIPPED == sorted(p.stem for p in SCENARIOS.shipped.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -51,7 +53,7 @@ def test_shipped_scenario_loads_and_builds(name):
     local = sc.simulator(local=True)
     assert local.gpu_types == sc.local.gpus
     assert local.model_names == sc.local.models and set(sc.local.models) <= set(sc.models)
-    policy = sc.make_policy()
+    policy = background_policy(sc)
     assert isinstance(policy, Festina) and policy.name == "festina"
 
 
@@ -80,7 +82,7 @@ def test_default_scenario_values():
     assert list(sc.models) == ["Llama-3.1-8B", "Qwen3-8B", "Llama-3.2-3B", "Qwen3-14B"]
     assert sc.local.models == ("Llama-3.1-8B", "Llama-3.2-3B") and sc.local.rate_rps == 4.0
     assert sc.policy == "festina" and sc.reward.mode == "smooth"
-    assert load_scenario(scenarios_dir() / "default.yaml").gpus == sc.gpus  # by path too
+    assert load_scenario(SCENARIOS.shipped / "default.yaml").gpus == sc.gpus  # by path too
     assert load_scenario(sc) is sc
 
 
@@ -223,18 +225,18 @@ def test_mapping_scenario_works_end_to_end():
     assert sc.name == "tiny" and sc.source == "<dict>"
     assert sc.gpus == (H100, H100) and list(sc.models) == ["Llama-3.1-8B", "Llama-3.2-1B"]
     assert sc.models["Llama-3.1-8B"].slo.ttft_s == 0.3
-    assert sc.make_policy().name == "festina"
+    assert background_policy(sc).name == "festina"
     sim = sc.simulator()
-    result = sim.run(sc.trace(0, 30), sc.make_policy())
+    result = sim.run(sc.trace(0, 30), background_policy(sc))
     assert result.summary["requests"] == result.summary["finished"] > 0
     env = gym.make("festgym/LocalGPU-v0", scenario=small(env={"episode_s": 5, "warmup_s": 10}))
     env.reset(seed=0)
     for _ in range(5):
         *_, truncated, info = env.step(env.action_space.sample())
     assert truncated and info["energy_j"] > 0
-    assert load_scenario(small(policy={"name": "least-loaded"})).make_policy().name == "least-loaded"
+    assert background_policy(load_scenario(small(policy={"name": "least-loaded"}))).name == "least-loaded"
     with pytest.raises(ValueError, match="rule policies: dvfs-only, festina, least-loaded, max-clock"):
-        load_scenario(small(policy={"name": "nope"})).make_policy()
+        background_policy(load_scenario(small(policy={"name": "nope"})))
 
 
 # --- trace replay --------------------------------------------------------------------------------

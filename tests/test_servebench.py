@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from festgym.cli import main
-from festgym.servebench import BenchConfig, mlenergy_validation, run_bench
+from festgym.cli.main import main
+from festgym.jobs.servebench import BenchConfig, mlenergy_validation, run_bench
 
 
 def test_matches_mlenergy_within_10_percent(reference_data):

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from festgym import cluster_gpu as gpu_module
-from festgym.policy import BasePolicy, GpuControl, Migrate, Park, Unload, Wake
-from festgym.serving import EngineConfig, ModelServing, Slo
-from festgym.simulator import SimConfig, Simulator
-from festgym.workload import LengthDist, SyntheticWorkload
+from festgym.sim import gpu as gpu_module
+from festgym.sim.policy import BasePolicy
+from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
+from festgym.sim.config import SimConfig
+from festgym.sim.simulator import Simulator
+from festgym.sim.workload import LengthDist, SyntheticWorkload
 
 MODELS = ("Llama-3.2-1B", "Llama-3.2-3B")
 TYPES = ("H100-SXM-80GB", "A100-SXM-80GB")
@@ -63,7 +65,7 @@ class RandomPolicy(BasePolicy):
 
 
 def checked_update(intervals: list, original):
-    """Wrap Gpu.update to record each integrated interval and check the state invariants."""
+    """Wrap SimGpu.update to record each integrated interval and check the state invariants."""
 
     def update(self, now, changed=None):
         if now > self.t_last:
@@ -105,7 +107,7 @@ def simulate(p: dict):
 @given(p=scenario)
 def test_invariants(p, monkeypatch):
     intervals: list = []
-    monkeypatch.setattr(gpu_module.Gpu, "update", checked_update(intervals, gpu_module.Gpu.update))
+    monkeypatch.setattr(gpu_module.SimGpu, "update", checked_update(intervals, gpu_module.SimGpu.update))
     sim, trace, result = simulate(p)
     req, gpus = result.requests, result.gpus
 

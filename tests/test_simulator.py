@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from festgym.policy import BasePolicy, GpuControl, LeastLoaded, Migrate, Park, Unload, Wake
-from festgym.serving import EngineConfig, ModelServing, Slo
-from festgym.simulator import ActionError, SimConfig, Simulator
-from festgym.workload import SyntheticWorkload, Trace
+from festgym.sim.policy import BasePolicy
+from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
+from festgym.policies.least_loaded import LeastLoaded
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
+from festgym.sim.policy import ActionError
+from festgym.sim.config import SimConfig
+from festgym.sim.simulator import Simulator
+from festgym.sim.workload import SyntheticWorkload, Trace
 
 H100 = "H100-SXM-80GB"
 LLAMA, SMALL = "Llama-3.1-8B", "Llama-3.2-1B"

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from festgym.errors import SpecError
-from festgym.paths import profiles_dir
-from festgym.specs import GpuSpec, ModelSpec
+from festgym.resources import PROFILES
+from festgym.profiles.specs import GpuSpec, ModelSpec
 
 GPUS = ["H100-SXM-80GB", "A100-SXM-80GB"]
 
@@ -29,7 +29,7 @@ PUBLISHED_PARAMS = {
 
 
 def config_path(model: str) -> Path:
-    return profiles_dir() / "model-configs" / model / "config.json"
+    return PROFILES.shipped / "model-configs" / model / "config.json"
 
 
 def hf_config(model: str) -> dict:
@@ -37,7 +37,7 @@ def hf_config(model: str) -> dict:
 
 
 def gpu_dict(gpu: str) -> dict:
-    with (profiles_dir() / gpu / "gpu.yaml").open() as fh:
+    with (PROFILES.shipped / gpu / "gpu.yaml").open() as fh:
         return yaml.safe_load(fh)
 
 
@@ -156,7 +156,7 @@ def test_unknown_dtype(dtype):
 @pytest.mark.parametrize("gpu", GPUS)
 def test_shipped_gpu_spec_loads(gpu):
     raw = gpu_dict(gpu)
-    spec = GpuSpec.load(profiles_dir() / gpu / "gpu.yaml")
+    spec = GpuSpec.load(PROFILES.shipped / gpu / "gpu.yaml")
     assert spec.name == gpu
     clocks = np.asarray(spec.sm_clocks_mhz)
     assert len(clocks) > 2
@@ -231,7 +231,7 @@ def test_unknown_constant():
 
 def test_gpu_yaml_nan_from_file(tmp_path):
     """YAML's own ``.nan`` in a spec file is caught when loading from disk, naming the file."""
-    text = (profiles_dir() / "H100-SXM-80GB" / "gpu.yaml").read_text()
+    text = (PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml").read_text()
     text, count = re.subn(r"(?m)^    kv_frac: [0-9.e+-]+$", "    kv_frac: .nan", text)
     assert count == 1
     path = tmp_path / "gpu.yaml"

@@ -12,10 +12,10 @@ pytest.importorskip("stable_baselines3")
 
 import stable_baselines3 as sb3  # noqa: E402
 
-from festgym.cli import main  # noqa: E402
+from festgym.cli.main import main  # noqa: E402
 from festgym.errors import SpecError  # noqa: E402
-from festgym.export import NumpyPolicy, PolicyFileError, sha256_file  # noqa: E402
-from festgym.train import TrainConfig, export_checkpoint, load_agent, train  # noqa: E402
+from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file  # noqa: E402
+from festgym.jobs.train import TrainConfig, export_checkpoint, load_agent, train  # noqa: E402
 
 TINY = """\
 algo: ppo
@@ -88,7 +88,7 @@ def test_agent_yaml_errors_are_named(tmp_path):
 
 def test_shipped_agent_yamls_load():
     for name, algo in (("ppo", "ppo"), ("sac", "sac")):
-        assert load_agent(f"agents/{name}.yaml").algo == algo
+        assert load_agent(name).algo == algo
 
 
 def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, tmp_path):

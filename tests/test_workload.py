@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from festgym.errors import SpecError
-from festgym.workload import (AZURE_CODE_OUTPUT, AZURE_CODE_PROMPT, AZURE_CONV_OUTPUT, AZURE_CONV_PROMPT,
-                              LengthDist, SyntheticWorkload, Trace, load_azure_trace, load_trace)
+from festgym.sim.workload import AZURE_CODE_OUTPUT, AZURE_CODE_PROMPT, AZURE_CONV_OUTPUT, AZURE_CONV_PROMPT, LengthDist, SyntheticWorkload, Trace, load_azure_trace, load_trace
 
 GENERIC_HEADER = "timestamp,input_tokens,output_tokens,model\n"
 
@@ -255,7 +254,7 @@ def test_defaults_match_azure(reference_data):
 
 
 def test_select_keeps_only_the_given_models_in_their_order():
-    from festgym.workload import SyntheticWorkload
+    from festgym.sim.workload import SyntheticWorkload
 
     trace = SyntheticWorkload(("a", "b", "c"), rate_rps=20, duration_s=30).generate(1)
     picked = trace.select(["c", "a"])

@@ -25,11 +25,11 @@ from festgym.deploy.observation import EngineSpec, nan_to_zero
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.errors import FestgymError
-from festgym.gpu import signals
-from festgym.gpu.device import WRITE_CALLS, GpuDevice, GpuWriter
-from festgym.gpu.shares import ShareActuator
-from festgym.policy import GpuControl
-from festgym.specs import check_ranges
+from festgym import signals
+from festgym.devices.device import WRITE_CALLS, GpuDevice, GpuWriter
+from festgym.devices.shares import ShareActuator
+from festgym.control.actions import GpuControl
+from festgym.config import check_ranges
 
 
 class Engine(Protocol):

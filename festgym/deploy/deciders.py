@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from festgym.checkpoint import LocalController
+from festgym.control.checkpoint import LocalController
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.errors import FestgymError
-from festgym.gpu.device import GpuDevice, GpuReading
-from festgym.local_control import LevelDecoder
-from festgym.policy import GpuControl
+from festgym.devices.device import GpuDevice, GpuReading
+from festgym.control.decoder import LevelDecoder
+from festgym.control.actions import GpuControl
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from festgym.deploy.engine_metrics import EngineWindow
-from festgym.envs.feature_vectors import EMPTY_SLOT, gpu_vector, slot_vector, time_features
-from festgym.gpu.device import GpuReading
-from festgym.state_names import STATES
+from festgym.control.features import EMPTY_SLOT, gpu_vector, slot_vector, time_features
+from festgym.devices.device import GpuReading
+from festgym.control.states import STATES
 
 BUSY, LOADING, IDLE = (STATES.index(s) for s in ("busy", "loading", "idle"))
 PEAK_QUANTILE = 0.99

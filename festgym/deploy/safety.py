@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec
-from festgym.specs import check_ranges
+from festgym.config import check_ranges
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import IO, Any, Mapping, Sequence
 
 from festgym.deploy.engine_metrics import EngineWindow, Histogram
 from festgym.deploy.observation import EngineSpec
-from festgym.gpu.device import WRITE_CALLS, GpuReading
+from festgym.devices.device import WRITE_CALLS, GpuReading
 
 
 def _num(x: float) -> float | None:

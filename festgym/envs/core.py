@@ -9,11 +9,14 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from festgym.envs.features import time_features
-from festgym.cluster_gpu import Gpu
-from festgym.local_control import LevelDecoder, box_level
-from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
-from festgym.reward import EnergySLOReward, Meter
+from festgym.policies.registry import background_policy
+from festgym.sim.observation import time_features
+from festgym.sim.gpu import SimGpu
+from festgym.control.decoder import LevelDecoder, box_level
+from festgym.control.actions import Action, GpuControl
+from festgym.sim.policy import BasePolicy, Policy
+from festgym.sim.views import ClusterView, GpuView, Request
+from festgym.envs.reward import EnergySLOReward, Meter
 from festgym.scenario import Scenario, load_scenario
 
 ACTION_TYPES = ("multidiscrete", "box")
@@ -91,7 +94,7 @@ class ServingEnv(gym.Env):
         self.sim = self.scenario.simulator(local=self.local)
         self.interval_s = self.scenario.sim.control_interval_s
         self.controlled = self._controlled()
-        self.agent = AgentPolicy(self.scenario.make_policy(), self.controlled, len(self.sim.gpu_types))
+        self.agent = AgentPolicy(background_policy(self.scenario), self.controlled, len(self.sim.gpu_types))
         env = self.scenario.env
         self.decoder = LevelDecoder({t: s.sm_clocks_mhz for t, s in self.sim.specs.items()}, env.clock_levels, env.share_levels, env.batch_caps)
         self.clocks = self.decoder.clocks
@@ -152,13 +155,13 @@ class ServingEnv(gym.Env):
                                  f"0..{n - 1}")
         return values
 
-    def set_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
+    def set_control(self, gpu: SimGpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> None:
         """Queue the agent's control of ``gpu`` for the next tick (built then, from the models
         resident at that moment)."""
         self.agent.pending[gpu.index] = partial(self.gpu_control, gpu, models, clock, shares, caps)
 
-    def gpu_control(self, gpu: Gpu, models: Sequence[str], clock: int, shares: Sequence[int],
+    def gpu_control(self, gpu: SimGpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> GpuControl:
         """The control of one GPU from levels (:class:`~festgym.local_control.LevelDecoder`), for
         the models resident at this moment."""

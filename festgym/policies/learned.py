@@ -26,9 +26,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from festgym.checkpoint import CARD, LocalController, read_card, training_scenario
-from festgym.local_control import LevelDecoder
-from festgym.policy import Action, BasePolicy, ClusterView, GpuControl, GpuView, Policy, Request
+from festgym.control.actions import Action, GpuControl
+from festgym.control.checkpoint import CARD, LocalController, read_card
+from festgym.control.decoder import LevelDecoder
+from festgym.policies.rules import make_rule_policy
+from festgym.scenario import training_scenario
+from festgym.sim.policy import BasePolicy, Policy
+from festgym.sim.views import ClusterView, GpuView, Request
 
 
 def record_evaluation(folder: str | Path, result) -> Path:
@@ -51,16 +55,20 @@ class LearnedLocal(BasePolicy):
     """A trained local controller on every GPU, beside its training scenario's rule policy.
 
     ``checkpoint``: a checkpoint folder or the name of a shipped one. ``background``: override
-    the rule policy for placement and consolidation (a name in :data:`festgym.policies.POLICIES`).
+    the rule policy for placement and consolidation (a name in
+    :data:`festgym.policies.rules.RULE_POLICIES`).
     """
 
     def __init__(self, checkpoint: str | Path, background: str | None = None):
-        from festgym.policies import make_policy  # the registry imports this module
-
         self.controller = LocalController(checkpoint)
         self.folder, self.name, self.card = self.controller.folder, self.controller.name, self.controller.card
         self.n_slots = self.controller.interface.slots
-        self.background: Policy = make_policy(background) if background else training_scenario(self.card).make_policy()
+        if background is None:
+            scenario = training_scenario(self.card)
+            background, params = scenario.policy, dict(scenario.policy_params)
+        else:
+            params = {}
+        self.background: Policy = make_rule_policy(background, **params)
         self.queue_order = getattr(self.background, "queue_order", "fcfs")
         self.fallbacks = 0
         self.calls = 0

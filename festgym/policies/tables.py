@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from festgym.levels import clock_levels, share_levels
-from festgym.profile import Profile
+from festgym.control.levels import clock_levels, share_levels
+from festgym.profiles.profile import Profile
 
 
 @dataclass(frozen=True)

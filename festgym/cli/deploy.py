@@ -1,0 +1,335 @@
+"""The ``festgym gpu`` and ``festgym deploy`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+from festgym.errors import FestgymError
+from festgym import signals
+
+
+def _require_deploy_extra() -> None:
+    """The engines' metrics need prometheus-client (the deploy extra): a clear error without it."""
+    try:
+        importlib.import_module("prometheus_client")
+    except ImportError:
+        raise FestgymError("festgym deploy needs the deploy extra (prometheus-client is missing): "
+                           "pip install -e '.[deploy]'") from None
+
+
+def _gpus(indices_text: str | None, simulate: str | None) -> list:
+    """The GPUs a command names (comma-separated indices; None: all): simulated ones of a
+    scenario, or NVML's visible ones."""
+    try:
+        indices = [int(i) for i in indices_text.split(",")] if indices_text else None
+    except ValueError:
+        raise FestgymError(f"--gpu {indices_text!r}: expected comma-separated GPU indices") from None
+    if simulate:
+        _require_deploy_extra()  # the simulated host serves engine metrics
+        from festgym.simhost.host import SimulatedHost
+
+        return [SimulatedHost(simulate, duration_s=1.0).gpu]
+    from festgym.devices.nvml import open_gpus
+
+    return open_gpus(indices)
+
+
+def cmd_gpu_info(args: argparse.Namespace) -> int:
+    rows = [gpu.info() for gpu in _gpus(args.gpu, args.simulate)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no GPUs visible (CUDA_VISIBLE_DEVICES hides them all?)")
+    else:
+        keys = list(rows[0])
+        widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+        print("  ".join(k.rjust(widths[k]) for k in keys))
+        for r in rows:
+            print("  ".join(str(r[k]).rjust(widths[k]) for k in keys))
+    return 0
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise FestgymError(f"{flag} {item!r}: expected MODEL=VALUE")
+        out[key] = value
+    return out
+
+
+class Pacer:
+    """Sleeps to the next multiple of the interval since the first call, so that a slow
+    interval does not shift the ones after it."""
+
+    def __init__(self) -> None:
+        self.next: float | None = None
+
+    def sleep(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.next = (self.next if self.next is not None else now) + seconds
+        if self.next < now:  # fell behind by more than an interval: start counting again
+            self.next = now
+        time.sleep(self.next - now)
+
+
+def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, str],
+                  args: argparse.Namespace) -> list:
+    """Each engine's SLOs and batch limit: from --slo and --max-num-seqs, else from the scenario
+    (read only when a figure is missing: YAML stays off the deploy path otherwise)."""
+    from festgym.deploy.observation import EngineSpec
+
+    specs = []
+    for model, url in urls.items():
+        try:
+            slo = [float(x) for x in slos[model].split(",")] if model in slos else None
+            limit = int(limits[model]) if model in limits else None
+        except ValueError:
+            slo = []
+        if slo is not None and len(slo) not in (2, 3) or limit is not None and limit < 1:
+            raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S[,TTFT_PER_1K_TOKENS_S] and --max-num-seqs "
+                               f"{model}=N take numbers")
+        if slo is None or limit is None:
+            serving = _scenario_model(args, model)
+            slo = slo or [serving.slo.ttft_s, serving.slo.tbt_s, serving.slo.ttft_per_1k_tokens_s]
+            limit = limit or serving.engine.max_num_seqs
+        specs.append(EngineSpec(model, url, limit, slo[0], slo[1], ttft_per_1k_tokens_s=slo[2] if len(slo) > 2 else 0))
+    return specs
+
+
+def _scenario_model(args: argparse.Namespace, model: str):
+    from festgym.scenario import load_scenario, parse_overrides
+
+    scenario = load_scenario(args.scenario, **parse_overrides(args.set or []))
+    if model not in scenario.models:
+        raise FestgymError(f"deploy: {model} is not in scenario {scenario.name!r} (models: "
+                           f"{', '.join(scenario.models)}): give --slo {model}=TTFT_S,TBT_S and --max-num-seqs "
+                           f"{model}=N, or --scenario FILE")
+    return scenario.models[model]
+
+
+def _real_host(args: argparse.Namespace):
+    """The host, its engine specs: NVML, engines' metrics, shares, and the actuator if any."""
+    from festgym.deploy.agent import Host
+    from festgym.deploy.engine_metrics import EngineScraper
+    from festgym.devices.nvml import open_gpus
+    from festgym.devices.shares import AdvisoryShares, MpsShares
+
+    urls = _pairs(args.engine, "--engine")
+    if not urls:
+        raise FestgymError("deploy: give each served model's metrics URL: --engine MODEL=http://HOST:PORT "
+                           "(repeat, most popular model first), or --simulate")
+    specs = _engine_specs(urls, _pairs(args.slo, "--slo"), _pairs(args.max_num_seqs, "--max-num-seqs"), args)
+    engines = {s.model: EngineScraper(s.url, engine=args.engine_kind, timeout_s=args.scrape_timeout) for s in specs}
+    mps = {m: int(pid) for m, pid in _pairs(args.mps_server, "--mps-server").items()}
+    shares = MpsShares(mps) if args.shares == "mps" else AdvisoryShares()
+    writer = None
+    if args.actuator:
+        from festgym.deploy.actuator import RemoteWriter
+
+        writer = RemoteWriter(args.actuator)
+    gpu = open_gpus([args.gpu or 0])[0]
+    return Host(gpu=gpu, engines=engines, shares=shares, sleep=Pacer().sleep, writer=writer), specs
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _require_deploy_extra()
+    from festgym.deploy.agent import DeployAgent, DeployConfig
+    from festgym.deploy.safety import SafetyConfig
+    from festgym.deploy.telemetry import Telemetry
+
+    simulated = None
+    if args.simulate:
+        from festgym.simhost.host import SimulatedHost
+
+        duration = args.duration if args.duration is not None else 60.0
+        models = tuple(_pairs(args.engine, "--engine")) or None
+        simulated = SimulatedHost(args.simulate, args.seed, duration + args.interval, models)
+        host, specs = simulated.host, simulated.engine_specs()
+    else:
+        duration = args.duration
+        host, specs = _real_host(args)
+    try:
+        safety = SafetyConfig(args.min_change_interval, args.hysteresis_mhz, args.share_hysteresis,
+                              args.watchdog_intervals, args.watchdog_hold)
+        config = DeployConfig(args.interval, duration, args.apply, safety)
+    except ValueError as exc:
+        raise FestgymError(f"deploy: {exc}") from None
+    log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    decider = _decider(args, host, specs, simulated)
+    agent = DeployAgent(host, decider, specs, config, Telemetry(log))
+    mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
+    pinned = f" (sha256 {decider.sha256[:12]})" if decider.sha256 else " (rule policy)"
+    print(f"festgym deploy: {decider.name}{pinned} on {host.gpu.name()} "
+          f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval:g} s"
+          f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds through the restore
+    reason = agent.run()
+    if simulated is not None:  # the simulator's own account, beside the agent's
+        result = simulated.sim.result()
+        Telemetry(log).write({"event": "simulator", "energy_j": float(result.gpus.energy_kwh.sum() * 3.6e6),
+                              **{k: result.summary[k] for k in ("requests", "finished", "slo_attainment",
+                                                                "ttft_attainment", "tbt_attainment")}})
+    totals = {"stopped": reason, "log": str(log), **agent.totals}
+    print(json.dumps(totals) if args.json else
+          f"stopped ({reason}): {totals['intervals']} intervals, {totals['energy_kj']:.3f} kJ, {totals['calls']} "
+          f"calls {'made' if args.apply else 'planned'}, {totals['watchdog_trips']} watchdog trips; "
+          f"festgym deploy report {log}")
+    return 0
+
+
+def _decider(args: argparse.Namespace, host, specs: list, simulated):
+    """A checkpoint's decider (numpy only) when --policy names one; else a rule policy's, which
+    needs the profiles of the host's GPU type and the scenario's engine settings."""
+    from festgym.control.checkpoint import LocalController, resolve_checkpoint
+    from festgym.deploy.deciders import CheckpointDecider
+
+    if resolve_checkpoint(args.policy) is not None:
+        return CheckpointDecider.for_gpu(LocalController(args.policy, args.sha256), specs, host.gpu)
+    from festgym.policies.on_host import RuleDecider
+    from festgym.policies import make_policy
+    from festgym.profiles.specs import gpu_type_of
+
+    try:
+        policy = make_policy(args.policy)
+    except ValueError as exc:
+        raise FestgymError(f"deploy --policy: {exc}") from None
+    if args.sha256:
+        raise FestgymError(f"deploy: --sha256 pins a checkpoint; {args.policy!r} is a rule policy")
+    gpu_type = gpu_type_of(host.gpu.name())
+    if gpu_type is None:
+        raise FestgymError(f"deploy: rule policies need profiles of the GPU; none for {host.gpu.name()!r} "
+                           "(measure one with `festgym profile`)")
+    serving = simulated.scenario.models if simulated is not None else {s.model: _scenario_model(args, s.model)
+                                                                         for s in specs}
+    return RuleDecider(policy, gpu_type, specs, serving, args.interval)
+
+
+def _print_summary(log: Path, as_json: bool) -> int:
+    from festgym.deploy.report import summarize
+
+    run, models = summarize(log)
+    if as_json:  # figures a log lacks are NaN in the tables and null in JSON
+        rows = models.astype(object).where(models.notna(), None).to_dict(orient="records")
+        clean = {k: None if isinstance(v, float) and v != v else v for k, v in run.items()}
+        print(json.dumps({"run": clean, "models": rows}, indent=2, default=str, allow_nan=False))
+    else:
+        width = max(map(len, run))
+        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in run.items()))
+        print(models.to_string(index=False))
+    return 0
+
+
+def cmd_deploy_report(args: argparse.Namespace) -> int:
+    _print_summary(Path(args.log), args.json)
+    if args.plot:
+        from festgym.deploy.report import plot_log
+
+        print(f"plot: {plot_log(args.log, args.plot)}")
+    return 0
+
+
+def cmd_deploy_actuator(args: argparse.Namespace) -> int:
+    from festgym.deploy.actuator import ActuatorServer
+
+    gpu = _gpus(args.actuator_gpu, args.simulate)[0]
+    server = ActuatorServer(gpu, args.socket)
+    print(f"festgym actuator: {gpu.name()} [{gpu.uuid()}] on {args.socket}; writes: clocks and power limit")
+    with signals.raising_on(lambda signum: KeyboardInterrupt()):  # SIGTERM stops it as Ctrl-C does
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            with signals.deferred():
+                server.server_close()  # restores the GPU
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register ``gpu`` and ``deploy`` on the ``festgym`` parser's sub-commands."""
+    gpu = sub.add_parser("gpu", help="GPU devices through NVML (or simulated)")
+    gsub = gpu.add_subparsers(dest="action", required=True)
+    info = gsub.add_parser("info", help="the device table: name, UUID, SMs, memory, power, clocks, energy",
+                           description="Read-only: name, UUID, SM count, memory, power and its limit, clocks, "
+                           "the energy counter, temperature, utilisation and clock-event reasons per GPU.")
+    info.add_argument("--gpu", help="comma-separated indices (after CUDA_VISIBLE_DEVICES; default: all)")
+    info.add_argument("--simulate", metavar="SCENARIO", help="a simulated GPU of this scenario instead of NVML")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_gpu_info)
+
+    dep = sub.add_parser("deploy", help="run a controller on a GPU host (dry run unless --apply)",
+                         description="Every interval: read NVML and each engine's Prometheus metrics, let the "
+                         "controller decide (a checkpoint's numpy export on the LocalGPU-v0 observation, or a rule "
+                         "policy such as festina on views of the host), and set the SM clock (and advise or set SM "
+                         "shares) through clamping, rate limits, hysteresis and an SLO watchdog. Dry run by "
+                         "default: the log shows the NVML calls it would make. The GPU's clocks, power limit and "
+                         "shares are restored on exit, SIGTERM, SIGHUP, SIGINT or a crash.")
+    dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
+                     "festina (needs the GPU type's profiles) (default: %(default)s)")
+    dep.add_argument("--sha256", help="refuse the checkpoint unless its export (numpy/policy.json) has this hash")
+    dep.add_argument("--engine", action="append", metavar="MODEL=URL",
+                     help="a served model and its engine's metrics URL, most popular first (repeatable); with "
+                     "--simulate, MODEL=sim picks the simulated models")
+    dep.add_argument("--engine-kind", default="auto", choices=("auto", "vllm", "sglang"),
+                     help="metric names to read (default: detect)")
+    dep.add_argument("--slo", action="append", metavar="MODEL=TTFT_S,TBT_S[,PER_1K_S]", help="a model's TTFT and "
+                     "TBT SLOs, and TTFT allowance per 1,000 prompt tokens (repeatable; default: the scenario's)")
+    dep.add_argument("--max-num-seqs", action="append", metavar="MODEL=N", help="a model's engine batch limit "
+                     "(repeatable; default: the scenario's)")
+    dep.add_argument("--scenario", default="default", help="scenario giving the SLOs and batch limits not given "
+                     "by --slo / --max-num-seqs (default: %(default)s)")
+    dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a scenario setting")
+    dep.add_argument("--gpu", type=int, help="GPU index after CUDA_VISIBLE_DEVICES (default: 0)")
+    mode = dep.add_mutually_exclusive_group()
+    mode.add_argument("--apply", action="store_true", help="change the GPU's settings (needs privileges)")
+    mode.add_argument("--dry-run", action="store_true", help="only log the calls (the default)")
+    dep.add_argument("--interval", type=float, default=1.0, help="control interval, s (default: %(default)s)")
+    dep.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped; "
+                     "60 with --simulate)")
+    dep.add_argument("--log", help="JSONL telemetry (default: results/deploy-<time>.jsonl)")
+    dep.add_argument("--shares", default="advisory", choices=("advisory", "mps"),
+                     help="SM shares: only report them, or set MPS thread percentages (default: %(default)s)")
+    dep.add_argument("--mps-server", action="append", metavar="MODEL=PID", help="MPS server of a model's engine")
+    dep.add_argument("--actuator", metavar="SOCKET", help="send writes to a privileged `festgym deploy actuator`")
+    dep.add_argument("--scrape-timeout", type=float, default=0.5, help="metrics timeout, s (default: %(default)s)")
+    dep.add_argument("--simulate", metavar="SCENARIO", help="a simulated host of this scenario instead of NVML")
+    dep.add_argument("--seed", type=int, default=0, help="simulated workload seed (default: %(default)s)")
+    dep.add_argument("--min-change-interval", type=float, default=5.0, help="s between changes (default: %(default)s)")
+    dep.add_argument("--hysteresis-mhz", type=float, default=50.0, help="ignore smaller clock moves (default: "
+                     "%(default)s)")
+    dep.add_argument("--share-hysteresis", type=float, default=0.05, help="ignore smaller share moves "
+                     "(default: %(default)s)")
+    dep.add_argument("--watchdog-intervals", type=int, default=3, help="SLO misses in a row that restore the "
+                     "default clocks (default: %(default)s)")
+    dep.add_argument("--watchdog-hold", type=float, default=60.0, help="s at default clocks after the watchdog "
+                     "trips (default: %(default)s)")
+    dep.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dep.set_defaults(func=cmd_deploy)
+    dsub = dep.add_subparsers(dest="action")
+    rep = dsub.add_parser("report", help="summarise a deploy log (and plot it)",
+                          description="Energy, power, clocks, SLO figures, decision latency and actions of a "
+                          "festgym deploy JSONL log.")
+    rep.add_argument("log", help="the JSONL log")
+    rep.add_argument("--plot", metavar="PNG", help="write power, clock and latency plots here")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_deploy_report)
+    act = dsub.add_parser("actuator", help="the privileged half: apply clock and power-limit writes for an "
+                          "unprivileged `festgym deploy --actuator SOCKET`",
+                          description="Serve one GPU's four writes on a Unix socket (run as root or with "
+                          "CAP_SYS_ADMIN); restores the GPU when the client disconnects or on SIGTERM.")
+    act.add_argument("--socket", required=True, help="Unix socket path, e.g. /run/festgym/actuator.sock")
+    act.add_argument("--gpu", dest="actuator_gpu", default="0", help="GPU index (default: %(default)s)")
+    act.add_argument("--simulate", metavar="SCENARIO", help="act on a simulated GPU (tests)")
+    act.set_defaults(func=cmd_deploy_actuator)
+
+
+__all__ = ["Pacer", "add_commands"]

@@ -1,0 +1,85 @@
+"""A trained stable-baselines3 controller written as a numpy-only policy folder (needs torch).
+
+:func:`export_sb3` writes ``weights.npz`` and ``policy.json`` in the format
+:class:`~festgym.control.numpy_policy.NumpyPolicy` loads; see that module for what it holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from festgym.control.numpy_policy import FORMAT, SPEC, WEIGHTS, PolicyFileError, sha256_file
+
+
+def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
+    """Write ``model``'s deterministic policy (and ``vec_normalize``'s observation statistics)
+    into ``out_dir``; returns the folder."""
+    import torch.nn as nn  # only the export needs torch
+
+    policy = model.policy
+    extractor = type(getattr(policy, "actor", policy).features_extractor).__name__
+    if extractor != "FlattenExtractor":
+        raise PolicyFileError(f"export: only flat observations (FlattenExtractor) are supported, got {extractor}")
+    if hasattr(policy, "actor"):  # SAC / TD3: latent_pi then mu, squashed
+        modules = list(policy.actor.latent_pi) + [policy.actor.mu]
+    elif hasattr(policy, "mlp_extractor"):  # PPO / A2C: the policy branch, then the action head
+        modules = list(policy.mlp_extractor.policy_net) + [policy.action_net]
+    else:
+        raise PolicyFileError(f"export: unsupported policy {type(policy).__name__} (MLP actor-critic or SAC/TD3 actor)")
+    layers = _dense_layers(modules, nn)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{k}{i}": a for i, (w, b, _) in enumerate(layers) for k, a in (("W", w), ("b", b))})
+    (out / WEIGHTS).write_bytes(buffer.getvalue())
+    spec = {
+        "format": FORMAT,
+        "algorithm": type(model).__name__,
+        "observation_shape": list(model.observation_space.shape),
+        "layers": [act for _, _, act in layers],
+        "action": _action_spec(model.action_space, squashed=hasattr(policy, "actor")),
+        "obs_normalization": _normalization(vec_normalize),
+        "sha256": {WEIGHTS: sha256_file(out / WEIGHTS)},
+    }
+    (out / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+    return out
+
+
+def _dense_layers(modules, nn) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(W, b, activation after it) per Linear layer of a Linear/activation sequence."""
+    names = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+    layers: list[tuple[np.ndarray, np.ndarray, str]] = []
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            layers.append((module.weight.detach().cpu().numpy().astype(np.float64),
+                           module.bias.detach().cpu().numpy().astype(np.float64), "identity"))
+        elif type(module) in names and layers and layers[-1][2] == "identity":
+            w, b, _ = layers[-1]
+            layers[-1] = (w, b, names[type(module)])
+        else:
+            raise PolicyFileError(f"export: unsupported layer {module!r} (Linear with Tanh or ReLU)")
+    return layers
+
+
+def _action_spec(space, squashed: bool) -> dict[str, Any]:
+    kind = type(space).__name__
+    if kind == "MultiDiscrete":
+        return {"type": "multidiscrete", "nvec": [int(n) for n in space.nvec]}
+    if kind == "Discrete":
+        return {"type": "multidiscrete", "nvec": [int(space.n)], "scalar": True}
+    if kind == "Box":
+        return {"type": "box", "squashed": squashed, "low": space.low.tolist(), "high": space.high.tolist()}
+    raise PolicyFileError(f"export: unsupported action space {space}")
+
+
+def _normalization(vec_normalize) -> dict[str, Any] | None:
+    if vec_normalize is None or not vec_normalize.norm_obs:
+        return None
+    rms = vec_normalize.obs_rms
+    return {"mean": np.asarray(rms.mean, dtype=float).tolist(), "var": np.asarray(rms.var, dtype=float).tolist(),
+            "epsilon": float(vec_normalize.epsilon), "clip": float(vec_normalize.clip_obs)}

@@ -1,0 +1,108 @@
+"""``festgym serve-bench``: a standard closed-loop serving benchmark, run in the simulator.
+
+One model alone on one GPU at a fixed clock, as in the ML.ENERGY leaderboard: every request is
+submitted at once, so the engine runs at ``max_num_seqs`` (or what the KV cache allows) until the
+queue drains. Figures are taken over the steady window. That window opens once the first
+``max_num_seqs`` requests have finished, which excludes the cold start and the synchronised first
+batch. It closes when the last request gets its first token, after which the batch shrinks.
+
+The KV cache gets all GPU memory the weights leave (``gpu_memory_utilization`` 0.9, as vLLM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from festgym.profiles.calibration.sources import MLENERGY_FILE, OUTPUT_CV, PROMPT_TOKENS, mlenergy_model_name, read_csv
+from festgym.policies.least_loaded import LeastLoaded
+from festgym.profiles.profile import load_profile
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
+from festgym.sim.config import SimConfig
+from festgym.sim.simulator import Simulator
+from festgym.sim.workload import LengthDist, Trace
+
+PROMPT_CV = 0.5
+"""Assumed coefficient of variation of prompt lengths in the ML.ENERGY tasks (the data set gives
+no prompt lengths; their means are ``calibration.sources.PROMPT_TOKENS``)."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One serve-bench run."""
+
+    gpu: str = "H100-SXM-80GB"
+    model: str = "Llama-3.1-8B"
+    max_num_seqs: int = 64
+    prompt: LengthDist = LengthDist.from_mean_cv(220, PROMPT_CV)
+    output: LengthDist = LengthDist.from_mean_cv(400, 1.0, high=32768)
+    requests: int = 0
+    """Requests submitted (0: enough for a steady window, 8 × max_num_seqs and at least 500)."""
+    clock_mhz: float | None = None
+    """SM clock (default: the GPU's default clock)."""
+    max_num_batched_tokens: int = 8192
+    seed: int = 0
+
+
+def run_bench(cfg: BenchConfig, profiles_root=None) -> dict[str, Any]:
+    """Median/p90/p99 inter-token latency, average power, energy per token and throughput."""
+    profile = load_profile(f"{cfg.gpu}/{cfg.model}", profiles_root)
+    sim_cfg = SimConfig(drain_s=1e7, keep_alive_s=1e7, stop_when_done=True)
+    kv_gb = profile.gpu.memory_gb * sim_cfg.gpu_memory_utilization - profile.model.weight_bytes / 1e9
+    engine = EngineConfig(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=max(cfg.max_num_batched_tokens,
+                          cfg.max_num_seqs + 1), kv_cache_gb=kv_gb)
+    sim = Simulator([profile.gpu.name], {cfg.model: ModelServing(Slo(), engine)}, sim_cfg, profiles_root)
+    n = cfg.requests or max(8 * cfg.max_num_seqs, 500)
+    rng = np.random.default_rng(cfg.seed)
+    prompt, output = cfg.prompt.sample(rng, n), cfg.output.sample(rng, n)
+    trace = Trace.build(np.zeros(n), np.zeros(n, dtype=np.int32), prompt, output, (cfg.model,), 0.0)
+    result = sim.run(trace, LeastLoaded(spawn_at=float("inf"), clock_mhz=cfg.clock_mhz))
+    req = result.requests
+    if (req.status != "finished").any():
+        raise RuntimeError(f"serve-bench: {int((req.status != 'finished').sum())} requests did not finish")
+    start = float(np.sort(req.arrival_s + req.e2e_s)[cfg.max_num_seqs - 1])
+    end = float(req.arrival_s.add(req.ttft_s).max())
+    if not end > start:
+        raise RuntimeError("serve-bench: no steady window; raise --requests")
+    p50, p90, p99 = result.tbt_quantiles((0.5, 0.9, 0.99), start, end)
+    runs = result.runs[(result.runs.t0 >= start) & (result.runs.t0 < end)]
+    tokens = float((runs.n * runs.batch).sum())
+    span = float((runs.t0 + runs.g0 * runs.n + runs.dg * runs.n * (runs.n - 1) / 2).max() - runs.t0.min())
+    line = result.timeline[(result.timeline.t_s > start) & (result.timeline.t_s <= end)]
+    power = float(line.power_w.mean())
+    batch = float((runs.batch * runs.n).sum() / runs.n.sum())
+    return {"gpu": cfg.gpu, "model": cfg.model, "max_num_seqs": cfg.max_num_seqs,
+            "clock_mhz": cfg.clock_mhz or profile.gpu.default_sm_clock_mhz, "requests": n,
+            "avg_batch_size": batch, "median_itl_ms": p50 * 1e3, "p90_itl_ms": p90 * 1e3, "p99_itl_ms": p99 * 1e3,
+            "avg_power_w": power, "energy_per_token_j": power * span / tokens if tokens else float("nan"),
+            "output_tokens_per_s": tokens / span if span else float("nan"), "window_s": end - start,
+            "preemptions": int(result.summary["preemptions"]), "wall_s": result.summary["wall_s"]}
+
+
+def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0) -> pd.DataFrame:
+    """serve-bench against every single-GPU H100 row of ML.ENERGY v3 with a shipped profile."""
+    frame = read_csv(data_dir, MLENERGY_FILE)
+    frame = frame[(frame.num_gpus == 1) & (frame.gpu_model == "H100")]
+    rows = []
+    for row in frame.itertuples():
+        model = mlenergy_model_name(row.model)
+        try:
+            load_profile(f"H100-SXM-80GB/{model}", profiles_root)
+        except LookupError:
+            continue
+        cfg = BenchConfig(model=model, max_num_seqs=int(row.max_num_seqs),
+                          prompt=LengthDist.from_mean_cv(PROMPT_TOKENS[row.task], PROMPT_CV),
+                          output=LengthDist.from_mean_cv(row.avg_output_len, OUTPUT_CV[row.task], high=32768),
+                          seed=seed)
+        got = run_bench(cfg, profiles_root)
+        rows.append({"model": model, "task": row.task, "max_num_seqs": int(row.max_num_seqs),
+                     "batch_measured": row.avg_batch_size, "batch_sim": got["avg_batch_size"],
+                     "itl_measured_ms": row.median_itl_ms, "itl_sim_ms": got["median_itl_ms"],
+                     "power_measured_w": row.avg_power_watts, "power_sim_w": got["avg_power_w"]})
+    out = pd.DataFrame(rows)
+    out["itl_err_pct"] = (out.itl_sim_ms / out.itl_measured_ms - 1) * 100
+    out["power_err_pct"] = (out.power_sim_w / out.power_measured_w - 1) * 100
+    return out

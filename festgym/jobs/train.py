@@ -1,0 +1,271 @@
+"""Train a learned controller with stable-baselines3, RL Zoo style: one YAML per algorithm.
+
+``festgym train --agent agents/ppo.yaml --scenario default [--timesteps N] [--seed S]`` runs one
+training job and leaves a run folder ``runs/{scenario}__{algo}__{seed}__{time}/`` (CleanRL's
+naming) holding:
+
+* ``checkpoint/``: the best model by the evaluation callback (``model.zip``), the
+  ``VecNormalize`` statistics saved with it (``vecnormalize.pkl``) and ``card.json`` (scenario,
+  algorithm, hyper-parameters, timesteps, wall time, seed, the evaluation history and the
+  SHA-256 of each file). Copy it to ``checkpoints/<name>/`` to ship it.
+* ``tb/``: TensorBoard logs (when the ``tensorboard`` package is installed);
+* ``eval/``: the evaluation callback's ``evaluations.npz``.
+
+Training uses ``n_envs`` environments in worker processes (``SubprocVecEnv``; one environment runs
+in-process), normalised by ``VecNormalize``. Evaluation runs on its own environment with seeds
+from ``eval_seed`` up, which training never draws (training seeds its environments from ``seed``),
+with the training statistics frozen. Everything an agent needs beyond the defaults lives in its
+YAML; nothing is hard-coded here. This module imports stable-baselines3 (and so torch): import it
+only to train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import time
+from functools import partial
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3 as sb3
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+from tqdm.auto import tqdm
+
+import festgym  # noqa: F401  (registers the environments)
+from festgym.control.checkpoint import EXPORTED, seal_card
+from festgym.errors import SpecError
+from festgym.resources import AGENTS
+from festgym.scenario import controller_interface, training_scenario
+from festgym.control.numpy_policy import PolicyFileError, sha256_file
+from festgym.jobs.export import export_sb3
+from festgym.config import build_dataclass, check_ranges, read_mapping
+
+ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
+"""stable-baselines3 algorithms an agent YAML may name."""
+
+
+@dataclass
+class AgentSpec:
+    """An agent YAML (``agents/<algo>.yaml``)."""
+
+    algo: str
+    """One of :data:`ALGORITHMS`."""
+    env: str = "festgym/LocalGPU-v0"
+    """Environment id."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment (``action_type``, scenario overrides, ...)."""
+    n_envs: int = 2
+    """Training environments (worker processes when more than one)."""
+    timesteps: int = 200_000
+    """Environment steps to train for (``--timesteps`` overrides)."""
+    policy: str = "MlpPolicy"
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the SB3 algorithm (learning_rate, n_steps, batch_size, gamma, ...)."""
+    normalize: dict[str, Any] = field(default_factory=lambda: {"norm_obs": True, "norm_reward": True})
+    """Keyword arguments of ``VecNormalize`` (empty mapping: no normalisation)."""
+    eval_freq: int = 10_000
+    """Evaluate every this many environment steps (over all environments)."""
+    eval_episodes: int = 5
+    eval_seed: int = 10_000
+    """First evaluation seed; evaluation episodes use seeds from here up."""
+
+    def __post_init__(self):
+        self.algo = self.algo.lower()
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"AgentSpec.algo: {self.algo!r}; expected one of {', '.join(ALGORITHMS)}")
+        check_ranges(self, {"n_envs": self.n_envs >= 1, "timesteps": self.timesteps >= 1,
+                            "eval_freq": self.eval_freq >= 1, "eval_episodes": self.eval_episodes >= 1})
+
+
+@dataclass
+class TrainConfig:
+    """One training job (what ``festgym train`` parses)."""
+
+    agent: str
+    """Agent YAML: a path, or a shipped agent's name (``ppo``, ``sac``)."""
+    scenario: str = "default"
+    """Scenario name or path, passed to the environment."""
+    timesteps: int | None = None
+    """Override the agent's ``timesteps``."""
+    seed: int = 0
+    """Seeds the algorithm and the training environments."""
+    runs_dir: str = "runs"
+    """Where run folders go."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def load_agent(spec: str | Path) -> AgentSpec:
+    """Read and validate an agent YAML, by path or by name (``ppo``: ``agents/ppo.yaml`` in the
+    user's agent folders or the shipped one, :data:`festgym.resources.AGENTS`); unknown keys are an
+    error naming them."""
+    path = Path(spec)
+    if not path.is_file() and path.suffix not in (".yaml", ".yml", ".json"):
+        found = AGENTS.find(f"{spec}.yaml")
+        if found is None:
+            shipped = ", ".join(name[: -len(".yaml")] for name, _ in AGENTS.glob("*.yaml"))
+            raise SpecError(f"{spec}.yaml", "<file>", f"no agent named {spec!r} (a YAML path, or one of: {shipped}; "
+                            f"{AGENTS.env_var} adds folders)")
+        path = found
+    return build_dataclass(AgentSpec, read_mapping(path), path)
+
+
+def run_name(scenario: str, algo: str, seed: int, when: datetime | None = None) -> str:
+    """``{scenario}__{algo}__{seed}__{time}``, as CleanRL names runs."""
+    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return f"{Path(scenario).stem}__{algo}__{seed}__{stamp}"
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` from a function of this module, so that worker processes can rebuild it."""
+    return gym.make(env_id, **kwargs)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, evaluate as it goes, and write the run folder; returns its checkpoint folder."""
+    agent = load_agent(config.agent)
+    timesteps = config.timesteps or agent.timesteps
+    run = Path(config.runs_dir) / run_name(config.scenario, agent.algo, config.seed)
+    checkpoint = run / "checkpoint"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    env_kwargs = {"scenario": config.scenario, **agent.env_kwargs}
+    gym.spec(agent.env)  # an unknown id fails here, with gymnasium's message
+    make = partial(make_env, agent.env)  # by reference: a worker process imports festgym, which registers the id
+    venv = make_vec_env(make, n_envs=agent.n_envs, seed=config.seed, env_kwargs=env_kwargs,
+                        vec_env_cls=SubprocVecEnv if agent.n_envs > 1 else DummyVecEnv)
+    eval_env = make_vec_env(make, n_envs=1, seed=agent.eval_seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv)
+    if agent.normalize:
+        gamma = agent.hyperparams.get("gamma", 0.99)
+        venv = VecNormalize(venv, gamma=gamma, **agent.normalize)
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=gamma,
+                                **{k: v for k, v in agent.normalize.items() if k != "norm_reward"})
+    model = getattr(sb3, agent.algo.upper())(agent.policy, venv, seed=config.seed, device="cpu", verbose=0,
+                                             tensorboard_log=str(run / "tb") if _has_tensorboard() else None,
+                                             **agent.hyperparams)
+    evaluation = EvalCallback(eval_env, callback_on_new_best=SaveNormalization(checkpoint / "vecnormalize.pkl"),
+                              n_eval_episodes=agent.eval_episodes, eval_freq=max(agent.eval_freq // agent.n_envs, 1),
+                              best_model_save_path=str(checkpoint), log_path=str(run / "eval"), deterministic=True,
+                              verbose=0)
+    started = time.perf_counter()
+    try:
+        model.learn(timesteps, callback=CallbackList([evaluation, Progress(timesteps, config.progress)]),
+                    tb_log_name="train")
+    finally:
+        venv.close()
+    wall = time.perf_counter() - started
+    if not (checkpoint / "best_model.zip").exists():  # too short to evaluate: keep the final model
+        model.save(checkpoint / "best_model.zip")
+        if agent.normalize:
+            model.get_vec_normalize_env().save(str(checkpoint / "vecnormalize.pkl"))
+    (checkpoint / "best_model.zip").rename(checkpoint / "model.zip")
+    write_card(checkpoint, config, agent, timesteps, wall, evaluation)
+    return checkpoint
+
+
+def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timesteps: int, wall_s: float,
+               evaluation) -> Path:
+    """``card.json``: how the controller was trained, how it scored in evaluation, file hashes."""
+    history = [{"timesteps": int(t), "mean_reward": float(np.mean(r)), "std_reward": float(np.std(r))}
+               for t, r in zip(evaluation.evaluations_timesteps, evaluation.evaluations_results)]
+    card = {
+        "name": checkpoint.parent.name,
+        "scenario": config.scenario,
+        "env": agent.env,
+        "agent": dataclasses.asdict(agent),
+        "timesteps": timesteps,
+        "seed": config.seed,
+        "wall_s": round(wall_s, 1),
+        "evaluation": {"episodes": agent.eval_episodes, "first_seed": agent.eval_seed,
+                       "best_mean_reward": max((h["mean_reward"] for h in history), default=None),
+                       "history": history},
+        "sha256": {p.name: sha256_file(p)
+                   for p in sorted(checkpoint.iterdir()) if p.name != "card.json"},
+    }
+    path = checkpoint / "card.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> Path:
+    """Export a checkpoint folder (``model.zip``, optional ``vecnormalize.pkl``, ``card.json``) as
+    a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``, then sealed into the card:
+    :func:`festgym.checkpoint.seal_card`). The files must match the SHA-256 in the card: the
+    statistics file is a pickle, loaded only once its hash checks out."""
+    checkpoint = Path(checkpoint)
+    card_path = checkpoint / "card.json"
+    if not card_path.is_file():
+        raise PolicyFileError(f"{card_path}: missing (a checkpoint folder holds model.zip, card.json and, "
+                              "when trained with VecNormalize, vecnormalize.pkl)")
+    card = json.loads(card_path.read_text())
+    for name, expected in card.get("sha256", {}).items():
+        if name.startswith(EXPORTED + "/"):
+            continue  # the export being replaced
+        path = checkpoint / name
+        if not path.is_file() or sha256_file(path) != expected:
+            raise PolicyFileError(f"{path}: missing or its SHA-256 differs from {card_path}; refusing to load")
+    if "model.zip" not in card.get("sha256", {}):
+        raise PolicyFileError(f"{card_path}: no SHA-256 for model.zip")
+    model = getattr(sb3, card["agent"]["algo"].upper()).load(checkpoint / "model.zip", device="cpu")
+    stats = checkpoint / "vecnormalize.pkl"
+    vec = None
+    if stats.is_file():
+        with open(stats, "rb") as f:
+            vec = pickle.load(f)  # hash-checked above
+    folder = export_sb3(model, out or checkpoint / EXPORTED, vec)
+    if out is None:  # the checkpoint's own export: record its hashes and interface in the card
+        action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
+        seal_card(checkpoint, controller_interface(training_scenario(card), action_type))
+    return folder
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SaveNormalization(BaseCallback):
+    """Saves the training ``VecNormalize`` next to each new best model (SB3's evaluation callback
+    saves only the model, whose actions are meaningless without the statistics it saw)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def _on_step(self) -> bool:
+        vec = self.model.get_vec_normalize_env()
+        if vec is not None:
+            vec.save(str(self.path))
+        return True
+
+
+class Progress(BaseCallback):
+    """A tqdm progress bar over environment steps (SB3's own needs ``rich``)."""
+
+    def __init__(self, total: int, enabled: bool):
+        super().__init__()
+        self.total, self.enabled = total, enabled
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, unit="step", desc="train", disable=None if self.enabled else True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+__all__ = ["ALGORITHMS", "AgentSpec", "TrainConfig", "export_checkpoint", "load_agent", "run_name", "train",
+           "write_card"]

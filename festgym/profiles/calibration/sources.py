@@ -1,0 +1,208 @@
+"""Calibration sources: read one public data set, predict its figures with the roofline model.
+
+Each ``*_comparisons`` function returns :class:`Comparison` objects (measured vs predicted,
+one per metric). The fits minimise their relative errors; ``festgym profiles check`` reports
+them. The data files are read from the reference-data folder and never copied.
+
+Named assumptions of the ML.ENERGY steady-state benchmark model (the data set gives batch size
+and output length, not prompt length or iteration mix):
+
+* ``PROMPT_TOKENS``: mean prompt length with chat template per task (LMArena conversation
+  prompts; GPQA-diamond question, options and instructions).
+* ``OUTPUT_CV``: coefficient of variation of output length per task. Running sequences are
+  length-biased, so their mean context is ``prompt + output·(1 + cv²)/2``.
+* New requests join at ``batch/output`` per iteration (closed loop at ``max_num_seqs``), each
+  prefilled whole in the iteration it joins (vLLM chunked prefill with an 8192-token budget);
+  the number per iteration is Poisson, so the median inter-token latency is the iteration time
+  at the Poisson median, and average power is time-weighted over the mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from festgym.profiles import roofline
+from festgym.errors import DataMissingError
+from festgym.profiles.specs import GpuSpec, ModelSpec
+
+MLENERGY_FILE = "mlenergy-v3/h100_llm_configs.csv"
+VIDUR_FILE = "vidur-h100/Llama-2-7b-hf.mlp.csv"
+PERSEUS_FILE = "perseus-a100-freq/stage_time_energy_vs_sm_clock.csv"
+SPLITWISE_FILE = "splitwise/power_model_constant.yaml"
+
+PROMPT_TOKENS = {"lm-arena-chat": 220.0, "gpqa": 300.0}
+OUTPUT_CV = {"lm-arena-chat": 1.0, "gpqa": 0.5}
+
+VIDUR_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj", "input_layernorm",
+             "post_attention_layernorm", "attn_rope", "mlp_act", "add", "add")
+"""Per-layer operators of vidur's MLP table; the residual add runs twice per layer."""
+VIDUR_LAYER = {"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 32,
+               "intermediate_size": 11008, "num_hidden_layers": 1, "vocab_size": 1}
+"""One Llama-2-7B layer (the LM head is left out: vidur times it separately)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Measured against predicted values of one metric from one source."""
+
+    source: str
+    file: str
+    metric: str
+    labels: tuple[str, ...]
+    measured: np.ndarray
+    predicted: np.ndarray
+
+    @property
+    def rel_error(self) -> np.ndarray:
+        return self.predicted / self.measured - 1.0
+
+    def summary(self) -> dict:
+        err = np.abs(self.rel_error) * 100
+        worst = int(np.argmax(err))
+        return {"source": self.source, "file": self.file, "metric": self.metric, "n": int(err.size),
+                "mape_pct": round(float(err.mean()), 2), "max_pct": round(float(err.max()), 2),
+                "worst": self.labels[worst]}
+
+
+def read_csv(data_dir: Path, name: str) -> pd.DataFrame:
+    path = Path(data_dir) / name
+    if not path.is_file():
+        raise DataMissingError(f"calibration source {path} is absent")
+    return pd.read_csv(path)
+
+
+def mlenergy_model_name(hf_id: str) -> str:
+    """``meta-llama/Llama-3.1-8B-Instruct`` -> ``Llama-3.1-8B`` (profile folder names)."""
+    return hf_id.split("/")[-1].removesuffix("-Instruct")
+
+
+def steady_state(model: ModelSpec, gpu: GpuSpec, batch: float, output_len: float, task: str,
+                 clock_mhz: float | None = None) -> tuple[float, float]:
+    """Median inter-token latency (s) and average power (W) of a closed-loop benchmark."""
+    prompt, cv = PROMPT_TOKENS[task], OUTPUT_CV[task]
+    rate = batch / output_len
+    k = np.arange(int(rate + 8 * np.sqrt(rate) + 12))
+    log_pmf = k * np.log(rate) - rate - np.cumsum(np.log(np.maximum(k, 1)))
+    pmf = np.exp(log_pmf)
+    pmf /= pmf.sum()
+    work = roofline.iteration_work(model, prefill_tokens=(k * prompt)[:, None], prefill_seqs=k[:, None],
+                                   decode_batch=batch, decode_ctx=prompt + output_len * (1 + cv**2) / 2)
+    clock = np.array([clock_mhz or gpu.default_sm_clock_mhz], dtype=float)
+    it = roofline.evaluate(work, gpu, 1.0, clock)
+    t, p = it.time_s[:, 0], it.power_w[:, 0]
+    median = t[np.searchsorted(np.cumsum(pmf), 0.5)]
+    return float(median), float((pmf * t * p).sum() / (pmf * t).sum())
+
+
+def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path) -> list[Comparison]:
+    """ML.ENERGY v3 single-GPU H100 rows of the given models: median ITL and average power."""
+    if not gpu.name.upper().startswith("H100"):
+        return []
+    frame = read_csv(data_dir, MLENERGY_FILE)
+    frame = frame[(frame.num_gpus == 1) & (frame.gpu_model == "H100")]
+    frame = frame[frame.model.map(mlenergy_model_name).isin(list(models))]
+    if frame.empty:
+        return []
+    labels, itl, power = [], [], []
+    for row in frame.itertuples():
+        name = mlenergy_model_name(row.model)
+        t, p = steady_state(models[name], gpu, row.avg_batch_size, row.avg_output_len, row.task)
+        labels.append(f"{name} {row.task} max_num_seqs={int(row.max_num_seqs)}")
+        itl.append(t * 1e3)
+        power.append(p)
+    labels = tuple(labels)
+    return [
+        Comparison("mlenergy-v3", MLENERGY_FILE, "median_itl_ms", labels,
+                   frame.median_itl_ms.to_numpy(), np.array(itl)),
+        Comparison("mlenergy-v3", MLENERGY_FILE, "avg_power_w", labels,
+                   frame.avg_power_watts.to_numpy(), np.array(power)),
+    ]
+
+
+def vidur_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
+    """vidur H100 Llama-2-7B, 1 GPU: time of one layer's non-attention operators vs tokens.
+
+    Assumption: vidur times each operator in isolation, in bursts shorter than the power
+    limiter's averaging window, so the prediction runs at the top clock without the limiter.
+    (Sustained prefill in a profile does hit the limiter, as splitwise's 700 W prompt power says.)
+    """
+    if not gpu.name.upper().startswith("H100"):
+        return []
+    frame = read_csv(data_dir, VIDUR_FILE)
+    frame = frame[frame.num_tensor_parallel_workers == 1].sort_values("num_tokens")
+    measured = sum(frame[f"time_stats.{op}.median"].to_numpy() for op in VIDUR_OPS) * 1e-3
+    tokens = frame.num_tokens.to_numpy(dtype=float)
+    layer = ModelSpec.from_hf_config(VIDUR_LAYER, "Llama-2-7B-layer", VIDUR_FILE)
+    work = roofline.iteration_work(layer, prefill_tokens=tokens[:, None], prefill_seqs=tokens[:, None])
+    work = dataclasses.replace(work, flops_attention=np.zeros_like(work.flops_attention),
+                               bytes_kv=np.zeros_like(work.bytes_kv))
+    gpu_only = dataclasses.replace(gpu, latency=gpu.latency.replace(
+        seq_overhead_s=0.0, kernel_floor_s=0.0))
+    clock = np.array([float(gpu.max_sm_clock_mhz)])
+    predicted = roofline.evaluate(work, gpu_only, 1.0, clock, power_cap=False).time_s[:, 0]
+    labels = tuple(f"tokens={int(t)}" for t in tokens)
+    return [Comparison("vidur-h100", VIDUR_FILE, "layer_time_ms", labels, measured * 1e3, predicted * 1e3)]
+
+
+def perseus_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
+    """Perseus A100-SXM forward passes (compute-bound, a stand-in for prefill): time and power
+    relative to the GPU's top clock (as the file's rel_* columns are), against SM clock. Relative figures, so the power limit of the
+    measured system (its power exceeds a 400 W TDP) does not enter."""
+    if not gpu.name.upper().startswith("A100"):
+        return []
+    frame = read_csv(data_dir, PERSEUS_FILE)
+    frame = frame[frame.config.str.contains("a100") & (frame.instruction == "forward")]
+    clocks = frame.frequency.to_numpy(dtype=float)
+    layer = ModelSpec.from_hf_config({**VIDUR_LAYER, "num_hidden_layers": 8}, "forward-stage", PERSEUS_FILE)
+    work = roofline.iteration_work(layer, prefill_tokens=np.array([[4096.0]]), prefill_seqs=1.0)
+    grid = np.append(clocks, gpu.max_sm_clock_mhz)
+    it = roofline.evaluate(work, gpu, 1.0, grid, power_cap=False)
+    rel_time = it.time_s[0, :-1] / it.time_s[0, -1]
+    rel_power = it.power_w[0, :-1] / it.power_w[0, -1]
+    labels = tuple(f"{c} {int(f)} MHz" for c, f in zip(frame.config, clocks))
+    return [
+        Comparison("perseus-a100", PERSEUS_FILE, "rel_time", labels, frame.rel_time.to_numpy(), rel_time),
+        Comparison("perseus-a100", PERSEUS_FILE, "rel_power", labels, frame.rel_power.to_numpy(), rel_power),
+    ]
+
+
+def splitwise_idle_w(gpu: GpuSpec, data_dir: Path) -> float | None:
+    """splitwise-sim's measured idle power for this GPU type, if it lists one."""
+    import yaml
+
+    path = Path(data_dir) / SPLITWISE_FILE
+    if not path.is_file():
+        raise DataMissingError(f"calibration source {path} is absent")
+    idle = yaml.safe_load(path.read_text()).get("idle_power", {})
+    family = gpu.name.split("-")[0].lower()  # "H100-SXM-80GB" -> "h100", listed as "h100-80gb"
+    return next((float(w) for key, w in idle.items() if key.split("-")[0] == family), None)
+
+
+def splitwise_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
+    measured = splitwise_idle_w(gpu, data_dir)
+    if measured is None:
+        return []
+    return [Comparison("splitwise", SPLITWISE_FILE, "idle_w", (gpu.name,), np.array([float(measured)]),
+                       np.array([gpu.power.idle_w]))]
+
+
+def all_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path) -> list[Comparison]:
+    """Every source that applies to this GPU (and these models); absent files are skipped."""
+    out: list[Comparison] = []
+    for compare in (lambda: mlenergy_comparisons(gpu, models, data_dir), lambda: vidur_comparisons(gpu, data_dir),
+                    lambda: perseus_comparisons(gpu, data_dir), lambda: splitwise_comparisons(gpu, data_dir)):
+        try:
+            out.extend(compare())
+        except DataMissingError:
+            continue
+    return out
+
+
+def summaries(comparisons: Iterable[Comparison]) -> list[dict]:
+    return [c.summary() for c in comparisons]

@@ -1,0 +1,139 @@
+"""Build a profile for any dense decoder-only transformer from a GPU spec and a ``config.json``.
+
+The grids sample :mod:`festgym.roofline` with the GPU's calibrated constants. The power limiter is
+applied on the GPU's full clock ladder before the grid's clock levels are picked, so a grid
+point's time and power are those of the clock the firmware would really run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from festgym.profiles import roofline
+from festgym.profiles.grid import Grid
+from festgym.errors import SpecError
+from festgym.control.levels import CONTROL_CLOCK_FRAC
+from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
+from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.config import read_mapping
+
+TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
+BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CTX = (16, 128, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+SHARES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+"""MPS shares; below 0.02 a lookup counts as 0.02."""
+CLOCK_LEVELS = 10
+LOW_CLOCK_LEVELS = 3
+"""Grid clocks: ``CLOCK_LEVELS`` spread evenly over [CONTROL_CLOCK_FRAC, 1] × f_max, where
+serving controllers work, and ``LOW_CLOCK_LEVELS`` geometric ones below it down to the lowest
+supported clock, so that every supported clock is interpolated, never extrapolated."""
+
+
+def grid_clocks(gpu: GpuSpec) -> np.ndarray:
+    ladder = np.asarray(gpu.sm_clocks_mhz, dtype=float)
+    knee = CONTROL_CLOCK_FRAC * ladder[-1]
+    targets = np.concatenate([np.geomspace(ladder[0], knee, LOW_CLOCK_LEVELS + 1)[:-1],
+                              np.linspace(knee, ladder[-1], CLOCK_LEVELS)])
+    return np.unique(ladder[np.abs(ladder[None, :] - targets[:, None]).argmin(axis=1)])
+
+
+def _sample(work: roofline.Work, gpu: GpuSpec, share: np.ndarray, clocks: np.ndarray) -> dict[str, np.ndarray]:
+    it = roofline.evaluate(work, gpu, share, clocks)
+    return {"time_s": it.time_s, "power_w": it.power_w, "hbm_util": it.hbm_util}
+
+
+def prefill_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+    """One prompt of ``tokens`` tokens per iteration (see the profile provenance)."""
+    tokens = np.asarray(TOKENS, dtype=float)[:, None, None]
+    share = np.asarray(SHARES)[None, :, None]
+    clocks = grid_clocks(gpu)
+    work = roofline.iteration_work(model, prefill_tokens=tokens, prefill_seqs=1.0)
+    fields = _sample(work, gpu, share, clocks)
+    axes = (tokens.ravel(), np.asarray(SHARES), clocks)
+    return make_grid(PREFILL_AXES, axes, fields, gpu)
+
+
+def decode_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+    batch = np.asarray(BATCH, dtype=float)[:, None, None, None]
+    ctx = np.asarray(CTX, dtype=float)[None, :, None, None]
+    share = np.asarray(SHARES)[None, None, :, None]
+    clocks = grid_clocks(gpu)
+    work = roofline.iteration_work(model, decode_batch=batch, decode_ctx=ctx)
+    fields = _sample(work, gpu, share, clocks)
+    axes = (batch.ravel(), ctx.ravel(), np.asarray(SHARES), clocks)
+    return make_grid(DECODE_AXES, axes, fields, gpu)
+
+
+def provenance(gpu: GpuSpec) -> dict[str, Any]:
+    """Per-dimension provenance: every grid is modelled; name the equation, constants, sources."""
+    lat, pw = gpu.latency.to_dict(), gpu.power.to_dict()
+    notes = gpu.provenance.get("constants", {})
+
+    def constants(*names: str) -> dict[str, Any]:
+        merged = {**lat, **pw}
+        return {n: {"value": merged[n], "source": notes.get(n, "not recorded")} for n in names}
+
+    return {
+        "prefill_time_vs_tokens": {
+            "kind": "modelled",
+            "equation": "per-operator roofline: (a^p + b^p)^(1/p) of a = FLOPs/(peak·gemm_peak_frac·share/"
+                        "clock_stretch) and b = bytes/(HBM·hbm_frac), p = roofline_sharpness; "
+                        "one prompt per iteration, causal attention over itself",
+            "constants": constants("gemm_peak_frac", "hbm_frac", "roofline_sharpness", "attn_compute_frac"),
+        },
+        "decode_time_vs_batch_and_ctx": {
+            "kind": "modelled",
+            "equation": "weights streamed once per iteration + KV reads batch·ctx·kv_bytes/(HBM·kv_frac) "
+                        "+ host time seq_overhead_s·batch + kernel_floor_s·layers",
+            "constants": constants("kv_frac", "seq_overhead_s", "kernel_floor_s"),
+        },
+        "time_vs_sm_clock": {
+            "kind": "modelled",
+            "equation": "compute time × (a + (1-a)·f_max/f), a = clock_insensitive_frac; HBM bandwidth "
+                        "saturates above share·f/f_max = bw_saturation_share; host time clock-independent",
+            "constants": constants("clock_insensitive_frac", "bw_saturation_share"),
+        },
+        "time_vs_sm_share": {
+            "kind": "modelled",
+            "equation": "compute throughput ∝ share (MPS SM partition); HBM bandwidth saturates above "
+                        "share·f/f_max = bw_saturation_share (no public measurement: assumption)",
+            "constants": constants("bw_saturation_share"),
+        },
+        "power": {
+            "kind": "modelled",
+            "equation": "idle_w + active_w·busy·share·x·v(x)² + (compute_w·FLOP_rate/peak + "
+                        "attention_w·KV_rate/HBM)·v(x)² + memory_w·byte_rate/HBM, x = f/f_max, "
+                        "v(x) = clip(1 - v_slope·(1-x), v_floor, 1); capped at TDP by throttling the clock",
+            "constants": constants("idle_w", "active_w", "compute_w", "memory_w", "attention_w",
+                                   "v_floor", "v_slope"),
+        },
+        "idle_and_parked_power": {"kind": "modelled", "constants": constants("idle_w", "parked_w")},
+        "gpu_spec": {"kind": "datasheet", "source": gpu.provenance.get("datasheet", "not recorded")},
+    }
+
+
+def build_profile(gpu: GpuSpec, model: ModelSpec) -> Profile:
+    return Profile(gpu, model, prefill_grid(model, gpu), decode_grid(model, gpu), provenance(gpu))
+
+
+def generate(gpu_path: str | Path, config_path: str | Path, out: str | Path, name: str | None = None,
+             fit_errors: bool = True, data: Path | None = None) -> Profile:
+    """Build, check against the reference data (``data``, else the default folder) when present,
+    and save a profile to ``out``. The model is named after the config's folder by default."""
+    gpu = GpuSpec.load(gpu_path)
+    config: Mapping[str, Any] = read_mapping(config_path)
+    name = name or Path(config_path).resolve().parent.name
+    if not name:
+        raise SpecError(config_path, "<name>", "cannot name the model from its folder: pass --name")
+    model = ModelSpec.from_hf_config(config, name, config_path)
+    profile = build_profile(gpu, model)
+    if fit_errors:
+        from festgym.profiles.calibration.check import check_profile
+
+        profile = Profile(profile.gpu, profile.model, profile.prefill_grid, profile.decode_grid,
+                          profile.provenance, tuple(check_profile(profile, data)))
+    profile.save(out, config)
+    return Profile.load(out)

@@ -1,0 +1,288 @@
+"""GPU and model specifications: what a datasheet and a Hugging Face ``config.json`` say.
+
+A :class:`GpuSpec` holds the hardware figures of one GPU type plus the calibrated physics
+constants (:class:`festgym.roofline.LatencyConstants`, :class:`festgym.roofline.PowerConstants`)
+that turn FLOPs and bytes into seconds and watts. A :class:`ModelSpec` derives parameter count,
+weight bytes and KV-cache bytes per token from the architecture fields of a dense decoder-only
+transformer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from festgym.config import read_mapping, require, require_positive
+from festgym.errors import SpecError
+from festgym.profiles.constants import LatencyConstants, PowerConstants
+from festgym.resources import PROFILES
+
+GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
+"""NVML name fragments -> festgym GPU type (a folder of ``profiles/``). Others need an explicit
+spec: a PCIe H100, for one, has another TDP and clock range."""
+
+
+def gpu_type_of(name: str) -> str | None:
+    """The festgym GPU type of a GPU named ``name`` by NVML (or already a type), if known."""
+    if name in GPU_TYPES.values():
+        return name
+    return next((t for fragments, t in GPU_TYPES.items() if all(f in name for f in fragments)), None)
+
+
+def spec_path(spec: str | Path, kind: str) -> Path:
+    """A file by path, or by name in the profile folders (:data:`festgym.resources.PROFILES`):
+    ``kind`` ``gpu`` finds ``<name>/gpu.yaml``, ``model`` finds ``model-configs/<name>/config.json``."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    relative = f"{spec}/gpu.yaml" if kind == "gpu" else f"model-configs/{spec}/config.json"
+    found = PROFILES.find(relative)
+    if found is None:
+        shipped = [name.split("/")[-2] for name, _ in
+                   PROFILES.glob("*/gpu.yaml" if kind == "gpu" else "model-configs/*/config.json")]
+        raise SpecError(spec, "<file>", f"no such file, and no {kind} of that name in the profile folders "
+                        f"(known: {', '.join(shipped)}; {PROFILES.env_var} adds folders)")
+    return found
+
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU type: datasheet figures (units in the names) and calibrated constants."""
+
+    name: str
+    sm_count: int
+    sm_clocks_mhz: tuple[int, ...]
+    """Supported SM (graphics) clocks, ascending, as ``nvidia-smi -q -d SUPPORTED_CLOCKS`` lists."""
+    default_sm_clock_mhz: int
+    memory_gb: float
+    hbm_bandwidth_gbps: float
+    """Peak HBM bandwidth, GB/s (10^9 bytes)."""
+    peak_bf16_tflops: float
+    """Peak dense BF16 tensor throughput at the highest SM clock, 10^12 FLOP/s."""
+    tdp_w: float
+    wake_s: float
+    """Time to bring a parked GPU (no context, deep idle) back to serving state."""
+    host_to_gpu_gbps: float
+    """Sustained host-to-GPU copy bandwidth for loading weights (PCIe/NVLink-C2C), GB/s."""
+    latency: LatencyConstants
+    power: PowerConstants
+    provenance: Mapping[str, Any]
+    source: str = "<memory>"
+
+    @property
+    def max_sm_clock_mhz(self) -> int:
+        return self.sm_clocks_mhz[-1]
+
+    @property
+    def idle_w(self) -> float:
+        return self.power.idle_w
+
+    @property
+    def parked_w(self) -> float:
+        return self.power.parked_w
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> "GpuSpec":
+        clocks = data.get("sm_clock_mhz")
+        if not isinstance(clocks, Mapping):
+            raise SpecError(source, "sm_clock_mhz", "missing: expected {min, max, step, default}")
+        lo, hi, step = (require_positive(clocks, k, source, int) for k in ("min", "max", "step"))
+        if lo >= hi:
+            raise SpecError(source, "sm_clock_mhz.min", f"must be below max ({lo} >= {hi})")
+        ladder = tuple(int(c) for c in np.arange(lo, hi + 1, step))
+        if ladder[-1] != hi:
+            raise SpecError(source, "sm_clock_mhz.step", f"({hi}-{lo}) is not a multiple of {step}")
+        default = require_positive(clocks, "default", source, int)
+        if default not in ladder:
+            raise SpecError(source, "sm_clock_mhz.default", f"{default} is not a supported clock")
+        constants = data.get("constants")
+        if not isinstance(constants, Mapping):
+            raise SpecError(source, "constants", "missing: calibrated latency and power constants")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, Mapping):
+            raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
+        spec = cls(
+            name=require(data, "name", source, str),
+            sm_count=require_positive(data, "sm_count", source, int),
+            sm_clocks_mhz=ladder,
+            default_sm_clock_mhz=default,
+            memory_gb=require_positive(data, "memory_gb", source),
+            hbm_bandwidth_gbps=require_positive(data, "hbm_bandwidth_gbps", source),
+            peak_bf16_tflops=require_positive(data, "peak_bf16_tflops", source),
+            tdp_w=require_positive(data, "tdp_w", source),
+            wake_s=require_positive(data, "wake_s", source),
+            host_to_gpu_gbps=require_positive(data, "host_to_gpu_gbps", source),
+            latency=LatencyConstants.from_dict(constants.get("latency", {}), f"{source}: constants"),
+            power=PowerConstants.from_dict(constants.get("power", {}), f"{source}: constants"),
+            provenance=dict(provenance),
+            source=str(source),
+        )
+        power = spec.power
+        if not power.parked_w <= power.idle_w < spec.tdp_w:
+            raise SpecError(source, "constants.power.idle_w", f"need parked_w <= idle_w < tdp_w, got "
+                            f"{power.parked_w:g} / {power.idle_w:g} / {spec.tdp_w:g} W")
+        return spec
+
+    @classmethod
+    def load(cls, spec: str | Path) -> "GpuSpec":
+        """Read a ``gpu.yaml`` by path, or a GPU type's (``H100-SXM-80GB``) from the profile folders."""
+        path = spec_path(spec, "gpu")
+        return cls.from_dict(read_mapping(path), path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sm_count": self.sm_count,
+            "sm_clock_mhz": {
+                "min": self.sm_clocks_mhz[0],
+                "max": self.sm_clocks_mhz[-1],
+                "step": self.sm_clocks_mhz[1] - self.sm_clocks_mhz[0],
+                "default": self.default_sm_clock_mhz,
+            },
+            "memory_gb": self.memory_gb,
+            "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps,
+            "peak_bf16_tflops": self.peak_bf16_tflops,
+            "tdp_w": self.tdp_w,
+            "wake_s": self.wake_s,
+            "host_to_gpu_gbps": self.host_to_gpu_gbps,
+            "constants": {"latency": self.latency.to_dict(), "power": self.power.to_dict()},
+            "provenance": dict(self.provenance),
+        }
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A dense decoder-only transformer, from the fields of its Hugging Face ``config.json``."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    qk_norm: bool
+    """Per-head RMSNorm on queries and keys (Qwen3): adds 2·head_dim weights per layer."""
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    dtype: str
+    source: str = "<memory>"
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def layer_matmul_params(self) -> int:
+        """Weights multiplied per token in one layer: QKV, O, and the gated MLP (gate, up, down)."""
+        h = self.hidden_size
+        attn = h * (self.q_dim + 2 * self.kv_dim) + self.q_dim * h
+        return attn + 3 * h * self.intermediate_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        """All parameters, counting a tied embedding/LM head once (as Hugging Face reports)."""
+        h = self.hidden_size
+        norms = 2 * h + (2 * self.head_dim if self.qk_norm else 0)
+        bias = ((self.q_dim + 2 * self.kv_dim) * self.qkv_bias + h * self.o_bias
+                + (2 * self.intermediate_size + h) * self.mlp_bias)
+        per_layer = self.layer_matmul_params + norms + bias
+        heads = self.lm_head_params * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + heads + h
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.num_params * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer, in the model dtype (no KV quantisation)."""
+        return 2 * self.num_layers * self.kv_dim * self.dtype_bytes
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any], name: str, source: str | Path = "<dict>"):
+        for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+            if config.get(key):
+                raise SpecError(source, key, "mixture-of-experts models are not supported (dense only)")
+        hidden = require_positive(config, "hidden_size", source, int)
+        heads = require_positive(config, "num_attention_heads", source, int)
+        kv_heads = require_positive(config, "num_key_value_heads", source, int) \
+            if "num_key_value_heads" in config else heads
+        if config.get("head_dim") is not None:
+            head_dim = require_positive(config, "head_dim", source, int)
+        elif hidden % heads:
+            raise SpecError(source, "num_attention_heads", f"{heads} does not divide hidden_size {hidden}; "
+                            "give head_dim")
+        else:
+            head_dim = hidden // heads
+        if heads % kv_heads:
+            raise SpecError(source, "num_key_value_heads", f"{kv_heads} does not divide {heads} heads")
+        dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+        if dtype not in DTYPE_BYTES:
+            raise SpecError(source, "torch_dtype", f"unknown dtype {dtype!r}; one of {sorted(DTYPE_BYTES)}")
+        act = config.get("hidden_act", "silu")
+        if act not in ("silu", "swiglu", "gelu", "gelu_pytorch_tanh"):
+            raise SpecError(source, "hidden_act", f"{act!r}: only gated-MLP decoders are modelled")
+        return cls(
+            name=name,
+            num_layers=require_positive(config, "num_hidden_layers", source, int),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=require_positive(config, "intermediate_size", source, int),
+            vocab_size=require_positive(config, "vocab_size", source, int),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            qk_norm=str(config.get("model_type", "")).startswith("qwen3"),
+            # Llama/Qwen3 put `attention_bias` on q, k, v and o; Qwen2 always has q, k, v biases.
+            qkv_bias=bool(config.get("attention_bias")) or config.get("model_type") == "qwen2",
+            o_bias=bool(config.get("attention_bias")),
+            mlp_bias=bool(config.get("mlp_bias")),
+            dtype=dtype,
+            source=str(source),
+        )
+
+    @classmethod
+    def load(cls, spec: str | Path, name: str | None = None) -> "ModelSpec":
+        """Read a ``config.json`` by path, or a shipped model's (``Llama-3.1-8B``) from the profile
+        folders' ``model-configs/``; the model is named after its folder unless ``name`` is given."""
+        path = spec_path(spec, "model")
+        return cls.from_hf_config(read_mapping(path), name or path.parent.name, path)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_params": self.num_params,
+            "weight_gb": self.weight_bytes / 1e9,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "dtype": self.dtype,
+        }

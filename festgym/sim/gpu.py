@@ -1,0 +1,198 @@
+"""One GPU of the simulated cluster: state, device clock, memory and exactly integrated energy.
+
+States (energy is reported per state):
+
+* ``busy``: at least one resident instance is running iterations;
+* ``loading``: a cold start is copying weights or starting an engine, nothing runs;
+* ``idle``: awake, nothing runs (instances resident or not);
+* ``waking``: leaving the parked state (``GpuSpec.wake_s``);
+* ``parked``: no instances, deep idle (``GpuSpec.parked_w``).
+
+Power model: ``idle_w`` plus the sum of each running instance's dynamic power (its profile power
+at its SM share and the device clock, minus idle), capped at TDP (the limiter). Loading, waking
+and idle draw ``idle_w``; parked draws ``parked_w``. Assumption: co-resident instances'
+dynamic powers add (each profile power already scales SM activity with the share).
+
+Memory-bandwidth contention: each running instance's profile gives the fraction of peak HBM
+bandwidth it uses alone at its share; kernels reach at most ``LatencyConstants.hbm_frac`` of
+peak. Let U be the sum over running instances divided by ``hbm_frac``. When U exceeds 1, every
+running instance's step stretches by U (bandwidth is shared in proportion to demand; compute
+overlaps) and its dynamic power is divided by U (the same bytes and FLOPs over a longer step).
+A change of U by more than ``contention_tol`` re-plans the other instances at their next
+iteration boundary.
+
+Power is constant between events, so energy is the exact sum of power × duration.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+from festgym.sim.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED, Counters
+from festgym.profiles.specs import GpuSpec
+from festgym.control.states import STATES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from festgym.sim.instance import Instance
+    from festgym.sim.simulator import Simulator
+
+BUSY, LOADING, IDLE, WAKING, PARKED = range(5)  # indices into STATES
+
+
+class SimGpu:
+    """A GPU and the instances resident on it."""
+
+    __slots__ = ("sim", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
+                 "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
+                 "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
+                 "hbm_scale", "retired", "idle_w", "parked_w", "tdp_w")
+
+    def __init__(self, sim: "Simulator", index: int, spec: GpuSpec, memory_utilization: float, tol: float):
+        self.sim = sim
+        self.index = index
+        self.spec = spec
+        self.clock = float(spec.default_sm_clock_mhz)
+        self.instances: list[Instance] = []
+        self.state = IDLE
+        self.power_w = spec.idle_w
+        self.uncapped_w = spec.idle_w
+        self.t_last = 0.0
+        self.energy_j = [0.0] * len(STATES)
+        self.state_s = [0.0] * len(STATES)
+        self.capped_s = 0.0
+        self.parked = False
+        self.waking_until = -1.0
+        self.park_when_empty = False
+        self.mem_used = 0.0
+        self.mem_bytes = spec.memory_gb * 1e9 * memory_utilization
+        self.pending_clock: float | None = None
+        self.clock_version = 0
+        self.tol = tol
+        self.view: Any = None  # its GpuView, set by the simulator
+        self.cold_starts = 0
+        self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
+        self.retired = Counters()  # SLO counters of instances unloaded from this GPU
+        self.idle_w, self.parked_w, self.tdp_w = spec.idle_w, spec.parked_w, spec.tdp_w  # read on every event
+
+    def counters(self, now: float) -> Counters:
+        """Cumulative SLO counters of everything served here, with the lateness so far of
+        requests still waiting for a first token added to ``ttft_excess``."""
+        total = Counters().add(self.retired)
+        for inst in self.instances:
+            total.add(inst.counters)
+            total.ttft_excess += inst.ttft_overdue(now)
+        return total
+
+    @property
+    def energy_total_j(self) -> float:
+        return sum(self.energy_j)
+
+    def instance_of(self, model: int) -> "Instance | None":
+        for inst in self.instances:
+            if inst.model == model:
+                return inst
+        return None
+
+    def hbm_demand(self, inst: "Instance") -> float:
+        """Bandwidth demand of ``inst`` plus every other running instance, in units of the
+        achievable bandwidth (above 1, they contend)."""
+        total = inst.hbm
+        for other in self.instances:
+            if other is not inst and (other.phase == MIXED or other.phase == DECODE):
+                total += other.hbm
+        return total * self.hbm_scale
+
+    def update(self, now: float, changed: "Instance | None" = None) -> None:
+        """Integrate energy up to ``now``, then recompute state and power; if ``changed`` just
+        started running, re-plan the others whose contention factor moved."""
+        dt = now - self.t_last
+        if dt > 0:
+            self.energy_j[self.state] += self.power_w * dt
+            self.state_s[self.state] += dt
+            if self.uncapped_w > self.power_w:
+                self.capped_s += dt
+            self.t_last = now
+        if self.parked:
+            self.state, self.power_w, self.uncapped_w = PARKED, self.parked_w, self.parked_w
+            return
+        if now < self.waking_until:
+            self.state, self.power_w, self.uncapped_w = WAKING, self.idle_w, self.idle_w
+            return
+        power = self.idle_w
+        demand = 0.0
+        state = IDLE
+        for inst in self.instances:
+            phase = inst.phase
+            if phase == MIXED or phase == DECODE:
+                power += inst.dyn_w
+                demand += inst.hbm
+                state = BUSY
+            elif phase == INSTANCE_LOADING and state == IDLE:
+                state = LOADING
+        self.state = state
+        self.uncapped_w = power
+        self.power_w = power if power < self.tdp_w else self.tdp_w
+        if changed is not None and len(self.instances) > 1:
+            demand *= self.hbm_scale
+            factor = demand if demand > 1.0 else 1.0
+            for inst in self.instances:
+                if inst is not changed and inst.phase == DECODE and abs(inst.factor - factor) > self.tol * factor:
+                    inst.interrupt(now)
+
+    # --- clock -------------------------------------------------------------------------------
+
+    def snap_clock(self, clock_mhz: float) -> float:
+        """The supported clock nearest to ``clock_mhz``; outside the supported range is an error."""
+        ladder = self.spec.sm_clocks_mhz
+        if not ladder[0] - 1e-6 <= clock_mhz <= ladder[-1] + 1e-6:
+            raise ValueError(f"GPU {self.index} ({self.spec.name}): clock {clock_mhz:g} MHz outside the "
+                             f"supported {ladder[0]}..{ladder[-1]} MHz")
+        i = bisect_left(ladder, clock_mhz)
+        if i == len(ladder) or (i > 0 and clock_mhz - ladder[i - 1] <= ladder[i] - clock_mhz):
+            i -= 1
+        return float(ladder[i])
+
+    def request_clock(self, clock_mhz: float, now: float, latency_s: float) -> None:
+        clock = self.snap_clock(clock_mhz)
+        if clock == (self.pending_clock if self.pending_clock is not None else self.clock):
+            return
+        self.pending_clock = clock
+        self.clock_version += 1
+        if latency_s > 0:
+            self.sim.schedule(now + latency_s, self.apply_clock, self.clock_version)
+        else:
+            self.apply_clock(self.clock_version, now)
+
+    def apply_clock(self, version: int, now: float) -> None:
+        if version != self.clock_version or self.pending_clock is None:
+            return
+        self.clock, self.pending_clock = self.pending_clock, None
+        for inst in self.instances:
+            inst.interrupt(now)  # the next iteration runs at the new clock
+
+    # --- park / wake ---------------------------------------------------------------------------
+
+    def park(self, now: float) -> None:
+        """Park now if empty, else as soon as the last instance leaves."""
+        if self.instances:
+            self.park_when_empty = True
+            return
+        self.update(now)
+        self.parked, self.park_when_empty = True, False
+        self.update(now)
+
+    def wake(self, now: float) -> float:
+        """Leave the parked state; returns when the GPU is awake."""
+        self.park_when_empty = False
+        if not self.parked:
+            return max(now, self.waking_until)
+        self.update(now)
+        self.parked = False
+        self.waking_until = now + self.spec.wake_s
+        self.update(now)
+        self.sim.schedule(self.waking_until, self.on_awake, None)
+        return self.waking_until
+
+    def on_awake(self, _arg, now: float) -> None:
+        self.update(now)

@@ -1,0 +1,202 @@
+"""Results of a simulation run: per-request, per-GPU and timeline DataFrames and a summary.
+
+Every request of the trace appears exactly once with a status: ``finished``, ``unfinished`` (still
+queued or running at the horizon), or ``rejected_policy`` / ``rejected_memory`` /
+``rejected_too_long`` (its context exceeds the KV cache). None is lost silently.
+
+Token-level latency: each decode run logs (start, first gap, gap increment, steps, batch), so the
+run-wide inter-token gap distribution is exact without a record per token; percentiles are found
+by bisection on its closed-form CDF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from festgym.control.states import STATES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from festgym.sim.simulator import Simulator
+    from festgym.sim.workload import Trace
+
+STATUS_NAMES = ("unfinished", "finished", "rejected_policy", "rejected_memory", "rejected_too_long")
+
+
+RUN_COLUMNS = ("t0", "g0", "dg", "n", "batch", "model")
+"""Columns of the decode-run log: start time, first gap, gap slope, steps, batch, model index."""
+
+
+class RequestLog:
+    """Per-request outcome arrays, indexed by request number in the trace."""
+
+    UNFINISHED, FINISHED, REJECTED_POLICY, REJECTED_MEMORY, REJECTED_TOO_LONG = range(5)
+
+    def __init__(self, trace: "Trace"):
+        n = len(trace)
+        self.arrival_s = trace.arrival_s
+        self.prompt = trace.prompt_tokens
+        self.model = np.full(n, -1, dtype=np.int32)
+        self.gpu = np.full(n, -1, dtype=np.int32)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.cold = np.zeros(n, dtype=bool)
+        self.first_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.gap_sum = np.zeros(n)
+        self.gap_over = np.zeros(n, dtype=np.int64)
+        self.preemptions = np.zeros(n, dtype=np.int32)
+
+
+def gap_quantiles(g0: np.ndarray, dg: np.ndarray, n: np.ndarray, weight: np.ndarray,
+                  qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of the gaps g0 + dg·j (j < n), each counted ``weight`` times (nearest rank)."""
+    if len(g0) == 0 or (n * weight).sum() == 0:
+        return [float("nan")] * len(qs)
+    total = float((n * weight).sum())
+    last = g0 + dg * (n - 1)
+    lo0, hi0 = float(np.minimum(g0, last).min()), float(np.maximum(g0, last).max())
+    safe_dg = np.where(dg > 0, dg, 1.0)
+    out = []
+    for q in qs:
+        target = q * total
+        lo, hi = lo0, hi0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            below = np.where(dg > 0, np.clip(np.floor((mid - g0) / safe_dg) + 1, 0, n), np.where(g0 <= mid, n, 0))
+            if (below * weight).sum() >= target:
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo <= 1e-9 * hi:
+                break
+        out.append(hi)
+    return out
+
+
+@dataclass
+class Result:
+    """What one run produced. ``requests``, ``gpus`` and ``timeline`` are DataFrames."""
+
+    policy: str
+    requests: pd.DataFrame
+    gpus: pd.DataFrame
+    timeline: pd.DataFrame
+    runs: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, sim: "Simulator", trace: "Trace", policy: str, wall_s: float) -> "Result":
+        requests = _request_frame(sim, trace)
+        gpus = _gpu_frame(sim)
+        timeline = pd.DataFrame({k: np.frombuffer(v, dtype=float) for k, v in sim.timeline.items()})
+        if len(timeline):
+            timeline = timeline.astype({"gpu": int, "state": int, "instances": int})
+            timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
+        runs = pd.DataFrame(sim.run_rows(), columns=list(RUN_COLUMNS))
+        runs["model"] = runs["model"].astype(int)
+        result = cls(policy, requests, gpus, timeline, runs)
+        result.summary = _summary(sim, result, wall_s)
+        return result
+
+    def tbt_quantiles(self, qs=(0.5, 0.9, 0.99), start_s: float = 0.0, end_s: float = np.inf,
+                      model: int | None = None) -> list[float]:
+        """Token-weighted inter-token gap quantiles (s) of decode runs started in [start_s, end_s)."""
+        runs = self.runs
+        mask = (runs.t0 >= start_s) & (runs.t0 < end_s)
+        if model is not None:
+            mask &= runs.model == model
+        r = runs[mask]
+        return gap_quantiles(r.g0.to_numpy(), r.dg.to_numpy(), r.n.to_numpy(), r.batch.to_numpy(), qs)
+
+    def energy_by_state(self) -> pd.Series:
+        """Energy (J) per GPU state, summed over GPUs."""
+        return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
+
+
+def _request_frame(sim: "Simulator", trace: "Trace") -> pd.DataFrame:
+    log = sim.log
+    names = np.asarray(sim.model_names)
+    model = np.where(log.model >= 0, log.model, sim.trace_model[trace.model])
+    slo_ttft = np.array([sim.serving[m].slo.ttft_s for m in names])[model]
+    slo_per_1k = np.array([sim.serving[m].slo.ttft_per_1k_tokens_s for m in names])[model]
+    quantile = np.array([sim.serving[m].slo.tbt_quantile for m in names])[model]
+    finished = log.status == RequestLog.FINISHED
+    ttft = log.first_s - log.arrival_s
+    gaps = np.maximum(trace.output_tokens - 1, 0)
+    ttft_ok = ttft <= slo_ttft + slo_per_1k * trace.prompt_tokens / 1000
+    tbt_ok = finished & (log.gap_over <= np.floor((1 - quantile) * gaps + 1e-9))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tbt_mean = np.where(finished & (gaps > 0), log.gap_sum / np.maximum(gaps, 1), np.nan)
+        over_frac = np.where(finished & (gaps > 0), log.gap_over / np.maximum(gaps, 1), np.nan)
+    return pd.DataFrame({
+        "rid": np.arange(len(trace)),
+        "model": pd.Categorical.from_codes(model, sim.model_names),
+        "arrival_s": log.arrival_s,
+        "prompt_tokens": trace.prompt_tokens,
+        "output_tokens": trace.output_tokens,
+        "gpu": log.gpu,
+        "status": pd.Categorical.from_codes(log.status, STATUS_NAMES),
+        "cold_start": log.cold,
+        "ttft_s": ttft,
+        "e2e_s": log.finish_s - log.arrival_s,
+        "tbt_mean_s": tbt_mean,
+        "tbt_over_frac": over_frac,
+        "preemptions": log.preemptions,
+        "ttft_ok": finished & ttft_ok,
+        "tbt_ok": tbt_ok,
+        "slo_ok": finished & ttft_ok & tbt_ok,
+    })
+
+
+def _gpu_frame(sim: "Simulator") -> pd.DataFrame:
+    rows = []
+    for gpu in sim.gpus:
+        row = {"gpu": gpu.index, "type": gpu.spec.name}
+        row.update({f"energy_{s}_j": e for s, e in zip(STATES, gpu.energy_j)})
+        row.update({f"time_{s}_s": t for s, t in zip(STATES, gpu.state_s)})
+        row["energy_kwh"] = gpu.energy_total_j / 3.6e6
+        row["mean_power_w"] = gpu.energy_total_j / max(sum(gpu.state_s), 1e-12)
+        row["capped_s"] = gpu.capped_s
+        row["cold_starts"] = gpu.cold_starts
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _summary(sim: "Simulator", result: Result, wall_s: float) -> dict[str, Any]:
+    req, gpus = result.requests, result.gpus
+    energy_j = float(gpus[[f"energy_{s}_j" for s in STATES]].to_numpy().sum())
+    finished = req.status == "finished"
+    p50, p90, p99 = result.tbt_quantiles()
+    ttft = req.ttft_s[finished]
+    n = len(req)
+    out = {
+        "policy": result.policy,
+        "requests": n,
+        "finished": int(finished.sum()),
+        **{s: int((req.status == s).sum()) for s in STATUS_NAMES if s != "finished"},
+        "slo_attainment": float(req.slo_ok.mean()) if n else float("nan"),
+        "ttft_attainment": float(req.ttft_ok.mean()) if n else float("nan"),
+        "tbt_attainment": float(req.tbt_ok.mean()) if n else float("nan"),
+        "energy_kwh": energy_j / 3.6e6,
+        "energy_j_per_token": energy_j / max(sim.tokens_out, 1),
+        "output_tokens": int(sim.tokens_out),
+        "mean_power_w": energy_j / max(sim.end, 1e-12),
+        "gpu_busy_hours": float(gpus.time_busy_s.sum() / 3600),
+        "gpu_awake_hours": float((gpus[[f"time_{s}_s" for s in STATES if s != "parked"]].to_numpy().sum()) / 3600),
+        "cold_starts": int(gpus.cold_starts.sum()),
+        "migrations": sim.migrations,
+        "preemptions": sim.preemptions,
+        "recomputed_tokens": sim.recomputed_tokens,
+        "rejected_actions": sim.rejected_actions,
+        "power_capped_s": float(gpus.capped_s.sum()),
+        "tbt_p50_ms": p50 * 1e3, "tbt_p90_ms": p90 * 1e3, "tbt_p99_ms": p99 * 1e3,
+        "ttft_p50_ms": float(np.median(ttft)) * 1e3 if len(ttft) else float("nan"),
+        "ttft_p90_ms": float(np.quantile(ttft, 0.9)) * 1e3 if len(ttft) else float("nan"),
+        "horizon_s": sim.end,
+        "wall_s": wall_s,
+        "requests_per_wall_s": n / wall_s if wall_s > 0 else float("nan"),
+    }
+    return out

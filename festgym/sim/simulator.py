@@ -1,0 +1,487 @@
+"""The cluster simulator: an event loop over arrivals, iteration boundaries and control ticks.
+
+Events are kept in one heap ordered by (time, insertion number), so ties resolve in a fixed order
+and a run is deterministic: the same trace and policy give bit-identical results. Cost grows with
+events (arrivals, prefill iterations, completions, context-grid crossings, control calls), not
+with tokens: decode runs are advanced in closed form (:mod:`festgym.instance`).
+
+Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.instance`,
+power, states and bandwidth contention in :mod:`festgym.cluster_gpu`, actions in :mod:`festgym.policy`.
+Cold start: the weights cross the host link at ``GpuSpec.host_to_gpu_gbps``, then the engine
+starts (``EngineConfig.init_s``); the GPU draws idle power meanwhile ("loading" energy).
+"""
+
+from __future__ import annotations
+
+import time as wallclock
+from array import array
+from heapq import heappop, heappush
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from festgym.sim.gpu import SimGpu
+from festgym.sim.instance import GONE, IDLE, LOADING, Instance, Seq
+from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
+from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
+from festgym.sim.policy import ActionError, Policy
+from festgym.profiles.profile import Profile, load_profile
+from festgym.sim.results import RUN_COLUMNS, RequestLog, Result
+from festgym.sim.serving import ModelServing
+from festgym.sim.config import SimConfig
+from festgym.sim.slices import SliceCache
+from festgym.profiles.specs import GpuSpec
+from festgym.sim.workload import Trace
+
+QUEUE_ORDERS = ("fcfs", "llf")
+"""Waiting-queue disciplines a policy may ask for (``Policy.queue_order``): first come first
+served (vLLM's default) or least laxity first (TTFT deadline minus estimated prefill time)."""
+
+RUN_BUFFER = 6 * 1024
+"""Run-log values gathered in a list before they move to the compact array."""
+
+
+def _column(typecode: str, values: np.ndarray) -> "array[Any]":
+    """A per-request column as a compact ``array``: the event loop reads it one item at a time,
+    which costs less than a numpy scalar and takes less memory than a list."""
+    out: array[Any] = array(typecode)
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64 if typecode == "d" else np.int64).tobytes())
+    return out
+
+
+class Simulator:
+    """A cluster of GPUs serving several models.
+
+    Args:
+        gpus: GPU type per GPU (profile folder names such as ``"H100-SXM-80GB"``).
+        models: serving settings per model name; every (GPU type, model) pair needs a profile.
+        config: simulator settings.
+        profiles_root: profile folder (default: the shipped ``profiles/``).
+    """
+
+    def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
+                 config: SimConfig | None = None, profiles_root=None):
+        self.llf = False  # least-laxity-first waiting queues (the running policy's queue_order)
+        if not gpus:
+            raise ValueError("Simulator needs at least one GPU")
+        if not models:
+            raise ValueError("Simulator needs at least one model")
+        if not isinstance(models, Mapping):
+            models = {name: ModelServing() for name in models}
+        self.config = config or SimConfig()
+        self.gpu_types = tuple(gpus)
+        self.model_names = tuple(models)
+        self.serving = dict(models)
+        self._slices: dict[tuple[str, str], SliceCache] = {}
+        for gpu_type in dict.fromkeys(self.gpu_types):
+            for model in self.model_names:
+                self._slices[(gpu_type, model)] = SliceCache(load_profile(f"{gpu_type}/{model}", profiles_root))
+        self.specs: dict[str, GpuSpec] = {t: self._slices[(t, self.model_names[0])].profile.gpu for t in self.gpu_types}
+        self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
+                           for key, c in self._slices.items()}
+        self._memory = {(t, i): float(self._slices[(t, m)].profile.model.weight_bytes
+                                      + self.serving[m].engine.kv_cache_gb * 1e9)
+                        for t in self.specs for i, m in enumerate(self.model_names)}
+        self.view = ClusterView(self)
+
+    # --- public -------------------------------------------------------------------------------
+
+    def slice_cache(self, gpu_type: str, model: str) -> SliceCache:
+        return self._slices[(gpu_type, model)]
+
+    def profile(self, gpu_type: str, model: str) -> Profile:
+        return self._slices[(gpu_type, model)].profile
+
+    def run(self, trace: Trace, policy: Policy, progress: Callable[[float], None] | None = None) -> Result:
+        """Serve ``trace`` under ``policy`` for the trace's duration plus ``drain_s``."""
+        self.start(trace, policy)
+        self.advance(self.end, progress=progress)
+        return self.result()
+
+    def start(self, trace: Trace, policy: Policy) -> None:
+        """Begin a run; then :meth:`advance` it (in steps, as environments do) and take its :meth:`result`."""
+        missing = [m for m in trace.models if m not in self.serving]
+        if missing:
+            raise ValueError(f"trace models {', '.join(missing)} are not served; served: {', '.join(self.model_names)}")
+        self._wall = 0.0
+        self._reset(trace, policy)
+
+    def advance(self, until: float, hold_arrivals: bool = False,
+                progress: Callable[[float], None] | None = None) -> int | None:
+        """Process every event before ``until`` (capped at the horizon), then stop at ``until``.
+
+        With ``hold_arrivals`` it stops *before* the next arrival instead and returns its request
+        index (``self.now`` is then that arrival's time); the next call places it with the
+        policy first. Returns ``None`` when it reached ``until``.
+        """
+        started = wallclock.perf_counter()
+        try:
+            return self._loop(min(until, self.end), hold_arrivals, progress)
+        finally:
+            self._wall += wallclock.perf_counter() - started
+
+    def result(self) -> Result:
+        """Integrate energy up to now and build the :class:`Result` (the run covers 0..now)."""
+        self.end = self.now
+        for gpu in self.gpus:
+            gpu.update(self.now)
+        self._flush_runs()
+        return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def _reset(self, trace: Trace, policy: Policy) -> None:
+        cfg = self.config
+        self.now = 0.0
+        self.end = trace.duration_s + cfg.drain_s
+        self.heap: list = []
+        self._seq = 0  # ties in time run in scheduling order
+        self.policy = policy
+        order = getattr(policy, "queue_order", "fcfs")
+        if order not in QUEUE_ORDERS:
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: queue_order {order!r}; "
+                             f"expected one of {', '.join(QUEUE_ORDERS)}")
+        self.llf = order == "llf"
+        self.trace = trace
+        self._arrivals: array[float] = _column("d", trace.arrival_s)
+        self._next = 0  # index of the next arrival
+        self._held = -1  # an arrival returned by advance(hold_arrivals=True), placed on the next call
+        self.gpus = [SimGpu(self, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
+                     for i, t in enumerate(self.gpu_types)]
+        for gpu in self.gpus:
+            gpu.view = GpuView(gpu)
+        self.by_model: dict[int, list[Instance]] = {i: [] for i in range(len(self.model_names))}
+        # trace model index -> simulator model index
+        self.trace_model = np.array([self.model_names.index(m) for m in trace.models], dtype=np.int64)
+        self.log = RequestLog(trace)
+        # TTFT SLO of every request (its model's, growing with its prompt), computed once
+        slo = [self.serving[m].slo for m in self.model_names]
+        model = self.trace_model[trace.model]
+        base = np.array([x.ttft_s for x in slo])[model] if len(trace) else np.zeros(0)
+        per_1k = np.array([x.ttft_per_1k_tokens_s for x in slo])[model] if len(trace) else np.zeros(0)
+        limit = base + per_1k * trace.prompt_tokens / 1000
+        self.ttft_limit_s: array[float] = _column("d", limit)
+        self.deadline_s: array[float] = _column("d", trace.arrival_s + limit)
+        self._req_model: array[int] = _column("q", model)
+        self._req_prompt: array[int] = _column("q", trace.prompt_tokens)
+        self._req_out: array[int] = _column("q", trace.output_tokens)
+        self.open = 0  # requests placed and not yet finished
+        self.runs = array("d")  # interleaved rows of RUN_COLUMNS
+        self._run_buf: list[float] = []  # the newest rows (a list takes them cheaper; see log_run)
+        self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
+        self._tick_energy = [0.0] * len(self.gpus)
+        self.tokens_out = 0
+        self.migrations = self.preemptions = self.recomputed_tokens = self.rejected_actions = 0
+        self.schedule(0.0, self._tick, None)
+        self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
+        policy.reset(self.view)
+
+    def schedule(self, t: float, fn, arg) -> None:
+        self._seq += 1
+        heappush(self.heap, (t, self._seq, fn, arg))
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _loop(self, until: float, hold: bool, progress) -> int | None:
+        heap = self.heap
+        arrivals = self._arrivals
+        n = len(arrivals)
+        i = self._next
+        next_report = self.now
+        inf = float("inf")
+        try:
+            while True:
+                t_arr = arrivals[i] if i < n else inf
+                if heap and heap[0][0] <= t_arr:
+                    t = heap[0][0]
+                    if t >= until:
+                        break
+                    _, _, fn, arg = heappop(heap)
+                    self.now = t
+                    fn(arg, t)
+                else:
+                    if t_arr >= until:
+                        break
+                    self.now = t_arr
+                    if hold and self._held != i:
+                        self._held = i
+                        return i
+                    self._arrive(i, t_arr)
+                    i += 1
+                if self.open == 0 and i == n and self.config.stop_when_done:
+                    until = self.now
+                    break
+                if progress is not None and self.now >= next_report:
+                    progress(min(self.now / self.end, 1.0))
+                    next_report = self.now + self.end / 200
+            self.now = until
+        finally:
+            self._next = i
+        if progress is not None:
+            progress(1.0)
+        return None
+
+    def _arrive(self, rid: int, now: float) -> None:
+        log = self.log
+        model = self._req_model[rid]
+        name = self.model_names[model]
+        prompt, out = self._req_prompt[rid], self._req_out[rid]
+        log.model[rid] = model
+        target = self.policy.place(Request(rid, name, prompt, now), self.view)
+        if target is None:
+            log.status[rid] = RequestLog.REJECTED_POLICY
+            return
+        gpu = self._gpu(target, "place")
+        inst = gpu.instance_of(model)
+        if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
+            log.status[rid] = RequestLog.REJECTED_TOO_LONG
+            return
+        if inst is None:
+            inst = self.cold_start(gpu, model, now)
+            if inst is None:
+                log.status[rid] = RequestLog.REJECTED_MEMORY
+                return
+        if inst.phase == LOADING:
+            log.cold[rid] = True
+        log.gpu[rid] = gpu.index
+        self.open += 1
+        inst.last_arrival_s = now
+        inst.enqueue(Seq(rid, prompt, out), now)
+
+    def _gpu(self, index, what: str) -> SimGpu:
+        if isinstance(index, (bool, float)) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < len(self.gpus):
+            raise ActionError(f"{what}: GPU index {index!r} is not one of 0..{len(self.gpus) - 1}")
+        return self.gpus[int(index)]
+
+    # --- instances ----------------------------------------------------------------------------
+
+    def instances_of(self, model: str) -> list[Instance]:
+        return self.by_model[self.model_names.index(model)]
+
+    def memory_of(self, gpu: SimGpu, model: int) -> float:
+        """Bytes ``model`` takes on ``gpu``: weights plus its KV cache."""
+        return self._memory[(gpu.spec.name, model)]
+
+    def can_host(self, gpu_index: int, model: str) -> bool:
+        gpu = self.gpus[gpu_index]
+        index = self.model_names.index(model)
+        return gpu.instance_of(index) is not None or gpu.mem_used + self.memory_of(gpu, index) <= gpu.mem_bytes
+
+    def cold_start(self, gpu: SimGpu, model: int, now: float) -> Instance | None:
+        """Load ``model`` on ``gpu`` (waking it if parked); ``None`` if it does not fit."""
+        memory = self.memory_of(gpu, model)
+        if gpu.mem_used + memory > gpu.mem_bytes:
+            return None
+        name = self.model_names[model]
+        awake = gpu.wake(now)
+        slices = self._slices[(gpu.spec.name, name)]
+        others = [i for i in gpu.instances]
+        share = 1.0 / (len(others) + 1)
+        inst = Instance(self, gpu, model, name, self.serving[name], slices, share)
+        inst.view = InstanceView(inst)
+        taken = sum(i.pending_share if i.pending_share is not None else i.share for i in others)
+        if taken > 1.0 - share + 1e-12:  # make room: scale the others down
+            for other in others:
+                self.set_share(other, (other.pending_share or other.share) * (1.0 - share) / taken, now)
+        gpu.instances.append(inst)
+        gpu.mem_used += memory
+        gpu.cold_starts += 1
+        self.by_model[model].append(inst)
+        load_s = slices.profile.model.weight_bytes / (gpu.spec.host_to_gpu_gbps * 1e9) + inst.serving.engine.init_s
+        inst.ready_at = awake + load_s
+        self.schedule(inst.ready_at, inst.on_ready, None)
+        gpu.update(now)
+        return inst
+
+    def unload(self, inst: Instance, now: float) -> None:
+        if inst.migrate_from is not None:  # a migration target unloaded early: the source stays
+            inst.migrate_from.migrate_to = None
+            inst.migrate_from = None
+        gpu = inst.gpu
+        inst.phase = GONE
+        inst.version += 1
+        gpu.instances.remove(inst)
+        gpu.retired.add(inst.counters)
+        gpu.mem_used -= self.memory_of(gpu, inst.model)
+        self.by_model[inst.model].remove(inst)
+        gpu.update(now, inst)
+        if gpu.park_when_empty and not gpu.instances:
+            gpu.park(now)
+
+    def hand_over(self, src: Instance, now: float) -> None:
+        """End of a migration: the source's requests move to the destination (recomputed)."""
+        dst = src.migrate_to
+        assert dst is not None  # hand_over runs only while a migration is under way
+        seqs = src.take_all(now)
+        for seq in seqs:
+            self.log.gpu[seq.rid] = dst.gpu.index
+        dst.receive(seqs)
+        dst.migrate_from = None
+        self.migrations += 1
+        self.unload(src, now)
+        if dst.phase == IDLE:
+            dst.plan(now)
+
+    def set_share(self, inst: Instance, share: float, now: float) -> None:
+        if inst.phase == LOADING:
+            inst.share = share
+        elif share != inst.share or inst.pending_share is not None:
+            inst.pending_share = share
+            inst.interrupt(now)
+
+    # --- policy calls -------------------------------------------------------------------------
+
+    def _tick(self, _arg, now: float) -> None:
+        interval = self.config.control_interval_s
+        line = self.timeline
+        for gpu in self.gpus:
+            gpu.update(now)
+            if now > 0:
+                total = gpu.energy_total_j
+                line["t_s"].append(now)
+                line["gpu"].append(gpu.index)
+                line["power_w"].append((total - self._tick_energy[gpu.index]) / interval)
+                line["clock_mhz"].append(gpu.clock)
+                line["state"].append(gpu.state)
+                line["instances"].append(len(gpu.instances))
+                self._tick_energy[gpu.index] = total
+            if not gpu.parked:
+                control = self.policy.control(gpu.view, now)
+                if control is not None:
+                    self.apply_control(gpu, control, now)
+            for inst in gpu.instances:
+                inst.peak_ttft_ratio = inst.peak_gap_s = 0.0
+        if now + interval <= self.end + 1e-9:
+            self.schedule(now + interval, self._tick, None)
+
+    def apply_control(self, gpu: SimGpu, control: GpuControl, now: float) -> None:
+        if control.shares is not None:
+            resident = {i.name: i for i in gpu.instances}
+            for name, share in control.shares.items():
+                if name not in resident:
+                    raise ActionError(f"GpuControl.shares: model {name!r} is not resident on GPU {gpu.index} "
+                                      f"(resident: {', '.join(resident) or 'none'})")
+                if not 0 < share <= 1:
+                    raise ActionError(f"GpuControl.shares[{name!r}] = {share!r}: must lie in (0, 1]")
+            final = {n: (control.shares.get(n, i.pending_share or i.share)) for n, i in resident.items()}
+            if sum(final.values()) > 1 + 1e-9:
+                raise ActionError(f"GpuControl.shares on GPU {gpu.index}: shares sum to "
+                                  f"{sum(final.values()):.4f} > 1 ({final})")
+            # Shrink before growing, so that the shares never sum above 1 on the way.
+            for name, share in sorted(control.shares.items(),
+                                      key=lambda kv: kv[1] - (resident[kv[0]].pending_share or resident[kv[0]].share)):
+                self.set_share(resident[name], float(share), now)
+        if control.max_num_seqs is not None:
+            for name, limit in control.max_num_seqs.items():
+                inst = next((i for i in gpu.instances if i.name == name), None)
+                if inst is None or not isinstance(limit, (int, np.integer)) or limit < 1:
+                    raise ActionError(f"GpuControl.max_num_seqs[{name!r}] = {limit!r}: needs a resident model "
+                                      "and a whole number ≥ 1")
+                raised = limit > inst.max_num_seqs
+                inst.max_num_seqs = int(limit)
+                if raised and inst.waiting:
+                    inst.interrupt(now)
+        if control.clock_mhz is not None:
+            try:
+                gpu.request_clock(float(control.clock_mhz), now, self.config.clock_change_s)
+            except ValueError as exc:
+                raise ActionError(f"GpuControl.clock_mhz: {exc}") from None
+
+    def _consolidate(self, _arg, now: float) -> None:
+        for action in self.policy.consolidate(self.view, now) or ():
+            self.apply_action(action, now)
+        self.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)
+
+    def apply_action(self, action, now: float) -> None:
+        if isinstance(action, Park):
+            self._gpu(action.gpu, "Park").park(now)
+        elif isinstance(action, Wake):
+            self._gpu(action.gpu, "Wake").wake(now)
+        elif isinstance(action, Unload):
+            inst = self._resident(action.model, action.gpu, "Unload")
+            inst.drain = True
+            if inst.phase == IDLE and inst.empty:
+                self.unload(inst, now)
+        elif isinstance(action, Migrate):
+            src = self._resident(action.model, action.src, "Migrate")
+            dst = self._gpu(action.dst, "Migrate")
+            if dst.instance_of(src.model) is not None:
+                raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}")
+            if src.migrate_to is not None:
+                return  # already moving
+            target = self.cold_start(dst, src.model, now)
+            if target is None:
+                self.rejected_actions += 1
+                return
+            target.migrate_from, src.migrate_to = src, target
+        else:
+            raise ActionError(f"unknown action {action!r}; expected Migrate, Park, Wake or Unload")
+
+    def _resident(self, model: str, gpu_index: int, what: str) -> Instance:
+        gpu = self._gpu(gpu_index, what)
+        if model not in self.model_names:
+            raise ActionError(f"{what}: unknown model {model!r}")
+        inst = gpu.instance_of(self.model_names.index(model))
+        if inst is None:
+            raise ActionError(f"{what}: model {model!r} is not resident on GPU {gpu_index}")
+        return inst
+
+    # --- accounting (called by instances) ----------------------------------------------------------
+
+    def log_run(self, inst: Instance, g0: float, dg: float, n: int, batch: int) -> None:
+        buf = self._run_buf
+        buf.extend((inst.t0, g0, dg, n, batch, inst.model))
+        if len(buf) >= RUN_BUFFER:
+            self._flush_runs()
+        self.tokens_out += n * batch
+
+    def _flush_runs(self) -> None:
+        self.runs.fromlist(self._run_buf)
+        self._run_buf.clear()
+
+    def run_rows(self) -> np.ndarray:
+        """The run log so far: one row of ``RUN_COLUMNS`` per decode run or mixed iteration,
+        logged when it ends (a view; copy it to keep it)."""
+        self._flush_runs()
+        return np.frombuffer(self.runs, dtype=float).reshape(-1, len(RUN_COLUMNS))
+
+    def ttft_deadline(self, rid: int) -> tuple[float, float]:
+        """(deadline, TTFT SLO) of request ``rid``."""
+        return self.deadline_s[rid], self.ttft_limit_s[rid]
+
+    def first_token(self, inst: Instance, rid: int, now: float) -> None:
+        self.log.first_s[rid] = now
+        self.tokens_out += 1
+        deadline, limit = self.ttft_deadline(rid)
+        counters = inst.counters
+        counters.first_tokens += 1
+        late = (now - deadline) / limit
+        if late + 1.0 > inst.peak_ttft_ratio:
+            inst.peak_ttft_ratio = late + 1.0
+        if late > 0:
+            counters.ttft_over += 1
+            counters.ttft_excess += late
+
+    def add_gap(self, inst: Instance, rid: int, gap: float) -> None:
+        self.tokens_out += 1
+        self.add_gaps(inst, rid, gap, inst.book_gaps(1, gap, 0.0, 1))
+
+    def add_gaps(self, inst: Instance, rid: int, gaps: float, over: int) -> None:
+        log = self.log
+        log.gap_sum[rid] += gaps
+        log.gap_over[rid] += over
+
+    def finish(self, inst: Instance, seq: Seq, now: float, gaps: float, over: int) -> None:
+        log = self.log
+        rid = seq.rid
+        log.gap_sum[rid] += gaps
+        log.gap_over[rid] += over
+        log.finish_s[rid] = now
+        log.status[rid] = RequestLog.FINISHED
+        self.open -= 1
+
+    def preempted(self, rid: int, lost_tokens: int) -> None:
+        self.log.preemptions[rid] += 1
+        self.preemptions += 1
+        self.recomputed_tokens += lost_tokens

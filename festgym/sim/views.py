@@ -1,0 +1,144 @@
+"""Read-only views of the simulator's live state: what a policy sees.
+
+:class:`ClusterView`, :class:`GpuView` and :class:`InstanceView` are properties only, no copies,
+so that a policy call costs microseconds; :class:`Request` is what a policy knows about an
+arriving request (not its output length). Each view forwards to the documented members of the
+entity it shows (:class:`~festgym.sim.instance.Instance`, :class:`~festgym.sim.gpu.SimGpu`,
+:class:`~festgym.sim.simulator.Simulator`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from festgym.control.states import PHASE_NAMES, STATES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from festgym.sim.gpu import SimGpu
+    from festgym.sim.instance import Instance
+    from festgym.sim.simulator import Simulator
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a policy knows about an arriving request (not its output length)."""
+
+    rid: int
+    model: str
+    prompt_tokens: int
+    arrival_s: float
+
+
+class InstanceView:
+    """Read-only view of one model instance."""
+
+    __slots__ = ("_i",)
+
+    def __init__(self, inst: "Instance"):
+        self._i = inst
+
+    model = property(lambda self: self._i.name, doc="Model name.")
+    gpu = property(lambda self: self._i.gpu.index, doc="GPU index.")
+    phase = property(lambda self: PHASE_NAMES[self._i.phase],
+                     doc="loading, idle, prefill, decode, restarting or unloaded.")
+    ready = property(lambda self: self._i.phase not in (0, 5), doc="Loaded and able to run.")
+    share = property(lambda self: self._i.share, doc="SM share in (0, 1].")
+    max_num_seqs = property(lambda self: self._i.max_num_seqs, doc="Batch limit in force (a policy may cap it).")
+    engine_max_num_seqs = property(lambda self: self._i.serving.engine.max_num_seqs,
+                                   doc="The engine's configured batch limit.")
+    queue_len = property(lambda self: len(self._i.waiting), doc="Requests waiting for admission.")
+    running = property(lambda self: len(self._i.decoding), doc="Sequences decoding.")
+    prefilling = property(lambda self: len(self._i.prefilling), doc="Sequences with prompt tokens left.")
+    prefill_tokens = property(lambda self: self._i.prompt_todo, doc="Prompt tokens not yet computed.")
+    kv_used_frac = property(lambda self: self._i.kv_used / self._i.kv_tokens, doc="KV cache in use, 0..1.")
+    kv_tokens = property(lambda self: self._i.kv_tokens, doc="KV cache capacity in tokens.")
+    mean_ctx = property(lambda self: (self._i.ctx_base + len(self._i.decoding) * self._i.tok)
+                        / max(len(self._i.decoding), 1), doc="Mean context of the decoding sequences.")
+    slo = property(lambda self: self._i.serving.slo)
+    token_budget = property(lambda self: self._i.serving.engine.max_num_batched_tokens,
+                            doc="Engine token budget per iteration (prompt chunk size).")
+    profile = property(lambda self: self._i.slices.profile)
+    peak_ttft_ratio = property(lambda self: self._i.peak_ttft_ratio,
+                               doc="Largest TTFT / TTFT SLO among first tokens since the last control tick.")
+    peak_gap_s = property(lambda self: self._i.peak_gap_s, doc="Longest inter-token gap since the last control tick.")
+    last_arrival_s = property(lambda self: self._i.last_arrival_s, doc="Time of the last request routed here.")
+
+class GpuView:
+    """Read-only view of one GPU."""
+
+    __slots__ = ("_g",)
+
+    def __init__(self, gpu: "SimGpu"):
+        self._g = gpu
+
+    index = property(lambda self: self._g.index)
+    spec = property(lambda self: self._g.spec, doc="The GpuSpec (type, clocks, memory, power).")
+    state = property(lambda self: STATES[self._g.state], doc="busy, loading, idle, waking or parked.")
+    clock_mhz = property(lambda self: self._g.clock, doc="Effective device SM clock.")
+    power_w = property(lambda self: self._g.power_w, doc="Current power draw.")
+    mem_free_gb = property(lambda self: (self._g.mem_bytes - self._g.mem_used) / 1e9)
+    parked = property(lambda self: self._g.parked)
+
+    @property
+    def instances(self) -> tuple[InstanceView, ...]:
+        return tuple(i.view for i in self._g.instances)
+
+    @property
+    def models(self) -> list[str]:
+        """Names of the resident models (loading ones included)."""
+        return [i.name for i in self._g.instances]
+
+    def observe(self, slots: Sequence[int], now: float, clock_lo_mhz: float, period_s: float) -> list[float]:
+        """This GPU as ``LocalGPU-v0`` observes it, with the models numbered ``slots`` (-1: an
+        empty slot) as its model slots: how a trained local controller sees any GPU."""
+        from festgym.sim.observation import local_features  # the environments' feature definitions
+
+        return local_features(self._g, list(slots), now, clock_lo_mhz, period_s)
+
+    def instance(self, model: str) -> InstanceView | None:
+        for inst in self._g.instances:
+            if inst.name == model:
+                return inst.view
+        return None
+
+
+class ClusterView:
+    """Read-only view of the cluster."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, sim: "Simulator"):
+        self._s = sim
+
+    now = property(lambda self: self._s.now)
+    control_interval_s = property(lambda self: self._s.config.control_interval_s)
+    models = property(lambda self: self._s.model_names)
+
+    @property
+    def gpus(self) -> tuple[GpuView, ...]:
+        return tuple(g.view for g in self._s.gpus)
+
+    def gpu(self, index: int) -> GpuView:
+        """One GPU's view (cheaper than indexing ``gpus``, which builds the whole tuple)."""
+        return self._s.gpus[index].view
+
+    @property
+    def n_gpus(self) -> int:
+        return len(self._s.gpus)
+
+    def instances_of(self, model: str) -> tuple[InstanceView, ...]:
+        """Instances of ``model`` (loading ones included), in GPU order."""
+        return tuple(i.view for i in self._s.instances_of(model))
+
+    def profile(self, gpu: int, model: str):
+        """The profile of ``model`` on GPU ``gpu``'s type."""
+        return self._s.slice_cache(self._s.gpus[gpu].spec.name, model).profile
+
+    def slo(self, model: str):
+        """The SLO ``model`` is served under."""
+        return self._s.serving[model].slo
+
+    def can_host(self, gpu: int, model: str) -> bool:
+        """Whether ``model`` is resident on ``gpu`` or its weights and KV cache would fit there."""
+        return self._s.can_host(gpu, model)
