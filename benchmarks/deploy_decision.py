@@ -22,8 +22,8 @@ import numpy as np
 from festgym.control.checkpoint import LocalController
 from festgym.deploy.agent import DeployAgent, DeployConfig
 from festgym.deploy.deciders import CheckpointDecider
-from festgym.simhost.host import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
+from festgym.simhost.host import SimulatedHost
 
 TARGET_MS = 2.0
 

@@ -41,10 +41,10 @@ def local_evaluation(folder: Path, episodes: int) -> dict:
     """The controller and Festina's local rule on the LocalGPU-v0 episodes of seeds LOCAL_SEED..."""
     import gymnasium as gym
 
-    from festgym.jobs.compare import ci95
-    from festgym.envs.rollout import run_episode
-    from festgym.control.numpy_policy import NumpyPolicy
     from festgym.control.checkpoint import read_card
+    from festgym.control.numpy_policy import NumpyPolicy
+    from festgym.envs.rollout import run_episode
+    from festgym.jobs.compare import ci95
 
     card = read_card(folder)
     env = gym.make(card["env"], scenario=card["scenario"], **card["agent"]["env_kwargs"])

@@ -27,14 +27,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from festgym.config import build_dataclass, check_ranges, read_mapping
+from festgym.control.checkpoint import ControllerInterface
 from festgym.errors import SpecError
 from festgym.resources import SCENARIOS
-from festgym.control.checkpoint import ControllerInterface
-from festgym.sim.serving import ModelServing
 from festgym.sim.config import SimConfig
+from festgym.sim.serving import ModelServing
 from festgym.sim.simulator import Simulator
-from festgym.config import build_dataclass, check_ranges, read_mapping
-from festgym.sim.workload import PRESETS, LengthDist, SyntheticWorkload, Trace, load_trace
+from festgym.sim.workload import (
+    PRESETS,
+    LengthDist,
+    SyntheticWorkload,
+    Trace,
+    load_trace,
+)
 
 REPLACED = ("cluster.gpus",)
 """Overrides that replace the file's value instead of merging into it (a cluster is not additive)."""

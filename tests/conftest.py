@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from festgym.resources import data_dir
 from festgym.profiles.profile import load_profile
+from festgym.resources import data_dir
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 from festgym.cli.main import main
-from festgym.resources import PROFILES
 from festgym.profiles.profile import Profile
+from festgym.resources import PROFILES
 
 
 def test_list_json(capsys):

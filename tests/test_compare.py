@@ -13,8 +13,16 @@ import pandas as pd
 import pytest
 
 from festgym.cli.main import main
-from festgym.jobs.compare import ABLATION, REFERENCE, TABLE_COLUMNS, ci95, compare, parse_seeds, plan
 from festgym.errors import FestgymError
+from festgym.jobs.compare import (
+    ABLATION,
+    REFERENCE,
+    TABLE_COLUMNS,
+    ci95,
+    compare,
+    parse_seeds,
+    plan,
+)
 from festgym.policies import RULE_POLICIES
 
 SHORT = dict(scenario="default", policies=["festina", "least-loaded"], duration_s=120.0, progress=False)
@@ -167,9 +175,9 @@ def test_plan_runs_festina_for_the_ablation_only_when_needed():
 
 
 def test_default_policies_are_festina_the_baselines_and_shipped_checkpoints():
+    from festgym.control.checkpoint import find_checkpoints
     from festgym.jobs.compare import check_policies
     from festgym.policies import COMPARED
-    from festgym.control.checkpoint import find_checkpoints
 
     assert check_policies(None) == [*COMPARED, *find_checkpoints()] and "least-loaded" not in COMPARED
 

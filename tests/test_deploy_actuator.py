@@ -18,13 +18,20 @@ from pathlib import Path
 import pytest
 
 from festgym.control.checkpoint import LocalController
-from festgym.deploy.actuator import QUERIES, WRITES, ActuatorError, ActuatorServer, RemoteWriter, handle
+from festgym.deploy.actuator import (
+    QUERIES,
+    WRITES,
+    ActuatorError,
+    ActuatorServer,
+    RemoteWriter,
+    handle,
+)
 from festgym.deploy.agent import DeployAgent, DeployConfig
 from festgym.deploy.deciders import CheckpointDecider
-from festgym.simhost.host import SimulatedHost
 from festgym.deploy.telemetry import Telemetry
 from festgym.devices.device import GpuError, InvalidArgument, NoPermission
 from festgym.simhost.device import SimulatedDevice
+from festgym.simhost.host import SimulatedHost
 
 TOP_MHZ, TDP_MW, MIN_LIMIT_MW = 1980, 700_000, 175_000  # the default scenario's H100
 

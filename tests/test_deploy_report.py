@@ -1,4 +1,4 @@
-"""Deploy logs and ``festgym deploy report`` (festgym.deploy.report, festgym.deploy.commands): logs of
+"""Deploy logs and ``festgym deploy report`` (festgym.jobs.deploy_report, festgym.cli.deploy): logs of
 short simulated deploys made through the CLI (apply and dry run), read_log and summarize figures checked
 against the records, the report's JSON and plot outputs, and its errors on malformed logs."""
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from festgym.cli.main import main
-from festgym.deploy.report import read_log, summarize
 from festgym.errors import FestgymError
+from festgym.jobs.deploy_report import read_log, summarize
 from festgym.scenario import load_scenario
 
 MODELS = list(load_scenario("default").local.models)

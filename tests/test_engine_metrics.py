@@ -11,7 +11,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from festgym.deploy.engine_metrics import ALIASES, ITL_BUCKETS_S, TTFT_BUCKETS_S, EngineMetricsError, EngineSample, EngineScraper, EngineUnreachable, Histogram, parse_metrics, render_metrics, window
+from festgym.deploy.engine_metrics import (
+    ALIASES,
+    ITL_BUCKETS_S,
+    TTFT_BUCKETS_S,
+    EngineMetricsError,
+    EngineSample,
+    EngineScraper,
+    EngineUnreachable,
+    Histogram,
+    parse_metrics,
+    render_metrics,
+    window,
+)
 
 # vLLM before 0.9 (gpu_cache_usage_perc, time_per_output_token_seconds), two models, data parallel for llama.
 OLD_VLLM = """\

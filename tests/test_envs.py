@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import festgym
-from festgym.policies.registry import background_policy
-from festgym.envs import ENV_IDS
 from festgym.control.levels import normalize_shares
+from festgym.envs import ENV_IDS
+from festgym.policies.registry import background_policy
 
 IDS = list(ENV_IDS)
 LOCAL, PLACEMENT, CLUSTER = "festgym/LocalGPU-v0", "festgym/Placement-v0", "festgym/Cluster-v0"
@@ -441,7 +441,7 @@ def test_cluster_route_sends_a_models_arrivals_to_the_chosen_gpu():
     t0 = u.sim.now
     for _ in range(5):
         env.step(action)
-    log, trace = u.sim.log, u.sim.trace
+    log, trace = u.sim.ledger.log, u.sim.trace
     arrived = (trace.arrival_s >= t0) & (trace.arrival_s < u.sim.now)
     mine = arrived & (np.asarray(trace.models)[trace.model] == model)
     assert mine.sum() > 0
@@ -449,7 +449,7 @@ def test_cluster_route_sends_a_models_arrivals_to_the_chosen_gpu():
 
 
 def test_placement_action_places_the_request_on_that_gpu():
-    from festgym.sim.results import RequestLog
+    from festgym.sim.ledger import REJECTED_MEMORY
 
     env = make(PLACEMENT)
     obs, _ = env.reset(seed=0)
@@ -467,12 +467,12 @@ def test_placement_action_places_the_request_on_that_gpu():
         others = [k for k in range(len(u.sim.gpus)) if k not in hosts]
         if others and step % 2:  # a GPU without memory for the model rejects the request
             obs, *_ = env.step(np.array([others[0]]))
-            assert u.sim.log.status[rid] == RequestLog.REJECTED_MEMORY
+            assert u.sim.ledger.log.status[rid] == REJECTED_MEMORY
             rejected += 1
             continue
         k = hosts[step % len(hosts)]
         obs, *_ = env.step(np.array([k]))
-        assert u.sim.log.gpu[rid] == k
+        assert u.sim.ledger.log.gpu[rid] == k
         assert u.sim.gpus[k].instance_of(u.models.index(model)) is not None
 
 
@@ -492,8 +492,8 @@ def test_step_none_defers_to_the_background_policy(env_id):
         a.update(sim.now)
         b.update(u.sim.now)
         assert a.energy_total_j == pytest.approx(b.energy_total_j, rel=1e-12)
-    assert np.array_equal(sim.log.gpu, u.sim.log.gpu)
-    assert np.array_equal(sim.log.first_s, u.sim.log.first_s, equal_nan=True)
+    assert np.array_equal(sim.ledger.log.gpu, u.sim.ledger.log.gpu)
+    assert np.array_equal(sim.ledger.log.first_s, u.sim.ledger.log.first_s, equal_nan=True)
 
 
 @pytest.mark.parametrize("env_id", IDS)

@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from festgym.policies.registry import background_policy
-from festgym.errors import SpecError
-from festgym.control.levels import quantize_share
-from festgym.policies import RULE_POLICIES, Festina, FestinaConfig, make_policy
-from festgym.sim.policy import BasePolicy
-from festgym.policies.least_loaded import LeastLoaded
 from festgym.control.actions import Park
-from festgym.sim.results import STATUS_NAMES
+from festgym.control.levels import quantize_share
+from festgym.errors import SpecError
+from festgym.policies import RULE_POLICIES, Festina, FestinaConfig, make_policy
+from festgym.policies.least_loaded import LeastLoaded
+from festgym.policies.registry import background_policy
 from festgym.scenario import list_scenarios, load_scenario
-from festgym.sim.serving import ModelServing, Slo
 from festgym.sim.config import SimConfig
+from festgym.sim.policy import BasePolicy
+from festgym.sim.results import STATUS_NAMES
+from festgym.sim.serving import ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import SyntheticWorkload
 

@@ -13,7 +13,18 @@ import pynvml
 import pytest
 
 from festgym.devices import nvml
-from festgym.devices.device import GpuError, GpuLost, GpuNotFound, GpuReading, InvalidArgument, MemoryInfo, NoPermission, NotSupported, NvmlUnavailable, Utilization
+from festgym.devices.device import (
+    GpuError,
+    GpuLost,
+    GpuNotFound,
+    GpuReading,
+    InvalidArgument,
+    MemoryInfo,
+    NoPermission,
+    NotSupported,
+    NvmlUnavailable,
+    Utilization,
+)
 
 NAME = "NVIDIA H100 80GB HBM3"
 UUIDS = ["GPU-aaaa1111-0000-0000-0000-000000000000", "GPU-aaaa2222-0000-0000-0000-000000000000",

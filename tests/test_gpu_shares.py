@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from festgym.simhost.host import SimulatedHost
 from festgym.devices.device import GpuError, NotSupported
 from festgym.devices.shares import MPS_CONTROL, AdvisoryShares, MpsShares, ShareActuator
 from festgym.simhost.device import SimulatedShares
+from festgym.simhost.host import SimulatedHost
 
 BIG, SMALL = "Llama-3.1-8B", "Llama-3.2-3B"  # the default scenario's local.models
 SERVERS = {"a": 111, "b": 222}

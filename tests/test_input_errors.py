@@ -12,8 +12,8 @@ import yaml
 from festgym.cli.main import main
 from festgym.errors import SpecError
 from festgym.profiles.grid import Grid
-from festgym.resources import PROFILES
 from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.resources import PROFILES
 
 H100_YAML = PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml"
 

@@ -12,15 +12,24 @@ import numpy as np
 import pytest
 
 import festgym  # noqa: F401  (registers the environments)
-from festgym.control.checkpoint import LocalController, seal_card
 from festgym.cli.main import main
-from festgym.jobs.compare import check_policies, compare, policy_label
-from festgym.errors import FestgymError, SpecError
+from festgym.control.checkpoint import (
+    LocalController,
+    find_checkpoints,
+    read_card,
+    seal_card,
+)
 from festgym.control.numpy_policy import FORMAT, WEIGHTS, PolicyFileError, sha256_file
+from festgym.errors import FestgymError, SpecError
+from festgym.jobs.compare import check_policies, compare, policy_label
 from festgym.policies import make_policy
-from festgym.control.checkpoint import find_checkpoints, read_card
 from festgym.policies.learned import LearnedLocal
-from festgym.scenario import controller_interface, load_scenario, parse_overrides, scale_load
+from festgym.scenario import (
+    controller_interface,
+    load_scenario,
+    parse_overrides,
+    scale_load,
+)
 
 N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time features
 NVEC = [8, 4, 4]
@@ -140,8 +149,8 @@ def test_make_policy_and_compare_take_checkpoints(lowest_clock):
     assert policy_label(str(lowest_clock)) == "lowest-clock"
     with pytest.raises(FestgymError, match="not a rule policy, a shipped checkpoint"):
         check_policies(["festina", "nowhere/at-all"])
-    result = compare("default", [str(lowest_clock), "festina"], (0,), 120.0, ablation=False, jobs=1,
-                     out=lowest_clock.parent / "out", progress=False)
+    result = compare("default", policies=(str(lowest_clock), "festina"), seeds=(0,), duration_s=120.0,
+                     ablation=False, jobs=1, out=lowest_clock.parent / "out", progress=False)
     assert list(result.summary.policy) == ["lowest-clock", "festina", "max-clock"]
     row = result.summary.set_index("policy").loc["lowest-clock"]
     assert row.savings_pct > result.summary.set_index("policy").loc["festina"].savings_pct

@@ -18,8 +18,16 @@ import yaml
 
 from festgym.cli import main as cli
 from festgym.errors import ProfileNotFoundError, SpecError
+from festgym.profiles.profile import (
+    DECODE_AXES,
+    FIELDS,
+    PREFILL_AXES,
+    Profile,
+    find_profile_dir,
+    iter_profile_dirs,
+    load_profile,
+)
 from festgym.resources import PROFILES
-from festgym.profiles.profile import DECODE_AXES, FIELDS, PREFILL_AXES, Profile, find_profile_dir, iter_profile_dirs, load_profile
 
 SOURCE_KEY = "H100-SXM-80GB/Llama-3.2-1B"
 DECODE_COLUMNS = DECODE_AXES + FIELDS

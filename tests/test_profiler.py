@@ -14,13 +14,20 @@ torch = pytest.importorskip("torch")
 
 from festgym.cli.main import main  # noqa: E402
 from festgym.errors import FestgymError  # noqa: E402
-from festgym.resources import PROFILES  # noqa: E402
-from festgym.profiles.profile import Profile  # noqa: E402
 from festgym.profiles.calibration.measured import MEASUREMENTS  # noqa: E402
-from festgym.profiles.profiler.measure import ConstantPower, Device, Plan, measure, measure_point, partition_sms  # noqa: E402
+from festgym.profiles.profile import Profile  # noqa: E402
+from festgym.profiles.profiler.measure import (  # noqa: E402
+    ConstantPower,
+    Device,
+    Plan,
+    measure,
+    measure_point,
+    partition_sms,
+)
 from festgym.profiles.profiler.run import ProfileRun, profile  # noqa: E402
 from festgym.profiles.profiler.transformer import RandomTransformer  # noqa: E402
 from festgym.profiles.specs import ModelSpec  # noqa: E402
+from festgym.resources import PROFILES  # noqa: E402
 
 CONFIG = PROFILES.shipped / "model-configs" / "Llama-3.2-3B" / "config.json"
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
@@ -183,7 +190,7 @@ def test_cli_dry_run_and_clear_errors(tmp_path, capsys):
     assert main(["profile", "--model-config", str(tmp_path / "nope.json"), "--out", str(out), "--dry-run"]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["profile", "--model-config", str(CONFIG), "--out", str(out), "--dry-run", "--tokens", "a"]) == 2
-    assert "--tokens 'a'" in capsys.readouterr().err
+    assert "--tokens: expected comma-separated int values, got 'a'" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["profile", "--model-config", str(CONFIG), "--out", str(out)]) == 2
         assert "--dry-run" in capsys.readouterr().err

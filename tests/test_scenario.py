@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from festgym.policies.registry import background_policy
 from festgym.errors import SpecError
 from festgym.policies import Festina
-from festgym.scenario import Scenario, list_scenarios, load_scenario
+from festgym.policies.registry import background_policy
 from festgym.resources import SCENARIOS
+from festgym.scenario import Scenario, list_scenarios, load_scenario
 
 H100, A100 = "H100-SXM-80GB", "A100-SXM-80GB"
 SHIPPED = list_scenarios()

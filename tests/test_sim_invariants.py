@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from festgym.sim import gpu as gpu_module
-from festgym.sim.policy import BasePolicy
 from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
-from festgym.sim.serving import EngineConfig, ModelServing, Slo
+from festgym.sim import gpu as gpu_module
 from festgym.sim.config import SimConfig
+from festgym.sim.policy import BasePolicy
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import LengthDist, SyntheticWorkload
 

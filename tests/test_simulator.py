@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from festgym.sim.policy import BasePolicy
 from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
 from festgym.policies.least_loaded import LeastLoaded
-from festgym.sim.serving import EngineConfig, ModelServing, Slo
-from festgym.sim.policy import ActionError
 from festgym.sim.config import SimConfig
+from festgym.sim.policy import ActionError, BasePolicy
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import SyntheticWorkload, Trace
 

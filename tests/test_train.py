@@ -13,8 +13,8 @@ pytest.importorskip("stable_baselines3")
 import stable_baselines3 as sb3  # noqa: E402
 
 from festgym.cli.main import main  # noqa: E402
-from festgym.errors import SpecError  # noqa: E402
 from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file  # noqa: E402
+from festgym.errors import SpecError  # noqa: E402
 from festgym.jobs.train import TrainConfig, export_checkpoint, load_agent, train  # noqa: E402
 
 TINY = """\

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from festgym.errors import SpecError
-from festgym.sim.workload import AZURE_CODE_OUTPUT, AZURE_CODE_PROMPT, AZURE_CONV_OUTPUT, AZURE_CONV_PROMPT, LengthDist, SyntheticWorkload, Trace, load_azure_trace, load_trace
+from festgym.sim.workload import (
+    AZURE_CODE_OUTPUT,
+    AZURE_CODE_PROMPT,
+    AZURE_CONV_OUTPUT,
+    AZURE_CONV_PROMPT,
+    LengthDist,
+    SyntheticWorkload,
+    Trace,
+    load_azure_trace,
+    load_trace,
+)
 
 GENERIC_HEADER = "timestamp,input_tokens,output_tokens,model\n"
 

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import time
 from datetime import datetime
 from pathlib import Path
 
-from festgym.errors import FestgymError
 from festgym import signals
+from festgym.cli.common import Command, ScenarioChoice, import_with_extra
+from festgym.cli.fields import add_fields, from_args, split_pairs
+from festgym.errors import FestgymError
+
+SIMULATED_DURATION_S = 60.0
+"""How long ``--simulate`` runs when no ``--duration`` is given."""
 
 
 def _require_deploy_extra() -> None:
     """The engines' metrics need prometheus-client (the deploy extra): a clear error without it."""
-    try:
-        importlib.import_module("prometheus_client")
-    except ImportError:
-        raise FestgymError("festgym deploy needs the deploy extra (prometheus-client is missing): "
-                           "pip install -e '.[deploy]'") from None
+    import_with_extra("prometheus_client", "festgym deploy", "deploy")
 
 
 def _gpus(indices_text: str | None, simulate: str | None) -> list:
@@ -53,16 +53,6 @@ def cmd_gpu_info(args: argparse.Namespace) -> int:
         for r in rows:
             print("  ".join(str(r[k]).rjust(widths[k]) for k in keys))
     return 0
-
-
-def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key or not value:
-            raise FestgymError(f"{flag} {item!r}: expected MODEL=VALUE")
-        out[key] = value
-    return out
 
 
 class Pacer:
@@ -105,9 +95,7 @@ def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, 
 
 
 def _scenario_model(args: argparse.Namespace, model: str):
-    from festgym.scenario import load_scenario, parse_overrides
-
-    scenario = load_scenario(args.scenario, **parse_overrides(args.set or []))
+    scenario = from_args(ScenarioChoice, args).resolve()
     if model not in scenario.models:
         raise FestgymError(f"deploy: {model} is not in scenario {scenario.name!r} (models: "
                            f"{', '.join(scenario.models)}): give --slo {model}=TTFT_S,TBT_S and --max-num-seqs "
@@ -122,13 +110,13 @@ def _real_host(args: argparse.Namespace):
     from festgym.devices.nvml import open_gpus
     from festgym.devices.shares import AdvisoryShares, MpsShares
 
-    urls = _pairs(args.engine, "--engine")
+    urls = split_pairs(args.engine, "--engine", "MODEL")
     if not urls:
         raise FestgymError("deploy: give each served model's metrics URL: --engine MODEL=http://HOST:PORT "
                            "(repeat, most popular model first), or --simulate")
-    specs = _engine_specs(urls, _pairs(args.slo, "--slo"), _pairs(args.max_num_seqs, "--max-num-seqs"), args)
+    specs = _engine_specs(urls, split_pairs(args.slo, "--slo", "MODEL"), split_pairs(args.max_num_seqs, "--max-num-seqs", "MODEL"), args)
     engines = {s.model: EngineScraper(s.url, engine=args.engine_kind, timeout_s=args.scrape_timeout) for s in specs}
-    mps = {m: int(pid) for m, pid in _pairs(args.mps_server, "--mps-server").items()}
+    mps = {m: int(pid) for m, pid in split_pairs(args.mps_server, "--mps-server", "MODEL").items()}
     shares = MpsShares(mps) if args.shares == "mps" else AdvisoryShares()
     writer = None
     if args.actuator:
@@ -149,19 +137,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.simulate:
         from festgym.simhost.host import SimulatedHost
 
-        duration = args.duration if args.duration is not None else 60.0
-        models = tuple(_pairs(args.engine, "--engine")) or None
-        simulated = SimulatedHost(args.simulate, args.seed, duration + args.interval, models)
+        duration = args.duration_s if args.duration_s is not None else SIMULATED_DURATION_S
+        models = tuple(split_pairs(args.engine, "--engine", "MODEL")) or None
+        simulated = SimulatedHost(args.simulate, args.seed, duration + args.interval_s, models)
         host, specs = simulated.host, simulated.engine_specs()
     else:
-        duration = args.duration
+        duration = args.duration_s
         host, specs = _real_host(args)
-    try:
-        safety = SafetyConfig(args.min_change_interval, args.hysteresis_mhz, args.share_hysteresis,
-                              args.watchdog_intervals, args.watchdog_hold)
-        config = DeployConfig(args.interval, duration, args.apply, safety)
-    except ValueError as exc:
-        raise FestgymError(f"deploy: {exc}") from None
+    config = from_args(DeployConfig, args, duration_s=duration, safety=from_args(SafetyConfig, args))
     log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     decider = _decider(args, host, specs, simulated)
@@ -169,7 +152,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
     pinned = f" (sha256 {decider.sha256[:12]})" if decider.sha256 else " (rule policy)"
     print(f"festgym deploy: {decider.name}{pinned} on {host.gpu.name()} "
-          f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval:g} s"
+          f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval_s:g} s"
           f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds through the restore
     reason = agent.run()
@@ -194,8 +177,8 @@ def _decider(args: argparse.Namespace, host, specs: list, simulated):
 
     if resolve_checkpoint(args.policy) is not None:
         return CheckpointDecider.for_gpu(LocalController(args.policy, args.sha256), specs, host.gpu)
-    from festgym.policies.on_host import RuleDecider
     from festgym.policies import make_policy
+    from festgym.policies.on_host import RuleDecider
     from festgym.profiles.specs import gpu_type_of
 
     try:
@@ -210,11 +193,11 @@ def _decider(args: argparse.Namespace, host, specs: list, simulated):
                            "(measure one with `festgym profile`)")
     serving = simulated.scenario.models if simulated is not None else {s.model: _scenario_model(args, s.model)
                                                                          for s in specs}
-    return RuleDecider(policy, gpu_type, specs, serving, args.interval)
+    return RuleDecider(policy, gpu_type, specs, serving, args.interval_s)
 
 
 def _print_summary(log: Path, as_json: bool) -> int:
-    from festgym.deploy.report import summarize
+    from festgym.jobs.deploy_report import summarize
 
     run, models = summarize(log)
     if as_json:  # figures a log lacks are NaN in the tables and null in JSON
@@ -231,7 +214,7 @@ def _print_summary(log: Path, as_json: bool) -> int:
 def cmd_deploy_report(args: argparse.Namespace) -> int:
     _print_summary(Path(args.log), args.json)
     if args.plot:
-        from festgym.deploy.report import plot_log
+        from festgym.jobs.deploy_report import plot_log
 
         print(f"plot: {plot_log(args.log, args.plot)}")
     return 0
@@ -254,10 +237,8 @@ def cmd_deploy_actuator(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    """Register ``gpu`` and ``deploy`` on the ``festgym`` parser's sub-commands."""
-    gpu = sub.add_parser("gpu", help="GPU devices through NVML (or simulated)")
-    gsub = gpu.add_subparsers(dest="action", required=True)
+def configure_gpu(parser: argparse.ArgumentParser) -> None:
+    gsub = parser.add_subparsers(dest="action", required=True)
     info = gsub.add_parser("info", help="the device table: name, UUID, SMs, memory, power, clocks, energy",
                            description="Read-only: name, UUID, SM count, memory, power and its limit, clocks, "
                            "the energy counter, temperature, utilisation and clock-event reasons per GPU.")
@@ -266,13 +247,11 @@ def add_commands(sub) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_gpu_info)
 
-    dep = sub.add_parser("deploy", help="run a controller on a GPU host (dry run unless --apply)",
-                         description="Every interval: read NVML and each engine's Prometheus metrics, let the "
-                         "controller decide (a checkpoint's numpy export on the LocalGPU-v0 observation, or a rule "
-                         "policy such as festina on views of the host), and set the SM clock (and advise or set SM "
-                         "shares) through clamping, rate limits, hysteresis and an SLO watchdog. Dry run by "
-                         "default: the log shows the NVML calls it would make. The GPU's clocks, power limit and "
-                         "shares are restored on exit, SIGTERM, SIGHUP, SIGINT or a crash.")
+
+def configure_deploy(dep: argparse.ArgumentParser) -> None:
+    from festgym.deploy.agent import DeployConfig
+    from festgym.deploy.safety import SafetyConfig
+
     dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
                      "festina (needs the GPU type's profiles) (default: %(default)s)")
     dep.add_argument("--sha256", help="refuse the checkpoint unless its export (numpy/policy.json) has this hash")
@@ -285,16 +264,14 @@ def add_commands(sub) -> None:
                      "TBT SLOs, and TTFT allowance per 1,000 prompt tokens (repeatable; default: the scenario's)")
     dep.add_argument("--max-num-seqs", action="append", metavar="MODEL=N", help="a model's engine batch limit "
                      "(repeatable; default: the scenario's)")
-    dep.add_argument("--scenario", default="default", help="scenario giving the SLOs and batch limits not given "
-                     "by --slo / --max-num-seqs (default: %(default)s)")
-    dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a scenario setting")
+    add_fields(dep, ScenarioChoice, skip=("load",),
+               help_extra={"scenario": "It gives the SLOs and batch limits not given by --slo / --max-num-seqs."})
     dep.add_argument("--gpu", type=int, help="GPU index after CUDA_VISIBLE_DEVICES (default: 0)")
     mode = dep.add_mutually_exclusive_group()
-    mode.add_argument("--apply", action="store_true", help="change the GPU's settings (needs privileges)")
+    add_fields(mode, DeployConfig, only=("apply",))
     mode.add_argument("--dry-run", action="store_true", help="only log the calls (the default)")
-    dep.add_argument("--interval", type=float, default=1.0, help="control interval, s (default: %(default)s)")
-    dep.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped; "
-                     "60 with --simulate)")
+    add_fields(dep, DeployConfig, skip=("apply", "safety"),
+               help_extra={"duration_s": f"With --simulate: {SIMULATED_DURATION_S:g} s."})
     dep.add_argument("--log", help="JSONL telemetry (default: results/deploy-<time>.jsonl)")
     dep.add_argument("--shares", default="advisory", choices=("advisory", "mps"),
                      help="SM shares: only report them, or set MPS thread percentages (default: %(default)s)")
@@ -303,15 +280,7 @@ def add_commands(sub) -> None:
     dep.add_argument("--scrape-timeout", type=float, default=0.5, help="metrics timeout, s (default: %(default)s)")
     dep.add_argument("--simulate", metavar="SCENARIO", help="a simulated host of this scenario instead of NVML")
     dep.add_argument("--seed", type=int, default=0, help="simulated workload seed (default: %(default)s)")
-    dep.add_argument("--min-change-interval", type=float, default=5.0, help="s between changes (default: %(default)s)")
-    dep.add_argument("--hysteresis-mhz", type=float, default=50.0, help="ignore smaller clock moves (default: "
-                     "%(default)s)")
-    dep.add_argument("--share-hysteresis", type=float, default=0.05, help="ignore smaller share moves "
-                     "(default: %(default)s)")
-    dep.add_argument("--watchdog-intervals", type=int, default=3, help="SLO misses in a row that restore the "
-                     "default clocks (default: %(default)s)")
-    dep.add_argument("--watchdog-hold", type=float, default=60.0, help="s at default clocks after the watchdog "
-                     "trips (default: %(default)s)")
+    add_fields(dep.add_argument_group("safety"), SafetyConfig)
     dep.add_argument("--json", action="store_true", help="print the summary as JSON")
     dep.set_defaults(func=cmd_deploy)
     dsub = dep.add_subparsers(dest="action")
@@ -332,4 +301,16 @@ def add_commands(sub) -> None:
     act.set_defaults(func=cmd_deploy_actuator)
 
 
-__all__ = ["Pacer", "add_commands"]
+COMMANDS = {
+    "gpu": Command("GPU devices through NVML (or simulated)", configure_gpu),
+    "deploy": Command("run a controller on a GPU host (dry run unless --apply)", configure_deploy,
+                      "Every interval: read NVML and each engine's Prometheus metrics, let the controller decide (a "
+                      "checkpoint's numpy export on the LocalGPU-v0 observation, or a rule policy such as festina "
+                      "on views of the host), and set the SM clock (and advise or set SM shares) through clamping, "
+                      "rate limits, hysteresis and an SLO watchdog. Dry run by default: the log shows the NVML "
+                      "calls it would make. The GPU's clocks, power limit and shares are restored on exit, SIGTERM, "
+                      "SIGHUP, SIGINT or a crash."),
+}
+
+
+__all__ = ["COMMANDS", "Pacer"]

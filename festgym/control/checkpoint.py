@@ -20,12 +20,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from festgym.control.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
-from festgym.errors import FestgymError
-from festgym.control.numpy_policy import SPEC, WEIGHTS, NumpyPolicy, PolicyFileError, sha256_file
 from festgym.control.decoder import box_level
+from festgym.control.features import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES
+from festgym.control.numpy_policy import (
+    SPEC,
+    WEIGHTS,
+    NumpyPolicy,
+    PolicyFileError,
+    sha256_file,
+)
+from festgym.errors import FestgymError
 from festgym.resources import CHECKPOINTS
-
 
 CARD = "card.json"
 EXPORTED = "numpy"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from festgym.control.actions import GpuControl
 from festgym.control.levels import clock_levels, normalize_shares
 from festgym.memo import remember
-from festgym.control.actions import GpuControl
 
 
 def box_level(value: float, n: int) -> int:

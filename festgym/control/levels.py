@@ -8,6 +8,7 @@ slice cache small and makes every share an exact, repeatable float.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,15 @@ SHARE_STEP = 0.05
 """Granularity of SM shares (MPS takes whole percentages; 5% keeps the set small)."""
 STEPS_PER_GPU = 20
 """1 / SHARE_STEP: a share is a whole number of steps over this (exact, repeatable floats)."""
+
+
+def nearest_clock(ladder: Sequence[int], clock_mhz: float) -> int:
+    """The clock of the ascending ``ladder`` nearest to ``clock_mhz`` (ties go down); outside the
+    ladder, its end. What a GPU runs when asked for a clock between its supported steps."""
+    i = bisect_left(ladder, clock_mhz)
+    if i == len(ladder) or (i > 0 and clock_mhz - ladder[i - 1] <= ladder[i] - clock_mhz):
+        i -= 1
+    return ladder[i]
 
 
 def clock_levels(supported_mhz: Sequence[int], n: int, gpu: str = "this GPU") -> tuple[float, ...]:

@@ -1,11 +1,31 @@
-"""Names of the simulated GPUs' states and of model instances' phases, in index order.
+"""GPU states and model-instance phases: their names and numbers, defined once.
 
-A light module (no simulator imports), so that the deploy agent and the views can name states
-without loading the simulator; :mod:`festgym.cluster_gpu` and :mod:`festgym.instance` number
-them (``BUSY, LOADING, ... = range(5)``) in this order.
+The simulator numbers them (:mod:`festgym.sim.gpu`, :mod:`festgym.sim.instance`), policies and
+reports name them, and observations one-hot the GPU state; the deploy agent names the states of
+real GPUs with the same words. A light module (no imports), so that every layer can use it.
 """
 
-STATES = ("busy", "loading", "idle", "waking", "parked")
-"""GPU states: index = the simulator's state number."""
-PHASE_NAMES = ("loading", "idle", "prefill", "decode", "restarting", "unloaded")
-"""Instance phases: index = the simulator's phase number."""
+from __future__ import annotations
+
+from typing import Final
+
+STATES: Final = ("busy", "loading", "idle", "waking", "parked")
+"""GPU states, index = number: an instance runs iterations; a cold start loads weights or starts
+an engine and nothing runs; awake with nothing running; leaving the parked state; parked (no
+instances, deep idle). Energy is reported per state."""
+GPU_BUSY: Final = 0
+GPU_LOADING: Final = 1
+GPU_IDLE: Final = 2
+GPU_WAKING: Final = 3
+GPU_PARKED: Final = 4
+
+PHASE_NAMES: Final = ("loading", "idle", "prefill", "decode", "restarting", "unloaded")
+"""Instance phases, index = number: a cold start under way; loaded with no iteration running; an
+iteration with prompt tokens (and the decodes beside them); a run of decode-only iterations; paused
+while its SM share changes (an MPS restart); gone from its GPU."""
+PHASE_LOADING: Final = 0
+PHASE_IDLE: Final = 1
+PHASE_PREFILL: Final = 2
+PHASE_DECODE: Final = 3
+PHASE_RESTARTING: Final = 4
+PHASE_UNLOADED: Final = 5

@@ -26,9 +26,9 @@ import socketserver
 from pathlib import Path
 from typing import Any
 
-from festgym.errors import FestgymError
 from festgym.devices import device as device_module
 from festgym.devices.device import GpuDevice, GpuError
+from festgym.errors import FestgymError
 
 WRITES = {"set_locked_sm_clocks_mhz": 2, "reset_locked_sm_clocks": 0, "set_power_limit_mw": 1, "reset_power_limit": 0}
 """The operations a client may ask for, with their number of integer arguments."""

@@ -19,17 +19,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
-from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
+from festgym import signals
+from festgym.config import check_ranges
+from festgym.control.actions import GpuControl
 from festgym.deploy.deciders import Decider, HostState
+from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
 from festgym.deploy.observation import EngineSpec, nan_to_zero
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
-from festgym.errors import FestgymError
-from festgym import signals
 from festgym.devices.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.devices.shares import ShareActuator
-from festgym.control.actions import GpuControl
-from festgym.config import check_ranges
+from festgym.errors import FestgymError
 
 
 class Engine(Protocol):

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
+from festgym.control.actions import GpuControl
 from festgym.control.checkpoint import LocalController
+from festgym.control.decoder import LevelDecoder
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec, host_observation
-from festgym.errors import FestgymError
 from festgym.devices.device import GpuDevice, GpuReading
-from festgym.control.decoder import LevelDecoder
-from festgym.control.actions import GpuControl
+from festgym.errors import FestgymError
 
 
 @dataclass(frozen=True)

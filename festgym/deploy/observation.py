@@ -27,12 +27,11 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from festgym.deploy.engine_metrics import EngineWindow
 from festgym.control.features import EMPTY_SLOT, gpu_vector, slot_vector, time_features
+from festgym.control.states import GPU_BUSY, GPU_IDLE, GPU_LOADING
+from festgym.deploy.engine_metrics import EngineWindow
 from festgym.devices.device import GpuReading
-from festgym.control.states import STATES
 
-BUSY, LOADING, IDLE = (STATES.index(s) for s in ("busy", "loading", "idle"))
 PEAK_QUANTILE = 0.99
 """Quantile of an interval's latencies that stands for the simulator's peak."""
 
@@ -87,12 +86,12 @@ def engine_slot(spec: EngineSpec, window: EngineWindow | None, share: float, sin
 
 
 def host_state(windows: Mapping[str, EngineWindow | None]) -> int:
-    """The GPU's state index (:data:`festgym.state_names.STATES`) from its engines' windows."""
+    """The GPU's state index (:data:`festgym.control.states.STATES`) from its engines' windows."""
     if any(w is None for w in windows.values()):
-        return LOADING
+        return GPU_LOADING
     if any(w.running > 0 or nan_to_zero(w.generation_tokens) > 0 for w in windows.values() if w is not None):
-        return BUSY
-    return IDLE
+        return GPU_BUSY
+    return GPU_IDLE
 
 
 def host_observation(slots: Sequence[EngineSpec | None], windows: Mapping[str, EngineWindow | None],

@@ -4,13 +4,13 @@ SLO watchdog. Pure logic over numbers, so it is tested without a device."""
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from festgym.config import check_ranges
+from festgym.control.levels import nearest_clock
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec
-from festgym.config import check_ranges
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ class SafetyConfig:
                             "watchdog_hold_s": self.watchdog_hold_s >= 0})
 
 
-def clamp_clock(target_mhz: float, supported_mhz: Sequence[int]) -> int:
-    """The supported clock nearest to ``target_mhz`` (ties go down); outside the range, its end."""
-    ladder = sorted(supported_mhz)
-    i = bisect_left(ladder, target_mhz)
-    if i == 0:
-        return ladder[0]
-    if i == len(ladder):
-        return ladder[-1]
-    return ladder[i - 1] if target_mhz - ladder[i - 1] <= ladder[i] - target_mhz else ladder[i]
 
 
 def slo_missed(spec: EngineSpec, window: EngineWindow | None) -> bool:
@@ -76,7 +67,7 @@ class Guard:
         self.trips = 0
 
     def clock(self, target_mhz: float, now: float) -> int | None:
-        clamped = clamp_clock(target_mhz, self.supported)
+        clamped = nearest_clock(self.supported, target_mhz)
         if self.clock_set is not None and (abs(clamped - self.clock_set) < self.config.hysteresis_mhz
                                            or now - self._clock_at < self.config.min_change_interval_s):
             return None
@@ -104,4 +95,4 @@ class Guard:
         return now < self.tripped_until
 
 
-__all__ = ["Guard", "SafetyConfig", "clamp_clock", "slo_missed"]
+__all__ = ["Guard", "SafetyConfig", "slo_missed"]

@@ -3,7 +3,21 @@
 Import :mod:`festgym.gpu.nvml` only where NVML is wanted: it imports ``pynvml``.
 """
 
-from festgym.devices.device import CLOCK_EVENTS, GpuDevice, GpuError, GpuLost, GpuNotFound, GpuReading, InvalidArgument, MemoryInfo, NoPermission, NotSupported, NvmlUnavailable, Utilization, clock_event_names
+from festgym.devices.device import (
+           CLOCK_EVENTS,
+           GpuDevice,
+           GpuError,
+           GpuLost,
+           GpuNotFound,
+           GpuReading,
+           InvalidArgument,
+           MemoryInfo,
+           NoPermission,
+           NotSupported,
+           NvmlUnavailable,
+           Utilization,
+           clock_event_names,
+)
 
 __all__ = ["CLOCK_EVENTS", "GpuDevice", "GpuError", "GpuLost", "GpuNotFound", "GpuReading", "InvalidArgument",
            "MemoryInfo", "NoPermission", "NotSupported", "NvmlUnavailable", "Utilization", "clock_event_names"]

@@ -18,7 +18,6 @@ from typing import Protocol
 
 from festgym.errors import FestgymError
 
-
 # --- errors ----------------------------------------------------------------------------------
 
 class GpuError(FestgymError, RuntimeError):

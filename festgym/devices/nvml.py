@@ -37,7 +37,19 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
-from festgym.devices.device import GpuDevice, GpuError, GpuLost, GpuNotFound, InvalidArgument, MemoryInfo, NoPermission, NotSupported, NvmlUnavailable, Utilization, clock_event_names
+from festgym.devices.device import (
+    GpuDevice,
+    GpuError,
+    GpuLost,
+    GpuNotFound,
+    InvalidArgument,
+    MemoryInfo,
+    NoPermission,
+    NotSupported,
+    NvmlUnavailable,
+    Utilization,
+    clock_event_names,
+)
 
 PRIVILEGE_HINT = ("clock and power-limit changes need root or CAP_SYS_ADMIN: run as root, or grant the capability "
                   "with `sudo setcap cap_sys_admin+ep $(readlink -f $(which python3))`, or in Kubernetes add "

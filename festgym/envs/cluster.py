@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from festgym.envs.core import ServingEnv, box
-from festgym.sim.observation import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, cluster_features
+from festgym.sim.observation import (
+    GPU_FEATURES,
+    SLOT_FEATURES,
+    TIME_FEATURES,
+    cluster_features,
+)
 
 
 class ClusterEnv(ServingEnv):

@@ -9,15 +9,15 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from festgym.policies.registry import background_policy
-from festgym.sim.observation import time_features
-from festgym.sim.gpu import SimGpu
-from festgym.control.decoder import LevelDecoder, box_level
 from festgym.control.actions import Action, GpuControl
+from festgym.control.decoder import LevelDecoder, box_level
+from festgym.envs.reward import EnergySLOReward, Meter
+from festgym.policies.registry import background_policy
+from festgym.scenario import Scenario, load_scenario
+from festgym.sim.gpu import SimGpu
+from festgym.sim.observation import time_features
 from festgym.sim.policy import BasePolicy, Policy
 from festgym.sim.views import ClusterView, GpuView, Request
-from festgym.envs.reward import EnergySLOReward, Meter
-from festgym.scenario import Scenario, load_scenario
 
 ACTION_TYPES = ("multidiscrete", "box")
 

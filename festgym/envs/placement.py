@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from festgym.envs.core import ServingEnv, box
-from festgym.sim.observation import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, gpu_features, slot_features, squash
+from festgym.sim.observation import (
+    GPU_FEATURES,
+    SLOT_FEATURES,
+    TIME_FEATURES,
+    gpu_features,
+    slot_features,
+    squash,
+)
 
 PROMPT_REF = 1024.0
 LOAD_REF = 64.0

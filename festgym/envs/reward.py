@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from festgym.sim.gpu import SimGpu
-from festgym.sim.instance import Counters
 from festgym.scenario import RewardConfig
+from festgym.sim.gpu import SimGpu
+from festgym.sim.ledger import Counters
+
 
 @dataclass
 class IntervalStats:

@@ -22,6 +22,7 @@ seed, the full summary), ``ablation.csv``, and three PNG plots: ``energy_vs_slo.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -36,9 +37,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from festgym.errors import FestgymError
+from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
 from festgym.control.states import STATES
+from festgym.config import check_ranges
+from festgym.errors import FestgymError
 from festgym.plots import figure
+from festgym.policies import COMPARED, RULE_POLICIES, make_policy
 from festgym.scenario import Scenario, load_scenario
 
 REFERENCE = "max-clock"
@@ -102,8 +106,6 @@ class JobResult:
 def run_job(job: Job) -> JobResult:
     """Build and run one job. Festgym errors come back as plain :class:`FestgymError` naming the
     job: subclasses with their own constructors do not survive pickling between processes."""
-    from festgym.policies import make_policy  # imported here: workers need nothing else loaded first
-
     try:
         scenario = load_scenario(job.scenario)
         result = scenario.simulator().run(scenario.trace(job.seed, job.duration_s),
@@ -259,9 +261,6 @@ def check_policies(policies: Iterable[str] | None) -> list[str]:
     """The policies to run, in order, without repeats: rule policy names, shipped checkpoint names
     or checkpoint paths. Default: Festina, the baselines and every shipped checkpoint. An unknown
     name is an error listing the known."""
-    from festgym.policies import COMPARED, RULE_POLICIES
-    from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
-
     if isinstance(policies, str):
         policies = policies.split(",")
     names = list(dict.fromkeys([*COMPARED, *find_checkpoints()] if policies is None
@@ -282,9 +281,6 @@ def check_policies(policies: Iterable[str] | None) -> list[str]:
 
 def policy_label(policy: str) -> str:
     """How a policy is named in tables: a rule policy by its name, a checkpoint by its folder's."""
-    from festgym.policies import RULE_POLICIES
-    from festgym.control.checkpoint import resolve_checkpoint
-
     if policy in RULE_POLICIES:
         return policy
     folder = resolve_checkpoint(policy)
@@ -329,8 +325,6 @@ def plan(names: Sequence[str], ablation: bool) -> tuple[list[str], list[tuple[st
     max-clock joins the summary table when registered; the ablation runs Festina itself only
     when the summary table does not already have it.
     """
-    from festgym.policies import RULE_POLICIES
-
     notes: list[str] = []
     runs: list[tuple[str, str, dict]] = [(policy_label(name), name, {}) for name in names]
     if REFERENCE in RULE_POLICIES and REFERENCE not in names:
@@ -357,29 +351,49 @@ def default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def compare(scenario: str | Path | Scenario = "default", policies: Iterable[str] | None = None,
-            seeds: Iterable[int] = (0,), duration_s: float | None = None, ablation: bool = True,
-            jobs: int | None = None, out: str | Path | None = None, progress: bool = True) -> CompareResult:
-    """Run every policy (default: all registered) and the Festina ablation on each seed's workload,
-    tabulate, and write CSVs and plots into ``out`` (default: :func:`default_out`).
+@dataclass(frozen=True)
+class CompareConfig:
+    """What :func:`compare` runs, beside the scenario (``festgym compare`` takes one option per field)."""
 
-    ``duration_s`` defaults to the scenario's workload duration; ``jobs`` (worker processes,
-    default :func:`default_jobs`) changes only the wall time, never a number.
+    policies: tuple[str, ...] | None = field(default=None, metadata={"metavar": "POLICY,..."})
+    """Rule policies, checkpoint names or checkpoint folders (default: Festina, the baselines and every shipped
+    checkpoint)."""
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"parse": parse_seeds, "metavar": "SEEDS"})
+    """Seeds and ranges, e.g. 0,1,2 or 0-4 or 0-2,7."""
+    duration_s: float | None = None
+    """Simulated seconds (default: the scenario's workload duration)."""
+    ablation: bool = True
+    """Also run the Festina ablation: DVFS, then + SM partitioning, + placement."""
+    jobs: int | None = None
+    """Worker processes (default: min(2, CPU count); 1: in-process). Only the wall time depends on it."""
+    out: Path | None = None
+    """Output folder (default: results/<YYYYmmdd-HHMMSS>/)."""
+
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)
+        check_ranges(self, {"duration_s": self.duration_s is None or 0 < self.duration_s < math.inf,
+                            "jobs": self.jobs is None or self.jobs >= 1})
+
+
+def compare(scenario: str | Path | Scenario = "default", config: CompareConfig | None = None, *,
+            progress: bool = True, **settings: Any) -> CompareResult:
+    """Run every policy (default: all registered) and the Festina ablation on each seed's workload,
+    tabulate, and write CSVs and plots into ``config.out`` (default: :func:`default_out`).
+
+    ``settings`` override fields of ``config`` (:class:`CompareConfig`; default: its defaults),
+    e.g. ``compare("default", seeds=(0, 1), jobs=1)``.
     """
     started = time.perf_counter()
+    config = dataclasses.replace(config or CompareConfig(), **settings)
     spec = scenario if isinstance(scenario, Scenario) else str(scenario)
     parsed = load_scenario(spec)  # a bad name or file fails here, before any worker starts
-    names, seeds = check_policies(policies), check_seeds(seeds)
-    if duration_s is not None and not (duration_s > 0 and math.isfinite(duration_s)):
-        raise FestgymError(f"duration must be a positive number of seconds, got {duration_s}")
-    if jobs is not None and jobs < 1:
-        raise FestgymError(f"jobs must be ≥ 1, got {jobs}")
-    labels, planned, notes = plan(names, ablation)
+    names, seeds, duration_s = check_policies(config.policies), check_seeds(config.seeds), config.duration_s
+    labels, planned, notes = plan(names, config.ablation)
     job_list = [Job(label, policy, tuple(sorted(params.items())), spec, seed, duration_s, seed == seeds[0])
                 for label, policy, params in planned for seed in seeds]
-    results = _execute(job_list, min(jobs or default_jobs(), len(job_list)), progress)
+    results = _execute(job_list, min(config.jobs or default_jobs(), len(job_list)), progress)
     result = _tabulate(parsed, seeds, duration_s, labels, planned, results, notes)
-    result.out = Path(out) if out is not None else default_out()
+    result.out = Path(config.out) if config.out is not None else default_out()
     result.files = write_outputs(result, result.out)
     result.wall_s = time.perf_counter() - started
     return result

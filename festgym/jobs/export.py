@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from festgym.control.numpy_policy import FORMAT, SPEC, WEIGHTS, PolicyFileError, sha256_file
+from festgym.control.numpy_policy import (
+    FORMAT,
+    SPEC,
+    WEIGHTS,
+    PolicyFileError,
+    sha256_file,
+)
 
 
 def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:

@@ -17,11 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from festgym.profiles.calibration.sources import MLENERGY_FILE, OUTPUT_CV, PROMPT_TOKENS, mlenergy_model_name, read_csv
+from festgym.config import check_ranges
 from festgym.policies.least_loaded import LeastLoaded
+from festgym.profiles.calibration.sources import (
+    MLENERGY_FILE,
+    OUTPUT_CV,
+    PROMPT_TOKENS,
+    mlenergy_model_name,
+    read_csv,
+)
 from festgym.profiles.profile import load_profile
-from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.config import SimConfig
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import LengthDist, Trace
 
@@ -32,19 +39,47 @@ no prompt lengths; their means are ``calibration.sources.PROMPT_TOKENS``)."""
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One serve-bench run."""
+    """One serve-bench run (``festgym serve-bench`` takes one option per field)."""
 
     gpu: str = "H100-SXM-80GB"
+    """GPU type."""
     model: str = "Llama-3.1-8B"
+    """Model (its profile on the GPU type must exist)."""
     max_num_seqs: int = 64
-    prompt: LengthDist = LengthDist.from_mean_cv(220, PROMPT_CV)
-    output: LengthDist = LengthDist.from_mean_cv(400, 1.0, high=32768)
+    """Engine batch limit."""
+    prompt_mean: float = 220.0
+    """Mean prompt tokens (lognormal lengths)."""
+    prompt_cv: float = PROMPT_CV
+    """Coefficient of variation of prompt lengths."""
+    output_mean: float = 400.0
+    """Mean output tokens (lognormal lengths)."""
+    output_cv: float = 1.0
+    """Coefficient of variation of output lengths."""
+    output_max: int = 32768
+    """Longest output, tokens."""
     requests: int = 0
     """Requests submitted (0: enough for a steady window, 8 × max_num_seqs and at least 500)."""
     clock_mhz: float | None = None
     """SM clock (default: the GPU's default clock)."""
     max_num_batched_tokens: int = 8192
+    """Engine token budget per iteration."""
     seed: int = 0
+    """Seeds the prompt and output lengths."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"max_num_seqs": self.max_num_seqs >= 1, "requests": self.requests >= 0,
+                            "prompt_mean": self.prompt_mean >= 1, "output_mean": self.output_mean >= 1,
+                            "prompt_cv": self.prompt_cv >= 0, "output_cv": self.output_cv >= 0,
+                            "output_max": self.output_max >= 1, "seed": self.seed >= 0,
+                            "clock_mhz": self.clock_mhz is None or self.clock_mhz > 0})
+
+    @property
+    def prompt(self) -> LengthDist:
+        return LengthDist.from_mean_cv(self.prompt_mean, self.prompt_cv)
+
+    @property
+    def output(self) -> LengthDist:
+        return LengthDist.from_mean_cv(self.output_mean, self.output_cv, high=self.output_max)
 
 
 def run_bench(cfg: BenchConfig, profiles_root=None) -> dict[str, Any]:
@@ -93,10 +128,8 @@ def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0) -> pd.DataF
             load_profile(f"H100-SXM-80GB/{model}", profiles_root)
         except LookupError:
             continue
-        cfg = BenchConfig(model=model, max_num_seqs=int(row.max_num_seqs),
-                          prompt=LengthDist.from_mean_cv(PROMPT_TOKENS[row.task], PROMPT_CV),
-                          output=LengthDist.from_mean_cv(row.avg_output_len, OUTPUT_CV[row.task], high=32768),
-                          seed=seed)
+        cfg = BenchConfig(model=model, max_num_seqs=int(row.max_num_seqs), prompt_mean=PROMPT_TOKENS[row.task],
+                          output_mean=float(row.avg_output_len), output_cv=OUTPUT_CV[row.task], seed=seed)
         got = run_bench(cfg, profiles_root)
         rows.append({"model": model, "task": row.task, "max_num_seqs": int(row.max_num_seqs),
                      "batch_measured": row.avg_batch_size, "batch_sim": got["avg_batch_size"],

@@ -25,9 +25,9 @@ import dataclasses
 import json
 import pickle
 import time
-from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,13 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 from tqdm.auto import tqdm
 
-import festgym  # noqa: F401  (registers the environments)
+from festgym.config import build_dataclass, check_ranges, read_mapping
 from festgym.control.checkpoint import EXPORTED, seal_card
+from festgym.control.numpy_policy import PolicyFileError, sha256_file
 from festgym.errors import SpecError
+from festgym.jobs.export import export_sb3
 from festgym.resources import AGENTS
 from festgym.scenario import controller_interface, training_scenario
-from festgym.control.numpy_policy import PolicyFileError, sha256_file
-from festgym.jobs.export import export_sb3
-from festgym.config import build_dataclass, check_ranges, read_mapping
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
 """stable-baselines3 algorithms an agent YAML may name."""
@@ -101,6 +100,9 @@ class TrainConfig:
     """Where run folders go."""
     progress: bool = True
     """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"timesteps": self.timesteps is None or self.timesteps >= 1, "seed": self.seed >= 0})
 
 
 def load_agent(spec: str | Path) -> AgentSpec:

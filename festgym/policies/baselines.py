@@ -45,14 +45,14 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from festgym.config import build_dataclass, check_ranges
+from festgym.control.actions import GpuControl
 from festgym.control.levels import quantize_share
+from festgym.policies.demand import CTX_GUESS, Demand
+from festgym.policies.least_loaded import load_score
+from festgym.policies.tables import ProfileTables, TableCache
 from festgym.sim.policy import BasePolicy
 from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
-from festgym.control.actions import GpuControl
-from festgym.policies.least_loaded import load_score
-from festgym.policies.demand import CTX_GUESS, Demand
-from festgym.policies.tables import ProfileTables, TableCache
-from festgym.config import build_dataclass, check_ranges
 
 
 @dataclass

@@ -51,15 +51,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from festgym.config import build_dataclass, check_ranges
+from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload
 from festgym.control.levels import SHARE_STEP, normalize_shares, quantize_share
 from festgym.memo import remember
-from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload
+from festgym.policies.demand import CTX_GUESS, Demand
+from festgym.policies.least_loaded import LeastLoaded, load_score
+from festgym.policies.tables import ProfileTables, TableCache
 from festgym.sim.policy import BasePolicy
 from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
-from festgym.policies.least_loaded import LeastLoaded, load_score
-from festgym.policies.demand import CTX_GUESS, Demand
-from festgym.policies.tables import ProfileTables, TableCache
-from festgym.config import build_dataclass, check_ranges
 
 ALL = (slice(None), slice(None))
 IDLE_SHARE = 0.2

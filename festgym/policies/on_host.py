@@ -24,16 +24,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Mapping, Sequence
 
+from festgym.control.actions import GpuControl
+from festgym.control.states import STATES
 from festgym.deploy.deciders import HostState
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec, host_state, nan_to_zero, peak_gap_s
 from festgym.policies.demand import CTX_GUESS
-from festgym.control.actions import GpuControl
-from festgym.sim.policy import Policy
-from festgym.sim.views import Request
 from festgym.profiles.profile import Profile, load_profile
+from festgym.sim.policy import Policy
 from festgym.sim.serving import ModelServing
-from festgym.control.states import STATES
+from festgym.sim.views import Request
 
 
 class HostInstance:

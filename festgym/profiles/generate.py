@@ -12,13 +12,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from festgym.config import read_mapping
+from festgym.control.levels import CONTROL_CLOCK_FRAC
+from festgym.errors import SpecError
 from festgym.profiles import roofline
 from festgym.profiles.grid import Grid
-from festgym.errors import SpecError
-from festgym.control.levels import CONTROL_CLOCK_FRAC
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
-from festgym.profiles.specs import GpuSpec, ModelSpec
-from festgym.config import read_mapping
+from festgym.profiles.calibration.check import check_profile
+from festgym.profiles.specs import GpuSpec, ModelSpec, spec_path
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
 BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -119,20 +120,21 @@ def build_profile(gpu: GpuSpec, model: ModelSpec) -> Profile:
     return Profile(gpu, model, prefill_grid(model, gpu), decode_grid(model, gpu), provenance(gpu))
 
 
-def generate(gpu_path: str | Path, config_path: str | Path, out: str | Path, name: str | None = None,
+def generate(gpu: str | Path, model_config: str | Path, out: str | Path, name: str | None = None,
              fit_errors: bool = True, data: Path | None = None) -> Profile:
     """Build, check against the reference data (``data``, else the default folder) when present,
-    and save a profile to ``out``. The model is named after the config's folder by default."""
-    gpu = GpuSpec.load(gpu_path)
+    and save a profile to ``out``. ``gpu``: a spec YAML or a GPU type; ``model_config``: a Hugging
+    Face config.json or a shipped model's name. The model is named after the config's folder by
+    default."""
+    spec = GpuSpec.load(gpu)
+    config_path = spec_path(model_config, "model")
     config: Mapping[str, Any] = read_mapping(config_path)
-    name = name or Path(config_path).resolve().parent.name
+    name = name or config_path.resolve().parent.name
     if not name:
         raise SpecError(config_path, "<name>", "cannot name the model from its folder: pass --name")
     model = ModelSpec.from_hf_config(config, name, config_path)
-    profile = build_profile(gpu, model)
+    profile = build_profile(spec, model)
     if fit_errors:
-        from festgym.profiles.calibration.check import check_profile
-
         profile = Profile(profile.gpu, profile.model, profile.prefill_grid, profile.decode_grid,
                           profile.provenance, tuple(check_profile(profile, data)))
     profile.save(out, config)

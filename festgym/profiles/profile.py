@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from festgym.control.levels import CONTROL_CLOCK_FRAC
 from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.profiles.grid import Grid
-from festgym.control.levels import CONTROL_CLOCK_FRAC
-from festgym.resources import PROFILES
 from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.resources import PROFILES
 
 FORMAT_VERSION = 1
 FIELDS = ("time_s", "power_w", "hbm_util")

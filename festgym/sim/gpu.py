@@ -26,35 +26,44 @@ Power is constant between events, so energy is the exact sum of power × duratio
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from festgym.sim.instance import DECODE, LOADING as INSTANCE_LOADING, MIXED, Counters
+from festgym.control.levels import nearest_clock
+from festgym.control.states import (
+    GPU_BUSY,
+    GPU_IDLE,
+    GPU_LOADING,
+    GPU_PARKED,
+    GPU_WAKING,
+    PHASE_DECODE,
+    PHASE_LOADING,
+    PHASE_PREFILL,
+    STATES,
+)
 from festgym.profiles.specs import GpuSpec
-from festgym.control.states import STATES
+from festgym.sim.events import EventQueue
+from festgym.sim.ledger import Counters
+from festgym.sim.views import GpuView
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.instance import Instance
-    from festgym.sim.simulator import Simulator
-
-BUSY, LOADING, IDLE, WAKING, PARKED = range(5)  # indices into STATES
 
 
 class SimGpu:
     """A GPU and the instances resident on it."""
 
-    __slots__ = ("sim", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
+    __slots__ = ("events", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
                  "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
                  "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
                  "hbm_scale", "retired", "idle_w", "parked_w", "tdp_w")
 
-    def __init__(self, sim: "Simulator", index: int, spec: GpuSpec, memory_utilization: float, tol: float):
-        self.sim = sim
+    def __init__(self, events: EventQueue, index: int, spec: GpuSpec, memory_utilization: float, tol: float):
+        self.events = events
         self.index = index
         self.spec = spec
         self.clock = float(spec.default_sm_clock_mhz)
         self.instances: list[Instance] = []
-        self.state = IDLE
+        self.state = GPU_IDLE
         self.power_w = spec.idle_w
         self.uncapped_w = spec.idle_w
         self.t_last = 0.0
@@ -69,7 +78,7 @@ class SimGpu:
         self.pending_clock: float | None = None
         self.clock_version = 0
         self.tol = tol
-        self.view: Any = None  # its GpuView, set by the simulator
+        self.view = GpuView(self)  # what policies see of it
         self.cold_starts = 0
         self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
         self.retired = Counters()  # SLO counters of instances unloaded from this GPU
@@ -99,7 +108,7 @@ class SimGpu:
         achievable bandwidth (above 1, they contend)."""
         total = inst.hbm
         for other in self.instances:
-            if other is not inst and (other.phase == MIXED or other.phase == DECODE):
+            if other is not inst and (other.phase == PHASE_PREFILL or other.phase == PHASE_DECODE):
                 total += other.hbm
         return total * self.hbm_scale
 
@@ -114,22 +123,22 @@ class SimGpu:
                 self.capped_s += dt
             self.t_last = now
         if self.parked:
-            self.state, self.power_w, self.uncapped_w = PARKED, self.parked_w, self.parked_w
+            self.state, self.power_w, self.uncapped_w = GPU_PARKED, self.parked_w, self.parked_w
             return
         if now < self.waking_until:
-            self.state, self.power_w, self.uncapped_w = WAKING, self.idle_w, self.idle_w
+            self.state, self.power_w, self.uncapped_w = GPU_WAKING, self.idle_w, self.idle_w
             return
         power = self.idle_w
         demand = 0.0
-        state = IDLE
+        state = GPU_IDLE
         for inst in self.instances:
             phase = inst.phase
-            if phase == MIXED or phase == DECODE:
+            if phase == PHASE_PREFILL or phase == PHASE_DECODE:
                 power += inst.dyn_w
                 demand += inst.hbm
-                state = BUSY
-            elif phase == INSTANCE_LOADING and state == IDLE:
-                state = LOADING
+                state = GPU_BUSY
+            elif phase == PHASE_LOADING and state == GPU_IDLE:
+                state = GPU_LOADING
         self.state = state
         self.uncapped_w = power
         self.power_w = power if power < self.tdp_w else self.tdp_w
@@ -137,7 +146,7 @@ class SimGpu:
             demand *= self.hbm_scale
             factor = demand if demand > 1.0 else 1.0
             for inst in self.instances:
-                if inst is not changed and inst.phase == DECODE and abs(inst.factor - factor) > self.tol * factor:
+                if inst is not changed and inst.phase == PHASE_DECODE and abs(inst.factor - factor) > self.tol * factor:
                     inst.interrupt(now)
 
     # --- clock -------------------------------------------------------------------------------
@@ -148,10 +157,7 @@ class SimGpu:
         if not ladder[0] - 1e-6 <= clock_mhz <= ladder[-1] + 1e-6:
             raise ValueError(f"GPU {self.index} ({self.spec.name}): clock {clock_mhz:g} MHz outside the "
                              f"supported {ladder[0]}..{ladder[-1]} MHz")
-        i = bisect_left(ladder, clock_mhz)
-        if i == len(ladder) or (i > 0 and clock_mhz - ladder[i - 1] <= ladder[i] - clock_mhz):
-            i -= 1
-        return float(ladder[i])
+        return float(nearest_clock(ladder, clock_mhz))
 
     def request_clock(self, clock_mhz: float, now: float, latency_s: float) -> None:
         clock = self.snap_clock(clock_mhz)
@@ -160,7 +166,7 @@ class SimGpu:
         self.pending_clock = clock
         self.clock_version += 1
         if latency_s > 0:
-            self.sim.schedule(now + latency_s, self.apply_clock, self.clock_version)
+            self.events.schedule(now + latency_s, self.apply_clock, self.clock_version)
         else:
             self.apply_clock(self.clock_version, now)
 
@@ -191,7 +197,7 @@ class SimGpu:
         self.parked = False
         self.waking_until = now + self.spec.wake_s
         self.update(now)
-        self.sim.schedule(self.waking_until, self.on_awake, None)
+        self.events.schedule(self.waking_until, self.on_awake, None)
         return self.waking_until
 
     def on_awake(self, _arg, now: float) -> None:

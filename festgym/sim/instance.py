@@ -4,8 +4,9 @@ Iteration model (vLLM V1 scheduler):
 
 * Each iteration first gives every decoding sequence one token, then fills what is left of the
   token budget with prompt chunks, oldest admitted first (chunked prefill).
-* A waiting request is admitted (FCFS, head-of-line) when a sequence slot is free and the KV
-  cache can hold its prompt plus one iteration of growth for everyone.
+* A waiting request is admitted (head-of-line, in the order of the run's queue discipline,
+  :mod:`festgym.sim.queues`) when a sequence slot is free and the KV cache can hold its prompt
+  plus one iteration of growth for everyone.
 * When decoding would overflow the KV cache, the most recently admitted sequence is preempted
   and later recomputed (vLLM's recompute mode): its prompt and generated tokens are prefilled again.
 
@@ -25,34 +26,48 @@ Timing:
 
 Per-request inter-token gaps are accounted for by differences of the instance's cumulative gap
 sum and over-SLO gap count, so a request's TBT statistics cost O(1) per request, not per token.
-"""
 
+What an instance holds of its surroundings: its GPU (a sibling entity), the run's
+:class:`~festgym.sim.events.EventQueue` (to schedule its own events), the run's
+:class:`~festgym.sim.ledger.Ledger` (to book what it serves) and an :class:`InstanceHost`, the
+declared interface of the two things only the simulator can do for it: unload it, and hand its
+requests over to a migration target.
+"""
 from __future__ import annotations
 
 import math
-from collections import deque
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
+from festgym.control.states import (
+    PHASE_DECODE,
+    PHASE_IDLE,
+    PHASE_LOADING,
+    PHASE_PREFILL,
+    PHASE_RESTARTING,
+    PHASE_UNLOADED,
+)
+from festgym.sim.events import EventQueue
+from festgym.sim.ledger import Counters, Ledger
+from festgym.sim.queues import WaitingQueue
 from festgym.sim.serving import ModelServing
 from festgym.sim.slices import SliceCache
+from festgym.sim.views import InstanceView
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.gpu import SimGpu
-    from festgym.sim.simulator import Simulator
-
-# phases
-LOADING, IDLE, MIXED, DECODE, PAUSED, GONE = range(6)  # indices into festgym.state_names.PHASE_NAMES
 
 
 class Seq:
     """A request inside an instance."""
 
     __slots__ = ("rid", "prompt", "todo", "out", "gen", "join_tok", "base", "cum0", "over0", "t_last", "order",
-                 "key")
+                 "key", "deadline_s", "ttft_slo_s")
 
-    def __init__(self, rid: int, prompt: int, out: int):
+    def __init__(self, rid: int, prompt: int, out: int, deadline_s: float, ttft_slo_s: float):
         self.rid = rid
+        self.deadline_s = deadline_s  # when its first token is due: arrival + its TTFT SLO
+        self.ttft_slo_s = ttft_slo_s  # its TTFT SLO (its model's, growing with its prompt)
         self.prompt = prompt  # tokens to prefill (original prompt + tokens generated before a recompute)
         self.todo = prompt
         self.out = out
@@ -66,88 +81,33 @@ class Seq:
         self.key = 0.0  # least-laxity order: TTFT deadline minus estimated prefill time
 
 
-def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
-    """How many of the gaps g0 + dg·j (j = 0..n−1) exceed ``limit``, and the sum of their excess
-    (gap − limit). The gaps over the limit form one contiguous range of j, so both are closed form."""
-    if g0 <= limit and g0 + dg * (n - 1) <= limit:  # the common case: none over (gaps are monotone)
-        return 0, 0.0
-    ratio = (limit - g0) / dg if dg != 0.0 else math.inf
-    if not math.isfinite(ratio):  # flat (or a slope too small to move any gap across the limit)
-        return (n, n * (g0 - limit)) if g0 > limit else (0, 0.0)
-    # first index above the limit (dg > 0) / last index above it (dg < 0)
-    k = math.floor(ratio) + 1 if dg > 0 else math.ceil(ratio)
-    k = min(max(k, 0), n)
-    lo, hi = (k, n) if dg > 0 else (0, k)  # the over-limit indices: lo..hi−1
-    m = hi - lo
-    return m, m * (g0 - limit) + dg * (lo + hi - 1) * m / 2
+class InstanceHost(Protocol):
+    """What an instance asks of the simulator that holds it: the cluster-wide changes it cannot
+    make itself."""
 
+    def unload(self, inst: Instance, now: float) -> None:
+        """Remove ``inst`` from its GPU (keep-alive expired, or drained)."""
 
-class Counters:
-    """Cumulative SLO counters of an instance (and, for unloaded instances, of their GPU).
-
-    Consumers take differences between two readings (:meth:`minus`). Gaps are counted per
-    sequence (a decode step of batch b gives b gaps) and booked when the iteration or closed-form
-    run that produced them ends. A first token later than its SLO books its whole lateness in
-    TTFT-SLO units; :meth:`Instance.ttft_overdue` gives the lateness so far of requests still
-    waiting, so that (booked + waiting) grows continuously while a queue starves.
-    """
-
-    __slots__ = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
-
-    def __init__(self):
-        self.first_tokens = 0
-        """First tokens produced."""
-        self.ttft_over = 0
-        """First tokens later than the TTFT SLO."""
-        self.ttft_excess = 0.0
-        """Sum of max(0, TTFT − SLO) / SLO over first tokens."""
-        self.gaps = 0
-        """Inter-token gaps (one per sequence per decode step)."""
-        self.gaps_over = 0
-        """Gaps longer than the TBT SLO."""
-        self.tbt_excess = 0.0
-        """Sum over gaps of max(0, gap − TBT SLO) / TBT SLO."""
-
-    def add_gaps(self, batch: int, g0: float, dg: float, n: int, tbt_s: float) -> int:
-        """Book ``batch`` sequences' gaps g0 + dg·j (j < n); return the steps over ``tbt_s``."""
-        over, excess = over_limit(g0, dg, n, tbt_s)
-        self.gaps += batch * n
-        self.gaps_over += batch * over
-        self.tbt_excess += batch * excess / tbt_s
-        return over
-
-    def add(self, other: "Counters") -> "Counters":
-        self.first_tokens += other.first_tokens
-        self.ttft_over += other.ttft_over
-        self.ttft_excess += other.ttft_excess
-        self.gaps += other.gaps
-        self.gaps_over += other.gaps_over
-        self.tbt_excess += other.tbt_excess
-        return self
-
-    def minus(self, other: "Counters") -> "Counters":
-        out = Counters().add(self)
-        out.first_tokens -= other.first_tokens
-        out.ttft_over -= other.ttft_over
-        out.ttft_excess -= other.ttft_excess
-        out.gaps -= other.gaps
-        out.gaps_over -= other.gaps_over
-        out.tbt_excess -= other.tbt_excess
-        return out
+    def hand_over(self, src: Instance, now: float) -> None:
+        """End ``src``'s migration: its requests move to its ready target, and ``src`` goes."""
 
 
 class Instance:
     """A model served on one GPU, with its own queue, batch and KV cache."""
 
-    __slots__ = ("sim", "gpu", "model", "name", "serving", "slices", "kv_tokens", "weight_bytes", "share",
-                 "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
+    __slots__ = ("host", "events", "ledger", "gpu", "model", "name", "serving", "slices", "kv_tokens", "weight_bytes",
+                 "share", "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "prompt_todo", "llf", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w")
+                 "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s",
+                 "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s")
 
-    def __init__(self, sim: "Simulator", gpu: "SimGpu", model: int, name: str, serving: ModelServing,
-                 slices: SliceCache, share: float):
-        self.sim = sim
+    def __init__(self, host: InstanceHost, events: EventQueue, ledger: Ledger, gpu: SimGpu, model: int, name: str,
+                 serving: ModelServing, slices: SliceCache, share: float, waiting: WaitingQueue,
+                 share_change_s: float, keep_alive_s: float):
+        self.host = host
+        self.events = events
+        self.ledger = ledger
         self.gpu = gpu
         self.model = model
         self.name = name
@@ -160,9 +120,11 @@ class Instance:
         self.max_num_seqs = serving.engine.max_num_seqs
         self.tbt_s = serving.slo.tbt_s
         self.idle_w = gpu.spec.idle_w
-        self.phase = LOADING
+        self.share_change_s = share_change_s  # pause while an SM share changes (an MPS restart)
+        self.keep_alive_s = keep_alive_s  # unloaded after this long with nothing to do
+        self.phase = PHASE_LOADING
         self.version = 0
-        self.waiting: deque[Seq] = deque()
+        self.waiting = waiting
         self.prefilling: list[Seq] = []
         self.decoding: dict[int, Seq] = {}
         self.heap: list[tuple[int, int, Seq]] = []
@@ -185,19 +147,34 @@ class Instance:
         self.cut = False  # the current decode run has been cut to the iteration in flight
         self.orders = 0
         self.prompt_todo = 0  # prompt tokens not yet computed, over waiting and prefilling
-        self.llf = sim.llf  # waiting queue in least-laxity order (else FCFS)
         self.counters = Counters()
         self.peak_ttft_ratio = 0.0  # largest TTFT / SLO since the last control tick
         self.peak_gap_s = 0.0  # longest inter-token gap since the last control tick
         self.last_arrival_s = -1.0
         self.ready_at = 0.0
-        self.view: Any = None  # its InstanceView, set by the simulator
+        self.view = InstanceView(self)  # what policies see of it
 
     # --- queries ----------------------------------------------------------------------------
 
     @property
     def kv_used(self) -> int:
+        """KV-cache tokens in use: reserved for prompts being prefilled, and the decoding contexts."""
         return self.kv_prefill + self.ctx_base + len(self.decoding) * self.tok
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and able to run."""
+        return self.phase != PHASE_LOADING and self.phase != PHASE_UNLOADED
+
+    @property
+    def mean_ctx(self) -> float:
+        """Mean context of the decoding sequences (0 when none decodes)."""
+        return (self.ctx_base + len(self.decoding) * self.tok) / max(len(self.decoding), 1)
+
+    @property
+    def current_share(self) -> float:
+        """The SM share in force once a change under way is done."""
+        return self.pending_share if self.pending_share is not None else self.share
 
     @property
     def empty(self) -> bool:
@@ -206,15 +183,17 @@ class Instance:
     def ttft_overdue(self, now: float) -> float:
         """Lateness so far of the requests here still waiting for their first token, in TTFT-SLO
         units (each request's own SLO)."""
-        sim = self.sim
         total = 0.0
         for queue in (self.waiting, self.prefilling):
             for seq in queue:
-                if seq.gen == 0:
-                    deadline, slo = sim.ttft_deadline(seq.rid)
-                    if now > deadline:
-                        total += (now - deadline) / slo
+                if seq.gen == 0 and now > seq.deadline_s:
+                    total += (now - seq.deadline_s) / seq.ttft_slo_s
         return total
+
+    def prefill_time_s(self, tokens: float) -> float:
+        """The time to prefill ``tokens`` prompt tokens alone at the current share and clock."""
+        pre = self.slices.prefill(self.share, self.gpu.clock)
+        return pre.at(pre.time_s, tokens)
 
     def book_gaps(self, batch: int, g0: float, dg: float, n: int) -> int:
         """Count ``batch`` sequences' gaps g0 + dg·j (j < n); return the steps over the TBT SLO."""
@@ -227,32 +206,21 @@ class Instance:
 
     def enqueue(self, seq: Seq, now: float) -> None:
         self._queue(seq)
-        if self.phase == IDLE:
+        if self.phase == PHASE_IDLE:
             self.plan(now)
-        elif self.phase == DECODE:
+        elif self.phase == PHASE_DECODE:
             self.interrupt(now)
 
     def _queue(self, seq: Seq) -> None:
-        """Join the waiting queue: at the back (FCFS), or by laxity. Laxity is the TTFT deadline
-        minus the prompt's prefill time at the current share and clock (an estimate; the order
-        is fixed on arrival, as a priority queue's is)."""
+        """Join the waiting queue, where its discipline puts it."""
         self.prompt_todo += seq.todo
-        waiting = self.waiting
-        if not self.llf:
-            waiting.append(seq)
-            return
-        pre = self.slices.prefill(self.share, self.gpu.clock)
-        seq.key = self.sim.deadline_s[seq.rid] - pre.at(pre.time_s, seq.todo)
-        i = len(waiting)
-        while i > 0 and waiting[i - 1].key > seq.key:  # arrivals come roughly in key order: scan from the back
-            i -= 1
-        waiting.insert(i, seq)
+        self.waiting.push(seq, self)
 
     def interrupt(self, now: float) -> None:
         """Re-plan at the end of the iteration in flight (or now, if idle)."""
-        if self.phase == IDLE:
+        if self.phase == PHASE_IDLE:
             self.plan(now)
-        elif self.phase == DECODE and not self.cut:
+        elif self.phase == PHASE_DECODE and not self.cut:
             elapsed = now - self.t0
             g0, dg = self.g0, self.dg
             if dg > 1e-18:
@@ -270,28 +238,27 @@ class Instance:
             if j + 1 < self.n:
                 self.n = j + 1
                 self.version += 1
-                self.sim.schedule(self.t0 + self.n * g0 + dg * self.n * j / 2, self.on_event, self.version)
+                self.events.schedule(self.t0 + self.n * g0 + dg * self.n * j / 2, self.on_event, self.version)
 
     # --- the event loop's entry ---------------------------------------------------------------
 
     def on_event(self, version: int, now: float) -> None:
         if version != self.version:
             return  # superseded by a cut
-        if self.phase == DECODE:
+        if self.phase == PHASE_DECODE:
             self._end_decode(now)
-        elif self.phase == MIXED:
+        elif self.phase == PHASE_PREFILL:
             self._end_mixed(now)
         self.plan(now)
 
     def plan(self, now: float) -> None:
         """At an iteration boundary: hand over, pause or admit, then start the next iteration(s)."""
-        sim = self.sim
-        if self.migrate_to is not None and self.migrate_to.phase != LOADING:
-            sim.hand_over(self, now)
+        if self.migrate_to is not None and self.migrate_to.phase != PHASE_LOADING:
+            self.host.hand_over(self, now)
             return
-        if self.pending_share is not None and sim.config.share_change_s > 0:
-            self._go(PAUSED, now)
-            sim.schedule(now + sim.config.share_change_s, self.on_resume, self.version)
+        if self.pending_share is not None and self.share_change_s > 0:
+            self._go(PHASE_RESTARTING, now)
+            self.events.schedule(now + self.share_change_s, self.on_resume, self.version)
             return
         if self.pending_share is not None:
             self.share, self.pending_share = self.pending_share, None
@@ -301,33 +268,33 @@ class Instance:
         elif self.decoding:
             self._start_decode(now)
         else:
-            self._go(IDLE, now)
+            self._go(PHASE_IDLE, now)
             if self.empty:
                 self.idle_version += 1
                 if self.drain:
-                    sim.unload(self, now)
+                    self.host.unload(self, now)
                 elif self.migrate_from is None:  # a migration target waits for its hand-over
-                    sim.schedule(now + sim.config.keep_alive_s, self.on_expire, self.idle_version)
+                    self.events.schedule(now + self.keep_alive_s, self.on_expire, self.idle_version)
 
     def on_ready(self, _arg, now: float) -> None:
         """Cold start done."""
-        self.phase = IDLE
+        self.phase = PHASE_IDLE
         self.gpu.update(now)
         source = self.migrate_from
-        if source is not None and source.phase != GONE:
+        if source is not None and source.phase != PHASE_UNLOADED:
             source.interrupt(now)  # hands over at its next boundary (now if it is idle)
-        if self.phase == IDLE:
+        if self.phase == PHASE_IDLE:
             self.plan(now)
 
     def on_resume(self, _version: int, now: float) -> None:
         if self.pending_share is not None:
             self.share, self.pending_share = self.pending_share, None
-        self.phase = IDLE
+        self.phase = PHASE_IDLE
         self.plan(now)
 
     def on_expire(self, idle_version: int, now: float) -> None:
-        if idle_version == self.idle_version and self.phase == IDLE and self.empty:
-            self.sim.unload(self, now)
+        if idle_version == self.idle_version and self.phase == PHASE_IDLE and self.empty:
+            self.host.unload(self, now)
 
     # --- iterations ----------------------------------------------------------------------------
 
@@ -345,11 +312,11 @@ class Instance:
         batch = len(self.decoding)
         free = self.kv_tokens - self.kv_used - batch - len(self.prefilling)
         while waiting and batch + len(self.prefilling) < limit:
-            seq = waiting[0]
+            seq = waiting.head()
             need = seq.prompt + 1
             if need > free:
-                break  # FCFS: the head waits for KV space
-            waiting.popleft()
+                break  # head-of-line: the head waits for KV space
+            waiting.pop()
             free -= need
             self.kv_prefill += seq.prompt
             self.prefilling.append(seq)
@@ -380,8 +347,8 @@ class Instance:
                 kv_power = dec.at(dec.power_w, batch, ctx)
                 power = (power * time + kv_power * kv_time) / (time + kv_time)
                 time += kv_time
-        self._run(MIXED, now, time, power, hbm)
-        self.sim.schedule(now + self.g0, self.on_event, self.version)
+        self._run(PHASE_PREFILL, now, time, power, hbm)
+        self.events.schedule(now + self.g0, self.on_event, self.version)
 
     def _run(self, phase: int, now: float, time: float, power: float, hbm: float) -> None:
         """Start an iteration or a run whose first step takes ``time`` at contention factor 1."""
@@ -427,10 +394,10 @@ class Instance:
         c = ctx if ctx > points[0] else points[0]
         pa, pb = dec.affine(dec.power_w, batch, cell)
         ha, hb = dec.affine(dec.hbm_util, batch, cell)
-        self._run(DECODE, now, a + b * c, pa + pb * c, ha + hb * c)
+        self._run(PHASE_DECODE, now, a + b * c, pa + pb * c, ha + hb * c)
         self.dg = b * self.factor
         self.n = n
-        self.sim.schedule(now + n * self.g0 + self.dg * n * (n - 1) / 2, self.on_event, self.version)
+        self.events.schedule(now + n * self.g0 + self.dg * n * (n - 1) / 2, self.on_event, self.version)
 
     def _end_decode(self, now: float) -> None:
         n, g0, dg = self.n, self.g0, self.dg
@@ -438,7 +405,7 @@ class Instance:
         self.tok += n
         self.cum_gap += n * g0 + dg * n * (n - 1) / 2
         self.cum_over += self.book_gaps(batch, g0, dg, n)
-        self.sim.log_run(self, g0, dg, n, batch)
+        self.ledger.decode_run(self.t0, g0, dg, n, batch, self.model)
         self._retire(now)
 
     def _live(self, entry: tuple[int, int, Seq]) -> bool:
@@ -456,12 +423,11 @@ class Instance:
     def _end_mixed(self, now: float) -> None:
         duration = self.g0
         batch = len(self.decoding)
-        sim = self.sim
         if batch:
             self.tok += 1
             self.cum_gap += duration
             self.cum_over += self.book_gaps(batch, duration, 0.0, 1)
-            sim.log_run(self, duration, 0.0, 1, batch)
+            self.ledger.decode_run(self.t0, duration, 0.0, 1, batch, self.model)
             self._retire(now)
         for seq, take in self.chunk:
             seq.todo -= take
@@ -473,14 +439,18 @@ class Instance:
         self.chunk = []
 
     def _first_token(self, seq: Seq, now: float) -> None:
-        sim = self.sim
         if seq.gen == 0:
-            sim.first_token(self, seq.rid, now)
+            self.ledger.first_token(seq.rid, now)
+            late = (now - seq.deadline_s) / seq.ttft_slo_s
+            if late + 1.0 > self.peak_ttft_ratio:
+                self.peak_ttft_ratio = late + 1.0
+            self.counters.add_first_token(late)
         else:  # resumed after a recompute: the gap since its last token counts
-            sim.add_gap(self, seq.rid, now - seq.t_last)
+            gap = now - seq.t_last
+            self.ledger.resumed(seq.rid, gap, self.book_gaps(1, gap, 0.0, 1))
         seq.gen += 1
         if seq.gen >= seq.out:
-            sim.finish(self, seq, now, 0.0, 0)
+            self.ledger.finished(seq.rid, now, 0.0, 0)
             return
         tok = self.tok
         seq.join_tok = tok
@@ -502,12 +472,12 @@ class Instance:
     def _finish(self, seq: Seq, now: float) -> None:
         gaps, over = self._leave(seq)
         seq.gen += self.tok - seq.join_tok
-        self.sim.finish(self, seq, now, gaps, over)
+        self.ledger.finished(seq.rid, now, gaps, over)
 
     def _preempt(self, now: float) -> None:
         victim = next(reversed(self.decoding.values()))
-        self.sim.preempted(victim.rid, self.recompute(victim, now))
-        self.waiting.appendleft(victim)
+        self.ledger.preempted(victim.rid, self.recompute(victim, now))
+        self.waiting.push_front(victim)
         self.prompt_todo += victim.todo
 
     def recompute(self, seq: Seq, now: float) -> int:
@@ -518,7 +488,7 @@ class Instance:
             context = seq.base + self.tok
             gaps, over = self._leave(seq)
             seq.gen += self.tok - seq.join_tok
-            self.sim.add_gaps(self, seq.rid, gaps, over)
+            self.ledger.gaps(seq.rid, gaps, over)
             seq.t_last = now
             seq.prompt = lost = context
         else:  # still prefilling: its KV reservation is released and its prefill restarts
@@ -538,7 +508,7 @@ class Instance:
         """Every sequence, running ones first (for recompute), then the waiting queue."""
         running = list(self.decoding.values()) + list(self.prefilling)
         for seq in running:
-            self.sim.recomputed_tokens += self.recompute(seq, now)
+            self.ledger.recomputed(self.recompute(seq, now))
         out = running + list(self.waiting)
         self.waiting.clear()
         self.prompt_todo = 0

@@ -1,12 +1,26 @@
-"""The environments' observations of the simulator: :mod:`festgym.envs.feature_vectors`'
-features, with their figures read from the simulator's GPUs and instances.
+"""The simulator's state as a controller observes it: :mod:`festgym.control.features`' features,
+with their figures read from the simulator's GPUs and instances (the environments'
+observations, and what a trained controller sees of a cluster GPU).
 """
 
 from __future__ import annotations
 
-from festgym.sim.gpu import SimGpu
-from festgym.control.features import EMPTY_SLOT, GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, gpu_vector, slot_vector, squash, time_features
-from festgym.sim.instance import GONE, LOADING, Instance
+from typing import TYPE_CHECKING
+
+from festgym.control.features import (
+    EMPTY_SLOT,
+    GPU_FEATURES,
+    SLOT_FEATURES,
+    TIME_FEATURES,
+    gpu_vector,
+    slot_vector,
+    squash,
+    time_features,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from festgym.sim.gpu import SimGpu
+    from festgym.sim.instance import Instance
 
 __all__ = ["GPU_FEATURES", "SLOT_FEATURES", "TIME_FEATURES", "cluster_features", "gpu_features", "local_features",
            "slot_features", "squash", "time_features"]
@@ -17,13 +31,11 @@ def slot_features(inst: Instance | None, now: float) -> list[float]:
         return EMPTY_SLOT
     running = len(inst.decoding)
     ttft = inst.peak_ttft_ratio
-    oldest = inst.waiting[0] if inst.waiting else inst.prefilling[0] if inst.prefilling else None
+    oldest = inst.waiting.head() if inst.waiting else inst.prefilling[0] if inst.prefilling else None
     if oldest is not None and oldest.gen == 0:
-        deadline, limit = inst.sim.ttft_deadline(oldest.rid)
-        ttft = max(ttft, (now - deadline) / limit + 1.0)
+        ttft = max(ttft, (now - oldest.deadline_s) / oldest.ttft_slo_s + 1.0)
     last = inst.last_arrival_s
-    return slot_vector(inst.phase not in (LOADING, GONE),
-                       inst.pending_share if inst.pending_share is not None else inst.share,
+    return slot_vector(inst.ready, inst.current_share,
                        len(inst.waiting), running / inst.max_num_seqs,
                        min(inst.prompt_todo, inst.serving.engine.max_num_batched_tokens), running,
                        inst.kv_used / inst.kv_tokens, ttft, inst.peak_gap_s / inst.tbt_s,

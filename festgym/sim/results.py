@@ -4,9 +4,10 @@ Every request of the trace appears exactly once with a status: ``finished``, ``u
 queued or running at the horizon), or ``rejected_policy`` / ``rejected_memory`` /
 ``rejected_too_long`` (its context exceeds the KV cache). None is lost silently.
 
-Token-level latency: each decode run logs (start, first gap, gap increment, steps, batch), so the
-run-wide inter-token gap distribution is exact without a record per token; percentiles are found
-by bisection on its closed-form CDF.
+Built from the run's :class:`~festgym.sim.ledger.Ledger`. Token-level latency: each decode run is
+logged as (start, first gap, gap increment, steps, batch), so the run-wide inter-token gap
+distribution is exact without a record per token; percentiles are found by bisection on its
+closed-form CDF.
 """
 
 from __future__ import annotations
@@ -18,37 +19,11 @@ import numpy as np
 import pandas as pd
 
 from festgym.control.states import STATES
+from festgym.sim.ledger import FINISHED, RUN_COLUMNS, STATUS_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.simulator import Simulator
     from festgym.sim.workload import Trace
-
-STATUS_NAMES = ("unfinished", "finished", "rejected_policy", "rejected_memory", "rejected_too_long")
-
-
-RUN_COLUMNS = ("t0", "g0", "dg", "n", "batch", "model")
-"""Columns of the decode-run log: start time, first gap, gap slope, steps, batch, model index."""
-
-
-class RequestLog:
-    """Per-request outcome arrays, indexed by request number in the trace."""
-
-    UNFINISHED, FINISHED, REJECTED_POLICY, REJECTED_MEMORY, REJECTED_TOO_LONG = range(5)
-
-    def __init__(self, trace: "Trace"):
-        n = len(trace)
-        self.arrival_s = trace.arrival_s
-        self.prompt = trace.prompt_tokens
-        self.model = np.full(n, -1, dtype=np.int32)
-        self.gpu = np.full(n, -1, dtype=np.int32)
-        self.status = np.zeros(n, dtype=np.int8)
-        self.cold = np.zeros(n, dtype=bool)
-        self.first_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.gap_sum = np.zeros(n)
-        self.gap_over = np.zeros(n, dtype=np.int64)
-        self.preemptions = np.zeros(n, dtype=np.int32)
-
 
 def gap_quantiles(g0: np.ndarray, dg: np.ndarray, n: np.ndarray, weight: np.ndarray,
                   qs: tuple[float, ...]) -> list[float]:
@@ -95,7 +70,7 @@ class Result:
         if len(timeline):
             timeline = timeline.astype({"gpu": int, "state": int, "instances": int})
             timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
-        runs = pd.DataFrame(sim.run_rows(), columns=list(RUN_COLUMNS))
+        runs = pd.DataFrame(sim.ledger.run_rows(), columns=list(RUN_COLUMNS))
         runs["model"] = runs["model"].astype(int)
         result = cls(policy, requests, gpus, timeline, runs)
         result.summary = _summary(sim, result, wall_s)
@@ -117,13 +92,13 @@ class Result:
 
 
 def _request_frame(sim: "Simulator", trace: "Trace") -> pd.DataFrame:
-    log = sim.log
+    log = sim.ledger.log
     names = np.asarray(sim.model_names)
     model = np.where(log.model >= 0, log.model, sim.trace_model[trace.model])
     slo_ttft = np.array([sim.serving[m].slo.ttft_s for m in names])[model]
     slo_per_1k = np.array([sim.serving[m].slo.ttft_per_1k_tokens_s for m in names])[model]
     quantile = np.array([sim.serving[m].slo.tbt_quantile for m in names])[model]
-    finished = log.status == RequestLog.FINISHED
+    finished = log.status == FINISHED
     ttft = log.first_s - log.arrival_s
     gaps = np.maximum(trace.output_tokens - 1, 0)
     ttft_ok = ttft <= slo_ttft + slo_per_1k * trace.prompt_tokens / 1000
@@ -166,6 +141,7 @@ def _gpu_frame(sim: "Simulator") -> pd.DataFrame:
 
 
 def _summary(sim: "Simulator", result: Result, wall_s: float) -> dict[str, Any]:
+    ledger = sim.ledger
     req, gpus = result.requests, result.gpus
     energy_j = float(gpus[[f"energy_{s}_j" for s in STATES]].to_numpy().sum())
     finished = req.status == "finished"
@@ -181,16 +157,16 @@ def _summary(sim: "Simulator", result: Result, wall_s: float) -> dict[str, Any]:
         "ttft_attainment": float(req.ttft_ok.mean()) if n else float("nan"),
         "tbt_attainment": float(req.tbt_ok.mean()) if n else float("nan"),
         "energy_kwh": energy_j / 3.6e6,
-        "energy_j_per_token": energy_j / max(sim.tokens_out, 1),
-        "output_tokens": int(sim.tokens_out),
+        "energy_j_per_token": energy_j / max(ledger.tokens_out, 1),
+        "output_tokens": int(ledger.tokens_out),
         "mean_power_w": energy_j / max(sim.end, 1e-12),
         "gpu_busy_hours": float(gpus.time_busy_s.sum() / 3600),
         "gpu_awake_hours": float((gpus[[f"time_{s}_s" for s in STATES if s != "parked"]].to_numpy().sum()) / 3600),
         "cold_starts": int(gpus.cold_starts.sum()),
-        "migrations": sim.migrations,
-        "preemptions": sim.preemptions,
-        "recomputed_tokens": sim.recomputed_tokens,
-        "rejected_actions": sim.rejected_actions,
+        "migrations": ledger.migrations,
+        "preemptions": ledger.preemptions,
+        "recomputed_tokens": ledger.recomputed_tokens,
+        "rejected_actions": ledger.rejected_actions,
         "power_capped_s": float(gpus.capped_s.sum()),
         "tbt_p50_ms": p50 * 1e3, "tbt_p90_ms": p90 * 1e3, "tbt_p99_ms": p99 * 1e3,
         "ttft_p50_ms": float(np.median(ttft)) * 1e3 if len(ttft) else float("nan"),

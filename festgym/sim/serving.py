@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from festgym.errors import SpecError
 from festgym.config import build_dataclass, check_ranges
+from festgym.errors import SpecError
 
 
 @dataclass(frozen=True)

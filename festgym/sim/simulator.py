@@ -1,44 +1,54 @@
 """The cluster simulator: an event loop over arrivals, iteration boundaries and control ticks.
 
-Events are kept in one heap ordered by (time, insertion number), so ties resolve in a fixed order
-and a run is deterministic: the same trace and policy give bit-identical results. Cost grows with
-events (arrivals, prefill iterations, completions, context-grid crossings, control calls), not
-with tokens: decode runs are advanced in closed form (:mod:`festgym.instance`).
+Events wait in an :class:`~festgym.sim.events.EventQueue` ordered by (time, insertion number), so
+ties resolve in a fixed order and a run is deterministic: the same trace and policy give
+bit-identical results. Cost grows with events (arrivals, prefill iterations, completions,
+context-grid crossings, control calls), not with tokens: decode runs are advanced in closed form
+(:mod:`festgym.sim.instance`).
 
-Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.instance`,
-power, states and bandwidth contention in :mod:`festgym.cluster_gpu`, actions in :mod:`festgym.policy`.
-Cold start: the weights cross the host link at ``GpuSpec.host_to_gpu_gbps``, then the engine
-starts (``EngineConfig.init_s``); the GPU draws idle power meanwhile ("loading" energy).
+The parts: the loop and the cluster's structure (placement, cold starts, unloading, migration,
+carrying out policies' actions) are here; the entities (:class:`~festgym.sim.instance.Instance`,
+:class:`~festgym.sim.gpu.SimGpu`) hold the event queue, the run's
+:class:`~festgym.sim.ledger.Ledger` and, for instances, the simulator as an
+:class:`~festgym.sim.instance.InstanceHost` (unload, hand over), nothing more of it.
+
+Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.sim.instance`,
+power, states and bandwidth contention in :mod:`festgym.sim.gpu`, actions in
+:mod:`festgym.control.actions`. Cold start: the weights cross the host link at
+``GpuSpec.host_to_gpu_gbps``, then the engine starts (``EngineConfig.init_s``); the GPU draws idle
+power meanwhile ("loading" energy).
 """
 
 from __future__ import annotations
 
 import time as wallclock
 from array import array
-from heapq import heappop, heappush
+from heapq import heappop
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from festgym.sim.gpu import SimGpu
-from festgym.sim.instance import GONE, IDLE, LOADING, Instance, Seq
-from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
-from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
-from festgym.sim.policy import ActionError, Policy
+from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, Wake
+from festgym.control.states import PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.profiles.profile import Profile, load_profile
-from festgym.sim.results import RUN_COLUMNS, RequestLog, Result
-from festgym.sim.serving import ModelServing
-from festgym.sim.config import SimConfig
-from festgym.sim.slices import SliceCache
 from festgym.profiles.specs import GpuSpec
+from festgym.sim.config import SimConfig
+from festgym.sim.events import Callback, EventQueue
+from festgym.sim.gpu import SimGpu
+from festgym.sim.instance import Instance, Seq
+from festgym.sim.ledger import (
+    REJECTED_MEMORY,
+    REJECTED_POLICY,
+    REJECTED_TOO_LONG,
+    Ledger,
+)
+from festgym.sim.policy import ActionError, Policy
+from festgym.sim.queues import QUEUE_ORDERS, WaitingQueue
+from festgym.sim.results import Result
+from festgym.sim.serving import ModelServing
+from festgym.sim.slices import SliceCache
+from festgym.sim.views import ClusterView, Request
 from festgym.sim.workload import Trace
-
-QUEUE_ORDERS = ("fcfs", "llf")
-"""Waiting-queue disciplines a policy may ask for (``Policy.queue_order``): first come first
-served (vLLM's default) or least laxity first (TTFT deadline minus estimated prefill time)."""
-
-RUN_BUFFER = 6 * 1024
-"""Run-log values gathered in a list before they move to the compact array."""
 
 
 def _column(typecode: str, values: np.ndarray) -> "array[Any]":
@@ -60,8 +70,7 @@ class Simulator:
     """
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
-                 config: SimConfig | None = None, profiles_root=None):
-        self.llf = False  # least-laxity-first waiting queues (the running policy's queue_order)
+                 config: SimConfig | None = None, profiles_root: str | None = None):
         if not gpus:
             raise ValueError("Simulator needs at least one GPU")
         if not models:
@@ -125,7 +134,6 @@ class Simulator:
         self.end = self.now
         for gpu in self.gpus:
             gpu.update(self.now)
-        self._flush_runs()
         return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -134,26 +142,23 @@ class Simulator:
         cfg = self.config
         self.now = 0.0
         self.end = trace.duration_s + cfg.drain_s
-        self.heap: list = []
-        self._seq = 0  # ties in time run in scheduling order
+        self.events = EventQueue()
         self.policy = policy
         order = getattr(policy, "queue_order", "fcfs")
         if order not in QUEUE_ORDERS:
             raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: queue_order {order!r}; "
                              f"expected one of {', '.join(QUEUE_ORDERS)}")
-        self.llf = order == "llf"
+        self.queue_type: type[WaitingQueue] = QUEUE_ORDERS[order]
         self.trace = trace
         self._arrivals: array[float] = _column("d", trace.arrival_s)
         self._next = 0  # index of the next arrival
         self._held = -1  # an arrival returned by advance(hold_arrivals=True), placed on the next call
-        self.gpus = [SimGpu(self, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
+        self.gpus = [SimGpu(self.events, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
                      for i, t in enumerate(self.gpu_types)]
-        for gpu in self.gpus:
-            gpu.view = GpuView(gpu)
         self.by_model: dict[int, list[Instance]] = {i: [] for i in range(len(self.model_names))}
         # trace model index -> simulator model index
         self.trace_model = np.array([self.model_names.index(m) for m in trace.models], dtype=np.int64)
-        self.log = RequestLog(trace)
+        self.ledger = Ledger(trace)
         # TTFT SLO of every request (its model's, growing with its prompt), computed once
         slo = [self.serving[m].slo for m in self.model_names]
         model = self.trace_model[trace.model]
@@ -165,25 +170,19 @@ class Simulator:
         self._req_model: array[int] = _column("q", model)
         self._req_prompt: array[int] = _column("q", trace.prompt_tokens)
         self._req_out: array[int] = _column("q", trace.output_tokens)
-        self.open = 0  # requests placed and not yet finished
-        self.runs = array("d")  # interleaved rows of RUN_COLUMNS
-        self._run_buf: list[float] = []  # the newest rows (a list takes them cheaper; see log_run)
         self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
         self._tick_energy = [0.0] * len(self.gpus)
-        self.tokens_out = 0
-        self.migrations = self.preemptions = self.recomputed_tokens = self.rejected_actions = 0
         self.schedule(0.0, self._tick, None)
         self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
 
-    def schedule(self, t: float, fn, arg) -> None:
-        self._seq += 1
-        heappush(self.heap, (t, self._seq, fn, arg))
+    def schedule(self, t: float, callback: Callback, arg: object) -> None:
+        self.events.schedule(t, callback, arg)
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def _loop(self, until: float, hold: bool, progress) -> int | None:
-        heap = self.heap
+        heap = self.events.heap
         arrivals = self._arrivals
         n = len(arrivals)
         i = self._next
@@ -208,7 +207,7 @@ class Simulator:
                         return i
                     self._arrive(i, t_arr)
                     i += 1
-                if self.open == 0 and i == n and self.config.stop_when_done:
+                if self.ledger.open == 0 and i == n and self.config.stop_when_done:
                     until = self.now
                     break
                 if progress is not None and self.now >= next_report:
@@ -222,33 +221,30 @@ class Simulator:
         return None
 
     def _arrive(self, rid: int, now: float) -> None:
-        log = self.log
+        ledger = self.ledger
         model = self._req_model[rid]
         name = self.model_names[model]
         prompt, out = self._req_prompt[rid], self._req_out[rid]
-        log.model[rid] = model
+        ledger.arrived(rid, model)
         target = self.policy.place(Request(rid, name, prompt, now), self.view)
         if target is None:
-            log.status[rid] = RequestLog.REJECTED_POLICY
+            ledger.rejected(rid, REJECTED_POLICY)
             return
         gpu = self._gpu(target, "place")
         inst = gpu.instance_of(model)
         if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
-            log.status[rid] = RequestLog.REJECTED_TOO_LONG
+            ledger.rejected(rid, REJECTED_TOO_LONG)
             return
         if inst is None:
             inst = self.cold_start(gpu, model, now)
             if inst is None:
-                log.status[rid] = RequestLog.REJECTED_MEMORY
+                ledger.rejected(rid, REJECTED_MEMORY)
                 return
-        if inst.phase == LOADING:
-            log.cold[rid] = True
-        log.gpu[rid] = gpu.index
-        self.open += 1
+        ledger.placed(rid, gpu.index, inst.phase == PHASE_LOADING)
         inst.last_arrival_s = now
-        inst.enqueue(Seq(rid, prompt, out), now)
+        inst.enqueue(Seq(rid, prompt, out, self.deadline_s[rid], self.ttft_limit_s[rid]), now)
 
-    def _gpu(self, index, what: str) -> SimGpu:
+    def _gpu(self, index: object, what: str) -> SimGpu:
         if isinstance(index, (bool, float)) or not isinstance(index, (int, np.integer)) \
                 or not 0 <= index < len(self.gpus):
             raise ActionError(f"{what}: GPU index {index!r} is not one of 0..{len(self.gpus) - 1}")
@@ -278,8 +274,9 @@ class Simulator:
         slices = self._slices[(gpu.spec.name, name)]
         others = [i for i in gpu.instances]
         share = 1.0 / (len(others) + 1)
-        inst = Instance(self, gpu, model, name, self.serving[name], slices, share)
-        inst.view = InstanceView(inst)
+        cfg = self.config
+        inst = Instance(self, self.events, self.ledger, gpu, model, name, self.serving[name], slices, share,
+                        self.queue_type(), cfg.share_change_s, cfg.keep_alive_s)
         taken = sum(i.pending_share if i.pending_share is not None else i.share for i in others)
         if taken > 1.0 - share + 1e-12:  # make room: scale the others down
             for other in others:
@@ -299,7 +296,7 @@ class Simulator:
             inst.migrate_from.migrate_to = None
             inst.migrate_from = None
         gpu = inst.gpu
-        inst.phase = GONE
+        inst.phase = PHASE_UNLOADED
         inst.version += 1
         gpu.instances.remove(inst)
         gpu.retired.add(inst.counters)
@@ -314,17 +311,15 @@ class Simulator:
         dst = src.migrate_to
         assert dst is not None  # hand_over runs only while a migration is under way
         seqs = src.take_all(now)
-        for seq in seqs:
-            self.log.gpu[seq.rid] = dst.gpu.index
+        self.ledger.migrated([seq.rid for seq in seqs], dst.gpu.index)
         dst.receive(seqs)
         dst.migrate_from = None
-        self.migrations += 1
         self.unload(src, now)
-        if dst.phase == IDLE:
+        if dst.phase == PHASE_IDLE:
             dst.plan(now)
 
     def set_share(self, inst: Instance, share: float, now: float) -> None:
-        if inst.phase == LOADING:
+        if inst.phase == PHASE_LOADING:
             inst.share = share
         elif share != inst.share or inst.pending_share is not None:
             inst.pending_share = share
@@ -393,7 +388,7 @@ class Simulator:
             self.apply_action(action, now)
         self.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)
 
-    def apply_action(self, action, now: float) -> None:
+    def apply_action(self, action: Action, now: float) -> None:
         if isinstance(action, Park):
             self._gpu(action.gpu, "Park").park(now)
         elif isinstance(action, Wake):
@@ -401,7 +396,7 @@ class Simulator:
         elif isinstance(action, Unload):
             inst = self._resident(action.model, action.gpu, "Unload")
             inst.drain = True
-            if inst.phase == IDLE and inst.empty:
+            if inst.phase == PHASE_IDLE and inst.empty:
                 self.unload(inst, now)
         elif isinstance(action, Migrate):
             src = self._resident(action.model, action.src, "Migrate")
@@ -412,7 +407,7 @@ class Simulator:
                 return  # already moving
             target = self.cold_start(dst, src.model, now)
             if target is None:
-                self.rejected_actions += 1
+                self.ledger.action_refused()
                 return
             target.migrate_from, src.migrate_to = src, target
         else:
@@ -426,62 +421,3 @@ class Simulator:
         if inst is None:
             raise ActionError(f"{what}: model {model!r} is not resident on GPU {gpu_index}")
         return inst
-
-    # --- accounting (called by instances) ----------------------------------------------------------
-
-    def log_run(self, inst: Instance, g0: float, dg: float, n: int, batch: int) -> None:
-        buf = self._run_buf
-        buf.extend((inst.t0, g0, dg, n, batch, inst.model))
-        if len(buf) >= RUN_BUFFER:
-            self._flush_runs()
-        self.tokens_out += n * batch
-
-    def _flush_runs(self) -> None:
-        self.runs.fromlist(self._run_buf)
-        self._run_buf.clear()
-
-    def run_rows(self) -> np.ndarray:
-        """The run log so far: one row of ``RUN_COLUMNS`` per decode run or mixed iteration,
-        logged when it ends (a view; copy it to keep it)."""
-        self._flush_runs()
-        return np.frombuffer(self.runs, dtype=float).reshape(-1, len(RUN_COLUMNS))
-
-    def ttft_deadline(self, rid: int) -> tuple[float, float]:
-        """(deadline, TTFT SLO) of request ``rid``."""
-        return self.deadline_s[rid], self.ttft_limit_s[rid]
-
-    def first_token(self, inst: Instance, rid: int, now: float) -> None:
-        self.log.first_s[rid] = now
-        self.tokens_out += 1
-        deadline, limit = self.ttft_deadline(rid)
-        counters = inst.counters
-        counters.first_tokens += 1
-        late = (now - deadline) / limit
-        if late + 1.0 > inst.peak_ttft_ratio:
-            inst.peak_ttft_ratio = late + 1.0
-        if late > 0:
-            counters.ttft_over += 1
-            counters.ttft_excess += late
-
-    def add_gap(self, inst: Instance, rid: int, gap: float) -> None:
-        self.tokens_out += 1
-        self.add_gaps(inst, rid, gap, inst.book_gaps(1, gap, 0.0, 1))
-
-    def add_gaps(self, inst: Instance, rid: int, gaps: float, over: int) -> None:
-        log = self.log
-        log.gap_sum[rid] += gaps
-        log.gap_over[rid] += over
-
-    def finish(self, inst: Instance, seq: Seq, now: float, gaps: float, over: int) -> None:
-        log = self.log
-        rid = seq.rid
-        log.gap_sum[rid] += gaps
-        log.gap_over[rid] += over
-        log.finish_s[rid] = now
-        log.status[rid] = RequestLog.FINISHED
-        self.open -= 1
-
-    def preempted(self, rid: int, lost_tokens: int) -> None:
-        self.log.preemptions[rid] += 1
-        self.preemptions += 1
-        self.recomputed_tokens += lost_tokens

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from festgym.control.states import PHASE_NAMES, STATES
+from festgym.sim.observation import local_features
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.gpu import SimGpu
@@ -42,7 +43,7 @@ class InstanceView:
     gpu = property(lambda self: self._i.gpu.index, doc="GPU index.")
     phase = property(lambda self: PHASE_NAMES[self._i.phase],
                      doc="loading, idle, prefill, decode, restarting or unloaded.")
-    ready = property(lambda self: self._i.phase not in (0, 5), doc="Loaded and able to run.")
+    ready = property(lambda self: self._i.ready, doc="Loaded and able to run.")
     share = property(lambda self: self._i.share, doc="SM share in (0, 1].")
     max_num_seqs = property(lambda self: self._i.max_num_seqs, doc="Batch limit in force (a policy may cap it).")
     engine_max_num_seqs = property(lambda self: self._i.serving.engine.max_num_seqs,
@@ -53,8 +54,7 @@ class InstanceView:
     prefill_tokens = property(lambda self: self._i.prompt_todo, doc="Prompt tokens not yet computed.")
     kv_used_frac = property(lambda self: self._i.kv_used / self._i.kv_tokens, doc="KV cache in use, 0..1.")
     kv_tokens = property(lambda self: self._i.kv_tokens, doc="KV cache capacity in tokens.")
-    mean_ctx = property(lambda self: (self._i.ctx_base + len(self._i.decoding) * self._i.tok)
-                        / max(len(self._i.decoding), 1), doc="Mean context of the decoding sequences.")
+    mean_ctx = property(lambda self: self._i.mean_ctx, doc="Mean context of the decoding sequences.")
     slo = property(lambda self: self._i.serving.slo)
     token_budget = property(lambda self: self._i.serving.engine.max_num_batched_tokens,
                             doc="Engine token budget per iteration (prompt chunk size).")
@@ -63,6 +63,7 @@ class InstanceView:
                                doc="Largest TTFT / TTFT SLO among first tokens since the last control tick.")
     peak_gap_s = property(lambda self: self._i.peak_gap_s, doc="Longest inter-token gap since the last control tick.")
     last_arrival_s = property(lambda self: self._i.last_arrival_s, doc="Time of the last request routed here.")
+
 
 class GpuView:
     """Read-only view of one GPU."""
@@ -92,8 +93,6 @@ class GpuView:
     def observe(self, slots: Sequence[int], now: float, clock_lo_mhz: float, period_s: float) -> list[float]:
         """This GPU as ``LocalGPU-v0`` observes it, with the models numbered ``slots`` (-1: an
         empty slot) as its model slots: how a trained local controller sees any GPU."""
-        from festgym.sim.observation import local_features  # the environments' feature definitions
-
         return local_features(self._g, list(slots), now, clock_lo_mhz, period_s)
 
     def instance(self, model: str) -> InstanceView | None:

@@ -38,8 +38,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from festgym.errors import SpecError
 from festgym.config import check_ranges
+from festgym.errors import SpecError
 
 GENERIC_COLUMNS = ("timestamp", "input_tokens", "output_tokens", "model")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")

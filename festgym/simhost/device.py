@@ -19,12 +19,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from festgym.sim.gpu import BUSY, IDLE
-from festgym.devices.device import GpuDevice, InvalidArgument, MemoryInfo, NoPermission, Utilization
-from festgym.devices.shares import ShareActuator
-from festgym.sim.instance import DECODE, MIXED
-from festgym.control.levels import normalize_shares
 from festgym.control.actions import GpuControl
+from festgym.control.levels import normalize_shares
+from festgym.control.states import GPU_BUSY, GPU_IDLE, PHASE_DECODE, PHASE_PREFILL
+from festgym.devices.device import (
+    GpuDevice,
+    InvalidArgument,
+    MemoryInfo,
+    NoPermission,
+    Utilization,
+)
+from festgym.devices.shares import ShareActuator
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.simulator import Simulator
@@ -98,15 +103,15 @@ class SimulatedDevice(GpuDevice):
 
     def utilization(self) -> Utilization:
         gpu = self._now()
-        demand = sum(i.hbm for i in gpu.instances if i.phase in (MIXED, DECODE)) * gpu.hbm_scale
-        return Utilization(gpu_pct=100 if gpu.state == BUSY else 0, memory_pct=int(round(100 * min(demand, 1.0))))
+        demand = sum(i.hbm for i in gpu.instances if i.phase in (PHASE_PREFILL, PHASE_DECODE)) * gpu.hbm_scale
+        return Utilization(gpu_pct=100 if gpu.state == GPU_BUSY else 0, memory_pct=int(round(100 * min(demand, 1.0))))
 
     def temperature_c(self) -> int:
         return int(round(30 + 45 * self._now().power_w / self.spec.tdp_w))
 
     def clock_events(self) -> tuple[str, ...]:
         gpu = self._now()
-        events = ("gpu_idle",) if gpu.state == IDLE else ()
+        events = ("gpu_idle",) if gpu.state == GPU_IDLE else ()
         if self._locked is not None:
             events += ("applications_clocks",)
         return events + (("sw_power_cap",) if gpu.uncapped_w > gpu.power_w else ())

@@ -19,18 +19,27 @@ from dataclasses import replace
 
 import numpy as np
 
+from festgym.control.actions import GpuControl
+from festgym.control.states import PHASE_LOADING
 from festgym.deploy.agent import Host
-from festgym.deploy.engine_metrics import ITL_BUCKETS_S, TTFT_BUCKETS_S, EngineSample, EngineScraper, EngineUnreachable, Histogram, parse_metrics, render_metrics
+from festgym.deploy.engine_metrics import (
+    ITL_BUCKETS_S,
+    TTFT_BUCKETS_S,
+    EngineSample,
+    EngineScraper,
+    EngineUnreachable,
+    Histogram,
+    parse_metrics,
+    render_metrics,
+)
 from festgym.deploy.observation import EngineSpec
 from festgym.errors import FestgymError
-from festgym.simhost.device import SimulatedDevice, SimulatedShares
-from festgym.sim.instance import LOADING
-from festgym.sim.policy import BasePolicy, Policy
-from festgym.sim.views import ClusterView, GpuView, Request
-from festgym.control.actions import GpuControl
-from festgym.sim.results import RUN_COLUMNS, RequestLog
 from festgym.scenario import Scenario, load_scenario
+from festgym.sim.ledger import FINISHED, RUN_COLUMNS
+from festgym.sim.policy import BasePolicy, Policy
 from festgym.sim.simulator import Simulator
+from festgym.sim.views import ClusterView, GpuView, Request
+from festgym.simhost.device import SimulatedDevice, SimulatedShares
 
 G0, DG, N, BATCH, MODEL = (RUN_COLUMNS.index(c) for c in ("g0", "dg", "n", "batch", "model"))
 
@@ -86,12 +95,12 @@ class SimulatedEngine(EngineScraper):
     def metrics_text(self) -> str:
         sim, model = self.sim, self.model
         inst = next((i for i in sim.gpus[0].instances if i.model == self.index), None)
-        if inst is None or inst.phase == LOADING:
+        if inst is None or inst.phase == PHASE_LOADING:
             raise EngineUnreachable(self.url, "engine not started (loading)")
-        log = sim.log
+        log = sim.ledger.log
         mine = log.model == self.index
         first = mine & ~np.isnan(log.first_s)
-        rows = sim.run_rows()
+        rows = sim.ledger.run_rows()
         new = rows[self._rows:]
         self._itl = self._itl.plus(gap_histogram(new[new[:, MODEL] == self.index], ITL_BUCKETS_S))
         self._rows = len(rows)
@@ -99,7 +108,7 @@ class SimulatedEngine(EngineScraper):
                   "kv_used": min(inst.kv_used / inst.kv_tokens, 1.0)}
         counters = {"prompt_tokens": float(log.prompt[first].sum()),
                     "generation_tokens": float(first.sum()) + self._itl.count,
-                    "finished": float((mine & (log.status == RequestLog.FINISHED)).sum())}
+                    "finished": float((mine & (log.status == FINISHED)).sum())}
         ttft = Histogram.from_values(TTFT_BUCKETS_S, (log.first_s - log.arrival_s)[first])
         return render_metrics(self.engine, model, gauges, counters, {"ttft_s": ttft, "itl_s": self._itl})
 

@@ -10,8 +10,8 @@ import pandas as pd
 
 from festgym.profiles import roofline
 from festgym.profiles.calibration import sources
-from festgym.resources import data_dir as default_data_dir
 from festgym.profiles.profile import Profile
+from festgym.resources import data_dir as default_data_dir
 
 GRID_PROBES = 2000
 
@@ -59,7 +59,11 @@ def check_profile(profile: Profile, data: Path | None = None) -> list[dict]:
 def measured_vs_generated(profile: Profile) -> list[dict]:
     """A measured profile's raw points (``festgym profile``) against the generated model of the
     same pair, recomputed with this profile's GPU constants; nothing for a generated profile."""
-    from festgym.profiles.calibration.measured import MEASUREMENTS, comparisons, with_predictions
+    from festgym.profiles.calibration.measured import (
+        MEASUREMENTS,
+        comparisons,
+        with_predictions,
+    )
 
     path = profile.path / MEASUREMENTS if profile.path is not None else None
     if path is None or not path.is_file():

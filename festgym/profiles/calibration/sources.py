@@ -27,8 +27,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from festgym.profiles import roofline
 from festgym.errors import DataMissingError
+from festgym.profiles import roofline
 from festgym.profiles.specs import GpuSpec, ModelSpec
 
 MLENERGY_FILE = "mlenergy-v3/h100_llm_configs.csv"

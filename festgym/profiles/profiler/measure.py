@@ -29,11 +29,10 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 import torch
 
-from festgym.errors import FestgymError
 from festgym import signals
 from festgym.devices.device import GpuDevice
+from festgym.errors import FestgymError
 from festgym.profiles.profiler.transformer import RandomTransformer
-
 
 SM_GROUP = 8
 """SMs per green-context partition unit on compute capability 9.0+ (Hopper): CUDA rounds a
@@ -73,20 +72,24 @@ class ConstantPower:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to measure."""
+    """What to measure (``festgym profile`` takes one option per field)."""
 
     tokens: tuple[int, ...] = (128, 512, 1024, 2048, 4096, 8192)
     """Prefill: one prompt of this many tokens per step (the profile grid's definition)."""
     batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
+    """Decode batch sizes."""
     ctxs: tuple[int, ...] = (512, 2048, 8192)
-    """Decode: every batch × context; a point whose KV cache does not fit is skipped."""
+    """Decode contexts: every batch × context is measured; a point whose KV cache does not fit is skipped."""
     shares: tuple[float, ...] = (1.0,)
-    clocks_mhz: tuple[int, ...] = ()
-    """Clocks to lock in turn (root only); empty: the clock the GPU runs."""
+    """SM shares, e.g. 1,0.5,0.25 (below 1 needs CUDA green contexts)."""
+    clocks_mhz: tuple[int, ...] = field(default=(), metadata={"cli": False})
+    """Clocks to lock in turn (root only); empty: the clock the GPU runs (``--sweep-clocks`` picks them)."""
     warmup: int = 3
+    """Untimed steps per point."""
     repeats: int = 10
+    """Timed steps per point (their median is the point's time)."""
     min_window_s: float = 0.5
-    """Shortest energy window (the counter's resolution makes shorter ones noisy)."""
+    """Shortest energy window, s (the counter's resolution makes shorter ones noisy)."""
 
     @classmethod
     def tiny(cls) -> "Plan":

@@ -9,20 +9,30 @@ A CPU "profile" tests the pipeline; it is not a GPU profile, and its provenance 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from festgym.errors import FestgymError
-from festgym.profiles.profile import Profile
-from festgym.profiles.calibration.measured import MEASUREMENTS, comparisons, with_predictions
-from festgym.profiles.profiler.assemble import assemble
-from festgym.profiles.profiler.measure import Device, DeviceEnergy, EnergyMeter, Plan, measure
-from festgym.profiles.profiler.transformer import DTYPES, RandomTransformer
-from festgym.profiles.specs import GpuSpec, ModelSpec, gpu_type_of
 from festgym.config import read_mapping
+from festgym.errors import FestgymError
+from festgym.profiles.calibration.measured import (
+    MEASUREMENTS,
+    comparisons,
+    with_predictions,
+)
+from festgym.profiles.profile import Profile
+from festgym.profiles.profiler.assemble import assemble
+from festgym.profiles.profiler.measure import (
+    Device,
+    DeviceEnergy,
+    EnergyMeter,
+    Plan,
+    measure,
+)
+from festgym.profiles.profiler.transformer import DTYPES, RandomTransformer
+from festgym.profiles.specs import GpuSpec, ModelSpec, gpu_type_of, spec_path
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}
@@ -31,27 +41,37 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 
 @dataclass
 class ProfileRun:
-    """One ``festgym profile`` invocation."""
+    """One ``festgym profile`` invocation (the command takes one option per field)."""
 
     model_config: Path
+    """Hugging Face config.json of the model, or a shipped model's name (Llama-3.1-8B)."""
     out: Path
+    """Profile folder to write, e.g. H100-SXM-80GB/Llama-3.1-8B-measured under a profiles folder."""
     gpu: int = 0
+    """GPU index after CUDA_VISIBLE_DEVICES."""
     gpu_spec: Path | None = None
-    """GPU spec YAML (default: the shipped spec matching the GPU's name; H100 on the CPU)."""
+    """GPU spec YAML or type name (default: the shipped spec matching the GPU's name; H100 on the CPU)."""
     name: str | None = None
+    """Model name (default: the config's folder name)."""
     cpu: bool = False
+    """Run on the CPU, without NVML (small configs only)."""
     dry_run: bool = False
+    """The whole pipeline on the CPU with a tiny model of the config's family."""
     sweep_clocks: bool = False
-    plan: Plan | None = None
+    """Lock 5 clocks of the control range in turn (root only; the GPU is restored afterwards, even on
+    failure); default: the clocks the GPU runs."""
+    plan: Plan | None = field(default=None, metadata={"cli": False})
+    """What to measure (default: :class:`Plan`, or :meth:`Plan.tiny` for a dry run)."""
 
 
 def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
-    config = dict(read_mapping(run.model_config))
-    name = run.name or Path(run.model_config).resolve().parent.name
+    path = spec_path(run.model_config, "model")
+    config = dict(read_mapping(path))
+    name = run.name or path.resolve().parent.name
     if run.dry_run:
         config = {**config, **TINY}
         name = f"{name}-tiny"
-    return config, ModelSpec.from_hf_config(config, name, run.model_config)
+    return config, ModelSpec.from_hf_config(config, name, path)
 
 
 def gpu_spec_for(run: ProfileRun, gpu_name: str | None) -> GpuSpec:

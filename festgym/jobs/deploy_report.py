@@ -1,5 +1,5 @@
-"""``festgym deploy report``: a deploy log's summary table and plots (pandas and matplotlib:
-the reporting side, not the control loop)."""
+"""``festgym deploy report``: a deploy log's summary table and plots (pandas and matplotlib: the
+reporting side, run wherever the log is read, not part of the numpy-only deploy path)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from festgym.errors import FestgymError
+from festgym.plots import figure
 
 
 def read_log(path: str | Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
@@ -82,14 +83,10 @@ def summarize(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def plot_log(path: str | Path, out: str | Path) -> Path:
     """Power, clock and per-model p99 latencies over time, into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records, frame = read_log(path)
     models = next((r for r in records if r.get("event") == "start"), {}).get("models", [])
-    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    fig, grid = figure(9, 8, 3, 1, sharex=True)
+    axes = grid[:, 0]
     axes[0].plot(frame["t_s"], frame["avg_power_w"], label="power (energy counter)")
     axes[0].set_ylabel("W")
     axes[1].step(frame["t_s"], frame["sm_clock_mhz"], where="post", label="SM clock")
@@ -106,11 +103,9 @@ def plot_log(path: str | Path, out: str | Path) -> Path:
     for ax in axes:
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
