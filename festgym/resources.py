@@ -25,10 +25,10 @@ The public reference data (``../shared/data``, not shipped) is found by :func:`d
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Iterator
 
 from festgym.errors import FestgymError
 

@@ -21,9 +21,10 @@ Sections (each documented in the shipped YAMLs):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,8 @@ REPLACED = ("cluster.gpus",)
 SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
 
 
-def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...], source: str) -> tuple[SyntheticWorkload, str | None]:
+def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...],
+              source: str) -> tuple[SyntheticWorkload, str | None]:
     """The ``workload`` section: :class:`~festgym.workload.SyntheticWorkload` parameters (its
     ``duration_s`` is a full run's length; environments use ``env.episode_s``), plus ``lengths``
     (a preset such as ``azure-conv``/``azure-code``, or ``{prompt: ..., output: ...}`` with
@@ -55,7 +57,9 @@ def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...], source: s
     (relative to the scenario file; each episode starts at a seeded random offset into it)."""
     data = dict(data or {})
     trace = data.pop("trace", None)
-    for key, why in (("models", "they come from the models section"), ("prompt", "use lengths"), ("output", "use lengths")):
+    settable_elsewhere = (("models", "they come from the models section"), ("prompt", "use lengths"),
+                          ("output", "use lengths"))
+    for key, why in settable_elsewhere:
         if key in data:
             raise SpecError(source, f"workload.{key}", f"not settable here: {why}")
     prompt, output = _lengths(data.pop("lengths", "azure-conv"), source)
@@ -206,6 +210,7 @@ class Scenario:
         return replace(self.workload, models=models, rate_rps=rate, duration_s=duration).generate(rng)
 
     def _replay(self, rng: np.random.Generator, duration: float, models: tuple[str, ...], rate: float) -> Trace:
+        assert self.trace_path is not None  # trace() replays only a scenario that names a trace
         path = Path(self.trace_path)
         if not path.is_absolute() and self.source not in ("<dict>",):
             path = Path(self.source).parent / path
@@ -223,11 +228,13 @@ def list_scenarios() -> list[str]:
 
 
 def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", **overrides: Any) -> Scenario:
-    """A scenario by name (``envs/<name>.yaml``), path or mapping, with section overrides."""
+    """A scenario by name (``<name>.yaml`` in the scenario folders, :data:`festgym.resources.SCENARIOS`),
+    path or mapping, with section overrides."""
     if isinstance(spec, Scenario):
         if not overrides:
             return spec
-        spec, source = spec.raw, spec.source
+        source = spec.source
+        spec = spec.raw
     elif isinstance(spec, Mapping):
         source = "<dict>"
     else:
@@ -293,11 +300,13 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     extra = sorted(set(data["cluster"]) - {"gpus"})
     if extra:
         raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus")
-    models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}") for name, cfg in data["models"].items()}
+    models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}")
+              for name, cfg in data["models"].items()}
     workload, trace_path = _workload(data.get("workload"), tuple(models), source)
     policy = dict(data.get("policy") or {"name": "festina"})
     if set(policy) - {"name", "params"}:
-        raise SpecError(source, f"policy.{sorted(set(policy) - {'name', 'params'})[0]}", "unknown key; expected name, params")
+        raise SpecError(source, f"policy.{sorted(set(policy) - {'name', 'params'})[0]}",
+                        "unknown key; expected name, params")
     local = dict(data.get("local") or {})
     local.setdefault("gpus", [gpus[0]])
     local.setdefault("models", list(models)[:2])

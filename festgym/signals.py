@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Callable, Iterator
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
 """Signals that ask a process to stop (SIGINT raises KeyboardInterrupt by default)."""

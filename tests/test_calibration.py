@@ -19,7 +19,7 @@ def test_mlenergy_rows_within_10_percent_mape(model, reference_data):
     rows = check_profile(load_profile(f"H100-SXM-80GB/{model}"), reference_data)
     by_metric = {r["metric"]: r for r in rows if r["source"] == "mlenergy-v3"}
     assert set(by_metric) == {"median_itl_ms", "avg_power_w"}
-    for metric, row in by_metric.items():
+    for _metric, row in by_metric.items():
         assert row["n"] >= 4
         assert row["mape_pct"] < 10.0, row
 

@@ -200,7 +200,7 @@ def test_sigterm_to_the_process_restores(tmp_path):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(1200):  # wait until it has acted
-            if proc.poll() is not None or log.exists() and '"set_locked_sm_clocks_mhz"' in log.read_text():
+            if proc.poll() is not None or (log.exists() and '"set_locked_sm_clocks_mhz"' in log.read_text()):
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)

@@ -357,8 +357,8 @@ def test_deploy_agent_writes_through_actuator(serve):
     writer = running.client()
     host = replace(sim_host.host, writer=writer)
     out = io.StringIO()
-    agent = DeployAgent(host, CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu),
-                        sim_host.engine_specs(),
+    decider = CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu)
+    agent = DeployAgent(host, decider, sim_host.engine_specs(),
                         DeployConfig(interval_s=1.0, duration_s=20.0, apply=True), Telemetry(stream=out))
     assert agent.run() == "duration"
     records = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -390,8 +390,8 @@ def test_deploy_agent_when_actuator_goes_away(serve):
 
     host = replace(sim_host.host, writer=writer, sleep=sleep)
     out = io.StringIO()
-    agent = DeployAgent(host, CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu),
-                        sim_host.engine_specs(),
+    decider = CheckpointDecider.for_gpu(LocalController("ppo-local"), sim_host.engine_specs(), host.gpu)
+    agent = DeployAgent(host, decider, sim_host.engine_specs(),
                         DeployConfig(interval_s=1.0, duration_s=20.0, apply=True), Telemetry(stream=out))
     with pytest.raises(ActuatorError):
         agent.run()

@@ -298,7 +298,7 @@ def test_window_across_a_different_model_counts_from_zero():
 class _EngineHandler(http.server.BaseHTTPRequestHandler):
     """Serves the server's queued texts in turn (the last one repeats), with its status and delay."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         server = self.server
         time.sleep(server.delay_s)
         try:

@@ -163,11 +163,11 @@ def test_pickle_roundtrip_continues_identically(env_id):
 def test_make_vec_sync(env_id):
     vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", env=dict(SHORT))
     try:
-        obs, infos = vec.reset(seed=0)
+        obs, _ = vec.reset(seed=0)
         assert obs.shape == (2,) + vec.single_observation_space.shape and obs.dtype == np.float32
         vec.action_space.seed(0)
         for _ in range(3):
-            obs, rewards, terminated, truncated, infos = vec.step(vec.action_space.sample())
+            obs, rewards, terminated, _truncated, _infos = vec.step(vec.action_space.sample())
             assert obs.shape[0] == rewards.shape[0] == 2 and np.isfinite(rewards).all()
             assert not terminated.any()
     finally:
@@ -310,7 +310,7 @@ def test_reward_terms_follow_the_scenario_weights(mode):
     interval = env.unwrapped.interval_s
     env.action_space.seed(2)
     for _ in range(10):
-        _, reward, _, _, info = env.step(env.action_space.sample())
+        _, _reward, _, _, info = env.step(env.action_space.sample())
         assert info["reward_energy"] == pytest.approx(-0.5 * info["energy_j"] / (tdp * interval))
         ttft = info["ttft_excess"] if mode == "smooth" else info["ttft_over"]
         tbt = info["tbt_excess"] if mode == "smooth" else info["gaps_over"]
@@ -665,10 +665,10 @@ def test_run_episode_sums_the_episode():
     env = make(LOCAL)
     totals = run_episode(env, lambda obs: np.array([3, 2, 1]), seed=2)
     rows = []  # the same episode, summed by hand
-    obs, _ = env.reset(seed=2)
+    env.reset(seed=2)
     done = False
     while not done:
-        obs, r, term, trunc, info = env.step(np.array([3, 2, 1]))
+        _obs, r, term, trunc, info = env.step(np.array([3, 2, 1]))
         rows.append((r, info))
         done = term or trunc
     assert totals["reward"] == pytest.approx(sum(r for r, _ in rows))

@@ -83,7 +83,7 @@ def assert_all_counted(result):
 # --- light load ----------------------------------------------------------------------------------
 
 def test_light_load_every_request_finishes_within_slo(default_run):
-    sim, policy, result = default_run
+    _sim, _policy, result = default_run
     s = result.summary
     assert_all_counted(result)
     assert s["requests"] > 150
@@ -95,9 +95,9 @@ def test_light_load_every_request_finishes_within_slo(default_run):
 
 
 def test_controls_are_valid(default_run):
-    sim, policy, result = default_run
+    _sim, policy, _result = default_run
     assert policy.controls
-    for now, index, models, spec, control in policy.controls:
+    for _now, _index, models, spec, control in policy.controls:
         if control is None:
             continue
         if control.clock_mhz is not None:
@@ -170,7 +170,7 @@ def test_empty_awake_gpus_are_parked_at_once():
 
 
 def test_consolidation_parks_the_unused_gpu():
-    sim, policy, result = run(spawn_after=3)  # a lone burst does not wake the second GPU
+    _sim, policy, result = run(spawn_after=3)  # a lone burst does not wake the second GPU
     assert (result.requests.gpu == 0).all()  # the load fits on one GPU and is packed there
     gpus = result.gpus.set_index("gpu")
     assert gpus.loc[1, "time_parked_s"] > 0 and gpus.loc[1, "time_busy_s"] == 0
@@ -180,7 +180,7 @@ def test_consolidation_parks_the_unused_gpu():
 
 
 def test_consolidation_off_never_parks():
-    sim, policy, result = run(consolidation=False)
+    _sim, policy, result = run(consolidation=False)
     assert (result.gpus.time_parked_s == 0).all()
     assert result.energy_by_state()["parked"] == 0
     assert all(actions == [] for _, actions in policy.actions) and policy.actions
@@ -191,9 +191,9 @@ def test_consolidation_off_never_parks():
 # --- ablations -----------------------------------------------------------------------------------
 
 def test_partition_off_splits_shares_evenly():
-    sim, policy, result = run(partition=False)
+    _sim, policy, result = run(partition=False)
     multi = 0
-    for now, index, shares, spec, control in policy.controls:
+    for now, index, shares, _spec, control in policy.controls:
         if not shares:
             assert control is None or control.shares is None
             continue
@@ -216,7 +216,7 @@ def test_partition_on_gives_uneven_shares(default_run):
 
 
 def test_placement_off_places_least_loaded():
-    sim, policy, result = run(placement=False)
+    _sim, policy, result = run(placement=False)
     assert policy.placements
     for request, target, least in policy.placements:
         assert target == least, request
@@ -236,7 +236,8 @@ def test_make_policy_defaults():
     assert festina.config == FestinaConfig()  # agents/festina.yaml holds the dataclass defaults
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
-    assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf", "power-cap"}
+    assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf",
+                                  "power-cap"}
     assert make_policy("least-loaded").name == "least-loaded"
 
 
@@ -255,7 +256,8 @@ def test_unknown_policy_lists_known():
 
 @pytest.mark.parametrize("params, name", [({"tbt_margin": 1.0}, "tbt_margin"), ({"ttft_margin": -0.1}, "ttft_margin"),
                                           ({"n_share_levels": 21}, "n_share_levels"),
-                                          ({"n_clock_levels": 1}, "n_clock_levels"), ({"low_windows": 0}, "low_windows"),
+                                          ({"n_clock_levels": 1}, "n_clock_levels"),
+                                          ({"low_windows": 0}, "low_windows"),
                                           ({"absorb_limit": 0.0}, "absorb_limit"), ({"spawn_at": 0}, "spawn_at")])
 def test_out_of_range_parameter_is_named(params, name):
     with pytest.raises(ValueError, match=f"FestinaConfig.{name}"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 from unittest.mock import patch
 
 import pynvml
@@ -412,9 +413,8 @@ def test_no_permission_says_how_to_grant_it(gpu: nvml.NvmlDevice, fake: Any) -> 
 
 
 def test_nvml_errors_context_manager_passes_other_exceptions(fake: Any) -> None:
-    with pytest.raises(KeyError):
-        with nvml.nvml_errors("NVML: anything"):
-            raise KeyError("not NVML's")
+    with pytest.raises(KeyError), nvml.nvml_errors("NVML: anything"):
+        raise KeyError("not NVML's")
 
 
 # --- init, the binding ------------------------------------------------------------------------------------

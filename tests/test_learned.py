@@ -161,8 +161,9 @@ def test_shipped_checkpoints_load_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from festgym.control.checkpoint import find_checkpoints; from festgym.policies import make_policy; "
-            "[make_policy(n) for n in find_checkpoints()]; print(len(find_checkpoints()), 'torch' in sys.modules)")
+    code = ("import sys; from festgym.control.checkpoint import find_checkpoints; "
+            "from festgym.policies import make_policy; [make_policy(n) for n in find_checkpoints()]; "
+            "print(len(find_checkpoints()), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 2 and out[1] == "False"  # PPO and SAC ship
 

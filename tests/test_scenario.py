@@ -40,7 +40,7 @@ def same_trace(a, b) -> bool:
 
 def test_shipped_scenarios_are_listed():
     assert {"default", "diurnal-low", "mixed-a100-h100"} <= set(SHIPPED)
-    assert SHIPPED == sorted(p.stem for p in SCENARIOS.shipped.glob("*.yaml"))
+    assert sorted(p.stem for p in SCENARIOS.shipped.glob("*.yaml")) == SHIPPED
 
 
 @pytest.mark.parametrize("name", SHIPPED)

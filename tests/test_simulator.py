@@ -55,7 +55,7 @@ def reference_times(sim: Simulator, trace: Trace, ready_s: float, clock: float, 
     waiting, prefilling, decoding = deque(), [], {}  # decoding: rid -> [ctx, remaining]
     t, i, n = ready_s, 0, len(trace)
     while len(finish) < n:
-        while i < n and trace.arrival_s[i] < t or (i < n and trace.arrival_s[i] <= ready_s):
+        while (i < n and trace.arrival_s[i] < t) or (i < n and trace.arrival_s[i] <= ready_s):
             waiting.append([i, int(trace.prompt_tokens[i])])
             i += 1
         while waiting and len(decoding) + len(prefilling) < engine.max_num_seqs:
@@ -160,7 +160,8 @@ def test_lower_clock_saves_decode_power_and_costs_latency():
     fast, slow = (sim.run(trace, Fixed(clock_mhz=c)) for c in (1980, 900))
     # memory-bound decode: a 55% lower clock costs far less than 55% in step time
     assert 1.05 < slow.summary["tbt_p50_ms"] / fast.summary["tbt_p50_ms"] < 1.6
-    busy = lambda r: r.gpus.energy_busy_j.sum() / r.gpus.time_busy_s.sum()
+    def busy(r):
+        return r.gpus.energy_busy_j.sum() / r.gpus.time_busy_s.sum()
     assert busy(slow) < busy(fast) * 0.9
 
 

@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-import stable_baselines3 as sb3  # noqa: E402
+import stable_baselines3 as sb3
 
-from festgym.cli.main import main  # noqa: E402
-from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file  # noqa: E402
-from festgym.errors import SpecError  # noqa: E402
-from festgym.jobs.train import TrainConfig, export_checkpoint, load_agent, train  # noqa: E402
+from festgym.cli.main import main
+from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file
+from festgym.errors import SpecError
+from festgym.jobs.train import TrainConfig, export_checkpoint, load_agent, train
 
 TINY = """\
 algo: ppo

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from festgym.errors import FestgymError
 from festgym.resources import data_dir
@@ -87,5 +88,12 @@ def import_with_extra(module: str, what: str, extra: str) -> ModuleType:
                            f"'festgym[{extra}]' (in a checkout: pip install -e '.[{extra}]')") from None
 
 
-__all__ = ["Command", "Configure", "ScenarioChoice", "add_data_option", "print_table", "reference_data",
-           "import_with_extra"]
+__all__ = [
+    "Command",
+    "Configure",
+    "ScenarioChoice",
+    "add_data_option",
+    "import_with_extra",
+    "print_table",
+    "reference_data",
+]

@@ -83,7 +83,7 @@ def _engine_specs(urls: dict[str, str], slos: dict[str, str], limits: dict[str, 
             limit = int(limits[model]) if model in limits else None
         except ValueError:
             slo = []
-        if slo is not None and len(slo) not in (2, 3) or limit is not None and limit < 1:
+        if (slo is not None and len(slo) not in (2, 3)) or (limit is not None and limit < 1):
             raise FestgymError(f"deploy: --slo {model}=TTFT_S,TBT_S[,TTFT_PER_1K_TOKENS_S] and --max-num-seqs "
                                f"{model}=N take numbers")
         if slo is None or limit is None:
@@ -114,7 +114,8 @@ def _real_host(args: argparse.Namespace):
     if not urls:
         raise FestgymError("deploy: give each served model's metrics URL: --engine MODEL=http://HOST:PORT "
                            "(repeat, most popular model first), or --simulate")
-    specs = _engine_specs(urls, split_pairs(args.slo, "--slo", "MODEL"), split_pairs(args.max_num_seqs, "--max-num-seqs", "MODEL"), args)
+    specs = _engine_specs(urls, split_pairs(args.slo, "--slo", "MODEL"),
+                          split_pairs(args.max_num_seqs, "--max-num-seqs", "MODEL"), args)
     engines = {s.model: EngineScraper(s.url, engine=args.engine_kind, timeout_s=args.scrape_timeout) for s in specs}
     mps = {m: int(pid) for m, pid in split_pairs(args.mps_server, "--mps-server", "MODEL").items()}
     shares = MpsShares(mps) if args.shares == "mps" else AdvisoryShares()

@@ -21,16 +21,22 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from festgym.errors import FestgymError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 Group = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
@@ -46,7 +52,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):  # source not installed: options get no help text
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
                     isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and \
                     isinstance(after.value.value, str):
@@ -123,7 +129,8 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
     docs = field_docs(cls)
     wanted = set(only) if only is not None else None
     for field in dataclasses.fields(cls):
-        if (wanted is not None and field.name not in wanted) or field.name in skip or not field.metadata.get("cli", True):
+        left_out = (wanted is not None and field.name not in wanted) or field.name in skip
+        if left_out or not field.metadata.get("cli", True):
             continue
         flag = flag_of(field)
         hint, optional = _unwrap(hints[field.name])
@@ -136,7 +143,7 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
             kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
             kwargs["default"] = None if overridable else bool(default)
         else:
-            parse, metavar = _converter(hint, flag) if "parse" not in field.metadata else (field.metadata["parse"], None)
+            parse, metavar = (field.metadata["parse"], None) if "parse" in field.metadata else _converter(hint, flag)
             kwargs["type"] = parse
             kwargs["metavar"] = field.metadata.get("metavar", metavar or _unit_metavar(field.name))
             if "choices" in field.metadata:
@@ -188,7 +195,7 @@ def from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
     return _built(cls, cls, {**_values(cls, args, False), **extra})
 
 
-def override(base: T, args: argparse.Namespace, **extra: Any) -> T:
+def override(base: D, args: argparse.Namespace, **extra: Any) -> D:
     """``base`` with the options given on the command line (added with ``overridable=True``)."""
     kind = type(base)
     return _built(lambda **values: dataclasses.replace(base, **values), kind,

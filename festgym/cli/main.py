@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from festgym import __version__
 from festgym.cli import deploy, profiles, runs, train

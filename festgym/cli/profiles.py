@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from festgym.cli.common import Command, add_data_option, import_with_extra, print_table, reference_data
 from festgym.errors import FestgymError

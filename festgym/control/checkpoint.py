@@ -14,9 +14,10 @@ a hash the operator pins); it never opens the pickles.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class ControllerInterface:
     """``multidiscrete`` (level indices) or ``box`` (each component in [-1, 1], cut into levels)."""
 
     @classmethod
-    def from_card(cls, card: dict[str, Any], source: str) -> "ControllerInterface":
+    def from_card(cls, card: dict[str, Any], source: str) -> ControllerInterface:
         data = card.get("interface")
         if not isinstance(data, dict):
             raise PolicyFileError(f"{source}: no 'interface' (seal the checkpoint: `festgym export <checkpoint>`)")

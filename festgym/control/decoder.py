@@ -13,7 +13,7 @@ quantised (:func:`festgym.levels.normalize_shares`).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from festgym.control.actions import GpuControl
 from festgym.control.levels import clock_levels, normalize_shares

@@ -9,7 +9,7 @@ slice cache small and makes every share an exact, repeatable float.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from festgym.errors import FestgymError
 
 FORMAT = "festgym-numpy-policy/1"
 WEIGHTS, SPEC = "weights.npz", "policy.json"
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda x: x,
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
@@ -54,16 +55,17 @@ class NumpyPolicy:
         self.layers = [(w, b, ACTIVATIONS[act]) for (w, b), act in zip(weights, spec["layers"])]
         self.obs_shape = tuple(spec["observation_shape"])
         norm = spec.get("obs_normalization")
-        self._norm = None if norm is None else (np.asarray(norm["mean"]), np.sqrt(np.asarray(norm["var"]) + norm["epsilon"]),
-                                                norm["clip"])
+        self._norm = None if norm is None else (np.asarray(norm["mean"]),
+                                                np.sqrt(np.asarray(norm["var"]) + norm["epsilon"]), norm["clip"])
         action = spec["action"]
-        self._nvec = action.get("nvec")
-        self._splits = np.cumsum(self._nvec)[:-1] if self._nvec else None
-        self._low = np.asarray(action["low"]) if action["type"] == "box" else None
-        self._high = np.asarray(action["high"]) if action["type"] == "box" else None
+        self._nvec: list[int] | None = action.get("nvec")
+        self._splits = np.cumsum(self._nvec)[:-1].tolist() if self._nvec else []
+        box = action["type"] == "box"
+        self._low = np.asarray(action["low"] if box else [])
+        self._high = np.asarray(action["high"] if box else [])
 
     @classmethod
-    def load(cls, folder: str | Path) -> "NumpyPolicy":
+    def load(cls, folder: str | Path) -> NumpyPolicy:
         """Load an exported folder; a missing file, an unknown format or a weights file whose
         SHA-256 differs from the one recorded is an error naming the file."""
         folder = Path(folder)

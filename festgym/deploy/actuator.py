@@ -46,7 +46,7 @@ def handle(device: GpuDevice, line: bytes) -> dict[str, Any]:
         if not isinstance(request, dict):
             raise ActuatorError(f'expected a JSON object {{"op": NAME, "args": [...]}}, got {line[:200]!r}')
         op, args = request.get("op"), request.get("args", [])
-        if not isinstance(op, str) or op not in WRITES and op not in QUERIES:
+        if not isinstance(op, str) or (op not in WRITES and op not in QUERIES):
             raise ActuatorError(f"unknown op {op!r}; allowed: {', '.join([*WRITES, *QUERIES])}")
         if op == "restore":
             return {"ok": True, "reset": list(device.restore()), "changed": list(device.changed())}
@@ -61,7 +61,7 @@ def handle(device: GpuDevice, line: bytes) -> dict[str, Any]:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    server: "ActuatorServer"
+    server: ActuatorServer
 
     def handle(self) -> None:
         try:
@@ -148,4 +148,4 @@ class RemoteWriter:
             self._sock.close()
 
 
-__all__ = ["ActuatorError", "ActuatorServer", "QUERIES", "RemoteWriter", "WRITES", "handle"]
+__all__ = ["QUERIES", "WRITES", "ActuatorError", "ActuatorServer", "RemoteWriter", "handle"]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from festgym import signals
 from festgym.config import check_ranges
@@ -214,16 +215,17 @@ class DeployAgent:
             try:
                 value = action()
                 record[key] = list(value) if isinstance(value, tuple) else value
-            except Exception as exc:  # noqa: BLE001 - recorded, then raised below
+            except Exception as exc:
                 errors.append(exc)
                 record.setdefault("restore_errors", []).append(f"{key}: {exc}")
 
         if self.config.apply:
             attempt("reset", self.host.writes.restore)
             attempt("shares_reset", self.host.shares.restore)
-        if self._energy is not None and self._t is not None:  # the energy since the last interval
+        start_mj = self._energy
+        if start_mj is not None and self._t is not None:  # the energy since the last interval
             record["dt_s"] = record["t_s"] - self._t
-            attempt("energy_j", lambda: (self.host.gpu.total_energy_mj() - self._energy) / 1e3)
+            attempt("energy_j", lambda: (self.host.gpu.total_energy_mj() - start_mj) / 1e3)
         attempt("still_changed", self.host.writes.changed)
         record["watchdog_trips"] = self.guard.trips
         self.telemetry.write(record)

@@ -11,8 +11,9 @@ metrics window, the shares in force) and returns a :class:`~festgym.policy.GpuCo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 from festgym.control.actions import GpuControl
 from festgym.control.checkpoint import LocalController
@@ -64,7 +65,7 @@ class CheckpointDecider:
         self.clock_hi, self.tdp_w = max(supported_mhz), tdp_w
 
     @classmethod
-    def for_gpu(cls, controller: LocalController, engines: Sequence[EngineSpec], gpu: GpuDevice) -> "CheckpointDecider":
+    def for_gpu(cls, controller: LocalController, engines: Sequence[EngineSpec], gpu: GpuDevice) -> CheckpointDecider:
         """For ``gpu``: its supported clocks make the levels, its default power limit the TDP."""
         return cls(controller, engines, gpu.supported_sm_clocks_mhz(), gpu.default_power_limit_mw() / 1e3)
 

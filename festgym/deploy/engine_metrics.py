@@ -36,9 +36,8 @@ import urllib.parse
 import urllib.request
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from prometheus_client.exposition import generate_latest
@@ -427,10 +426,10 @@ def _family(
     label_names, label_values = labels
     doc = _CANONICAL[canonical][1]
     if isinstance(value, Histogram):
-        family = HistogramMetricFamily(name, doc, labels=label_names)
+        histogram = HistogramMetricFamily(name, doc, labels=label_names)
         buckets = [(floatToGoString(b), c) for b, c in zip(value.bounds, value.counts)]
-        family.add_metric(label_values, buckets + [("+Inf", value.count)], value.sum)
-        return family
+        histogram.add_metric(label_values, buckets + [("+Inf", value.count)], value.sum)
+        return histogram
     family = GaugeMetricFamily(name, doc, labels=label_names) if kind == "gauge" else \
         CounterMetricFamily(name, doc, labels=label_names)
     family.add_metric(label_values, value)

@@ -24,8 +24,8 @@ agent estimates it from the interval's metrics. **Assumptions:**
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from festgym.control.features import EMPTY_SLOT, gpu_vector, slot_vector, time_features
 from festgym.control.states import GPU_BUSY, GPU_IDLE, GPU_LOADING
@@ -110,4 +110,4 @@ def host_observation(slots: Sequence[EngineSpec | None], windows: Mapping[str, E
     return out
 
 
-__all__ = ["EngineSpec", "PEAK_QUANTILE", "engine_slot", "host_observation", "host_state", "nan_to_zero", "peak_gap_s"]
+__all__ = ["PEAK_QUANTILE", "EngineSpec", "engine_slot", "host_observation", "host_state", "nan_to_zero", "peak_gap_s"]

@@ -4,8 +4,8 @@ SLO watchdog. Pure logic over numbers, so it is tested without a device."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from festgym.config import check_ranges
 from festgym.control.levels import nearest_clock

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any
 
 from festgym.deploy.engine_metrics import EngineWindow, Histogram
 from festgym.deploy.observation import EngineSpec
@@ -68,7 +69,9 @@ class Telemetry:
 
     def __init__(self, path: str | Path | None = None, stream: IO[str] | None = None):
         self.path = Path(path) if path is not None else None
-        self._out = stream if stream is not None else (open(self.path, "a") if self.path is not None else None)
+        # Open for the agent's whole run (closed by close()): a context manager cannot span it.
+        file = open(self.path, "a") if self.path is not None and stream is None else None  # noqa: SIM115
+        self._out = stream if stream is not None else file
         self.records = 0
 
     def write(self, record: Mapping[str, Any]) -> None:

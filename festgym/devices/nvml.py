@@ -33,9 +33,10 @@ import functools
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from festgym.devices.device import (
     GpuDevice,
@@ -419,5 +420,15 @@ def open_gpus(indices: Sequence[int] | None = None) -> list[NvmlDevice]:
     return [NvmlDevice(index, physical[index], _handle(physical[index])) for index in wanted]
 
 
-__all__ = ["MISSING_BINDING", "NO_DRIVER_HINT", "NvmlDevice", "PRIVILEGE_HINT", "init", "nvml_errors", "open_gpus",
-           "shutdown", "translate", "visible_devices"]
+__all__ = [
+    "MISSING_BINDING",
+    "NO_DRIVER_HINT",
+    "PRIVILEGE_HINT",
+    "NvmlDevice",
+    "init",
+    "nvml_errors",
+    "open_gpus",
+    "shutdown",
+    "translate",
+    "visible_devices",
+]

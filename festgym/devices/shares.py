@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Mapping
+from collections.abc import Mapping
 
 from festgym.devices.device import GpuError, NotSupported
 
@@ -75,10 +75,11 @@ class MpsShares(ShareActuator):
     def __init__(self, servers: Mapping[str, int], control: str = MPS_CONTROL):
         super().__init__()
         self.servers = dict(servers)
-        self.control = shutil.which(control)
-        if self.control is None:
+        found = shutil.which(control)
+        if found is None:
             raise NotSupported(f"{control} not found on PATH: start the MPS control daemon "
                                f"('{control} -d'), or use advisory shares (the default)")
+        self.control = found
 
     def command(self, model: str, share: float) -> str:
         """The control command that gives ``model`` ``share`` of the SMs."""
@@ -96,4 +97,4 @@ class MpsShares(ShareActuator):
             raise GpuError(f"MPS: '{cmd}' failed: {(done.stderr or done.stdout).strip() or done.returncode}")
 
 
-__all__ = ["AdvisoryShares", "MPS_CONTROL", "MpsShares", "ShareActuator"]
+__all__ = ["MPS_CONTROL", "AdvisoryShares", "MpsShares", "ShareActuator"]

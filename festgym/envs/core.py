@@ -3,8 +3,9 @@ agent's slot in the policy, action decoding and the reward meter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -76,7 +77,7 @@ class ServingEnv(gym.Env):
     """Base class: subclasses define the spaces, :meth:`_apply`, :meth:`_observe` and which GPUs
     the agent controls (``controlled``)."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012 (Gymnasium declares it so)
     local = False
     """Simulate the scenario's ``local`` sub-cluster instead of the whole cluster."""
 
@@ -85,7 +86,8 @@ class ServingEnv(gym.Env):
         if action_type not in ACTION_TYPES:
             raise ValueError(f"action_type {action_type!r}: expected one of {', '.join(ACTION_TYPES)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise RenderModeError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None")
+            raise RenderModeError(f"render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} "
+                                  "or None")
         self._args = (scenario, action_type, render_mode, overrides)  # for pickling (see __getstate__)
         self._episode: dict | None = None
         self.scenario = load_scenario(scenario, **overrides)
@@ -96,7 +98,8 @@ class ServingEnv(gym.Env):
         self.controlled = self._controlled()
         self.agent = AgentPolicy(background_policy(self.scenario), self.controlled, len(self.sim.gpu_types))
         env = self.scenario.env
-        self.decoder = LevelDecoder({t: s.sm_clocks_mhz for t, s in self.sim.specs.items()}, env.clock_levels, env.share_levels, env.batch_caps)
+        ladders = {t: s.sm_clocks_mhz for t, s in self.sim.specs.items()}
+        self.decoder = LevelDecoder(ladders, env.clock_levels, env.share_levels, env.batch_caps)
         self.clocks = self.decoder.clocks
         self.period_s = self.scenario.workload.diurnal_period_s
         self.t = 0.0
@@ -202,6 +205,8 @@ class ServingEnv(gym.Env):
     def step(self, action):
         """Gymnasium ``step``. ``action=None`` lets the background policy decide this step for
         the agent's GPUs too (how the rule policy is scored on the same reward)."""
+        if self._episode is None:
+            raise gym.error.ResetNeeded(f"{type(self).__name__}: call reset() before step()")
         self.agent.defer = action is None
         if action is not None:
             self._apply(self._levels(action))
@@ -229,7 +234,7 @@ class ServingEnv(gym.Env):
 
     def __setstate__(self, state: dict) -> None:
         scenario, action_type, render_mode, overrides = state["args"]
-        self.__init__(scenario, action_type, render_mode, **overrides)
+        type(self).__init__(self, scenario, action_type, render_mode, **overrides)
         self.spec = state["spec"]
         episode = state["episode"]
         if episode is None:

@@ -20,8 +20,8 @@ re-weight offline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from festgym.scenario import RewardConfig
 from festgym.sim.gpu import SimGpu

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +22,7 @@ def run_episode(env: gym.Env, act: Callable[[np.ndarray], Any], seed: int) -> di
     while not done:
         obs, r, terminated, truncated, info = env.step(act(obs))
         done = terminated or truncated
-        reward += r
+        reward += float(r)
         for key in TOTALS:
             total[key] += info[key]
     return {"reward": reward, "energy_term": total["reward_energy"], "ttft_term": total["reward_ttft"],

@@ -27,11 +27,12 @@ class DiscreteActions(gym.ActionWrapper):
             raise ValueError(f"{total:,} joint actions is too many for a Discrete space (limit {MAX_ACTIONS:,}); "
                              "use PPO or A2C on the MultiDiscrete space, or fewer levels (env.clock_levels, "
                              "env.share_levels)")
+        self.n_actions = total
         self.action_space = gym.spaces.Discrete(total)
 
     def action(self, action) -> np.ndarray:
         if not self.action_space.contains(int(action)):
-            raise ValueError(f"DiscreteActions: action {action!r} is outside 0..{self.action_space.n - 1}")
+            raise ValueError(f"DiscreteActions: action {action!r} is outside 0..{self.n_actions - 1}")
         out = np.empty(len(self.nvec), dtype=np.int64)
         rest = int(action)
         for i in range(len(self.nvec) - 1, -1, -1):

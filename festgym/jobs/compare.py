@@ -28,18 +28,19 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from festgym.config import check_ranges
 from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
 from festgym.control.states import STATES
-from festgym.config import check_ranges
 from festgym.errors import FestgymError
 from festgym.plots import figure
 from festgym.policies import COMPARED, RULE_POLICIES, make_policy
@@ -407,10 +408,10 @@ def _tabulate(scenario: Scenario, seeds: tuple[int, ...], duration_s: float | No
     runs = _paired(runs, REFERENCE if REFERENCE in labels else None)
     ran_ablation = any(label == ABLATION[0][0] for label, _, _ in planned)
     ablation_labels = [label for label, _ in ABLATION] + [FULL] if ran_ablation else []
-    series = [r for r in results if r.power is not None]
-    power = pd.DataFrame({r.label: pd.Series(r.power[:, 1], index=r.power[:, 0]) for r in series})
+    series = [(r, r.power) for r in results if r.power is not None]
+    power = pd.DataFrame({r.label: pd.Series(p[:, 1], index=p[:, 0]) for r, p in series})
     power.index.name = "t_s"
-    state_hours = pd.DataFrame({r.label: r.state_hours for r in series}).T.reindex(columns=list(STATES))
+    state_hours = pd.DataFrame({r.label: r.state_hours for r, _ in series}).T.reindex(columns=list(STATES))
     return CompareResult(scenario=scenario.name, seeds=seeds,
                          duration_s=float(duration_s or scenario.workload.duration_s),
                          summary=aggregate(runs, labels), ablation=aggregate(runs, ablation_labels), runs=runs,
@@ -511,8 +512,8 @@ def format_table(table: pd.DataFrame) -> str:
         if several:
             shown[column] = [f"{m:.{digits}f} ± {c:.{digits}f}" for m, c in zip(shown[column], shown[ci])]
     shown = shown.drop(columns=["energy_kwh_ci95", "slo_pct_ci95"] + ([] if several else ["seeds"]))
-    digits = {"energy_kwh": 3, "j_per_token": 3, "slo_diff_pp": 2}
-    return shown.round({c: digits.get(c, 1) for c in shown.columns if shown[c].dtype.kind == "f"}).to_string(
+    rounding = {"energy_kwh": 3, "j_per_token": 3, "slo_diff_pp": 2}
+    return shown.round({c: rounding.get(c, 1) for c in shown.columns if shown[c].dtype.kind == "f"}).to_string(
         index=False, na_rep="nan")
 
 

@@ -41,7 +41,9 @@ def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, **{f"{k}{i}": a for i, (w, b, _) in enumerate(layers) for k, a in (("W", w), ("b", b))})
+    arrays: dict[str, np.ndarray] = {f"{k}{i}": a for i, (w, b, _) in enumerate(layers)
+                                     for k, a in (("W", w), ("b", b))}
+    np.savez(buffer, allow_pickle=False, **arrays)
     (out / WEIGHTS).write_bytes(buffer.getvalue())
     spec = {
         "format": FORMAT,

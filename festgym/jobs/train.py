@@ -22,6 +22,7 @@ only to train.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import pickle
 import time
@@ -229,11 +230,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
 
 
 def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 class SaveNormalization(BaseCallback):

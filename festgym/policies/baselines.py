@@ -3,13 +3,15 @@
 Every baseline keeps its GPUs awake (no parking, no migration); the simulator's keep-alive still
 unloads an instance that stays idle. They differ in placement and in what they control:
 
-| name        | stands for                                   | placement   | clock                      | SM shares | other                 |
-|-------------|----------------------------------------------|-------------|----------------------------|-----------|-----------------------|
-| max-clock   | vLLM serving, one model per GPU              | dedicated   | default                    | whole GPU |                       |
-| mps-even    | GPU sharing without energy control (MPS)     | co-located  | default                    | even      |                       |
-| dvfs-only   | DVFS-augmented serving (throttLL'eM, GreenLLM)| dedicated  | lowest that meets TBT      | whole GPU |                       |
-| miad-llf    | FREESH                                       | co-located  | MIAD on observed latency   | even      | least-laxity-first queue |
-| power-cap   | PALS                                         | dedicated   | highest under a power cap  | whole GPU | batch cap for TBT     |
+========= ============================================== ========== ========================= ========= ==============
+name      stands for                                     placement  clock                     SM shares other
+========= ============================================== ========== ========================= ========= ==============
+max-clock vLLM serving, one model per GPU                dedicated  default                   whole GPU
+mps-even  GPU sharing without energy control (MPS)       co-located default                   even
+dvfs-only DVFS-augmented serving (throttLL'eM, GreenLLM) dedicated  lowest that meets TBT     whole GPU
+miad-llf  FREESH                                         co-located MIAD on observed latency  even      LLF queues
+power-cap PALS                                           dedicated  highest under a power cap whole GPU TBT batch caps
+========= ============================================== ========== ========================= ========= ==============
 
 *Dedicated*: a model's instances each get a GPU of their own. Requests go to the least-loaded
 instance, and a new instance starts on an empty GPU when every instance is over ``spawn_at`` of
@@ -141,10 +143,11 @@ class Baseline(BasePolicy):
         share = quantize_share(1.0 / len(instances))
         clock, caps = self.clock(gpu, share)
         shares = {i.model: share for i in instances} if any(i.share != share for i in instances) else None
-        caps = {m: c for m, c in caps.items() if gpu.instance(m).max_num_seqs != c} or None
-        if shares is None and caps is None and clock == gpu.clock_mhz:
+        limits = {i.model: i.max_num_seqs for i in instances}
+        changed = {m: c for m, c in caps.items() if limits.get(m) != c} or None
+        if shares is None and changed is None and clock == gpu.clock_mhz:
             return None
-        return GpuControl(clock_mhz=clock, shares=shares, max_num_seqs=caps)
+        return GpuControl(clock_mhz=clock, shares=shares, max_num_seqs=changed)
 
     def clock(self, gpu: GpuView, share: float) -> tuple[float, dict[str, int]]:
         """(clock in MHz, batch caps by model) for ``gpu`` whose models each hold ``share``."""
@@ -257,7 +260,7 @@ class PowerCap(Baseline):
         fits = [k for k, w in enumerate((spec.idle_w + dynamic).tolist()) if w <= self.config.cap_frac * spec.tdp_w]
         level = fits[-1] if fits else 0
         caps = self._restore(gpu)
-        for inst, step_s, tab, si, bi, ci in looked:
+        for inst, step_s, tab, si, _bi, ci in looked:
             if step_s[level] > self._tbt_budget(inst):
                 ok = [b for b, t in enumerate(tab.decode_s[si, level, :, ci].tolist()) if t <= self._tbt_budget(inst)]
                 caps[inst.model] = max(int(tab.batch_points[ok[-1]]), 1) if ok else 1

@@ -128,7 +128,7 @@ class Summary:
     """Smallest feasible share at the top clock (above 1 if none)."""
 
     @classmethod
-    def of(cls, costs: np.ndarray, shares: np.ndarray) -> "Summary":
+    def of(cls, costs: np.ndarray, shares: np.ndarray) -> Summary:
         n = costs.shape[0]
         finite = np.isfinite(costs)
         any_ok = finite.any(axis=0)
@@ -244,7 +244,7 @@ class Festina(BasePolicy):
         return (tab.profile.key, bi, ci, running > 0, tab.prefill_index(pending, chunk),
                 tab.prefill_index(pending + prompt, chunk), tab.prefill_index(prompt, chunk))
 
-    def _summary(self, inst: InstanceView, tab: ProfileTables, situation: tuple, interval: float) -> "Summary":
+    def _summary(self, inst: InstanceView, tab: ProfileTables, situation: tuple, interval: float) -> Summary:
         """Per clock, the least-energy and the smallest feasible share level of ``inst`` and
         their energies (cached by situation)."""
         found = self._summaries.get(situation)
@@ -281,13 +281,13 @@ class Festina(BasePolicy):
                 situations.append(situation)
                 self._need[key] = (summary.need, now)
         # The settings depend on nothing else (the current clock only through the hysteresis).
-        key = (tuple(situations), tuple(i.model for i in idle), gpu.clock_mhz)
-        plan = self._plans.get(key)
+        settings = (tuple(situations), tuple(i.model for i in idle), gpu.clock_mhz)
+        plan = self._plans.get(settings)
         if plan is None:
-            plan = remember(self._plans, key, self._plan(gpu, busy, idle))
+            plan = remember(self._plans, settings, self._plan(gpu, busy, idle))
         return self._emit(gpu, *plan)
 
-    def _plan(self, gpu: GpuView, busy: list[tuple[InstanceView, "Summary"]],
+    def _plan(self, gpu: GpuView, busy: list[tuple[InstanceView, Summary]],
               idle: list[InstanceView]) -> tuple[float, dict[str, float]]:
         """(clock, shares) of least energy that passes, or the overload fallback."""
         cfg = self.config
@@ -305,7 +305,7 @@ class Festina(BasePolicy):
         return self._split(gpu, float(clocks[c]), {i.model: float(tab.shares[k]) for (i, _), k in zip(busy, picked)},
                            idle)
 
-    def _choose(self, gpu: GpuView, tab: ProfileTables, summaries: list["Summary"], n_instances: int):
+    def _choose(self, gpu: GpuView, tab: ProfileTables, summaries: list[Summary], n_instances: int):
         """(clock index, share level per busy instance) of least energy, or ``None`` if no
         setting passes. Per clock, every instance takes its least-energy share; if those do not
         fit in the GPU, each its smallest feasible one; the cheapest clock that fits wins, and

@@ -23,8 +23,8 @@ overrides the folder); :mod:`festgym.checkpoint` loads and verifies them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from festgym.control.actions import Action, GpuControl
 from festgym.control.checkpoint import CARD, LocalController, read_card

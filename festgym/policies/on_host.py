@@ -21,8 +21,9 @@ A policy's batch caps (``max_num_seqs``) are not applied: engines fix them at st
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping, Sequence
+from typing import cast
 
 from festgym.control.actions import GpuControl
 from festgym.control.states import STATES
@@ -32,8 +33,8 @@ from festgym.deploy.observation import EngineSpec, host_state, nan_to_zero, peak
 from festgym.policies.demand import CTX_GUESS
 from festgym.profiles.profile import Profile, load_profile
 from festgym.sim.policy import Policy
-from festgym.sim.serving import ModelServing
-from festgym.sim.views import Request
+from festgym.sim.serving import ModelServing, Slo
+from festgym.sim.views import ClusterView, GpuView, Request
 
 
 class HostInstance:
@@ -102,8 +103,11 @@ class HostCluster:
     def profile(self, gpu: int, model: str) -> Profile:
         return self._profiles[model]
 
-    def slo(self, model: str):
-        return self._gpu.instance(model).slo
+    def slo(self, model: str) -> Slo:
+        inst = self._gpu.instance(model)
+        if inst is None:
+            raise KeyError(f"{model} is not served on this host")
+        return inst.slo
 
     def can_host(self, gpu: int, model: str) -> bool:
         return model in self._profiles
@@ -126,10 +130,12 @@ class RuleDecider:
                                            // profiles[e.model].model.kv_bytes_per_token)) for e in engines]
         self.gpu = HostGpu(next(iter(profiles.values())), self.instances)
         self.cluster = HostCluster(self.gpu, profiles, interval_s)
+        # The host's views offer every property of the simulator's that rule policies read.
+        self._cluster_view, self._gpu_view = cast(ClusterView, self.cluster), cast(GpuView, self.gpu)
         self._active = {e.model: 0.0 for e in engines}  # running + waiting at the last interval
         self._prompt = {e.model: CTX_GUESS for e in engines}  # until the metrics show prompts
         self._rid = 0
-        policy.reset(self.cluster)
+        policy.reset(self._cluster_view)
 
     def decide(self, state: HostState) -> tuple[GpuControl | None, None]:
         self.cluster.now = state.now
@@ -141,7 +147,7 @@ class RuleDecider:
             window = state.windows.get(inst.model)
             self._arrivals(inst.model, window, state.now)
             inst.update(window, state.shares[inst.model], self._prompt[inst.model])
-        control = self.policy.control(self.gpu, state.now)
+        control = self.policy.control(self._gpu_view, state.now)
         if control is None:
             return None, None
         return GpuControl(clock_mhz=control.clock_mhz, shares=control.shares), None
@@ -158,7 +164,7 @@ class RuleDecider:
             self._prompt[model] = window.prompt_tokens / firsts
         for _ in range(arrived):
             self._rid += 1
-            self.policy.place(Request(self._rid, model, int(self._prompt[model]), now), self.cluster)
+            self.policy.place(Request(self._rid, model, int(self._prompt[model]), now), self._cluster_view)
 
 
 __all__ = ["HostCluster", "HostGpu", "HostInstance", "RuleDecider"]

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from festgym.config import read_mapping
 from festgym.policies.baselines import BASELINES

@@ -48,7 +48,7 @@ class ProfileTables:
     """``clocks`` as a list."""
 
     @classmethod
-    def build(cls, profile: Profile, n_shares: int = 10, n_clocks: int = 10) -> "ProfileTables":
+    def build(cls, profile: Profile, n_shares: int = 10, n_clocks: int = 10) -> ProfileTables:
         shares = np.asarray(share_levels(n_shares))
         clocks = np.asarray(clock_levels(profile.gpu.sm_clocks_mhz, n_clocks, profile.gpu.name))
         idle = profile.gpu.idle_w

@@ -8,12 +8,16 @@ and each GPU spec names its source in ``provenance``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from festgym.errors import SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,12 @@ class _Constants:
     ``ranges`` gives each constant's physical range as (low, high, low_is_open); a constant not
     listed must be finite and >= 0."""
 
+    section: ClassVar[str] = ""
+    """The spec's ``constants`` sub-section holding them."""
     ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str):
+    def from_dict(cls, data: Mapping[str, Any], source: str) -> Self:
         if not isinstance(data, Mapping):
             raise SpecError(source, cls.section, f"expected a mapping of constants, got {data!r}")
         values = {}
@@ -56,14 +62,14 @@ class _Constants:
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in dataclasses.asdict(self).items()}
 
-    def replace(self, **changes: float):
+    def replace(self, **changes: float) -> Self:
         return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class LatencyConstants(_Constants):
-    section = "latency"
-    ranges = {
+    section: ClassVar[str] = "latency"
+    ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {
         **{n: (0.0, 1.0, True) for n in ("gemm_peak_frac", "attn_compute_frac", "hbm_frac", "kv_frac",
                                         "bw_saturation_share")},
         "clock_insensitive_frac": (0.0, 0.99, False), "roofline_sharpness": (1.0, 64.0, False),
@@ -92,8 +98,9 @@ class LatencyConstants(_Constants):
 
 @dataclass(frozen=True)
 class PowerConstants(_Constants):
-    section = "power"
-    ranges = {"idle_w": (0.0, np.inf, True), "v_floor": (0.0, 1.0, True)}
+    section: ClassVar[str] = "power"
+    ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {"idle_w": (0.0, np.inf, True),
+                                                              "v_floor": (0.0, 1.0, True)}
     parked_w: float
     """No model, no context, deep idle."""
     idle_w: float

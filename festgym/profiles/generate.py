@@ -7,8 +7,9 @@ point's time and power are those of the clock the firmware would really run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +17,9 @@ from festgym.config import read_mapping
 from festgym.control.levels import CONTROL_CLOCK_FRAC
 from festgym.errors import SpecError
 from festgym.profiles import roofline
+from festgym.profiles.calibration.check import check_profile
 from festgym.profiles.grid import Grid
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
-from festgym.profiles.calibration.check import check_profile
 from festgym.profiles.specs import GpuSpec, ModelSpec, spec_path
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)

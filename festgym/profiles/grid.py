@@ -57,7 +57,7 @@ class _Axis:
     """The nodes as Python floats, for the scalar path."""
 
     @classmethod
-    def build(cls, values: np.ndarray, kind: str, bounds: tuple[float | None, float | None]) -> "_Axis":
+    def build(cls, values: np.ndarray, kind: str, bounds: tuple[float | None, float | None]) -> _Axis:
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown axis transform {kind!r}; one of {TRANSFORMS}")
         nodes = _transform(values, kind)
@@ -159,29 +159,30 @@ class Grid:
         wanted = self.names_of(fields)
         if all(isinstance(c, SCALARS) for c in coords):
             return self._point([float(c) for c in coords], wanted)
-        coords = [np.asarray(c, dtype=float) for c in coords]
-        for name, axis, c in zip(self.names, self._axes, coords):
+        arrays = [np.asarray(c, dtype=float) for c in coords]
+        for name, axis, c in zip(self.names, self._axes, arrays):
             # One reduction per axis: a sum is finite unless some value is not (or it overflows).
             if not np.isfinite(c.sum()) or (axis.kind == "reciprocal" and c.min() <= 0):
                 bad = ~np.isfinite(c) | ((c <= 0) if axis.kind == "reciprocal" else False)
                 if bad.any():
                     axis.reject(name, c[bad].ravel()[0])
-        shape = np.broadcast_shapes(*(c.shape for c in coords))
+        shape = np.broadcast_shapes(*(c.shape for c in arrays))
         n = int(np.prod(shape))
         # A coordinate shared by all points (one clock, one share) is located once.
-        located = [axis.locate(c.reshape(1)) if c.size == 1 else None for axis, c in zip(self._axes, coords)]
-        flat = [None if c.size == 1 else np.broadcast_to(c, shape).ravel() for c in coords]
+        located = [axis.locate(c.reshape(1)) if c.size == 1 else None for axis, c in zip(self._axes, arrays)]
+        flat = [c.reshape(1) if c.size == 1 else np.broadcast_to(c, shape).ravel() for c in arrays]
         out = {k: np.empty(n) for k in wanted}
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
-            cell, weights = 0, []
+            cell = np.zeros((), dtype=np.intp)
+            weights = []
             for axis, stride, fixed, c in zip(self._axes, self._cell_strides, located, flat):
                 i, w = fixed if fixed is not None else axis.locate(c[start:stop])
                 cell = cell + i * stride
                 weights.append(w)
-            cell = np.broadcast_to(cell, (stop - start,))
+            cells = np.broadcast_to(cell, (stop - start,))
             for k in wanted:
-                out[k][start:stop] = self._reduce(np.take(self._corners[k], cell, axis=1, mode="clip"), weights)
+                out[k][start:stop] = self._reduce(np.take(self._corners[k], cells, axis=1, mode="clip"), weights)
         for k, (lo, hi) in self._limits(wanted):
             np.clip(out[k], lo, hi, out=out[k])
         return {k: v.reshape(shape) for k, v in out.items()}

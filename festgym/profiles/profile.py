@@ -11,9 +11,10 @@ Lookups are vectorised (:class:`festgym.grid.Grid`): pass arrays, get arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -177,7 +178,7 @@ class Profile:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Profile":
+    def load(cls, folder: str | Path) -> Profile:
         folder = Path(folder)
         meta_path = folder / "profile.yaml"
         if not meta_path.is_file():
@@ -211,9 +212,10 @@ class Profile:
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise SpecError(path, "<file>", f"cannot parse: {exc}") from None
             grids[kind] = grid_from_frame(frame, axes, path, gpu)
-        for key, kind in (("provenance", dict), ("fit_errors", list)):
-            if not isinstance(meta.get(key) or kind(), kind):
-                raise SpecError(meta_path, key, f"expected a {kind.__name__}, got {meta[key]!r}")
+        for key, kind in (("provenance", "mapping"), ("fit_errors", "list")):
+            value = meta.get(key)
+            if value and not isinstance(value, dict if kind == "mapping" else list):
+                raise SpecError(meta_path, key, f"expected a {kind}, got {value!r}")
         profile = cls(gpu, model, grids["prefill"], grids["decode"], meta.get("provenance") or {},
                       tuple(meta.get("fit_errors") or ()), folder)
         profile.validate_power(folder)

@@ -9,9 +9,10 @@ transformer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class GpuSpec:
         return self.power.parked_w
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> "GpuSpec":
+    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> GpuSpec:
         clocks = data.get("sm_clock_mhz")
         if not isinstance(clocks, Mapping):
             raise SpecError(source, "sm_clock_mhz", "missing: expected {min, max, step, default}")
@@ -130,7 +131,7 @@ class GpuSpec:
         return spec
 
     @classmethod
-    def load(cls, spec: str | Path) -> "GpuSpec":
+    def load(cls, spec: str | Path) -> GpuSpec:
         """Read a ``gpu.yaml`` by path, or a GPU type's (``H100-SXM-80GB``) from the profile folders."""
         path = spec_path(spec, "gpu")
         return cls.from_dict(read_mapping(path), path)
@@ -264,7 +265,7 @@ class ModelSpec:
         )
 
     @classmethod
-    def load(cls, spec: str | Path, name: str | None = None) -> "ModelSpec":
+    def load(cls, spec: str | Path, name: str | None = None) -> ModelSpec:
         """Read a ``config.json`` by path, or a shipped model's (``Llama-3.1-8B``) from the profile
         folders' ``model-configs/``; the model is named after its folder unless ``name`` is given."""
         path = spec_path(spec, "model")

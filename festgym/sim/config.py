@@ -34,8 +34,9 @@ class SimConfig:
     (benchmarks; leave off to compare policies' energy over the same horizon)."""
 
     def __post_init__(self):
-        check_ranges(self, {"control_interval_s": self.control_interval_s > 0, "consolidate_interval_s": self.consolidate_interval_s > 0,
-                 "clock_change_s": self.clock_change_s >= 0, "share_change_s": self.share_change_s >= 0,
-                 "keep_alive_s": self.keep_alive_s >= 0, "drain_s": self.drain_s >= 0,
-                      "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1,
-                      "contention_tol": self.contention_tol >= 0})
+        check_ranges(self, {"control_interval_s": self.control_interval_s > 0,
+                            "consolidate_interval_s": self.consolidate_interval_s > 0,
+                            "clock_change_s": self.clock_change_s >= 0, "share_change_s": self.share_change_s >= 0,
+                            "keep_alive_s": self.keep_alive_s >= 0, "drain_s": self.drain_s >= 0,
+                            "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1,
+                            "contention_tol": self.contention_tol >= 0})

@@ -8,8 +8,9 @@ their own (an iteration's end, a clock change taking effect) and never see the l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from heapq import heappush
-from typing import Any, Callable
+from typing import Any
 
 Callback = Callable[[Any, float], None]
 """``callback(argument, now)``: each kind of event takes its own argument (a version number, ``None``)."""

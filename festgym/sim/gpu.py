@@ -97,13 +97,13 @@ class SimGpu:
     def energy_total_j(self) -> float:
         return sum(self.energy_j)
 
-    def instance_of(self, model: int) -> "Instance | None":
+    def instance_of(self, model: int) -> Instance | None:
         for inst in self.instances:
             if inst.model == model:
                 return inst
         return None
 
-    def hbm_demand(self, inst: "Instance") -> float:
+    def hbm_demand(self, inst: Instance) -> float:
         """Bandwidth demand of ``inst`` plus every other running instance, in units of the
         achievable bandwidth (above 1, they contend)."""
         total = inst.hbm
@@ -112,7 +112,7 @@ class SimGpu:
                 total += other.hbm
         return total * self.hbm_scale
 
-    def update(self, now: float, changed: "Instance | None" = None) -> None:
+    def update(self, now: float, changed: Instance | None = None) -> None:
         """Integrate energy up to ``now``, then recompute state and power; if ``changed`` just
         started running, re-plan the others whose contention factor moved."""
         dt = now - self.t_last
@@ -133,7 +133,7 @@ class SimGpu:
         state = GPU_IDLE
         for inst in self.instances:
             phase = inst.phase
-            if phase == PHASE_PREFILL or phase == PHASE_DECODE:
+            if phase == PHASE_PREFILL or phase == PHASE_DECODE:  # noqa: SIM109 (two compiled comparisons)
                 power += inst.dyn_w
                 demand += inst.hbm
                 state = GPU_BUSY
@@ -200,5 +200,5 @@ class SimGpu:
         self.events.schedule(self.waking_until, self.on_awake, None)
         return self.waking_until
 
-    def on_awake(self, _arg, now: float) -> None:
+    def on_awake(self, _arg: object, now: float) -> None:
         self.update(now)

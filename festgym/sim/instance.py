@@ -276,7 +276,7 @@ class Instance:
                 elif self.migrate_from is None:  # a migration target waits for its hand-over
                     self.events.schedule(now + self.keep_alive_s, self.on_expire, self.idle_version)
 
-    def on_ready(self, _arg, now: float) -> None:
+    def on_ready(self, _arg: object, now: float) -> None:
         """Cold start done."""
         self.phase = PHASE_IDLE
         self.gpu.update(now)

@@ -17,7 +17,8 @@ Policies see read-only views of live state (:class:`ClusterView`, :class:`GpuVie
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from festgym.control.actions import Action, GpuControl
 from festgym.errors import FestgymError

@@ -15,7 +15,8 @@ the head (:meth:`WaitingQueue.push_front`), whatever the discipline.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.instance import Instance, Seq

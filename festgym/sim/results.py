@@ -63,7 +63,7 @@ class Result:
     summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, sim: "Simulator", trace: "Trace", policy: str, wall_s: float) -> "Result":
+    def build(cls, sim: Simulator, trace: Trace, policy: str, wall_s: float) -> Result:
         requests = _request_frame(sim, trace)
         gpus = _gpu_frame(sim)
         timeline = pd.DataFrame({k: np.frombuffer(v, dtype=float) for k, v in sim.timeline.items()})
@@ -91,7 +91,7 @@ class Result:
         return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
 
 
-def _request_frame(sim: "Simulator", trace: "Trace") -> pd.DataFrame:
+def _request_frame(sim: Simulator, trace: Trace) -> pd.DataFrame:
     log = sim.ledger.log
     names = np.asarray(sim.model_names)
     model = np.where(log.model >= 0, log.model, sim.trace_model[trace.model])
@@ -126,7 +126,7 @@ def _request_frame(sim: "Simulator", trace: "Trace") -> pd.DataFrame:
     })
 
 
-def _gpu_frame(sim: "Simulator") -> pd.DataFrame:
+def _gpu_frame(sim: Simulator) -> pd.DataFrame:
     rows = []
     for gpu in sim.gpus:
         row = {"gpu": gpu.index, "type": gpu.spec.name}
@@ -140,7 +140,7 @@ def _gpu_frame(sim: "Simulator") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _summary(sim: "Simulator", result: Result, wall_s: float) -> dict[str, Any]:
+def _summary(sim: Simulator, result: Result, wall_s: float) -> dict[str, Any]:
     ledger = sim.ledger
     req, gpus = result.requests, result.gpus
     energy_j = float(gpus[[f"energy_{s}_j" for s in STATES]].to_numpy().sum())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from festgym.config import build_dataclass, check_ranges
 from festgym.errors import SpecError
@@ -60,7 +61,7 @@ class ModelServing:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, source: str = "<dict>") -> "ModelServing":
+    def from_dict(cls, data: Mapping[str, Any] | None, source: str = "<dict>") -> ModelServing:
         """``{"slo": {...}, "engine": {...}}``; unknown keys are an error naming the key."""
         data = dict(data or {})
         parts = {key: build_dataclass(kind, data.pop(key, None), f"{source}: {key}")

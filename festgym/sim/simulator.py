@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time as wallclock
 from array import array
+from collections.abc import Callable, Mapping, Sequence
 from heapq import heappop
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ from festgym.sim.views import ClusterView, Request
 from festgym.sim.workload import Trace
 
 
-def _column(typecode: str, values: np.ndarray) -> "array[Any]":
+def _column(typecode: str, values: np.ndarray) -> array[Any]:
     """A per-request column as a compact ``array``: the event loop reads it one item at a time,
     which costs less than a numpy scalar and takes less memory than a list."""
     out: array[Any] = array(typecode)
@@ -181,7 +182,7 @@ class Simulator:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def _loop(self, until: float, hold: bool, progress) -> int | None:
+    def _loop(self, until: float, hold: bool, progress: Callable[[float], None] | None) -> int | None:
         heap = self.events.heap
         arrivals = self._arrivals
         n = len(arrivals)
@@ -327,7 +328,7 @@ class Simulator:
 
     # --- policy calls -------------------------------------------------------------------------
 
-    def _tick(self, _arg, now: float) -> None:
+    def _tick(self, _arg: object, now: float) -> None:
         interval = self.config.control_interval_s
         line = self.timeline
         for gpu in self.gpus:
@@ -383,7 +384,7 @@ class Simulator:
             except ValueError as exc:
                 raise ActionError(f"GpuControl.clock_mhz: {exc}") from None
 
-    def _consolidate(self, _arg, now: float) -> None:
+    def _consolidate(self, _arg: object, now: float) -> None:
         for action in self.policy.consolidate(self.view, now) or ():
             self.apply_action(action, now)
         self.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)

@@ -48,7 +48,7 @@ class DecodeSlice:
         upwards and ``-1`` marks contexts below the first point (clipped there)."""
         return min(bisect_right(self.ctx, ctx), len(self.ctx) - 1) - 1
 
-    def affine(self, table: "_Rows", batch: int, cell: int) -> tuple[float, float]:
+    def affine(self, table: _Rows, batch: int, cell: int) -> tuple[float, float]:
         """(value at ctx 0, slope per context token) of ``table`` for ``batch`` within ``cell``."""
         row = table.row(batch)
         if cell < 0:
@@ -57,7 +57,7 @@ class DecodeSlice:
         slope = (row[cell + 1] - row[cell]) / (c1 - c0)
         return row[cell] - slope * c0, slope
 
-    def at(self, table: "_Rows", batch: int, ctx: float) -> float:
+    def at(self, table: _Rows, batch: int, ctx: float) -> float:
         a, b = self.affine(table, batch, self.cell(ctx))
         return a + b * max(ctx, self.ctx[0])
 
@@ -140,6 +140,6 @@ class SliceCache:
         return PrefillSlice(*(tuple(v.tolist()) for v in (tokens, out["time_s"], out["power_w"], out["hbm_util"])))
 
 
-def _bound(cache: dict) -> None:
+def _bound(cache: dict[tuple[float, float], DecodeSlice] | dict[tuple[float, float], PrefillSlice]) -> None:
     if len(cache) > CACHE_SIZE:
         del cache[next(iter(cache))]

@@ -9,8 +9,9 @@ entity it shows (:class:`~festgym.sim.instance.Instance`, :class:`~festgym.sim.g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from festgym.control.states import PHASE_NAMES, STATES
 from festgym.sim.observation import local_features
@@ -36,7 +37,7 @@ class InstanceView:
 
     __slots__ = ("_i",)
 
-    def __init__(self, inst: "Instance"):
+    def __init__(self, inst: Instance):
         self._i = inst
 
     model = property(lambda self: self._i.name, doc="Model name.")
@@ -70,7 +71,7 @@ class GpuView:
 
     __slots__ = ("_g",)
 
-    def __init__(self, gpu: "SimGpu"):
+    def __init__(self, gpu: SimGpu):
         self._g = gpu
 
     index = property(lambda self: self._g.index)
@@ -107,7 +108,7 @@ class ClusterView:
 
     __slots__ = ("_s",)
 
-    def __init__(self, sim: "Simulator"):
+    def __init__(self, sim: Simulator):
         self._s = sim
 
     now = property(lambda self: self._s.now)

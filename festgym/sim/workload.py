@@ -31,9 +31,10 @@ of their logarithms 0.09 and −0.01), so they are drawn independently.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ class Trace:
 
     @classmethod
     def build(cls, arrival_s, model, prompt_tokens, output_tokens, models: Sequence[str],
-              duration_s: float | None = None) -> "Trace":
+              duration_s: float | None = None) -> Trace:
         """Sort by arrival (stable) and convert to the canonical dtypes."""
         arrival = np.asarray(arrival_s, dtype=float)
         order = np.argsort(arrival, kind="stable")
@@ -84,13 +85,13 @@ class Trace:
                    np.asarray(output_tokens, dtype=np.int64)[order], tuple(models),
                    float(duration_s if duration_s is not None else end))
 
-    def scale_rate(self, factor: float) -> "Trace":
+    def scale_rate(self, factor: float) -> Trace:
         """Compress time by ``factor`` (2 doubles the rate, keeping burst shapes and lengths)."""
         if not factor > 0:
             raise ValueError(f"rate factor must be > 0, got {factor}")
         return replace(self, arrival_s=self.arrival_s / factor, duration_s=self.duration_s / factor)
 
-    def window(self, start_s: float, end_s: float) -> "Trace":
+    def window(self, start_s: float, end_s: float) -> Trace:
         """Requests arriving in [start_s, end_s), re-based so that start_s becomes 0."""
         if not end_s > start_s:
             raise ValueError(f"window end {end_s} must be after its start {start_s}")
@@ -98,7 +99,7 @@ class Trace:
         return Trace(self.arrival_s[lo:hi] - start_s, self.model[lo:hi], self.prompt_tokens[lo:hi],
                      self.output_tokens[lo:hi], self.models, float(end_s - start_s))
 
-    def select(self, models: Sequence[str]) -> "Trace":
+    def select(self, models: Sequence[str]) -> Trace:
         """Only the requests of ``models`` (which become the trace's models, in that order)."""
         missing = [m for m in models if m not in self.models]
         if missing:
@@ -111,7 +112,7 @@ class Trace:
         return Trace(self.arrival_s[keep], new[keep], self.prompt_tokens[keep], self.output_tokens[keep],
                      tuple(models), self.duration_s)
 
-    def rename_models(self, names: Sequence[str]) -> "Trace":
+    def rename_models(self, names: Sequence[str]) -> Trace:
         """Serve this trace's model slots with other models (e.g. one Azure trace per profile)."""
         if len(names) != len(self.models):
             raise ValueError(f"{len(names)} names for {len(self.models)} models")
@@ -122,7 +123,7 @@ class Trace:
                              "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens})
 
     @staticmethod
-    def merge(traces: Sequence["Trace"]) -> "Trace":
+    def merge(traces: Sequence[Trace]) -> Trace:
         """One trace of several (their model lists are joined; duplicates are kept apart)."""
         models: list[str] = []
         parts = []
@@ -182,7 +183,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     if not path.is_file():
         raise SpecError(path, "<file>", "no such file")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows, lines = [], []
+        rows: list[dict[str, Any]] = []
+        numbers: list[int] = []
         with path.open() as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -194,8 +196,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
                 if not isinstance(row, dict):
                     raise SpecError(f"{path}:{number}", "<row>", "each line must be a JSON object")
                 rows.append(row)
-                lines.append(number)
-        return pd.DataFrame(rows), np.asarray(lines, dtype=np.int64)
+                numbers.append(number)
+        return pd.DataFrame(rows), np.asarray(numbers, dtype=np.int64)
     try:
         frame = pd.read_csv(path, dtype=str, skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -258,7 +260,7 @@ class LengthDist:
         return np.clip(np.rint(draws), self.low, self.high).astype(np.int64)
 
     @classmethod
-    def from_mean_cv(cls, mean: float, cv: float, low: int = 1, high: int = 16384) -> "LengthDist":
+    def from_mean_cv(cls, mean: float, cv: float, low: int = 1, high: int = 16384) -> LengthDist:
         """The lognormal with this mean and coefficient of variation (before clipping)."""
         sigma2 = np.log1p(cv**2)
         return cls(float(np.log(mean) - sigma2 / 2), float(np.sqrt(sigma2)), low, high)

@@ -17,7 +17,8 @@ simulator's own:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from festgym.control.actions import GpuControl
 from festgym.control.levels import normalize_shares
@@ -42,7 +43,7 @@ class SimulatedDevice(GpuDevice):
     process meets on a real host.
     """
 
-    def __init__(self, sim: "Simulator", index: int = 0, memory_clock_mhz: int = 2619, privileged: bool = True):
+    def __init__(self, sim: Simulator, index: int = 0, memory_clock_mhz: int = 2619, privileged: bool = True):
         self.sim, self.index = sim, index
         self._gpu = sim.gpus[index]
         self.spec = self._gpu.spec
@@ -111,7 +112,7 @@ class SimulatedDevice(GpuDevice):
 
     def clock_events(self) -> tuple[str, ...]:
         gpu = self._now()
-        events = ("gpu_idle",) if gpu.state == GPU_IDLE else ()
+        events: tuple[str, ...] = ("gpu_idle",) if gpu.state == GPU_IDLE else ()
         if self._locked is not None:
             events += ("applications_clocks",)
         return events + (("sw_power_cap",) if gpu.uncapped_w > gpu.power_w else ())

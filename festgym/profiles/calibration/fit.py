@@ -16,8 +16,8 @@ Fixed by assumption, not fitted (named in the spec's provenance): ``attn_compute
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import yaml

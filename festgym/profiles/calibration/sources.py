@@ -20,9 +20,9 @@ and output length, not prompt length or iteration mix):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -109,14 +109,16 @@ def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir
     frame = frame[frame.model.map(mlenergy_model_name).isin(list(models))]
     if frame.empty:
         return []
-    labels, itl, power = [], [], []
+    names: list[str] = []
+    itl: list[float] = []
+    power: list[float] = []
     for row in frame.itertuples():
         name = mlenergy_model_name(row.model)
         t, p = steady_state(models[name], gpu, row.avg_batch_size, row.avg_output_len, row.task)
-        labels.append(f"{name} {row.task} max_num_seqs={int(row.max_num_seqs)}")
+        names.append(f"{name} {row.task} max_num_seqs={int(row.max_num_seqs)}")
         itl.append(t * 1e3)
         power.append(p)
-    labels = tuple(labels)
+    labels = tuple(names)
     return [
         Comparison("mlenergy-v3", MLENERGY_FILE, "median_itl_ms", labels,
                    frame.median_itl_ms.to_numpy(), np.array(itl)),
@@ -152,8 +154,9 @@ def vidur_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
 
 def perseus_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
     """Perseus A100-SXM forward passes (compute-bound, a stand-in for prefill): time and power
-    relative to the GPU's top clock (as the file's rel_* columns are), against SM clock. Relative figures, so the power limit of the
-    measured system (its power exceeds a 400 W TDP) does not enter."""
+    relative to the GPU's top clock (as the file's rel_* columns are), against SM clock. Relative
+    figures, so the power limit of the measured system (its power exceeds a 400 W TDP) does not
+    enter."""
     if not gpu.name.upper().startswith("A100"):
         return []
     frame = read_csv(data_dir, PERSEUS_FILE)

@@ -20,8 +20,10 @@ beside the measured ones; ``festgym profiles check`` reports their errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +35,14 @@ from festgym.profiles.grid import Grid
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.profiles.specs import GpuSpec, ModelSpec
 
-COORDINATES = {"tokens": np.log, "batch": np.log, "ctx": np.log, "sm_share": lambda x: -1.0 / x,
-               "sm_clock_mhz": lambda x: -1.0 / x}
+
+def _negative_reciprocal(x: np.ndarray) -> np.ndarray:
+    return -1.0 / x
+
+
+COORDINATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tokens": np.log, "batch": np.log, "ctx": np.log, "sm_share": _negative_reciprocal,
+    "sm_clock_mhz": _negative_reciprocal}
 """The coordinate each axis's log-ratio is interpolated in."""
 
 
@@ -55,6 +63,11 @@ def _fill(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _interp_onto(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` given at ``x``, linearly interpolated at ``y``."""
+    return np.interp(y, x, values)
+
+
 def _resample(values: np.ndarray, src: list[np.ndarray], dst: tuple[np.ndarray, ...], names: tuple[str, ...]):
     """Interpolate ``values`` from the measured axes onto the grid's, axis by axis."""
     out = values
@@ -63,7 +76,7 @@ def _resample(values: np.ndarray, src: list[np.ndarray], dst: tuple[np.ndarray, 
             out = np.repeat(out, len(b), axis=axis)
         else:
             x, y = COORDINATES[name](a.astype(float)), COORDINATES[name](b.astype(float))
-            out = np.apply_along_axis(lambda v: np.interp(y, x, v), axis, out)
+            out = np.apply_along_axis(partial(_interp_onto, x, y), axis, out)
     return out
 
 

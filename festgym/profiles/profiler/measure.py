@@ -22,9 +22,11 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -92,7 +94,7 @@ class Plan:
     """Shortest energy window, s (the counter's resolution makes shorter ones noisy)."""
 
     @classmethod
-    def tiny(cls) -> "Plan":
+    def tiny(cls) -> Plan:
         """A plan that exercises the pipeline in seconds on a CPU."""
         return cls(tokens=(8, 32, 64), batches=(1, 4), ctxs=(16, 64), warmup=1, repeats=3, min_window_s=0.02)
 
@@ -164,7 +166,7 @@ class Device:
                                "share 1 only (the profile then models the share dimension)")
         group = SM_GROUP if torch.cuda.get_device_capability(self.torch)[0] >= 9 else 2
         num_sms = partition_sms(share, sm_count, group)
-        context = torch.cuda.green_contexts.GreenContext.create(num_sms=num_sms, device_id=self.torch.index)
+        context: Any = torch.cuda.green_contexts.GreenContext.create(num_sms=num_sms, device_id=self.torch.index)
         context.set_context()
         self.stream = context.Stream()  # a stream of the partition: its kernels run on its SMs
         try:
@@ -239,7 +241,7 @@ def measure(model: RandomTransformer, device: Device, plan: Plan, meter: EnergyM
                 with device.share(share, sm_count) as share:  # the share really used
                     for tokens in plan.tokens:
                         progress(f"prefill tokens={tokens} share={share:g} clock={running}")
-                        figures = measure_point(device, meter, lambda: model.prefill(1, tokens), plan)
+                        figures = measure_point(device, meter, partial(model.prefill, 1, tokens), plan)
                         rows.append({"phase": "prefill", "tokens": tokens, "share": share, "clock_mhz": running,
                                      **figures})
                     for batch in plan.batches:

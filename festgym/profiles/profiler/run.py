@@ -9,9 +9,10 @@ A CPU "profile" tests the pipeline; it is not a GPU profile, and its provenance 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -144,4 +145,4 @@ def sweep_clocks(gpu: GpuSpec, n: int = 5):
     return clock_levels(gpu.sm_clocks_mhz, n, gpu.name)
 
 
-__all__ = ["ProfileRun", "TINY", "gpu_spec_for", "profile", "sweep_clocks"]
+__all__ = ["TINY", "ProfileRun", "gpu_spec_for", "profile", "sweep_clocks"]

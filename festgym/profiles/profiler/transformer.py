@@ -17,7 +17,7 @@ each sequence (as serving engines compute logits only where they sample).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
