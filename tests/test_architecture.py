@@ -160,6 +160,18 @@ def test_imports_point_down_the_layers():
     assert not wrong, "\n".join(wrong)
 
 
+ENTITIES = ("festgym.sim.instance", "festgym.sim.gpu", "festgym.sim.ledger", "festgym.sim.events", "festgym.sim.queues",
+            "festgym.sim.observation")
+"""The simulator's entities and what they book into: none may know the event loop, not even by type
+(an instance reaches it only through the declared ``InstanceHost``; the views, which show the
+simulator's state to policies, are not entities)."""
+
+
+def test_entities_do_not_know_the_loop():
+    wrong = [f"{m} imports {t}" for m in ENTITIES for t, _ in GRAPH[m] if t == "festgym.sim.simulator"]
+    assert not wrong, "\n".join(wrong)
+
+
 def _in(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 

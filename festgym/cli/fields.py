@@ -23,6 +23,7 @@ import dataclasses
 import inspect
 import itertools
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -48,7 +49,7 @@ def field_docs(cls: type) -> dict[str, str]:
         if not dataclasses.is_dataclass(klass) or klass is object:
             continue
         try:
-            tree = ast.parse(inspect.getsource(klass))
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError):  # source not installed: options get no help text
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []

@@ -36,7 +36,7 @@ from festgym.deploy.telemetry import Telemetry
 from festgym.devices.device import NoPermission
 from festgym.simhost.host import SimulatedHost, gap_histogram
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def agent_on(host: SimulatedHost, duration_s: float, apply: bool = True, policy: str = "ppo-local",
