@@ -1,5 +1,5 @@
-"""Ship a trained controller: export it, copy it into the shipped ``festgym/data/checkpoints/<name>/`` and record in its
-card how it scores, on the environment it trained in and in the full cluster.
+"""Ship a trained controller: export it, copy it into ``festgym/data/checkpoints/<name>/`` and record
+in its card how it scores, on the environment it trained in and in the full cluster.
 
     python benchmarks/ship_checkpoint.py runs/<run>/checkpoint --name ppo-local [--seeds 0-4] [--episodes 5]
 

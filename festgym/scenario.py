@@ -1,20 +1,21 @@
 """Scenarios: a cluster, the models it serves with their SLOs, a workload, and the settings of the
-simulator, the background policy, the reward and the environments (``envs/<name>.yaml``).
+simulator, the background policy, the reward and the environments (``<name>.yaml`` in the scenario
+folders: the user's, ``FESTGYM_SCENARIOS``, then the shipped ``festgym/data/scenarios/``).
 
-``load_scenario("default")`` reads ``envs/default.yaml``; a path to a YAML/JSON file or a mapping
+``load_scenario("default")`` reads ``default.yaml`` there; a path to a YAML/JSON file or a mapping
 works too. Keyword overrides are merged into the sections (``workload={"rate_rps": 10}``; ``cluster.gpus``
 is replaced, not merged); an unknown section or setting is an error naming it.
 
 Sections (each documented in the shipped YAMLs):
 
 * ``cluster``: ``gpus``, GPU type → count (or a list of types, one per GPU).
-* ``models``: model name → ``{slo: ..., engine: ...}`` (:class:`~festgym.serving.ModelServing`).
+* ``models``: model name → ``{slo: ..., engine: ...}`` (:class:`~festgym.sim.serving.ModelServing`).
   Their order is their popularity rank in synthetic workloads.
-* ``workload``: :class:`~festgym.workload.SyntheticWorkload` parameters, or a trace to replay
+* ``workload``: :class:`~festgym.sim.workload.SyntheticWorkload` parameters, or a trace to replay
   (see ``_workload``).
-* ``sim``: :class:`~festgym.simulator.SimConfig`.
+* ``sim``: :class:`~festgym.sim.config.SimConfig`.
 * ``policy``: ``{name, params}``, the rule policy that runs whatever the agent does not.
-* ``reward``: :class:`~festgym.reward.RewardConfig`.
+* ``reward``: :class:`~festgym.scenario.RewardConfig`.
 * ``local``: :class:`LocalSpec`, the part of the cluster ``LocalGPU-v0`` simulates.
 * ``env``: :class:`EnvSpec`, episode length and action quantisation.
 """
@@ -50,7 +51,7 @@ SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "poli
 
 def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...],
               source: str) -> tuple[SyntheticWorkload, str | None]:
-    """The ``workload`` section: :class:`~festgym.workload.SyntheticWorkload` parameters (its
+    """The ``workload`` section: :class:`~festgym.sim.workload.SyntheticWorkload` parameters (its
     ``duration_s`` is a full run's length; environments use ``env.episode_s``), plus ``lengths``
     (a preset such as ``azure-conv``/``azure-code``, or ``{prompt: ..., output: ...}`` with
     ``{mu, sigma, low, high}`` or ``{mean, cv}``) and ``trace``, a CSV/JSONL file to replay instead

@@ -2,7 +2,7 @@
 :class:`~festgym.policies.learned.LearnedLocal` and the deploy agent run.
 
 A checkpoint folder holds ``model.zip`` (SB3), ``vecnormalize.pkl`` (when trained with it), the
-numpy export ``numpy/`` (:mod:`festgym.export`) and ``card.json``: how it was trained and scores,
+numpy export ``numpy/`` (:mod:`festgym.control.numpy_policy`) and ``card.json``: how it was trained and scores,
 the SHA-256 of every file, and its ``interface``, the layout of ``LocalGPU-v0`` in its training
 scenario (slots, clock and share levels, batch caps, diurnal period), so that running it needs
 neither that scenario nor YAML.

@@ -8,7 +8,7 @@ sets how many levels of each).
 
 Slots name models. A slot whose model is not resident is ignored; the share weights
 ``(k + 1) / share_levels`` of the resident ones are scaled down to sum to at most 1 and
-quantised (:func:`festgym.levels.normalize_shares`).
+quantised (:func:`festgym.control.levels.normalize_shares`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def box_level(value: float, n: int) -> int:
 
 class LevelDecoder:
     """Decodes level indices into controls, for GPUs of the types in ``ladders`` (GPU type ->
-    its supported SM clocks: a :class:`~festgym.specs.GpuSpec`'s, or what NVML lists on a host).
+    its supported SM clocks: a :class:`~festgym.profiles.specs.GpuSpec`'s, or what NVML lists on a host).
 
     Decoded controls are memoised by (GPU type, resident models, slots, levels): an agent repeats
     a few dozen distinct actions, and a :class:`GpuControl` is immutable.

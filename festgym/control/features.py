@@ -1,5 +1,5 @@
 """Observation features from plain figures: the one definition the environments (through
-:mod:`festgym.envs.features`, from the simulator's state) and the deploy agent (from NVML and
+:mod:`festgym.sim.observation`, from the simulator's state) and the deploy agent (from NVML and
 engine metrics) share. No simulator imports.
 
 Every feature lies in [0, 1]. Unbounded quantities go through ``squash(x) = x / (1 + x)``, which

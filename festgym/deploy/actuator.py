@@ -3,7 +3,7 @@
 Reading a GPU needs no privileges, so the deploy agent (metrics, controller, telemetry: the
 larger attack surface) runs unprivileged and reads NVML itself. Its writes go over a Unix socket
 to :class:`ActuatorServer` (``festgym deploy actuator``), which accepts only the four writes of
-:class:`~festgym.gpu.device.GpuDevice` with integer arguments, validated by the device against
+:class:`~festgym.devices.device.GpuDevice` with integer arguments, validated by the device against
 its supported clocks and limits, and nothing else (no paths, no code, no pickles: one JSON
 object per line).
 

@@ -1,11 +1,11 @@
 """What decides a host GPU's settings each interval: a trained checkpoint or a rule policy.
 
 A :class:`Decider` takes the interval's :class:`HostState` (the GPU reading, each engine's
-metrics window, the shares in force) and returns a :class:`~festgym.policy.GpuControl`.
+metrics window, the shares in force) and returns a :class:`~festgym.control.actions.GpuControl`.
 
 * :class:`CheckpointDecider` runs a checkpoint's numpy export on ``LocalGPU-v0``'s observation
   (:mod:`festgym.deploy.observation`): numpy alone.
-* :class:`festgym.deploy.rules.RuleDecider` runs a festgym rule policy (Festina, ...) on views of
+* :class:`festgym.policies.on_host.RuleDecider` runs a festgym rule policy (Festina, ...) on views of
   the host; it needs the profiles (the full install).
 """
 

@@ -1,7 +1,7 @@
 """The deploy agent's observation: ``LocalGPU-v0``'s features, from NVML and engine metrics.
 
-The feature definitions are the environments' own (:func:`festgym.envs.features.slot_vector`,
-:func:`~festgym.envs.features.gpu_vector`, :func:`~festgym.envs.features.time_features`); only
+The feature definitions are the environments' own (:func:`festgym.control.features.slot_vector`,
+:func:`~festgym.control.features.gpu_vector`, :func:`~festgym.control.features.time_features`); only
 their inputs differ. Where the simulator knows a figure exactly and a host does not, the deploy
 agent estimates it from the interval's metrics. **Assumptions:**
 

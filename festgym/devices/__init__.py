@@ -1,6 +1,6 @@
 """GPU devices for the deploy agent: the abstract interface, NVML and the simulator behind it.
 
-Import :mod:`festgym.gpu.nvml` only where NVML is wanted: it imports ``pynvml``.
+Import :mod:`festgym.devices.nvml` only where NVML is wanted: it imports ``pynvml``.
 """
 
 from festgym.devices.device import (

@@ -1,7 +1,7 @@
 """One GPU as the deploy agent sees it: an abstract device with units in every name.
 
-:class:`GpuDevice` is the interface; :class:`festgym.gpu.nvml.NvmlDevice` implements it on NVML
-(nvidia-ml-py) and :class:`festgym.gpu.simulated.SimulatedDevice` on a GPU of the festgym
+:class:`GpuDevice` is the interface; :class:`festgym.devices.nvml.NvmlDevice` implements it on NVML
+(nvidia-ml-py) and :class:`festgym.simhost.device.SimulatedDevice` on a GPU of the festgym
 simulator, so that the deploy agent runs end to end without hardware. Units: ``_mw`` milliwatts,
 ``_mj`` millijoules, ``_mhz`` megahertz, ``_bytes``, ``_c`` degrees Celsius, ``_pct`` percent.
 

@@ -1,13 +1,13 @@
-"""NVML (nvidia-ml-py, ``import pynvml``) behind :class:`~festgym.gpu.device.GpuDevice`.
+"""NVML (nvidia-ml-py, ``import pynvml``) behind :class:`~festgym.devices.device.GpuDevice`.
 
 Design choices:
 
 * **Lazy binding.** ``pynvml`` is imported on first use, not when this module is imported, so that
-  ``festgym.gpu.nvml`` imports on any machine and a missing binding surfaces as :class:`NvmlUnavailable`
+  ``festgym.devices.nvml`` imports on any machine and a missing binding surfaces as :class:`NvmlUnavailable`
   saying what to install. Functions are looked up on the module at call time (``pynvml.<fn>``), which is
   also what lets the tests patch them.
 * **One error mechanism.** Every NVML call runs inside :func:`nvml_errors`, which turns ``pynvml.NVMLError``
-  into the typed errors of :mod:`festgym.gpu.device` by error code (:func:`translate`). Messages name the
+  into the typed errors of :mod:`festgym.devices.device` by error code (:func:`translate`). Messages name the
   GPU, the operation and NVML's error string, plus the fix where there is one (privileges, no driver).
 * **Fallbacks.** Some readings have a newer and an older entry point (the instant-power field and
   ``nvmlDeviceGetPowerUsage``; ``...ClocksEventReasons`` and ``...ClocksThrottleReasons``; ``...TemperatureV``
@@ -24,7 +24,7 @@ Design choices:
   (CUDA's default puts the fastest first).
 
 Units: NVML reports power and power limits in mW, energy in mJ and clocks in MHz, the units of
-:mod:`festgym.gpu.device`, so values pass through unscaled.
+:mod:`festgym.devices.device`, so values pass through unscaled.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ _ERRORS: dict[str, tuple[type[GpuError], str]] = {
     "NVML_ERROR_LIB_RM_VERSION_MISMATCH": (NvmlUnavailable, "the NVML library and the loaded kernel driver differ "
                                                             "in version; reload the driver or reboot"),
     "NVML_ERROR_FUNCTION_NOT_FOUND": (NvmlUnavailable, "the NVIDIA driver is too old for this call"),
-    "NVML_ERROR_UNINITIALIZED": (NvmlUnavailable, "NVML is not initialised (call festgym.gpu.nvml.init())"),
+    "NVML_ERROR_UNINITIALIZED": (NvmlUnavailable, "NVML is not initialised (call festgym.devices.nvml.init())"),
 }
 
 # Errors after which a fallback reading is tried: the GPU, driver or field id does not know the newer call
@@ -113,7 +113,7 @@ def translate(exc: Exception, operation: str) -> GpuError:
 
 @contextmanager
 def nvml_errors(operation: str) -> Iterator[None]:
-    """Re-raise NVML errors inside the block as the typed errors of :mod:`festgym.gpu.device`."""
+    """Re-raise NVML errors inside the block as the typed errors of :mod:`festgym.devices.device`."""
     nv = _pynvml()
     try:
         yield

@@ -9,7 +9,7 @@ share takes effect only when the engine restarts (or for engines started with
 (servers are per user: run each engine as its own user). Hence the default is
 :class:`AdvisoryShares`, which applies nothing and reports the shares it would set;
 :class:`MpsShares` drives MPS for operators who restart engines on a new share.
-:class:`festgym.gpu.simulated.SimulatedShares` applies shares in the simulator.
+:class:`festgym.simhost.device.SimulatedShares` applies shares in the simulator.
 """
 
 from __future__ import annotations

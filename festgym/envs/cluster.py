@@ -41,11 +41,11 @@ class ClusterEnv(ServingEnv):
 
     ``Box(0, 1, (G·(8 + 10·M) + 2,), float32)``: per GPU its features (power/TDP, clock position,
     free memory, state one-hot) followed by the slot features of each model on it (see
-    :mod:`festgym.envs.features`); then the time of day. ``feature_names`` lists them.
+    :mod:`festgym.sim.observation`); then the time of day. ``feature_names`` lists them.
 
     ## Rewards
 
-    :class:`~festgym.reward.EnergySLOReward` over every GPU for the interval (energy over
+    :class:`~festgym.envs.reward.EnergySLOReward` over every GPU for the interval (energy over
     G·TDP·interval); all terms in ``info``.
 
     ## Starting State

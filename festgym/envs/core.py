@@ -166,7 +166,7 @@ class ServingEnv(gym.Env):
 
     def gpu_control(self, gpu: SimGpu, models: Sequence[str], clock: int, shares: Sequence[int],
                     caps: Sequence[int] = ()) -> GpuControl:
-        """The control of one GPU from levels (:class:`~festgym.local_control.LevelDecoder`), for
+        """The control of one GPU from levels (:class:`~festgym.control.decoder.LevelDecoder`), for
         the models resident at this moment."""
         present = tuple([inst.name for inst in gpu.instances])
         return self.decoder.control(gpu.spec.name, present, models, clock, shares, caps)

@@ -77,7 +77,7 @@ class LocalGpuEnv(ServingEnv):
 
     ## Rewards
 
-    :class:`~festgym.reward.EnergySLOReward` over the agent's GPU for the interval:
+    :class:`~festgym.envs.reward.EnergySLOReward` over the agent's GPU for the interval:
     −energy/(TDP·interval) − λ_TTFT·TTFT lateness − λ_TBT·TBT excess, weights from the scenario's
     ``reward``. ``info`` holds every term, the raw joules and the interval's TTFT/TBT attainment.
 
@@ -93,7 +93,7 @@ class LocalGpuEnv(ServingEnv):
     ## Arguments
 
     ``gym.make("festgym/LocalGPU-v0", scenario="default", action_type="multidiscrete",
-    render_mode=None, **overrides)``: ``scenario`` is a name in ``envs/``, a path or a mapping;
+    render_mode=None, **overrides)``: ``scenario`` is a scenario's name, a path or a mapping;
     overrides replace scenario sections (``env={"episode_s": 300}``, ``local={"rate_rps": 6}``),
     and an unknown key is an error naming it.
 

@@ -2,7 +2,7 @@
 
 This is the project's main job. For each seed it draws one workload from the scenario and serves
 it with every policy asked for (default: Festina, the baselines,
-:data:`festgym.policies.COMPARED`, and every trained controller shipped in ``checkpoints/``), so
+:data:`festgym.policies.COMPARED`, and every trained controller in the checkpoint folders), so
 policies differ only in their decisions, never in their traffic. ``max-clock`` (every GPU at its top
 clock) always runs too, when registered: energy savings and SLO differences are reported against
 it, per seed (paired), then averaged. The Festina ablation adds its parts one at a time, as the

@@ -1,13 +1,13 @@
 """Train a learned controller with stable-baselines3, RL Zoo style: one YAML per algorithm.
 
-``festgym train --agent agents/ppo.yaml --scenario default [--timesteps N] [--seed S]`` runs one
+``festgym train --agent ppo --scenario default [--timesteps N] [--seed S]`` runs one
 training job and leaves a run folder ``runs/{scenario}__{algo}__{seed}__{time}/`` (CleanRL's
 naming) holding:
 
 * ``checkpoint/``: the best model by the evaluation callback (``model.zip``), the
   ``VecNormalize`` statistics saved with it (``vecnormalize.pkl``) and ``card.json`` (scenario,
   algorithm, hyper-parameters, timesteps, wall time, seed, the evaluation history and the
-  SHA-256 of each file). Copy it to ``checkpoints/<name>/`` to ship it.
+  SHA-256 of each file). ``benchmarks/ship_checkpoint.py`` ships it (``festgym/data/checkpoints/``).
 * ``tb/``: TensorBoard logs (when the ``tensorboard`` package is installed);
 * ``eval/``: the evaluation callback's ``evaluations.npz``.
 
@@ -54,7 +54,7 @@ ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
 
 @dataclass
 class AgentSpec:
-    """An agent YAML (``agents/<algo>.yaml``)."""
+    """An agent YAML (``<algo>.yaml`` in the agent folders, :data:`festgym.resources.AGENTS`)."""
 
     algo: str
     """One of :data:`ALGORITHMS`."""
@@ -107,7 +107,7 @@ class TrainConfig:
 
 
 def load_agent(spec: str | Path) -> AgentSpec:
-    """Read and validate an agent YAML, by path or by name (``ppo``: ``agents/ppo.yaml`` in the
+    """Read and validate an agent YAML, by path or by name (``ppo``: ``ppo.yaml`` in the
     user's agent folders or the shipped one, :data:`festgym.resources.AGENTS`); unknown keys are an
     error naming them."""
     path = Path(spec)
@@ -200,7 +200,7 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     """Export a checkpoint folder (``model.zip``, optional ``vecnormalize.pkl``, ``card.json``) as
     a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``, then sealed into the card:
-    :func:`festgym.checkpoint.seal_card`). The files must match the SHA-256 in the card: the
+    :func:`festgym.control.checkpoint.seal_card`). The files must match the SHA-256 in the card: the
     statistics file is a pickle, loaded only once its hash checks out."""
     checkpoint = Path(checkpoint)
     card_path = checkpoint / "card.json"

@@ -6,7 +6,7 @@ abstracts give the structure: an SLO-safe, energy-first global placement driven 
 lookups in offline profiles; a phase-aware local scheduler that picks per-model SM shares and
 one device clock per GPU; and consolidation that empties lightly loaded GPUs. Everything the
 abstracts leave open is a named choice here, with its knob in :class:`FestinaConfig`
-(``agents/festina.yaml``):
+(shipped ``policies/festina.yaml``):
 
 * **SLO test** (placement and local control): the profile's decode step time at the batch the
   instance will run (running + prefilling + queued, + 1 for a new request), rounded up to the
@@ -68,7 +68,7 @@ IDLE_SHARE = 0.2
 
 @dataclass(frozen=True)
 class FestinaConfig:
-    """Festina's knobs (defaults: ``agents/festina.yaml``)."""
+    """Festina's knobs (the shipped ``policies/festina.yaml`` holds these defaults)."""
 
     dvfs: bool = True
     """Choose the device clock (off: the GPU's default clock)."""

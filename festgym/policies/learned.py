@@ -2,7 +2,7 @@
 
 A controller trained on ``LocalGPU-v0`` sets one GPU's clock and its model slots' SM shares
 from that GPU's observation. :class:`LearnedLocal` runs it on every GPU of any scenario, with
-numpy alone (the exported ``numpy/`` folder of a checkpoint, :class:`~festgym.export.NumpyPolicy`):
+numpy alone (the exported ``numpy/`` folder of a checkpoint, :class:`~festgym.control.numpy_policy.NumpyPolicy`):
 
 * **Placement, keep-alive and consolidation** come from the rule policy the controller was
   trained beside (its training scenario's background policy, Festina by default): in
@@ -16,8 +16,8 @@ numpy alone (the exported ``numpy/`` folder of a checkpoint, :class:`~festgym.ex
 * **Time of day** features use the training scenario's diurnal period (the card's interface; a
   policy does not see the running workload's).
 
-Checkpoints are found by path, or by name under ``checkpoints/`` (``FESTGYM_CHECKPOINTS``
-overrides the folder); :mod:`festgym.checkpoint` loads and verifies them.
+Checkpoints are found by path, or by name in the checkpoint folders (``FESTGYM_CHECKPOINTS``
+overrides the folder); :mod:`festgym.control.checkpoint` loads and verifies them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from festgym.sim.views import ClusterView, GpuView, Request
 
 
 def record_evaluation(folder: str | Path, result) -> Path:
-    """Add a :class:`~festgym.compare.CompareResult`'s summary table to the checkpoint's card
+    """Add a :class:`~festgym.jobs.compare.CompareResult`'s summary table to the checkpoint's card
     (``evaluations``), replacing an earlier one of the same scenario, seeds and duration."""
     folder = Path(folder)
     card = read_card(folder)

@@ -1,7 +1,7 @@
 """Rule policies on a host: Festina, or any festgym policy, deciding from NVML and engine metrics.
 
-A rule policy's ``control`` reads views of the simulator (:class:`~festgym.policy.GpuView`,
-:class:`~festgym.policy.InstanceView`, :class:`~festgym.policy.ClusterView`). Here the same
+A rule policy's ``control`` reads views of the simulator (:class:`~festgym.sim.views.GpuView`,
+:class:`~festgym.sim.views.InstanceView`, :class:`~festgym.sim.views.ClusterView`). Here the same
 properties come from the interval's :class:`~festgym.deploy.deciders.HostState`; the policy code
 runs unchanged. It needs the (GPU type, model) profiles, so the full install, unlike a checkpoint.
 
@@ -38,7 +38,7 @@ from festgym.sim.views import ClusterView, GpuView, Request
 
 
 class HostInstance:
-    """One engine as an :class:`~festgym.policy.InstanceView` (plain attributes, set each interval)."""
+    """One engine as an :class:`~festgym.sim.views.InstanceView` (plain attributes, set each interval)."""
 
     gpu = 0
     prefilling = 0
@@ -68,7 +68,7 @@ class HostInstance:
 
 
 class HostGpu:
-    """The host's GPU as a :class:`~festgym.policy.GpuView`."""
+    """The host's GPU as a :class:`~festgym.sim.views.GpuView`."""
 
     index = 0
     parked = False
@@ -85,7 +85,7 @@ class HostGpu:
 
 
 class HostCluster:
-    """A one-GPU :class:`~festgym.policy.ClusterView` of the host."""
+    """A one-GPU :class:`~festgym.sim.views.ClusterView` of the host."""
 
     n_gpus = 1
 

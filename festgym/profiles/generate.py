@@ -1,6 +1,6 @@
 """Build a profile for any dense decoder-only transformer from a GPU spec and a ``config.json``.
 
-The grids sample :mod:`festgym.roofline` with the GPU's calibrated constants. The power limiter is
+The grids sample :mod:`festgym.profiles.roofline` with the GPU's calibrated constants. The power limiter is
 applied on the GPU's full clock ladder before the grid's clock levels are picked, so a grid
 point's time and power are those of the clock the firmware would really run.
 """

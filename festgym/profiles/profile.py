@@ -1,12 +1,12 @@
 """GPU × model profiles: latency and power grids with their provenance, loaded and validated.
 
-A profile folder ``profiles/<gpu>/<model>/`` holds ``profile.yaml`` (GPU spec, model config,
-provenance, fit errors) and two grids: ``prefill.csv`` over (tokens, sm_share, sm_clock_mhz) and
-``decode.csv`` over (batch, ctx, sm_share, sm_clock_mhz). Each grid row gives the iteration time
+A profile folder ``<gpu>/<model>/`` (in a profile folder, :data:`festgym.resources.PROFILES`) holds
+``profile.yaml`` (GPU spec, model config, provenance, fit errors) and two grids: ``prefill.csv``
+over (tokens, sm_share, sm_clock_mhz) and ``decode.csv`` over (batch, ctx, sm_share, sm_clock_mhz). Each grid row gives the iteration time
 (s), the GPU power while it runs alone on the GPU (W, between idle and TDP) and the fraction of
 peak HBM bandwidth it uses.
 
-Lookups are vectorised (:class:`festgym.grid.Grid`): pass arrays, get arrays.
+Lookups are vectorised (:class:`festgym.profiles.grid.Grid`): pass arrays, get arrays.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ GRID_FILES = {"prefill": "prefill.csv", "decode": "decode.csv"}
 GRID_AXES = {"prefill": PREFILL_AXES, "decode": DECODE_AXES}
 AXIS_TRANSFORMS = {"tokens": "linear", "batch": "linear", "ctx": "linear", "sm_share": "reciprocal",
                    "sm_clock_mhz": "reciprocal"}
-"""Interpolation coordinate of each axis (see :mod:`festgym.grid`)."""
+"""Interpolation coordinate of each axis (see :mod:`festgym.profiles.grid`)."""
 try:  # the C loader makes profile loading several times faster
     _YamlLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml

@@ -1,7 +1,7 @@
 """GPU and model specifications: what a datasheet and a Hugging Face ``config.json`` say.
 
 A :class:`GpuSpec` holds the hardware figures of one GPU type plus the calibrated physics
-constants (:class:`festgym.roofline.LatencyConstants`, :class:`festgym.roofline.PowerConstants`)
+constants (:class:`festgym.profiles.constants.LatencyConstants`, :class:`festgym.profiles.constants.PowerConstants`)
 that turn FLOPs and bytes into seconds and watts. A :class:`ModelSpec` derives parameter count,
 weight bytes and KV-cache bytes per token from the architecture fields of a dense decoder-only
 transformer.
@@ -22,7 +22,7 @@ from festgym.profiles.constants import LatencyConstants, PowerConstants
 from festgym.resources import PROFILES
 
 GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
-"""NVML name fragments -> festgym GPU type (a folder of ``profiles/``). Others need an explicit
+"""NVML name fragments -> festgym GPU type (a folder of the profile folders). Others need an explicit
 spec: a PCIe H100, for one, has another TDP and clock range."""
 
 

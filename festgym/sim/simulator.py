@@ -67,7 +67,7 @@ class Simulator:
         gpus: GPU type per GPU (profile folder names such as ``"H100-SXM-80GB"``).
         models: serving settings per model name; every (GPU type, model) pair needs a profile.
         config: simulator settings.
-        profiles_root: profile folder (default: the shipped ``profiles/``).
+        profiles_root: profile folder (default: the user's profile folders, then the shipped ones).
     """
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],

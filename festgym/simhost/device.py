@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class SimulatedDevice(GpuDevice):
-    """GPU ``index`` of a started :class:`~festgym.simulator.Simulator`.
+    """GPU ``index`` of a started :class:`~festgym.sim.simulator.Simulator`.
 
     ``privileged=False`` makes every write raise :class:`NoPermission`, as an unprivileged
     process meets on a real host.

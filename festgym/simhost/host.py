@@ -1,8 +1,8 @@
 """A host without hardware: one simulated GPU serving a scenario's models, seen by the deploy
 agent exactly as it sees a real one (``festgym deploy --simulate``, and the tests).
 
-* The GPU is a :class:`~festgym.gpu.simulated.SimulatedDevice`; shares go through
-  :class:`~festgym.gpu.simulated.SimulatedShares`.
+* The GPU is a :class:`~festgym.simhost.device.SimulatedDevice`; shares go through
+  :class:`~festgym.simhost.device.SimulatedShares`.
 * Each model has a :class:`SimulatedEngine`: a vLLM-style ``/metrics`` text that festgym renders
   from the simulator's state and parses back with the same code that reads real engines.
 * Sleeping one interval advances the simulation by it; the clock is simulated time.

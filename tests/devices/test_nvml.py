@@ -457,7 +457,7 @@ def test_module_imports_without_the_binding(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "pynvml", None)
     spec = importlib.util.find_spec("festgym.devices.nvml")
     assert spec is not None and spec.loader is not None
-    fresh = importlib.util.module_from_spec(spec)  # a second copy: festgym.gpu.nvml stays as it is
+    fresh = importlib.util.module_from_spec(spec)  # a second copy: festgym.devices.nvml stays as it is
     spec.loader.exec_module(fresh)
     with pytest.raises(NvmlUnavailable, match="pip install nvidia-ml-py"):
         fresh.init()

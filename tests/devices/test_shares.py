@@ -1,4 +1,4 @@
-"""SM-share actuators (festgym.gpu.shares and festgym.gpu.simulated.SimulatedShares): AdvisoryShares
+"""SM-share actuators (festgym.devices.shares and festgym.simhost.device.SimulatedShares): AdvisoryShares
 only records, MpsShares drives a (fake) ``nvidia-cuda-mps-control`` with exact command lines, errors
 come back typed, and SimulatedShares sets the simulated GPU's instance shares (scaled to fit)."""
 

@@ -233,7 +233,7 @@ def test_placement_on_differs_from_least_loaded(default_run):
 def test_make_policy_defaults():
     festina = make_policy("festina")
     assert isinstance(festina, Festina) and festina.name == "festina"
-    assert festina.config == FestinaConfig()  # agents/festina.yaml holds the dataclass defaults
+    assert festina.config == FestinaConfig()  # policies/festina.yaml holds the dataclass defaults
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
     assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf",

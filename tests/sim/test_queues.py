@@ -57,7 +57,7 @@ def test_equal_laxity_keeps_arrival_order(inst):
 
 
 def test_the_registry_names_every_discipline(inst):
-    assert QUEUE_ORDERS == {"fcfs": FcfsQueue, "llf": LeastLaxityQueue}
+    assert {"fcfs": FcfsQueue, "llf": LeastLaxityQueue} == QUEUE_ORDERS
     with pytest.raises(NotImplementedError):
         WaitingQueue().push(seq(0, 1, 1.0), inst)
     assert not FcfsQueue() and len(FcfsQueue()) == 0

@@ -1,4 +1,4 @@
-"""Tests for festgym.workload: trace loaders, Trace operations and the synthetic generator."""
+"""Tests for festgym.sim.workload: trace loaders, Trace operations and the synthetic generator."""
 
 from __future__ import annotations
 

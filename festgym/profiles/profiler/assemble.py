@@ -2,7 +2,7 @@
 
 A profile grid covers tokens (or batch × context) × SM share × SM clock; a run measures a
 sub-grid of it (at the running clock and the whole GPU, unless clocks are swept and shares are
-partitioned). The profile is the generated one (:mod:`festgym.generate`: the roofline model with
+partitioned). The profile is the generated one (:mod:`festgym.profiles.generate`: the roofline model with
 the GPU's calibrated constants) **corrected by the measurements**: on every measured point the
 ratio measured / generated is taken, and its logarithm is interpolated over the grid (log tokens,
 log batch, log context, 1/share, 1/clock; held constant beyond the measured range). Along a

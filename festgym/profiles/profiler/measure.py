@@ -13,7 +13,7 @@
   only the whole GPU is measured and the share dimension stays modelled (the profile says which).
 * **Clock.** The clock the GPU runs by default, read while the steps run (an idle GPU reads a
   low clock) and taken as the median over the run; with ``clocks_mhz`` each is locked in turn through
-  :class:`~festgym.gpu.device.GpuDevice` (root only) and the GPU is restored afterwards, also on
+  :class:`~festgym.devices.device.GpuDevice` (root only) and the GPU is restored afterwards, also on
   failure or Ctrl-C.
 """
 

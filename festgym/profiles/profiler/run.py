@@ -76,7 +76,7 @@ def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
 
 
 def gpu_spec_for(run: ProfileRun, gpu_name: str | None) -> GpuSpec:
-    """``--gpu-spec``, else the shipped spec of the GPU's type (:func:`festgym.specs.gpu_type_of`;
+    """``--gpu-spec``, else the shipped spec of the GPU's type (:func:`festgym.profiles.specs.gpu_type_of`;
     the CPU, ``gpu_name`` None, profiles against the H100 spec)."""
     if run.gpu_spec is not None:
         return GpuSpec.load(run.gpu_spec)

@@ -1,7 +1,7 @@
 """A decoder-only transformer of a model's architecture with random weights, in torch.
 
 No download: latency and power do not depend on the weights' values, only on shapes and dtype.
-The layers are those :mod:`festgym.roofline` counts (Llama / Qwen families): token embedding,
+The layers are those :mod:`festgym.profiles.roofline` counts (Llama / Qwen families): token embedding,
 per layer RMSNorm, Q/K/V projections (optional biases and per-head Q/K RMSNorm), rotary
 position embedding, grouped-query attention (``scaled_dot_product_attention``), output
 projection, RMSNorm and a SwiGLU MLP; a final RMSNorm and the LM head on the last position of
