@@ -2,9 +2,9 @@
 
 A profile folder ``<gpu>/<model>/`` (in a profile folder, :data:`festgym.resources.PROFILES`) holds
 ``profile.yaml`` (GPU spec, model config, provenance, fit errors) and two grids: ``prefill.csv``
-over (tokens, sm_share, sm_clock_mhz) and ``decode.csv`` over (batch, ctx, sm_share, sm_clock_mhz). Each grid row gives the iteration time
-(s), the GPU power while it runs alone on the GPU (W, between idle and TDP) and the fraction of
-peak HBM bandwidth it uses.
+over (tokens, sm_share, sm_clock_mhz) and ``decode.csv`` over (batch, ctx, sm_share, sm_clock_mhz).
+Each grid row gives the iteration time (s), the GPU power while it runs alone on the GPU (W,
+between idle and TDP) and the fraction of peak HBM bandwidth it uses.
 
 Lookups are vectorised (:class:`festgym.profiles.grid.Grid`): pass arrays, get arrays.
 """
