@@ -2,7 +2,9 @@
 
 A compiled module shadows its ``.py`` source: after editing the source, rebuild with
 ``pip install -e .`` (or delete the ``.so`` files, or install with ``FESTGYM_PURE=1``), or the
-old compiled code keeps running. ``warn_if_stale`` says so on import.
+old compiled code keeps running. ``warn_if_stale`` says so on import, where sources can be edited:
+in an editable install or a checkout on the path (an installed wheel writes its files in no
+particular order, so their times say nothing).
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ def compiled_modules() -> list[str]:
     return sorted(_extensions())
 
 
+def _from_sources() -> bool:
+    """Whether festgym runs from its sources (an editable install, or a checkout on the path) rather
+    than from an installed wheel, whose ``festgym-*.dist-info`` lies beside the package."""
+    return not any(PACKAGE_DIR.parent.glob("festgym-*.dist-info"))
+
+
 def warn_if_stale() -> None:
+    if not _from_sources():
+        return
     for name, ext in _extensions().items():
         source = ext.with_name(name.rsplit(".", 1)[1] + ".py")
         if source.is_file() and source.stat().st_mtime > ext.stat().st_mtime:
