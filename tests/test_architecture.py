@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from isolation import HEAVY, blocking
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "festgym"
@@ -43,7 +44,7 @@ BASE = LAYERS[0]
 DEPLOY_PATH = ("festgym.control", "festgym.devices", "festgym.deploy")
 """The folders a GPU host runs (``pip install festgym[deploy]`` needs numpy, nvidia-ml-py and
 prometheus-client only)."""
-BLOCKED = ("pandas", "yaml", "gymnasium", "matplotlib", "scipy", "torch", "stable_baselines3", "tqdm")
+BLOCKED = HEAVY
 
 
 def module_name(path: Path) -> str:
@@ -185,16 +186,7 @@ def test_the_deploy_path_imports_only_itself_and_the_base():
     assert not wrong, "\n".join(wrong)
 
 
-BLOCKER = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is blocked: the deploy path must run with numpy alone")
-        return None
-sys.meta_path.insert(0, Block())
-"""
-"""A script prefix that makes everything but numpy, nvidia-ml-py and prometheus-client unimportable."""
+BLOCKER = blocking(BLOCKED)
 
 
 def test_every_deploy_path_module_imports_with_numpy_alone():

@@ -84,7 +84,7 @@ def import_with_extra(module: str, what: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise FestgymError(f"{what} needs the {extra} extra ({exc.name} is missing): pip install "
+        raise FestgymError(f"{what} needs the {extra} extra ({exc.name or exc} is missing): pip install "
                            f"'festgym[{extra}]' (in a checkout: pip install -e '.[{extra}]')") from None
 
 

@@ -129,7 +129,6 @@ def _real_host(args: argparse.Namespace):
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    _require_deploy_extra()
     from festgym.deploy.agent import DeployAgent, DeployConfig
     from festgym.deploy.safety import SafetyConfig
     from festgym.deploy.telemetry import Telemetry
@@ -250,8 +249,8 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_deploy(dep: argparse.ArgumentParser) -> None:
-    from festgym.deploy.agent import DeployConfig
-    from festgym.deploy.safety import SafetyConfig
+    agent = import_with_extra("festgym.deploy.agent", "festgym deploy", "deploy")  # engine metrics: prometheus-client
+    safety = import_with_extra("festgym.deploy.safety", "festgym deploy", "deploy")
 
     dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
                      "festina (needs the GPU type's profiles) (default: %(default)s)")
@@ -269,9 +268,9 @@ def configure_deploy(dep: argparse.ArgumentParser) -> None:
                help_extra={"scenario": "It gives the SLOs and batch limits not given by --slo / --max-num-seqs."})
     dep.add_argument("--gpu", type=int, help="GPU index after CUDA_VISIBLE_DEVICES (default: 0)")
     mode = dep.add_mutually_exclusive_group()
-    add_fields(mode, DeployConfig, only=("apply",))
+    add_fields(mode, agent.DeployConfig, only=("apply",))
     mode.add_argument("--dry-run", action="store_true", help="only log the calls (the default)")
-    add_fields(dep, DeployConfig, skip=("apply", "safety"),
+    add_fields(dep, agent.DeployConfig, skip=("apply", "safety"),
                help_extra={"duration_s": f"With --simulate: {SIMULATED_DURATION_S:g} s."})
     dep.add_argument("--log", help="JSONL telemetry (default: results/deploy-<time>.jsonl)")
     dep.add_argument("--shares", default="advisory", choices=("advisory", "mps"),
@@ -281,7 +280,7 @@ def configure_deploy(dep: argparse.ArgumentParser) -> None:
     dep.add_argument("--scrape-timeout", type=float, default=0.5, help="metrics timeout, s (default: %(default)s)")
     dep.add_argument("--simulate", metavar="SCENARIO", help="a simulated host of this scenario instead of NVML")
     dep.add_argument("--seed", type=int, default=0, help="simulated workload seed (default: %(default)s)")
-    add_fields(dep.add_argument_group("safety"), SafetyConfig)
+    add_fields(dep.add_argument_group("safety"), safety.SafetyConfig)
     dep.add_argument("--json", action="store_true", help="print the summary as JSON")
     dep.set_defaults(func=cmd_deploy)
     dsub = dep.add_subparsers(dest="action")

@@ -16,6 +16,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from isolation import blocking
 
 from festgym.cli.main import main
 from festgym.control.checkpoint import LocalController
@@ -306,14 +307,7 @@ def test_gap_histogram_counts_every_gap_in_closed_form():
 
 # --- numpy alone ---------------------------------------------------------------------------------------
 
-NUMPY_ALONE = """
-import sys, importlib.abc, json
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"pandas", "yaml", "gymnasium", "torch", "matplotlib", "scipy", "stable_baselines3"}:
-            raise ImportError("blocked " + name)
-sys.meta_path.insert(0, Block())
-"""
+NUMPY_ALONE = blocking()
 """A script prefix that makes everything but numpy, nvidia-ml-py and prometheus-client unimportable."""
 
 NUMPY_ONLY = NUMPY_ALONE + """
@@ -427,11 +421,12 @@ def test_a_tampered_export_is_refused(tmp_path):
         LocalController(folder)
 
 
-def test_without_the_deploy_extra_the_error_says_how_to_install_it(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    for argv in (["deploy", "--simulate", "default"], ["gpu", "info", "--simulate", "default"]):
-        assert main(argv) == 2
-        assert "pip install -e '.[deploy]'" in capsys.readouterr().err
+@pytest.mark.parametrize("argv", [["deploy", "--simulate", "default"], ["gpu", "info", "--simulate", "default"]])
+def test_without_the_deploy_extra_the_error_says_how_to_install_it(argv):
+    code = blocking(("prometheus_client",)) + f"from festgym.cli.main import main\nsys.exit(main({argv!r}))\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "needs the deploy extra (prometheus_client is missing): pip install 'festgym[deploy]'" in done.stderr
 
 
 def test_bad_settings_are_named(capsys):
