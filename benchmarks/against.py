@@ -30,11 +30,19 @@ def prepare(base: str, workdir: Path) -> tuple[Path, Path]:
     """A worktree of ``base`` and a virtual environment with it installed: (tree, python)."""
     tree, env = workdir / "tree", workdir / "venv"
     subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(tree), base], check=True)
-    venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
-    print(f"installing {base} into {env} (compiling takes minutes)", flush=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", str(tree)], check=True)
+    try:
+        venv.create(env, with_pip=True)
+        python = env / "bin" / "python"
+        print(f"installing {base} into {env} (compiling takes about half a minute)", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", str(tree)], check=True)
+    except BaseException:
+        remove(tree)
+        raise
     return tree, python
+
+
+def remove(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def run(tree: Path, python: Path, script: str, args: list[str]) -> str:
@@ -68,8 +76,7 @@ def main() -> None:
                         print(run(tree, python, script, shlex.split(args.args)), flush=True)
         finally:
             if not (args.base_tree and args.base_python):
-                subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(trees["base"][0])],
-                               check=False)
+                remove(trees["base"][0])
 
 
 if __name__ == "__main__":

@@ -46,11 +46,14 @@ def require_positive(mapping: Mapping[str, Any], key: str, source: str | Path, k
     return value
 
 
-def check_ranges(obj: Any, rules: Mapping[str, bool]) -> None:
-    """Raise ValueError naming ``Class.field`` and its value for the first rule that fails."""
+def check_ranges(obj: Any, rules: Mapping[str, bool], expect: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError naming ``Class.field`` and its value for the first rule that fails, and
+    what it should be when ``expect`` says (``{"jobs": "≥ 1"}``)."""
     for name, ok in rules.items():
         if not ok:
-            raise ValueError(f"{type(obj).__name__}.{name}: out of range ({getattr(obj, name)!r})")
+            wanted = (expect or {}).get(name)
+            raise ValueError(f"{type(obj).__name__}.{name}: out of range ({getattr(obj, name)!r})"
+                             + (f"; expected {wanted}" if wanted else ""))
 
 
 def build_dataclass(kind: type, data: Mapping[str, Any] | None, source: str | Path = "<dict>"):

@@ -223,9 +223,13 @@ class Scenario:
         return full.window(start, start + duration)
 
 
+SCENARIO_ENTRY = "{}.yaml"
+"""A scenario's file in the scenario folders."""
+
+
 def list_scenarios() -> list[str]:
     """Names of the scenarios found (the user's folders first, then the shipped ones)."""
-    return [name[: -len(".yaml")] for name, _ in SCENARIOS.glob("*.yaml")]
+    return SCENARIOS.names(SCENARIO_ENTRY)
 
 
 def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", **overrides: Any) -> Scenario:
@@ -239,13 +243,7 @@ def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", *
     elif isinstance(spec, Mapping):
         source = "<dict>"
     else:
-        path = Path(spec)
-        if path.suffix not in (".yaml", ".yml", ".json"):
-            found = SCENARIOS.find(f"{spec}.yaml")
-            if found is None:
-                raise SpecError(f"{spec}.yaml", "<file>", f"no scenario named {spec!r} (a YAML/JSON path, or one of: "
-                                f"{', '.join(list_scenarios())}; {SCENARIOS.env_var} adds folders)")
-            path = found
+        path = SCENARIOS.resolve(spec, SCENARIO_ENTRY)
         spec, source = read_mapping(path), str(path)
     return parse_scenario(_merge(dict(spec), overrides, source), source)
 

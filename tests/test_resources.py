@@ -83,16 +83,44 @@ def test_a_variable_naming_a_missing_folder_is_an_error(tmp_path, monkeypatch):
 def test_an_unknown_name_lists_what_is_known(monkeypatch):
     with pytest.raises(FestgymError, match="no scenario named 'nope'.*default.*FESTGYM_SCENARIOS adds folders"):
         load_scenario("nope")
-    with pytest.raises(FestgymError, match="no gpu of that name.*H100-SXM-80GB"):
+    with pytest.raises(FestgymError, match="no gpu named 'B300-NOPE' .known: A100-SXM-80GB, H100-SXM-80GB"):
         GpuSpec.load("B300-NOPE")
+    with pytest.raises(FestgymError, match="no agent named 'nope' .known: ppo, sac; FESTGYM_AGENTS adds folders"):
+        AGENTS.resolve("nope", "{}.yaml")
+
+
+def test_a_retired_variable_is_an_error_naming_its_successor(monkeypatch, tmp_path):
+    monkeypatch.setenv("FESTGYM_ENVS", str(tmp_path))
+    with pytest.raises(ResourceError, match="FESTGYM_ENVS is no longer read: name the folder in FESTGYM_SCENARIOS"):
+        list_scenarios()
+
+
+def test_blank_and_trailing_separators_are_ignored(monkeypatch, tmp_path):
+    monkeypatch.setenv(SCENARIOS.env_var, f"{tmp_path}{os.pathsep} {os.pathsep}")
+    assert SCENARIOS.roots() == [tmp_path, SCENARIOS.shipped]
+
+
+def test_a_user_checkpoint_without_an_export_does_not_hide_the_shipped_one(monkeypatch, tmp_path):
+    (tmp_path / "ppo-local").mkdir()
+    shutil.copy(CHECKPOINTS.shipped / "ppo-local" / "card.json", tmp_path / "ppo-local" / "card.json")  # no numpy/
+    monkeypatch.setenv(CHECKPOINTS.env_var, str(tmp_path))
+    assert resolve_checkpoint("ppo-local") == CHECKPOINTS.shipped / "ppo-local"
 
 
 def test_a_built_wheel_carries_the_data_and_runs_from_elsewhere(tmp_path):
     """``pip wheel .`` (pure Python, to keep the test short), installed into a folder of its own and
     run from another directory: the shipped data comes with the wheel, not from the checkout."""
+    source = tmp_path / "src"  # a copy of what git holds: the build leaves nothing in the checkout
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode:
+        pytest.skip("not a git checkout")
+    for name in listed.stdout.splitlines():
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     env = {**os.environ, "FESTGYM_PURE": "1"}
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"),
-                            str(REPO)], env=env, capture_output=True, text=True, timeout=600)
+                            str(source)], env=env, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("festgym-*.whl"))
     target = tmp_path / "site"

@@ -129,6 +129,7 @@ def _real_host(args: argparse.Namespace):
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    _require_deploy_extra()
     from festgym.deploy.agent import DeployAgent, DeployConfig
     from festgym.deploy.safety import SafetyConfig
     from festgym.deploy.telemetry import Telemetry
@@ -249,8 +250,7 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_deploy(dep: argparse.ArgumentParser) -> None:
-    agent = import_with_extra("festgym.deploy.agent", "festgym deploy", "deploy")  # engine metrics: prometheus-client
-    safety = import_with_extra("festgym.deploy.safety", "festgym deploy", "deploy")
+    from festgym.deploy import agent, safety
 
     dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
                      "festina (needs the GPU type's profiles) (default: %(default)s)")

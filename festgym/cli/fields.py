@@ -12,7 +12,7 @@ Types: ``int``, ``float``, ``str``, ``Path``, ``X | None`` (the option may be le
 (``--x`` when the default is False; ``--x/--no-x`` when it is True) and ``tuple[X, ...]``
 (comma-separated). A field's ``metadata`` may give ``flag`` (another option name), ``metavar``,
 ``choices``, ``parse`` (a function from the option's text), ``repeat`` (the option is given once
-per item) or ``cli: False`` (not an option).
+per item), ``aliases`` (older option names that still work) or ``cli: False`` (not an option).
 """
 
 from __future__ import annotations
@@ -134,15 +134,21 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
         if left_out or not field.metadata.get("cli", True):
             continue
         flag = flag_of(field)
+        if any(action.dest == field.name for action in parser._actions):
+            raise TypeError(f"{cls.__name__}.{field.name}: another option of this parser sets {field.name!r}")
         hint, optional = _unwrap(hints[field.name])
         default = _default(field)
         text = docs.get(field.name, "")
         extra = (help_extra or {}).get(field.name)
         text = f"{text} {extra}".strip() if extra else text
         kwargs: dict[str, Any] = {"dest": field.name}
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
-            kwargs["default"] = None if overridable else bool(default)
+        if hint is bool:  # --x for a setting that is off unless asked; --x/--no-x where both can be meant
+            either = default is not False or overridable or optional
+            kwargs["action"] = argparse.BooleanOptionalAction if either else "store_true"
+            if default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = None if overridable else default
         else:
             parse, metavar = (field.metadata["parse"], None) if "parse" in field.metadata else _converter(hint, flag)
             kwargs["type"] = parse
@@ -157,12 +163,11 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
             else:
                 kwargs["default"] = None if overridable or field.metadata.get("repeat") else default
         text = text.replace("%", "%%")  # argparse formats help strings with %
-        if hint is not bool and default is not dataclasses.MISSING and default is not None and default != () \
-                and not optional:
+        if hint is not bool and default is not dataclasses.MISSING and default is not None and default != ():
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
             text += f" (default: {shown.replace('%', '%%')})"
         kwargs["help"] = text
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, *field.metadata.get("aliases", ()), **kwargs)
 
 
 def _values(cls: type, args: argparse.Namespace, given_only: bool) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every command lives in one module of :mod:`festgym.cli` (``COMMANDS`` there); its options are added
 only when it runs (:class:`~festgym.cli.common.Command`), from the config dataclasses of the job
 it runs where there is one (:mod:`festgym.cli.fields`). So a command imports only what it needs:
-``festgym deploy`` runs with numpy alone, and ``festgym --help`` imports nothing heavy.
+``festgym deploy`` runs with numpy alone, and ``festgym --help`` imports neither pandas nor torch
+(Gymnasium, where it is installed, comes with ``import festgym``, which registers the environments).
 """
 
 from __future__ import annotations

@@ -161,8 +161,9 @@ def configure_profiles(parser: argparse.ArgumentParser) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     from festgym import signals
     from festgym.cli.fields import from_args, override
-    from festgym.profiles.profiler.measure import Plan
-    from festgym.profiles.profiler.run import ProfileRun, profile
+    from festgym.profiles.profiler.plan import Plan, ProfileRun
+
+    profile = import_with_extra("festgym.profiles.profiler.run", "profiling", "train").profile
 
     run = from_args(ProfileRun, args, plan=override(Plan.tiny() if args.dry_run else Plan(), args))
     with signals.raising_on(lambda signum: KeyboardInterrupt()):  # a killed sweep still restores the clocks
@@ -175,12 +176,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def configure_profile(parser: argparse.ArgumentParser) -> None:
     from festgym.cli.fields import add_fields
+    from festgym.profiles.profiler.plan import Plan, ProfileRun
 
-    measure = import_with_extra("festgym.profiles.profiler.measure", "profiling", "train")
-    run = import_with_extra("festgym.profiles.profiler.run", "profiling", "train")
-    add_fields(parser, run.ProfileRun)
-    plan = parser.add_argument_group("what to measure (default: the full plan; a tiny one with --dry-run)")
-    add_fields(plan, measure.Plan, overridable=True)
+    add_fields(parser, ProfileRun)
+    group = parser.add_argument_group("what to measure (default: the full plan; a tiny one with --dry-run)")
+    add_fields(group, Plan, overridable=True)
     parser.add_argument("--json", action="store_true", help="print the fit errors as JSON")
     parser.set_defaults(func=cmd_profile)
 

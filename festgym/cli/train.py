@@ -15,13 +15,16 @@ def _training() -> ModuleType:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    training = _training()
-    print(f"checkpoint: {training.train(from_args(training.TrainConfig, args))}")
+    from festgym.jobs.train_config import TrainConfig
+
+    print(f"checkpoint: {_training().train(from_args(TrainConfig, args))}")
     return 0
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    add_fields(parser, _training().TrainConfig)
+    from festgym.jobs.train_config import TrainConfig
+
+    add_fields(parser, TrainConfig)
     parser.set_defaults(func=cmd_train)
 
 

@@ -43,8 +43,8 @@ SEALED = (f"{EXPORTED}/{SPEC}", f"{EXPORTED}/{WEIGHTS}")
 def find_checkpoints() -> dict[str, Path]:
     """Checkpoints by name: every ``<name>/`` with a card and an export in the user's checkpoint
     folders and the shipped one (:data:`festgym.resources.CHECKPOINTS`)."""
-    return {name[: -len("/" + CARD)]: path.parent for name, path in CHECKPOINTS.glob(f"*/{CARD}")
-            if (path.parent / EXPORTED).is_dir()}
+    found = CHECKPOINTS.glob(f"*/{CARD}", keep=lambda card: (card.parent / EXPORTED).is_dir())
+    return {name[: -len("/" + CARD)]: path.parent for name, path in found}
 
 
 def resolve_checkpoint(spec: str | Path) -> Path | None:

@@ -73,14 +73,15 @@ class DeployConfig:
     interval_s: float = 1.0
     """Control interval (the controllers were trained at the simulator's 1 s)."""
     duration_s: float | None = None
-    """Stop after this long (None: until SIGTERM or SIGINT)."""
+    """Stop after this long (default: run until SIGTERM or SIGINT)."""
     apply: bool = False
-    """Act on the GPU; False (the default) only logs the calls it would make."""
+    """Act on the GPU (default: only log the NVML calls it would make)."""
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self):
         check_ranges(self, {"interval_s": self.interval_s > 0,
-                            "duration_s": self.duration_s is None or self.duration_s >= 0})
+                            "duration_s": self.duration_s is None or self.duration_s >= 0},
+                     {"interval_s": "> 0 s", "duration_s": "≥ 0 s"})
 
 
 class DeployAgent:

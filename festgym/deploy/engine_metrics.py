@@ -38,19 +38,17 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.utils import floatToGoString
 
 from festgym.errors import FestgymError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client.metrics_core import Metric
+
+# prometheus-client (the deploy extra) is imported where metrics are parsed or rendered, so that the
+# deploy agent's settings and the log report import without it.
 
 # canonical name -> (kind, HELP text written by render_metrics)
 _CANONICAL: dict[str, tuple[str, str]] = {
@@ -292,6 +290,8 @@ def parse_metrics(text: str, engine: str = "auto", model: str | None = None, sou
 
 
 def _read_samples(text: str, source: str) -> dict[str, _Series]:
+    from prometheus_client.parser import text_string_to_metric_families  # the deploy extra
+
     index: dict[str, _Series] = defaultdict(list)
     try:
         for family in text_string_to_metric_families(text):
@@ -407,6 +407,8 @@ def render_metrics(
     """Prometheus text exposition of canonical metrics under ``engine``'s newest names (a fixture, or what a
     simulated engine serves). ``model`` None writes no ``model_name`` label. ``parse_metrics`` inverts it exactly.
     """
+    from prometheus_client.exposition import generate_latest  # the deploy extra
+
     if engine not in ALIASES:
         raise ValueError(f"engine must be one of {sorted(ALIASES)}, got {engine!r}")
     labels = ([], []) if model is None else (["model_name"], [model])
@@ -423,6 +425,9 @@ def render_metrics(
 def _family(
     kind: str, name: str, canonical: str, labels: tuple[list[str], list[str]], value: float | Histogram
 ) -> Metric:
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
+
     label_names, label_values = labels
     doc = _CANONICAL[canonical][1]
     if isinstance(value, Histogram):

@@ -33,7 +33,9 @@ class SafetyConfig:
                             "hysteresis_mhz": self.hysteresis_mhz >= 0,
                             "share_hysteresis": 0 <= self.share_hysteresis < 1,
                             "watchdog_intervals": self.watchdog_intervals >= 1,
-                            "watchdog_hold_s": self.watchdog_hold_s >= 0})
+                            "watchdog_hold_s": self.watchdog_hold_s >= 0},
+                     {"min_change_interval_s": "≥ 0 s", "hysteresis_mhz": "≥ 0 MHz", "share_hysteresis": "in [0, 1)",
+                      "watchdog_intervals": "≥ 1", "watchdog_hold_s": "≥ 0 s"})
 
 
 

@@ -1,4 +1,5 @@
-"""GPU devices for the deploy agent: the abstract interface, NVML and the simulator behind it.
+"""GPU devices for the deploy agent: the abstract interface and NVML behind it (a simulated GPU
+behind the same interface is :class:`festgym.simhost.device.SimulatedDevice`).
 
 Import :mod:`festgym.devices.nvml` only where NVML is wanted: it imports ``pynvml``.
 """

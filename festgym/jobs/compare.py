@@ -373,7 +373,8 @@ class CompareConfig:
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
         check_ranges(self, {"duration_s": self.duration_s is None or 0 < self.duration_s < math.inf,
-                            "jobs": self.jobs is None or self.jobs >= 1})
+                            "jobs": self.jobs is None or self.jobs >= 1},
+                     {"duration_s": "a positive number of seconds", "jobs": "≥ 1"})
 
 
 def compare(scenario: str | Path | Scenario = "default", config: CompareConfig | None = None, *,

@@ -43,7 +43,9 @@ def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
     buffer = io.BytesIO()
     arrays: dict[str, np.ndarray] = {f"{k}{i}": a for i, (w, b, _) in enumerate(layers)
                                      for k, a in (("W", w), ("b", b))}
-    np.savez(buffer, allow_pickle=False, **arrays)
+    # No allow_pickle keyword: before NumPy 2.1 savez would store it as one more array (plain arrays never
+    # pickle). The stub types **arrays as that keyword too, hence the ignore.
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     (out / WEIGHTS).write_bytes(buffer.getvalue())
     spec = {
         "format": FORMAT,

@@ -11,7 +11,7 @@ The KV cache gets all GPU memory the weights leave (``gpu_memory_utilization`` 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,11 +55,11 @@ class BenchConfig:
     """Mean output tokens (lognormal lengths)."""
     output_cv: float = 1.0
     """Coefficient of variation of output lengths."""
-    output_max: int = 32768
+    output_max: int = 65536
     """Longest output, tokens."""
     requests: int = 0
     """Requests submitted (0: enough for a steady window, 8 × max_num_seqs and at least 500)."""
-    clock_mhz: float | None = None
+    clock_mhz: float | None = field(default=None, metadata={"aliases": ("--clock",)})
     """SM clock (default: the GPU's default clock)."""
     max_num_batched_tokens: int = 8192
     """Engine token budget per iteration."""
@@ -71,7 +71,10 @@ class BenchConfig:
                             "prompt_mean": self.prompt_mean >= 1, "output_mean": self.output_mean >= 1,
                             "prompt_cv": self.prompt_cv >= 0, "output_cv": self.output_cv >= 0,
                             "output_max": self.output_max >= 1, "seed": self.seed >= 0,
-                            "clock_mhz": self.clock_mhz is None or self.clock_mhz > 0})
+                            "clock_mhz": self.clock_mhz is None or self.clock_mhz > 0},
+                     {"max_num_seqs": "≥ 1", "requests": "≥ 0", "prompt_mean": "≥ 1 token", "output_mean": "≥ 1 token",
+                      "prompt_cv": "≥ 0", "output_cv": "≥ 0", "output_max": "≥ 1 token", "seed": "≥ 0",
+                      "clock_mhz": "> 0 MHz"})
 
     @property
     def prompt(self) -> LengthDist:
@@ -129,7 +132,8 @@ def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0) -> pd.DataF
         except LookupError:
             continue
         cfg = BenchConfig(model=model, max_num_seqs=int(row.max_num_seqs), prompt_mean=PROMPT_TOKENS[row.task],
-                          output_mean=float(row.avg_output_len), output_cv=OUTPUT_CV[row.task], seed=seed)
+                          output_mean=float(row.avg_output_len), output_cv=OUTPUT_CV[row.task], output_max=32768,
+                          seed=seed)
         got = run_bench(cfg, profiles_root)
         rows.append({"model": model, "task": row.task, "max_num_seqs": int(row.max_num_seqs),
                      "batch_measured": row.avg_batch_size, "batch_sim": got["avg_batch_size"],

@@ -26,11 +26,8 @@ import importlib.util
 import json
 import pickle
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -40,91 +37,11 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 from tqdm.auto import tqdm
 
-from festgym.config import build_dataclass, check_ranges, read_mapping
 from festgym.control.checkpoint import EXPORTED, seal_card
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
-from festgym.errors import SpecError
 from festgym.jobs.export import export_sb3
-from festgym.resources import AGENTS
+from festgym.jobs.train_config import AgentSpec, TrainConfig, load_agent, run_name
 from festgym.scenario import controller_interface, training_scenario
-
-ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
-"""stable-baselines3 algorithms an agent YAML may name."""
-
-
-@dataclass
-class AgentSpec:
-    """An agent YAML (``<algo>.yaml`` in the agent folders, :data:`festgym.resources.AGENTS`)."""
-
-    algo: str
-    """One of :data:`ALGORITHMS`."""
-    env: str = "festgym/LocalGPU-v0"
-    """Environment id."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the environment (``action_type``, scenario overrides, ...)."""
-    n_envs: int = 2
-    """Training environments (worker processes when more than one)."""
-    timesteps: int = 200_000
-    """Environment steps to train for (``--timesteps`` overrides)."""
-    policy: str = "MlpPolicy"
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the SB3 algorithm (learning_rate, n_steps, batch_size, gamma, ...)."""
-    normalize: dict[str, Any] = field(default_factory=lambda: {"norm_obs": True, "norm_reward": True})
-    """Keyword arguments of ``VecNormalize`` (empty mapping: no normalisation)."""
-    eval_freq: int = 10_000
-    """Evaluate every this many environment steps (over all environments)."""
-    eval_episodes: int = 5
-    eval_seed: int = 10_000
-    """First evaluation seed; evaluation episodes use seeds from here up."""
-
-    def __post_init__(self):
-        self.algo = self.algo.lower()
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"AgentSpec.algo: {self.algo!r}; expected one of {', '.join(ALGORITHMS)}")
-        check_ranges(self, {"n_envs": self.n_envs >= 1, "timesteps": self.timesteps >= 1,
-                            "eval_freq": self.eval_freq >= 1, "eval_episodes": self.eval_episodes >= 1})
-
-
-@dataclass
-class TrainConfig:
-    """One training job (what ``festgym train`` parses)."""
-
-    agent: str
-    """Agent YAML: a path, or a shipped agent's name (``ppo``, ``sac``)."""
-    scenario: str = "default"
-    """Scenario name or path, passed to the environment."""
-    timesteps: int | None = None
-    """Override the agent's ``timesteps``."""
-    seed: int = 0
-    """Seeds the algorithm and the training environments."""
-    runs_dir: str = "runs"
-    """Where run folders go."""
-    progress: bool = True
-    """Show a progress bar."""
-
-    def __post_init__(self) -> None:
-        check_ranges(self, {"timesteps": self.timesteps is None or self.timesteps >= 1, "seed": self.seed >= 0})
-
-
-def load_agent(spec: str | Path) -> AgentSpec:
-    """Read and validate an agent YAML, by path or by name (``ppo``: ``ppo.yaml`` in the
-    user's agent folders or the shipped one, :data:`festgym.resources.AGENTS`); unknown keys are an
-    error naming them."""
-    path = Path(spec)
-    if not path.is_file() and path.suffix not in (".yaml", ".yml", ".json"):
-        found = AGENTS.find(f"{spec}.yaml")
-        if found is None:
-            shipped = ", ".join(name[: -len(".yaml")] for name, _ in AGENTS.glob("*.yaml"))
-            raise SpecError(f"{spec}.yaml", "<file>", f"no agent named {spec!r} (a YAML path, or one of: {shipped}; "
-                            f"{AGENTS.env_var} adds folders)")
-        path = found
-    return build_dataclass(AgentSpec, read_mapping(path), path)
-
-
-def run_name(scenario: str, algo: str, seed: int, when: datetime | None = None) -> str:
-    """``{scenario}__{algo}__{seed}__{time}``, as CleanRL names runs."""
-    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"{Path(scenario).stem}__{algo}__{seed}__{stamp}"
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
@@ -266,5 +183,4 @@ class Progress(BaseCallback):
         self.bar.close()
 
 
-__all__ = ["ALGORITHMS", "AgentSpec", "TrainConfig", "export_checkpoint", "load_agent", "run_name", "train",
-           "write_card"]
+__all__ = ["export_checkpoint", "make_env", "train", "write_card"]

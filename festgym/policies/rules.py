@@ -29,7 +29,7 @@ is the simulator's reference rule, not a published system)."""
 
 def rule_params(name: str) -> dict[str, Any]:
     """The ``params`` mapping of ``policies/<name>.yaml`` (empty when there is no such file)."""
-    path = POLICY_PARAMS.find(f"{name}.yaml")
+    path = POLICY_PARAMS.find(f"{name}.yaml")  # none: the policy's own defaults
     return {} if path is None else dict(read_mapping(path).get("params") or {})
 
 

@@ -33,20 +33,14 @@ def gpu_type_of(name: str) -> str | None:
     return next((t for fragments, t in GPU_TYPES.items() if all(f in name for f in fragments)), None)
 
 
+SPEC_ENTRIES = {"gpu": "{}/gpu.yaml", "model": "model-configs/{}/config.json"}
+"""Where the profile folders keep a GPU type's spec and a model's Hugging Face config."""
+
+
 def spec_path(spec: str | Path, kind: str) -> Path:
-    """A file by path, or by name in the profile folders (:data:`festgym.resources.PROFILES`):
-    ``kind`` ``gpu`` finds ``<name>/gpu.yaml``, ``model`` finds ``model-configs/<name>/config.json``."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    relative = f"{spec}/gpu.yaml" if kind == "gpu" else f"model-configs/{spec}/config.json"
-    found = PROFILES.find(relative)
-    if found is None:
-        shipped = [name.split("/")[-2] for name, _ in
-                   PROFILES.glob("*/gpu.yaml" if kind == "gpu" else "model-configs/*/config.json")]
-        raise SpecError(spec, "<file>", f"no such file, and no {kind} of that name in the profile folders "
-                        f"(known: {', '.join(shipped)}; {PROFILES.env_var} adds folders)")
-    return found
+    """A ``gpu`` spec or ``model`` config by path, or by name in the profile folders
+    (:data:`festgym.resources.PROFILES`, :data:`SPEC_ENTRIES`)."""
+    return PROFILES.resolve(spec, SPEC_ENTRIES[kind], kind)
 
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "fp8": 1}

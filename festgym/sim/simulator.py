@@ -34,7 +34,7 @@ from festgym.control.states import PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.profiles.profile import Profile, load_profile
 from festgym.profiles.specs import GpuSpec
 from festgym.sim.config import SimConfig
-from festgym.sim.events import Callback, EventQueue
+from festgym.sim.events import EventQueue
 from festgym.sim.gpu import SimGpu
 from festgym.sim.instance import Instance, Seq
 from festgym.sim.ledger import (
@@ -173,12 +173,9 @@ class Simulator:
         self._req_out: array[int] = _column("q", trace.output_tokens)
         self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
         self._tick_energy = [0.0] * len(self.gpus)
-        self.schedule(0.0, self._tick, None)
-        self.schedule(self.config.consolidate_interval_s, self._consolidate, None)
+        self.events.schedule(0.0, self._tick, None)
+        self.events.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
-
-    def schedule(self, t: float, callback: Callback, arg: object) -> None:
-        self.events.schedule(t, callback, arg)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -288,7 +285,7 @@ class Simulator:
         self.by_model[model].append(inst)
         load_s = slices.profile.model.weight_bytes / (gpu.spec.host_to_gpu_gbps * 1e9) + inst.serving.engine.init_s
         inst.ready_at = awake + load_s
-        self.schedule(inst.ready_at, inst.on_ready, None)
+        self.events.schedule(inst.ready_at, inst.on_ready, None)
         gpu.update(now)
         return inst
 
@@ -349,7 +346,7 @@ class Simulator:
             for inst in gpu.instances:
                 inst.peak_ttft_ratio = inst.peak_gap_s = 0.0
         if now + interval <= self.end + 1e-9:
-            self.schedule(now + interval, self._tick, None)
+            self.events.schedule(now + interval, self._tick, None)
 
     def apply_control(self, gpu: SimGpu, control: GpuControl, now: float) -> None:
         if control.shares is not None:
@@ -387,7 +384,7 @@ class Simulator:
     def _consolidate(self, _arg: object, now: float) -> None:
         for action in self.policy.consolidate(self.view, now) or ():
             self.apply_action(action, now)
-        self.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)
+        self.events.schedule(now + self.config.consolidate_interval_s, self._consolidate, None)
 
     def apply_action(self, action: Action, now: float) -> None:
         if isinstance(action, Park):

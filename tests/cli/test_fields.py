@@ -96,6 +96,51 @@ def test_overridable_options_lay_only_what_is_given_over_a_base():
     assert "(default: 128,512)" in parser.format_help()
 
 
+def test_bool_fields_of_every_kind():
+    @dataclasses.dataclass(frozen=True)
+    class Flags:
+        must: bool
+        """No default."""
+        maybe: bool | None = None
+        """Unset by default."""
+        off: bool = False
+        """Off unless asked."""
+        on: bool = True
+        """On unless turned off."""
+
+    parser = argparse.ArgumentParser()
+    add_fields(parser, Flags)
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --must/--no-must is required
+    assert from_args(Flags, parser.parse_args(["--no-must"])) == Flags(must=False)
+    given = parser.parse_args(["--must", "--maybe", "--off", "--no-on"])
+    assert from_args(Flags, given) == Flags(True, True, True, False)
+    overriding = argparse.ArgumentParser()
+    add_fields(overriding, Flags, skip=("must",), overridable=True)
+    base = Flags(must=True, off=True)
+    assert override(base, overriding.parse_args(["--no-off"])) == Flags(must=True, off=False)  # back to False
+    assert override(base, overriding.parse_args([])) == base
+
+
+def test_a_default_beside_none_is_shown_and_a_clash_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Limits:
+        timeout_s: float | None = 5.0
+        """Give up after this long (None: never)."""
+
+    parser = argparse.ArgumentParser()
+    add_fields(parser, Limits)
+    assert "(default: 5.0)" in parser.format_help() and "--timeout SECONDS" in parser.format_help()
+    with pytest.raises(TypeError, match="another option of this parser sets 'timeout_s'"):
+        add_fields(parser, Limits)
+
+
+def test_an_older_option_name_still_works():
+    parser = argparse.ArgumentParser()
+    add_fields(parser, BenchConfig)
+    assert from_args(BenchConfig, parser.parse_args(["--clock", "1200"])).clock_mhz == 1200.0
+
+
 def test_split_pairs():
     assert split_pairs(["a=1", "b=x=y"], "--slo", "MODEL") == {"a": "1", "b": "x=y"}
     with pytest.raises(FestgymError, match="--slo 'a': expected MODEL=VALUE"):

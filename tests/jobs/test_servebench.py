@@ -43,6 +43,6 @@ def test_cli_json_and_errors(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["max_num_seqs"] == 16 and out["median_itl_ms"] > 0 and out["avg_power_w"] > 0
     assert main(["serve-bench", "--max-num-seqs", "0"]) == 2
-    assert "--max-num-seqs: out of range (0)" in capsys.readouterr().err
+    assert "--max-num-seqs: out of range (0); expected ≥ 1" in capsys.readouterr().err
     assert main(["serve-bench", "--model", "Nope"]) == 2
     assert "no profile" in capsys.readouterr().err

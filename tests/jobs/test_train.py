@@ -15,7 +15,8 @@ import stable_baselines3 as sb3
 from festgym.cli.main import main
 from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file
 from festgym.errors import SpecError
-from festgym.jobs.train import TrainConfig, export_checkpoint, load_agent, train
+from festgym.jobs.train import export_checkpoint, train
+from festgym.jobs.train_config import TrainConfig, load_agent
 
 TINY = """\
 algo: ppo

@@ -19,12 +19,12 @@ from festgym.profiles.profile import Profile  # noqa: E402
 from festgym.profiles.profiler.measure import (  # noqa: E402
     ConstantPower,
     Device,
-    Plan,
     measure,
     measure_point,
     partition_sms,
 )
-from festgym.profiles.profiler.run import ProfileRun, profile  # noqa: E402
+from festgym.profiles.profiler.plan import Plan, ProfileRun  # noqa: E402
+from festgym.profiles.profiler.run import profile  # noqa: E402
 from festgym.profiles.profiler.transformer import RandomTransformer  # noqa: E402
 from festgym.profiles.specs import ModelSpec  # noqa: E402
 from festgym.resources import PROFILES  # noqa: E402

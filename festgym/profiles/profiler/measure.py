@@ -34,6 +34,7 @@ import torch
 from festgym import signals
 from festgym.devices.device import GpuDevice
 from festgym.errors import FestgymError
+from festgym.profiles.profiler.plan import Plan
 from festgym.profiles.profiler.transformer import RandomTransformer
 
 SM_GROUP = 8
@@ -70,33 +71,6 @@ class ConstantPower:
 
     def energy_mj(self) -> int:
         return int(round((self.clock() - self.start) * self.power_w * 1e3))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to measure (``festgym profile`` takes one option per field)."""
-
-    tokens: tuple[int, ...] = (128, 512, 1024, 2048, 4096, 8192)
-    """Prefill: one prompt of this many tokens per step (the profile grid's definition)."""
-    batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
-    """Decode batch sizes."""
-    ctxs: tuple[int, ...] = (512, 2048, 8192)
-    """Decode contexts: every batch × context is measured; a point whose KV cache does not fit is skipped."""
-    shares: tuple[float, ...] = (1.0,)
-    """SM shares, e.g. 1,0.5,0.25 (below 1 needs CUDA green contexts)."""
-    clocks_mhz: tuple[int, ...] = field(default=(), metadata={"cli": False})
-    """Clocks to lock in turn (root only); empty: the clock the GPU runs (``--sweep-clocks`` picks them)."""
-    warmup: int = 3
-    """Untimed steps per point."""
-    repeats: int = 10
-    """Timed steps per point (their median is the point's time)."""
-    min_window_s: float = 0.5
-    """Shortest energy window, s (the counter's resolution makes shorter ones noisy)."""
-
-    @classmethod
-    def tiny(cls) -> Plan:
-        """A plan that exercises the pipeline in seconds on a CPU."""
-        return cls(tokens=(8, 32, 64), batches=(1, 4), ctxs=(16, 64), warmup=1, repeats=3, min_window_s=0.02)
 
 
 class Device:
@@ -270,5 +244,5 @@ def _decode_point(model: RandomTransformer, device: Device, meter: EnergyMeter |
         device.release()
 
 
-__all__ = ["ConstantPower", "Device", "DeviceEnergy", "EnergyMeter", "Plan", "measure", "measure_point",
+__all__ = ["ConstantPower", "Device", "DeviceEnergy", "EnergyMeter", "measure", "measure_point",
            "partition_sms"]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -29,40 +28,15 @@ from festgym.profiles.profiler.measure import (
     Device,
     DeviceEnergy,
     EnergyMeter,
-    Plan,
     measure,
 )
+from festgym.profiles.profiler.plan import Plan, ProfileRun
 from festgym.profiles.profiler.transformer import DTYPES, RandomTransformer
 from festgym.profiles.specs import GpuSpec, ModelSpec, gpu_type_of, spec_path
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}
 """The dry run's model: the config's family at toy size."""
-
-
-@dataclass
-class ProfileRun:
-    """One ``festgym profile`` invocation (the command takes one option per field)."""
-
-    model_config: Path
-    """Hugging Face config.json of the model, or a shipped model's name (Llama-3.1-8B)."""
-    out: Path
-    """Profile folder to write, e.g. H100-SXM-80GB/Llama-3.1-8B-measured under a profiles folder."""
-    gpu: int = 0
-    """GPU index after CUDA_VISIBLE_DEVICES."""
-    gpu_spec: Path | None = None
-    """GPU spec YAML or type name (default: the shipped spec matching the GPU's name; H100 on the CPU)."""
-    name: str | None = None
-    """Model name (default: the config's folder name)."""
-    cpu: bool = False
-    """Run on the CPU, without NVML (small configs only)."""
-    dry_run: bool = False
-    """The whole pipeline on the CPU with a tiny model of the config's family."""
-    sweep_clocks: bool = False
-    """Lock 5 clocks of the control range in turn (root only; the GPU is restored afterwards, even on
-    failure); default: the clocks the GPU runs."""
-    plan: Plan | None = field(default=None, metadata={"cli": False})
-    """What to measure (default: :class:`Plan`, or :meth:`Plan.tiny` for a dry run)."""
 
 
 def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
@@ -145,4 +119,4 @@ def sweep_clocks(gpu: GpuSpec, n: int = 5):
     return clock_levels(gpu.sm_clocks_mhz, n, gpu.name)
 
 
-__all__ = ["TINY", "ProfileRun", "gpu_spec_for", "profile", "sweep_clocks"]
+__all__ = ["TINY", "gpu_spec_for", "profile", "sweep_clocks"]
