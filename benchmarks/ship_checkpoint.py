@@ -61,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a run's checkpoint folder (runs/<run>/checkpoint)")
     parser.add_argument("--name", required=True, help="festgym/data/checkpoints/<name>/")
+    parser.add_argument("--sha256", required=True, help="the run's digest, as `festgym train` printed it")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--episodes", type=int, default=5)
     args = parser.parse_args()
@@ -77,7 +78,7 @@ def main() -> None:
     for name in ("model.zip", "vecnormalize.pkl", "card.json"):
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
-    export_checkpoint(folder)
+    export_checkpoint(folder, sha256=args.sha256)
     card = read_card(folder)
     card["local_evaluation"] = local_evaluation(folder, args.episodes)
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")

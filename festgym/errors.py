@@ -19,6 +19,22 @@ class SpecError(FestgymError, ValueError):
         super().__init__(f"{self.source}: field '{field}': {problem}")
 
 
+class RangeError(FestgymError, ValueError):
+    """A setting is of the wrong type or outside its allowed range (``owner.field``, the value and
+    what was expected); :func:`festgym.config.build_dataclass` adds the file or section it came from."""
+
+    def __init__(self, owner: str, field: str, value: object, expected: str | None = None):
+        self.owner = owner
+        self.field = field
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{owner}.{field}: {self.problem}")
+
+    @property
+    def problem(self) -> str:
+        return f"out of range ({self.value!r})" + (f"; expected {self.expected}" if self.expected else "")
+
+
 class ProfileNotFoundError(FestgymError, LookupError):
     """No profile matches the GPU/model asked for."""
 

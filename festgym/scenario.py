@@ -22,6 +22,8 @@ Sections (each documented in the shipped YAMLs):
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from festgym.config import build_dataclass, check_ranges, read_mapping
+from festgym.config import build_dataclass, check_ranges, read_mapping, require, require_positive
 from festgym.control.checkpoint import ControllerInterface
 from festgym.errors import SpecError
 from festgym.resources import SCENARIOS
@@ -41,7 +43,8 @@ from festgym.sim.workload import (
     LengthDist,
     SyntheticWorkload,
     Trace,
-    load_trace,
+    TraceSpec,
+    TraceWarning,
 )
 
 REPLACED = ("cluster.gpus",)
@@ -49,15 +52,23 @@ REPLACED = ("cluster.gpus",)
 SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
 
 
+_ANNOUNCED: set[str] = set()
+"""Rescaling announcements already made in this process."""
+
+TRACE_KEYS = {"trace": "path", "trace_format": "format", "trace_time_unit": "time_unit",
+              "trace_rate_rps": "rate_rps"}
+"""``workload`` settings of a replay -> :class:`~festgym.sim.workload.TraceSpec` fields."""
+
+
 def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...],
-              source: str) -> tuple[SyntheticWorkload, str | None]:
+              source: str) -> tuple[SyntheticWorkload, TraceSpec | None]:
     """The ``workload`` section: :class:`~festgym.sim.workload.SyntheticWorkload` parameters (its
     ``duration_s`` is a full run's length; environments use ``env.episode_s``), plus ``lengths``
     (a preset such as ``azure-conv``/``azure-code``, or ``{prompt: ..., output: ...}`` with
-    ``{mu, sigma, low, high}`` or ``{mean, cv}``) and ``trace``, a CSV/JSONL file to replay instead
-    (relative to the scenario file; each episode starts at a seeded random offset into it)."""
+    ``{mu, sigma, low, high}`` or ``{mean, cv}``) and ``trace``, a trace file to replay instead
+    (:func:`_trace_spec`)."""
     data = dict(data or {})
-    trace = data.pop("trace", None)
+    trace = _trace_spec({k: data.pop(k) for k in TRACE_KEYS if k in data}, source)
     settable_elsewhere = (("models", "they come from the models section"), ("prompt", "use lengths"),
                           ("output", "use lengths"))
     for key, why in settable_elsewhere:
@@ -66,7 +77,30 @@ def _workload(data: Mapping[str, Any] | None, models: tuple[str, ...],
     prompt, output = _lengths(data.pop("lengths", "azure-conv"), source)
     synthetic = build_dataclass(SyntheticWorkload, {**data, "models": models, "prompt": prompt, "output": output},
                                 f"{source}: workload")
-    return synthetic, None if trace is None else str(trace)
+    return synthetic, trace
+
+
+def _trace_spec(data: Mapping[str, Any], source: str) -> TraceSpec | None:
+    """``trace``: a trace file (:func:`~festgym.sim.workload.load_trace`'s formats), a relative
+    path read from the working directory; ``trace_format`` (default: detected),
+    ``trace_time_unit`` (default: the format's), ``trace_rate_rps`` (default: none, the trace's own
+    times; a rate rescales it, announced with a :class:`~festgym.sim.workload.TraceWarning`).
+    ``rate_rps`` and the other synthetic settings do not act on a replay."""
+    if data.get("trace") is None:
+        extra = [k for k, v in data.items() if v is not None]
+        if extra:
+            raise SpecError(source, f"workload.{extra[0]}", "only with workload.trace, the trace file to replay")
+        return None
+    if not isinstance(data["trace"], str) or not data["trace"].strip():
+        raise SpecError(source, "workload.trace", f"expected the path of a trace file, got {data['trace']!r}")
+    # Resolved now, from the working directory the user typed it in: workers and later re-parses
+    # (overrides) read the same file.
+    fields = {TRACE_KEYS[k]: v for k, v in data.items()} | {"path": str(Path(data["trace"]).expanduser().absolute())}
+    try:
+        return build_dataclass(TraceSpec, fields, source)
+    except SpecError as exc:
+        key = next(k for k, f in TRACE_KEYS.items() if f == exc.field)
+        raise SpecError(source, f"workload.{key}", exc.problem) from None
 
 
 def _lengths(spec: Any, source: str) -> tuple[LengthDist, LengthDist]:
@@ -83,8 +117,12 @@ def _lengths(spec: Any, source: str) -> tuple[LengthDist, LengthDist]:
 
 def _length(data: Any, source: str) -> LengthDist:
     if isinstance(data, Mapping) and {"mean", "cv"} <= set(data):
-        extra = {k: data[k] for k in ("low", "high") if k in data}
-        return LengthDist.from_mean_cv(float(data["mean"]), float(data["cv"]), **extra)
+        mean, cv = require_positive(data, "mean", source), require(data, "cv", source)
+        if cv < 0:
+            raise SpecError(source, "cv", f"out of range ({cv!r}); expected ≥ 0")
+        dist = LengthDist.from_mean_cv(mean, cv)
+        rest = {k: v for k, v in data.items() if k not in ("mean", "cv")}
+        return build_dataclass(LengthDist, {**rest, "mu": dist.mu, "sigma": dist.sigma}, source)
     return build_dataclass(LengthDist, data, source)
 
 
@@ -106,7 +144,9 @@ class RewardConfig:
 
     def __post_init__(self):
         check_ranges(self, {"energy_weight": self.energy_weight >= 0, "ttft_weight": self.ttft_weight >= 0,
-                            "tbt_weight": self.tbt_weight >= 0, "mode": self.mode in REWARD_MODES})
+                            "tbt_weight": self.tbt_weight >= 0, "mode": self.mode in REWARD_MODES},
+                     {"energy_weight": "≥ 0", "ttft_weight": "≥ 0", "tbt_weight": "≥ 0",
+                      "mode": f"one of {', '.join(REWARD_MODES)}"})
 
 
 @dataclass(frozen=True)
@@ -130,7 +170,9 @@ class LocalSpec:
     def __post_init__(self):
         lo, hi = self.rate_scale
         check_ranges(self, {"gpus": len(self.gpus) >= 1, "rate_rps": self.rate_rps > 0,
-                            "rate_scale": 0 < lo <= hi})
+                            "rate_scale": 0 < lo <= hi},
+                     {"gpus": "at least one GPU type", "rate_rps": "> 0 requests/s",
+                      "rate_scale": "[low, high] with 0 < low ≤ high"})
 
     @property
     def served(self) -> tuple[str, ...]:
@@ -167,7 +209,9 @@ class EnvSpec:
     def __post_init__(self):
         check_ranges(self, {"episode_s": self.episode_s > 0, "warmup_s": self.warmup_s >= 0,
                             "clock_levels": self.clock_levels >= 2, "share_levels": self.share_levels >= 1,
-                            "batch_caps": all(int(b) >= 1 for b in self.batch_caps)})
+                            "batch_caps": all(b >= 1 for b in self.batch_caps)},
+                     {"episode_s": "> 0 s", "warmup_s": "≥ 0 s", "clock_levels": "≥ 2", "share_levels": "≥ 1",
+                      "batch_caps": "a list of whole numbers ≥ 1"})
 
 
 @dataclass(frozen=True)
@@ -186,8 +230,8 @@ class Scenario:
     reward: RewardConfig
     local: LocalSpec
     env: EnvSpec
-    trace_path: str | None = None
-    """A trace replayed instead of the synthetic workload."""
+    trace_spec: TraceSpec | None = None
+    """A trace replayed instead of the synthetic workload (``workload.trace``)."""
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -201,26 +245,50 @@ class Scenario:
     def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False,
               models: Sequence[str] | None = None, rate_rps: float | None = None) -> Trace:
         """A seeded workload of ``duration_s`` (default ``workload.duration_s``) over ``models`` at
-        ``rate_rps`` (default: the cluster's, or with ``local`` the local sub-cluster's)."""
+        ``rate_rps`` (default: the cluster's, or with ``local`` the local sub-cluster's). A replayed
+        trace keeps its own times unless a rate is asked for: ``rate_rps``, ``local.rate_rps`` with
+        ``local``, or ``workload.trace_rate_rps``."""
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         duration = float(duration_s or self.workload.duration_s)
         models = tuple(models or (self.local.models if local else self.models))
+        if self.trace_spec is not None:
+            return self._replay(rng, duration, models, rate_rps, local)
         rate = rate_rps or (self.local.rate_rps if local else self.workload.rate_rps)
-        if self.trace_path is not None:
-            return self._replay(rng, duration, models, rate)
         return replace(self.workload, models=models, rate_rps=rate, duration_s=duration).generate(rng)
 
-    def _replay(self, rng: np.random.Generator, duration: float, models: tuple[str, ...], rate: float) -> Trace:
-        assert self.trace_path is not None  # trace() replays only a scenario that names a trace
-        path = Path(self.trace_path)
-        if not path.is_absolute() and self.source not in ("<dict>",):
-            path = Path(self.source).parent / path
-        full = load_trace(path, list(self.models)).select(models)
-        full = full.scale_rate(rate * full.duration_s / max(len(full), 1))
-        if full.duration_s <= duration:
-            return full
-        start = float(rng.uniform(0.0, full.duration_s - duration))
-        return full.window(start, start + duration)
+    def _replay(self, rng: np.random.Generator, duration: float, models: tuple[str, ...], rate_rps: float | None,
+                local: bool) -> Trace:
+        """A seeded window of the trace (all of it when shorter), rescaled where a rate is asked for."""
+        assert self.trace_spec is not None  # trace() replays only a scenario that names a trace
+        full = self.trace_spec.load(tuple(self.models))
+        picked = full.select(models)
+        rate, why = self._replay_rate(rate_rps, local, full)
+        if rate is not None and len(picked):
+            if why not in _ANNOUNCED:  # once per process: every episode and run would repeat it
+                _ANNOUNCED.add(why)
+                warnings.warn(why, TraceWarning, stacklevel=3)
+            picked = picked.at_rate(rate)
+        if picked.duration_s <= duration:
+            return picked
+        start = float(rng.uniform(0.0, picked.duration_s - duration))
+        return picked.window(start, start + duration)
+
+    def _replay_rate(self, rate_rps: float | None, local: bool, full: Trace) -> tuple[float | None, str]:
+        """The rate a replay is rescaled to (None: its own) and the announcement, worded the same
+        every episode so that it is shown once."""
+        assert self.trace_spec is not None
+        path, own = self.trace_spec.path, f"its own {full.mean_rate_rps:.4g} req/s over the scenario's models"
+        if local:
+            return rate_rps or self.local.rate_rps, (
+                f"{path}: the local sub-cluster's replay is rescaled to its rate (local.rate_rps "
+                f"{self.local.rate_rps:g} req/s, times a local.rate_scale draw in LocalGPU-v0), not {own}")
+        if rate_rps is not None:
+            return rate_rps, f"{path}: replayed rescaled to the rate asked for, {rate_rps:g} req/s, not {own}"
+        rate = self.trace_spec.rate_rps
+        if rate is None:
+            return None, ""
+        return rate, (f"{path}: replayed rescaled to workload.trace_rate_rps {rate:g} req/s, not {own} "
+                      f"(arrival times ×{full.mean_rate_rps / rate:.4g})")
 
 
 SCENARIO_ENTRY = "{}.yaml"
@@ -248,32 +316,63 @@ def load_scenario(spec: str | Path | Mapping[str, Any] | Scenario = "default", *
     return parse_scenario(_merge(dict(spec), overrides, source), source)
 
 
-def parse_overrides(settings: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(settings: Sequence[str], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``SECTION.KEY=VALUE`` strings (as ``--set`` takes them) as nested overrides for
-    :func:`load_scenario`; values are read as YAML (``30`` is a number, ``azure-code`` a string)."""
+    :func:`load_scenario`; values are read as YAML (``30`` is a number, ``azure-code`` a string;
+    settings convert ``1e7`` to their type). A key holding dots (``models.Llama-3.1-8B.slo.ttft_s``)
+    is matched against ``base`` (the scenario's mapping), or quoted: ``models."Llama-3.1-8B".slo``."""
     import yaml
 
     out: dict[str, Any] = {}
     for item in settings:
         key, eq, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not eq or len(parts) < 2 or not all(parts):
+        parts = _key_path(key.strip(), base or {})
+        if not eq or len(parts) < 2 or not all(parts) or re.search(r'(^|\.)(\.|$)', key.strip()):
             raise SpecError("--set", item, "expected SECTION.KEY=VALUE, e.g. workload.rate_rps=30")
         node = out
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(text)
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError("--set", item, f"{part!r} is set to a value by another --set")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError("--set", item, f"cannot read the value as YAML: {exc}") from None
+    return out
+
+
+def _key_path(key: str, base: Mapping[str, Any]) -> list[str]:
+    """``a.b.c`` as its keys: a quoted part is one key; otherwise, at each level, the longest run
+    of dotted parts that names a key of ``base`` there, else one part."""
+    parts = [(t[1:-1], True) if t.startswith('"') else (t, False)
+             for t in re.split(r'("[^"]*")|\.', key) if t]  # (text, quoted)
+    out: list[str] = []
+    node: Any = base
+    i = 0
+    while i < len(parts):
+        take = 1
+        if isinstance(node, Mapping):
+            plain = next((j for j in range(i, len(parts)) if parts[j][1]), len(parts))
+            take = next((j - i for j in range(plain, i + 1, -1)
+                         if ".".join(t for t, _ in parts[i:j]) in node), 1)
+        name = ".".join(t for t, _ in parts[i:i + take])
+        out.append(name)
+        node = node.get(name) if isinstance(node, Mapping) else None
+        i += take
     return out
 
 
 def scale_load(scenario: Scenario, factor: float) -> Scenario:
-    """``scenario`` with its synthetic arrival rate (and the local sub-cluster's) ``factor``-fold."""
+    """``scenario`` with its arrival rate (and the local sub-cluster's) ``factor``-fold: the
+    synthetic ``workload.rate_rps``, or a replay's ``workload.trace_rate_rps`` (where unset, from
+    the trace's own rate)."""
     if not (factor > 0 and np.isfinite(factor)):
         raise SpecError(scenario.source, "load", f"load factor must be a positive number, got {factor}")
-    if scenario.trace_path is not None:
-        raise SpecError(scenario.source, "load", "the scenario replays a trace; scaling its load is not supported")
-    return load_scenario(scenario, workload={"rate_rps": scenario.workload.rate_rps * factor},
-                         local={"rate_rps": scenario.local.rate_rps * factor})
+    spec = scenario.trace_spec
+    workload = {"rate_rps": scenario.workload.rate_rps * factor} if spec is None else \
+        {"trace_rate_rps": (spec.rate_rps or spec.load(tuple(scenario.models)).mean_rate_rps) * factor}
+    return load_scenario(scenario, workload=workload, local={"rate_rps": scenario.local.rate_rps * factor})
 
 
 def _merge(base: dict, overrides: Mapping[str, Any], source: str, prefix: str = "") -> dict:
@@ -301,7 +400,7 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
         raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus")
     models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}")
               for name, cfg in data["models"].items()}
-    workload, trace_path = _workload(data.get("workload"), tuple(models), source)
+    workload, trace_spec = _workload(data.get("workload"), tuple(models), source)
     policy = dict(data.get("policy") or {"name": "festina"})
     if set(policy) - {"name", "params"}:
         raise SpecError(source, f"policy.{sorted(set(policy) - {'name', 'params'})[0]}",
@@ -310,14 +409,9 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
     local.setdefault("gpus", [gpus[0]])
     local.setdefault("models", list(models)[:2])
     for key in ("gpus", "models", "pool"):  # one name alone counts as a list of one
-        if key in local:
-            local[key] = (local[key],) if isinstance(local[key], str) else tuple(local[key])
-    if "rate_scale" in local:
-        local["rate_scale"] = tuple(float(x) for x in local["rate_scale"])
-        if len(local["rate_scale"]) != 2:
-            raise SpecError(source, "local.rate_scale", "expected [low, high]")
-    local = build_dataclass(LocalSpec, local,
-                            f"{source}: local")
+        if isinstance(local.get(key), str):
+            local[key] = (local[key],)
+    local = build_dataclass(LocalSpec, local, f"{source}: local")
     for key in ("models", "pool"):
         missing = [m for m in getattr(local, key) if m not in models]
         if missing or (key == "models" and not local.models):
@@ -328,12 +422,12 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
         raise SpecError(source, "local.models", f"{list(local.models)}: list them in the scenario's model (popularity) "
                         f"order: {list(ranked)}")
     env = dict(data.get("env") or {})
-    if "batch_caps" in env:
-        env["batch_caps"] = tuple(int(b) for b in env["batch_caps"] or ())
+    if env.get("batch_caps", ()) is None:  # `batch_caps:` left empty in a YAML file: none
+        env["batch_caps"] = ()
     return Scenario(
         name=str(data.get("name") or Path(source).stem), description=str(data.get("description") or ""),
         gpus=gpus, models=models,
-        workload=workload, trace_path=trace_path,
+        workload=workload, trace_spec=trace_spec,
         sim=build_dataclass(SimConfig, data.get("sim"), f"{source}: sim"),
         policy=str(policy.pop("name", "festina")), policy_params=dict(policy.pop("params", None) or {}),
         reward=build_dataclass(RewardConfig, data.get("reward"), f"{source}: reward"),

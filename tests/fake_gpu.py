@@ -82,3 +82,28 @@ class FakeGpu(GpuDevice):
 
     def changed(self) -> tuple[str, ...]:
         return ("locked_sm_clocks",) if self.locked else ()
+
+
+def serve_metrics(text: bytes | None = None) -> str:
+    """A live Prometheus endpoint on localhost (a daemon thread) serving ``text`` (default: a vLLM
+    engine of Llama-3.1-8B with 5 requests running); its URL."""
+    import http.server
+    import threading
+
+    from festgym.deploy.engine_metrics import render_metrics
+
+    body = text if text is not None else render_metrics(
+        "vllm", "Llama-3.1-8B", {"running": 5, "waiting": 0}, {"prompt_tokens": 100.0}, {}).encode()
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"

@@ -72,7 +72,8 @@ class ScenarioChoice:
         """The scenario, renamed to say what was changed (tables and plot titles carry the name)."""
         from festgym.scenario import load_scenario, parse_overrides, scale_load
 
-        scenario = load_scenario(self.scenario, **parse_overrides(self.set))
+        scenario = load_scenario(self.scenario)
+        scenario = load_scenario(scenario, **parse_overrides(self.set, scenario.raw))
         if self.load is not None:
             scenario = scale_load(scenario, self.load)
         changes = list(self.set) + ([f"load x{self.load:g}"] if self.load is not None else [])

@@ -104,9 +104,9 @@ def _scenario_model(args: argparse.Namespace, model: str):
 
 
 def _real_host(args: argparse.Namespace):
-    """The host, its engine specs: NVML, engines' metrics, shares, and the actuator if any."""
+    """The host, its engine specs: NVML, engines' metrics, shares (the actuator, if any, is
+    connected last: :func:`_connect_actuator`)."""
     from festgym.deploy.agent import Host
-    from festgym.deploy.engine_metrics import EngineScraper
     from festgym.devices.nvml import open_gpus
     from festgym.devices.shares import AdvisoryShares, MpsShares
 
@@ -116,16 +116,39 @@ def _real_host(args: argparse.Namespace):
                            "(repeat, most popular model first), or --simulate")
     specs = _engine_specs(urls, split_pairs(args.slo, "--slo", "MODEL"),
                           split_pairs(args.max_num_seqs, "--max-num-seqs", "MODEL"), args)
-    engines = {s.model: EngineScraper(s.url, engine=args.engine_kind, timeout_s=args.scrape_timeout) for s in specs}
+    engines = _scrapers(args, specs)
     mps = {m: int(pid) for m, pid in split_pairs(args.mps_server, "--mps-server", "MODEL").items()}
     shares = MpsShares(mps) if args.shares == "mps" else AdvisoryShares()
-    writer = None
-    if args.actuator:
-        from festgym.deploy.actuator import RemoteWriter
-
-        writer = RemoteWriter(args.actuator)
     gpu = open_gpus([args.gpu or 0])[0]
-    return Host(gpu=gpu, engines=engines, shares=shares, sleep=Pacer().sleep, writer=writer), specs
+    return Host(gpu=gpu, engines=engines, shares=shares, sleep=Pacer().sleep), specs
+
+
+def _scrapers(args: argparse.Namespace, specs: list) -> dict:
+    """Each engine's metrics scraper. Engines are scraped one after another, each within its share
+    of the interval at most, so that the loop never waits on engines longer than its period."""
+    from festgym.deploy.engine_metrics import EngineScraper
+
+    served = split_pairs(args.served_model, "--served-model", "MODEL")
+    strays = sorted(set(served) - {s.model for s in specs})
+    if strays:
+        raise FestgymError(f"deploy: --served-model {strays[0]}=...: {strays[0]} has no --engine")
+    if not args.scrape_timeout > 0 or args.scrape_max_bytes < 1:
+        raise FestgymError("deploy: --scrape-timeout takes seconds > 0 and --scrape-max-bytes a size ≥ 1")
+    deadline_s = min(args.scrape_timeout, args.interval_s / len(specs))
+    scrapers = {s.model: EngineScraper(s.url, served.get(s.model), args.engine_kind, deadline_s,
+                                       max_bytes=args.scrape_max_bytes) for s in specs}
+    for scraper in scrapers.values():
+        scraper.target()  # a URL that cannot be fetched is refused before the loop, not logged every interval
+    return scrapers
+
+
+def _connect_actuator(args: argparse.Namespace):
+    """The writer for ``--actuator``, connected just before the loop starts: its lease runs from
+    the connection, and the loop renews it every interval (a lease under three intervals is
+    refused)."""
+    from festgym.deploy.actuator import RemoteWriter
+
+    return RemoteWriter(args.actuator, heartbeat_every_s=args.interval_s)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -149,6 +172,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     log = Path(args.log or f"results/deploy-{datetime.now():%Y%m%d-%H%M%S}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     decider = _decider(args, host, specs, simulated)
+    if args.actuator and simulated is None:
+        host.writer = _connect_actuator(args)
     agent = DeployAgent(host, decider, specs, config, Telemetry(log))
     mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
     pinned = f" (sha256 {decider.sha256[:12]})" if decider.sha256 else " (rule policy)"
@@ -225,9 +250,10 @@ def cmd_deploy_actuator(args: argparse.Namespace) -> int:
     from festgym.deploy.actuator import ActuatorServer
 
     gpu = _gpus(args.actuator_gpu, args.simulate)[0]
-    server = ActuatorServer(gpu, args.socket)
-    print(f"festgym actuator: {gpu.name()} [{gpu.uuid()}] on {args.socket}; writes: clocks and power limit")
-    with signals.raising_on(lambda signum: KeyboardInterrupt()):  # SIGTERM stops it as Ctrl-C does
+    server = ActuatorServer(gpu, args.socket, lease_s=args.lease)
+    print(f"festgym actuator: {gpu.name()} [{gpu.uuid()}] on {args.socket}; writes: clocks and power limit; "
+          f"lease {args.lease:g} s", flush=True)
+    with signals.raising_on(lambda signum: KeyboardInterrupt()):  # every terminating signal stops it as Ctrl-C does
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -250,11 +276,12 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_deploy(dep: argparse.ArgumentParser) -> None:
-    from festgym.deploy import agent, safety
+    from festgym.deploy import actuator, agent, engine_metrics, safety
 
     dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
                      "festina (needs the GPU type's profiles) (default: %(default)s)")
-    dep.add_argument("--sha256", help="refuse the checkpoint unless its export (numpy/policy.json) has this hash")
+    dep.add_argument("--sha256", metavar="DIGEST", help="refuse the checkpoint unless its digest (export, interface "
+                     "and card hashes: the one `festgym export` printed; docs/learned.md) is this one")
     dep.add_argument("--engine", action="append", metavar="MODEL=URL",
                      help="a served model and its engine's metrics URL, most popular first (repeatable); with "
                      "--simulate, MODEL=sim picks the simulated models")
@@ -277,7 +304,12 @@ def configure_deploy(dep: argparse.ArgumentParser) -> None:
                      help="SM shares: only report them, or set MPS thread percentages (default: %(default)s)")
     dep.add_argument("--mps-server", action="append", metavar="MODEL=PID", help="MPS server of a model's engine")
     dep.add_argument("--actuator", metavar="SOCKET", help="send writes to a privileged `festgym deploy actuator`")
-    dep.add_argument("--scrape-timeout", type=float, default=0.5, help="metrics timeout, s (default: %(default)s)")
+    dep.add_argument("--scrape-timeout", type=float, default=0.5, help="deadline for one engine's whole metrics "
+                     "scrape, s; at most the interval's share per engine (default: %(default)s)")
+    dep.add_argument("--scrape-max-bytes", type=int, default=engine_metrics.MAX_BODY_BYTES,
+                     help="largest metrics body accepted (default: %(default)s)")
+    dep.add_argument("--served-model", action="append", metavar="MODEL=MODEL_NAME",
+                     help="the engine's model_name label for MODEL, on an endpoint serving several (repeatable)")
     dep.add_argument("--simulate", metavar="SCENARIO", help="a simulated host of this scenario instead of NVML")
     dep.add_argument("--seed", type=int, default=0, help="simulated workload seed (default: %(default)s)")
     add_fields(dep.add_argument_group("safety"), safety.SafetyConfig)
@@ -294,9 +326,13 @@ def configure_deploy(dep: argparse.ArgumentParser) -> None:
     act = dsub.add_parser("actuator", help="the privileged half: apply clock and power-limit writes for an "
                           "unprivileged `festgym deploy --actuator SOCKET`",
                           description="Serve one GPU's four writes on a Unix socket (run as root or with "
-                          "CAP_SYS_ADMIN); restores the GPU when the client disconnects or on SIGTERM.")
+                          "CAP_SYS_ADMIN); restores the GPU when the client disconnects, when its lease lapses "
+                          "(no request for --lease seconds) or on any terminating signal.")
     act.add_argument("--socket", required=True, help="Unix socket path, e.g. /run/festgym/actuator.sock")
     act.add_argument("--gpu", dest="actuator_gpu", default="0", help="GPU index (default: %(default)s)")
+    act.add_argument("--lease", type=float, default=actuator.LEASE_S, metavar="SECONDS",
+                     help="restore the GPU when its client sends nothing for this long (`festgym deploy` renews "
+                     "it every interval; default: %(default)s)")
     act.add_argument("--simulate", metavar="SCENARIO", help="act on a simulated GPU (tests)")
     act.set_defaults(func=cmd_deploy_actuator)
 
@@ -308,8 +344,8 @@ COMMANDS = {
                       "checkpoint's numpy export on the LocalGPU-v0 observation, or a rule policy such as festina "
                       "on views of the host), and set the SM clock (and advise or set SM shares) through clamping, "
                       "rate limits, hysteresis and an SLO watchdog. Dry run by default: the log shows the NVML "
-                      "calls it would make. The GPU's clocks, power limit and shares are restored on exit, SIGTERM, "
-                      "SIGHUP, SIGINT or a crash."),
+                      "calls it would make. The GPU's clocks, power limit and shares are restored on exit, a crash or "
+                      "any catchable terminating signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, ...)."),
 }
 
 

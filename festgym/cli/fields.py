@@ -24,14 +24,14 @@ import inspect
 import itertools
 import re
 import textwrap
-import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from festgym.errors import FestgymError
+from festgym.config import unwrap_optional
+from festgym.errors import FestgymError, RangeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import DataclassInstance
@@ -74,15 +74,6 @@ def _default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return dataclasses.MISSING
-
-
-def _unwrap(hint: Any) -> tuple[Any, bool]:
-    """(the type inside ``X | None``, whether None is allowed)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return hint, False
 
 
 def _converter(hint: Any, flag: str) -> tuple[Callable[[str], Any], str | None]:
@@ -136,7 +127,7 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
         flag = flag_of(field)
         if any(action.dest == field.name for action in parser._actions):
             raise TypeError(f"{cls.__name__}.{field.name}: another option of this parser sets {field.name!r}")
-        hint, optional = _unwrap(hints[field.name])
+        hint, optional = unwrap_optional(hints[field.name])
         default = _default(field)
         text = docs.get(field.name, "")
         extra = (help_extra or {}).get(field.name)
@@ -189,11 +180,9 @@ def _values(cls: type, args: argparse.Namespace, given_only: bool) -> dict[str, 
 def _built(cls: Callable[..., T], what: type, values: dict[str, Any]) -> T:
     try:
         return cls(**values)
-    except ValueError as exc:  # check_ranges names Class.field: name the option instead
-        message = str(exc)
-        for field in dataclasses.fields(what):
-            message = message.replace(f"{what.__name__}.{field.name}:", f"{flag_of(field)}:")
-        raise FestgymError(message) from None
+    except RangeError as exc:  # it names Class.field: name the option instead
+        flags = {f.name: flag_of(f) for f in dataclasses.fields(what)}
+        raise FestgymError(f"{flags.get(exc.field, exc.field)}: {exc.problem}") from None
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from festgym.cli.common import Command, add_data_option, import_with_extra, print_table, reference_data
-from festgym.errors import FestgymError
+from festgym.errors import FestgymError, SpecError
 
 
 def _pandas() -> Any:
@@ -81,6 +81,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Fit errors of every profile that loads; each one the loader refuses (a broken file, or
+    grids the GPU's datasheet rules out) is reported on stderr and makes the exit code 1."""
     from festgym.profiles.calibration.check import check_profiles
     from festgym.profiles.profile import Profile, iter_profile_dirs
 
@@ -88,9 +90,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     if data is None and not args.json:
         print("reference data not found (../shared/data or FESTGYM_DATA): only grid fidelity is checked",
               file=sys.stderr)
-    report = check_profiles((Profile.load(p) for p in iter_profile_dirs(args.root)), data)
-    print_table(report, args.json)
-    return 0
+    profiles, refused = [], []
+    for path in iter_profile_dirs(args.root):
+        try:
+            profiles.append(Profile.load(path))
+        except SpecError as exc:
+            refused.append(f"festgym: error: profile {path.parent.name}/{path.name} refused: {exc}")
+    print_table(check_profiles(profiles, data), args.json)
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 1 if refused else 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -143,7 +152,8 @@ def configure_profiles(parser: argparse.ArgumentParser) -> None:
     p.add_argument("profile", help="GPU/MODEL, e.g. H100-SXM-80GB/Llama-3.1-8B, or a profile folder")
     p.add_argument("--plot", metavar="DIR", help="write PNG curves into DIR")
     p.add_argument("--json", action="store_true")
-    p = add("check", cmd_check, "fit error of every profile against every calibration source present")
+    p = add("check", cmd_check, "fit error of every profile against every calibration source present; "
+            "exit code 1 if a profile is refused (a broken file, or grids the GPU's datasheet rules out)")
     add_data_option(p)
     p.add_argument("--json", action="store_true")
     p = add("generate", cmd_generate, "build a profile for a dense decoder-only transformer")

@@ -7,16 +7,22 @@ the SHA-256 of every file, and its ``interface``, the layout of ``LocalGPU-v0`` 
 scenario (slots, clock and share levels, batch caps, diurnal period), so that running it needs
 neither that scenario nor YAML.
 
-Loading refuses a checkpoint whose export files differ from the hashes its card records (or from
-a hash the operator pins); it never opens the pickles.
+Loading refuses a checkpoint whose files differ from the hashes its card records, or whose
+digest (:func:`checkpoint_digest`: one SHA-256 over the card's hashes, its interface and what it
+was trained on) is not the one the operator pins; it never opens the pickles. The SB3 files are
+pickles, which run code when loaded: :func:`pinned_training_files` hands them out only under a
+pinned digest (``festgym export --sha256``). What the hashes do and do not protect against:
+``docs/learned.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,6 +44,12 @@ EXPORTED = "numpy"
 """Sub-folder of a checkpoint with its numpy-only export (``festgym export``)."""
 SEALED = (f"{EXPORTED}/{SPEC}", f"{EXPORTED}/{WEIGHTS}")
 """Export files whose SHA-256 the card must record."""
+MODEL, STATISTICS = "model.zip", "vecnormalize.pkl"
+PICKLED = (MODEL, STATISTICS)
+"""Training files whose loading runs code: SB3's ``model.zip`` (cloudpickled objects in ``data``,
+torch ``.pth`` pickles) and the pickled ``VecNormalize``."""
+DIGEST_FORMAT = "festgym-checkpoint-digest/1"
+"""Tag inside the record :func:`checkpoint_digest` hashes: a new definition gets a new tag."""
 
 
 def find_checkpoints() -> dict[str, Path]:
@@ -58,11 +70,14 @@ def resolve_checkpoint(spec: str | Path) -> Path | None:
 def read_card(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CARD
     try:
-        return json.loads(path.read_text())
+        card = json.loads(path.read_text())
     except FileNotFoundError:
         raise PolicyFileError(f"{path}: missing (a checkpoint folder holds card.json, model.zip and numpy/)") from None
     except json.JSONDecodeError as exc:
         raise PolicyFileError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise PolicyFileError(f"{path}: expected a JSON object, got {type(card).__name__}")
+    return card
 
 
 @dataclass(frozen=True)
@@ -103,10 +118,124 @@ class ControllerInterface:
         return len(SLOT_FEATURES) * self.slots + len(GPU_FEATURES) + len(TIME_FEATURES)
 
 
-def seal_card(folder: str | Path, interface: ControllerInterface) -> Path:
-    """Record the interface and the export's hashes in the checkpoint's card."""
+def card_hashes(card: dict[str, Any], source: str) -> dict[str, str]:
+    """The card's ``sha256`` table (file path relative to the checkpoint -> hex digest), checked:
+    a path that leaves the folder, or a value that is not a digest, is refused."""
+    hashes = card.get("sha256", {})
+    if not isinstance(hashes, dict):
+        raise PolicyFileError(f"{source}: field 'sha256': expected a mapping of file -> SHA-256, got {hashes!r}")
+    for name, digest in hashes.items():
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise PolicyFileError(f"{source}: field 'sha256': {name!r} is not a file inside the checkpoint folder")
+        if not isinstance(digest, str) or not _is_digest(digest):
+            raise PolicyFileError(f"{source}: field 'sha256': {name}: {digest!r} is not a SHA-256 (64 hex digits)")
+    return hashes
+
+
+def _is_digest(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{64}", text) is not None
+
+
+def pinned(digest: str) -> str:
+    """A digest the user pins (``--sha256``), in lower case; refused unless 64 hex digits."""
+    pin = digest.strip().lower()
+    if not _is_digest(pin):
+        raise PolicyFileError(f"--sha256 {digest!r}: not a SHA-256 digest (64 hex digits); pin the one `festgym "
+                              "export` (or, before the export, `festgym train`) printed")
+    return pin
+
+
+def checkpoint_digest(card: dict[str, Any], source: str, *, with_export: bool = True) -> str:
+    """The digest a user pins with ``--sha256``: SHA-256 of the canonical JSON (sorted keys, no
+    spaces, ASCII) of what in the card changes a controller's decisions:
+
+    * the SHA-256 of every file the card lists: ``numpy/policy.json`` (layers, action type and
+      bounds, observation normalisation, the weights' hash), ``numpy/weights.npz``, and the
+      training files the export came from (``model.zip``, ``vecnormalize.pkl``);
+    * the ``interface`` (slots, clock and share levels, batch caps, diurnal period, action type),
+      as the controller reads it;
+    * the training scenario, algorithm and environment arguments (export derives the interface
+      from them and loads ``model.zip`` as that algorithm; the simulator takes the background
+      policy from the scenario).
+
+    The training record (timesteps, wall time, evaluation tables) is left out: recording an
+    evaluation does not change the digest. ``with_export=False``: the digest without the export
+    (its hashes and the interface), i.e. of the card as ``festgym train`` wrote it."""
+    agent = card.get("agent", {})
+    if not isinstance(agent, dict):
+        raise PolicyFileError(f"{source}: field 'agent': expected a mapping, got {agent!r}")
+    hashes = card_hashes(card, source)
+    sealed = with_export and card.get("interface") is not None
+    record = {
+        "format": DIGEST_FORMAT,
+        "scenario": card.get("scenario"),
+        "algo": agent.get("algo"),
+        "env_kwargs": agent.get("env_kwargs", {}),
+        "sha256": {name: h for name, h in hashes.items() if with_export or not name.startswith(EXPORTED + "/")},
+        "interface": asdict(ControllerInterface.from_card(card, source)) if sealed else None,
+    }
+    try:
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # NaN or a non-JSON value: no canonical form to hash
+        raise PolicyFileError(f"{source}: {exc}") from None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pinned_training_files(folder: str | Path, card: dict[str, Any], sha256: str | None) -> dict[str, bytes]:
+    """The bytes of the training files the card lists (``model.zip``, ``vecnormalize.pkl``, ...),
+    each matching its hash, for loading them (``festgym export``); nothing else reads them.
+
+    They are pickles, and loading a pickle runs the code it names; so they are handed out only
+    under ``sha256``, a digest the user trusts: :func:`checkpoint_digest` of the card with or
+    without its export (the card's hashes, and so the files, are then what the user pinned). A
+    pickle the card lists no hash for is refused. The bytes are those hashed: a file replaced
+    after the check is never loaded."""
     folder = Path(folder)
-    card = read_card(folder)
+    source = str(folder / CARD)
+    hashes = card_hashes(card, source)
+    if MODEL not in hashes:
+        raise PolicyFileError(f"{source}: no SHA-256 for {MODEL}; refusing to load it (a checkpoint from `festgym "
+                              "train` lists it)")
+    for name in PICKLED:
+        if name not in hashes and (folder / name).exists():
+            raise PolicyFileError(f"{folder / name}: a pickle that {source} lists no SHA-256 for; refusing to load it "
+                                  "(loading a pickle runs its code). Remove it if the checkpoint was trained without "
+                                  "it, or restore the card that lists it")
+    exported, trained = checkpoint_digest(card, source), checkpoint_digest(card, source, with_export=False)
+    says = exported if exported == trained else f"{exported} ({trained} before its export)"
+    if sha256 is None:
+        raise PolicyFileError(
+            f"{folder}: refusing to load {' and '.join(n for n in PICKLED if n in hashes)} without a pinned digest "
+            "(they are pickles: loading one runs its code). Pass --sha256 DIGEST with the digest `festgym train` "
+            "printed for this checkpoint, or the one its author published (`festgym export` prints it for an "
+            f"exported one). Its card's digest is {says}: pin that only if it is one of those, since pinning a "
+            "card's own digest trusts whoever wrote it")
+    pin = pinned(sha256)
+    if pin not in (exported, trained):
+        raise PolicyFileError(f"{folder}: checkpoint digest {says} is not the pinned {pin}; refusing to load its "
+                              "pickles (the card or its files changed since the digest was taken)")
+    return {name: _verified_bytes(folder, name, expected, "load it") for name, expected in hashes.items()
+            if not name.startswith(EXPORTED + "/")}  # the export is what this replaces
+
+
+def _verified_bytes(folder: Path, name: str, expected: str, refusing: str) -> bytes:
+    """The bytes of ``folder / name`` if their SHA-256 is the card's ``expected``; else an error
+    saying what is refused (``refusing``: "run this checkpoint", ...)."""
+    path = folder / name
+    data = path.read_bytes() if path.is_file() else None
+    if data is None or hashlib.sha256(data).hexdigest() != expected:
+        raise PolicyFileError(f"{path}: missing or its SHA-256 differs from the one in {folder / CARD}; refusing to "
+                              f"{refusing}")
+    return data
+
+
+def seal_card(folder: str | Path, interface: ControllerInterface, card: dict[str, Any] | None = None) -> Path:
+    """Record the interface and the export's hashes in the checkpoint's card: ``card``, the one
+    the export was verified against (default: the card on disk). Export passes it, so that a card
+    replaced on disk while the export ran is overwritten, not sealed and then printed as trusted."""
+    folder = Path(folder)
+    card = dict(read_card(folder) if card is None else card)
     card["interface"] = asdict(interface)
     card["sha256"] = {**card.get("sha256", {}), **{name: sha256_file(folder / name) for name in SEALED}}
     path = folder / CARD
@@ -117,10 +246,11 @@ def seal_card(folder: str | Path, interface: ControllerInterface) -> Path:
 class LocalController:
     """A checkpoint's trained local controller: observation -> level indices, numpy only.
 
-    ``checkpoint``: a folder or the name of a shipped one. ``expect_sha256``: pin the export
-    (the SHA-256 of ``numpy/policy.json``, which records the weights' hash); another is refused.
-    The card's own hashes catch corrupt or partly replaced files; against deliberate tampering
-    (card and files replaced together) only a pinned hash helps, so deployments pin it.
+    ``checkpoint``: a folder or the name of a shipped one. ``expect_sha256``: pin the checkpoint's
+    digest (:func:`checkpoint_digest`, ``sha256`` here: the export, the interface and the card's
+    other hashes); another is refused. The card's own hashes catch corrupt or partly replaced
+    files; against deliberate tampering (card and files replaced together) only a pinned digest
+    helps, so deployments pin it.
     """
 
     def __init__(self, checkpoint: str | Path, expect_sha256: str | None = None):
@@ -131,8 +261,8 @@ class LocalController:
                                f"of that name; shipped: {known}")
         self.folder, self.name = folder, folder.name
         self.card = read_card(folder)
-        self.sha256 = self._verify(expect_sha256)
         self.interface = ControllerInterface.from_card(self.card, str(folder / CARD))
+        self.sha256 = self._verify(expect_sha256)
         self.net = NumpyPolicy.load(folder / EXPORTED)
         action = self.net.spec["action"]
         expected = self.interface.nvec
@@ -147,22 +277,23 @@ class LocalController:
 
     def _verify(self, expect_sha256: str | None) -> str:
         """Check every file hash the card records (the export's must be there; the training files
-        may be left out); returns the export's hash."""
-        hashes = self.card.get("sha256", {})
+        may be left out) and the pin; returns the checkpoint's digest."""
+        source = str(self.folder / CARD)
+        hashes = card_hashes(self.card, source)
         missing = [name for name in SEALED if name not in hashes]
         if missing:
-            raise PolicyFileError(f"{self.folder / CARD}: no SHA-256 for {', '.join(missing)} (seal the checkpoint: "
+            raise PolicyFileError(f"{source}: no SHA-256 for {', '.join(missing)} (seal the checkpoint: "
                                   "`festgym export <checkpoint>`)")
         for name, expected in hashes.items():
-            path = self.folder / name
-            if name not in SEALED and not path.exists():
-                continue  # a deploy host needs the card and the export only, not the SB3 files
-            if not path.is_file() or sha256_file(path) != expected:
-                raise PolicyFileError(f"{path}: missing or its SHA-256 differs from the one in {self.folder / CARD}; "
-                                      "refusing to run this checkpoint")
-        digest = hashes[SEALED[0]]
-        if expect_sha256 is not None and expect_sha256.lower() != digest:
-            raise PolicyFileError(f"{self.folder}: export SHA-256 {digest} is not the pinned {expect_sha256}; "
+            if name in SEALED or (self.folder / name).exists():  # a deploy host may leave out the SB3 files
+                _verified_bytes(self.folder, name, expected, "run this checkpoint")
+        digest = checkpoint_digest(self.card, source)
+        pin = None if expect_sha256 is None else pinned(expect_sha256)
+        if pin is not None and pin != digest:
+            # Before the digest covered the card, the pin was policy.json's hash: say so to whoever still pins one.
+            older = " (that is numpy/policy.json's SHA-256, the pin of older festgym versions, which left the card's " \
+                "interface unpinned; pin the checkpoint's digest: docs/learned.md)" if pin == hashes[SEALED[0]] else ""
+            raise PolicyFileError(f"{self.folder}: checkpoint digest {digest} is not the pinned {pin}{older}; "
                                   "refusing to run this checkpoint")
         return digest
 
@@ -177,5 +308,6 @@ class LocalController:
         return [int(a) for a in action]
 
 
-__all__ = ["CARD", "EXPORTED", "ControllerInterface", "LocalController", "find_checkpoints",
-           "read_card", "resolve_checkpoint", "seal_card"]
+__all__ = ["CARD", "EXPORTED", "MODEL", "PICKLED", "STATISTICS", "ControllerInterface", "LocalController",
+           "card_hashes", "checkpoint_digest", "find_checkpoints", "pinned", "pinned_training_files", "read_card",
+           "resolve_checkpoint", "seal_card"]

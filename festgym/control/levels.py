@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from festgym.errors import RangeError
+
 CONTROL_CLOCK_FRAC = 0.3
 """Below 0.3·f_max no serving controller goes (decode bandwidth collapses); reports and plots
 start there, while lookups cover every supported clock."""
@@ -35,22 +37,23 @@ def nearest_clock(ladder: Sequence[int], clock_mhz: float) -> int:
 def clock_levels(supported_mhz: Sequence[int], n: int, gpu: str = "this GPU") -> tuple[float, ...]:
     """``n`` of the ``supported_mhz`` clocks evenly spaced from the lowest control clock to the
     top clock (``gpu`` names the GPU in errors)."""
-    if n < 2:
-        raise ValueError(f"need at least 2 clock levels, got {n}")
     ladder = np.unique(np.asarray(supported_mhz, dtype=float))
     usable = ladder[ladder >= CONTROL_CLOCK_FRAC * ladder[-1]]
-    targets = np.linspace(usable[0], usable[-1], n)
-    picked = tuple(dict.fromkeys(usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)].tolist()))
-    if len(picked) < n:
-        raise ValueError(f"clock_levels = {n}: {gpu} has only {len(usable)} supported clocks in its control "
-                         f"range ({usable[0]:.0f}-{usable[-1]:.0f} MHz); use at most {len(usable)}")
+    picked: tuple[float, ...] = ()
+    if 2 <= n <= len(usable):  # checked first: the distance matrix below is n × len(usable)
+        targets = np.linspace(usable[0], usable[-1], n)
+        picked = tuple(dict.fromkeys(usable[np.abs(usable[None, :] - targets[:, None]).argmin(axis=1)].tolist()))
+    if len(picked) < n or n < 2:
+        raise RangeError("levels", "clock_levels", n, f"at least 2 and at most {len(usable)}: {gpu} has "
+                         f"{len(usable)} supported clocks in its control range ({usable[0]:.0f}-{usable[-1]:.0f} MHz)")
     return picked
 
 
 def share_levels(n: int) -> tuple[float, ...]:
     """``n`` SM shares evenly spaced in (0, 1], each a multiple of ``SHARE_STEP``."""
-    if n < 1:
-        raise ValueError(f"need at least 1 share level, got {n}")
+    if not 1 <= n <= round(1 / SHARE_STEP):
+        raise RangeError("levels", "share_levels", n, f"in 1..{round(1 / SHARE_STEP)} (shares are multiples of "
+                         f"{SHARE_STEP:g})")
     return tuple(dict.fromkeys([quantize_share(k / n) for k in range(1, n + 1)]))
 
 

@@ -7,14 +7,15 @@ checkpoint's numpy export, or a rule policy) choose the settings, pass them thro
 default). Each interval is one JSONL record (:mod:`festgym.deploy.telemetry`).
 
 Safety: the agent restores the GPU's original clocks and power limit, and the engines' shares,
-when it stops for any reason: the end of its run, SIGTERM, SIGHUP, SIGINT, or an exception
+when it stops for any reason: the end of its run, any catchable terminating signal (SIGTERM,
+SIGHUP, SIGINT, SIGQUIT, SIGUSR1, ...: :data:`festgym.signals.STOPPING`), or an exception
 (which is then re-raised), with further signals ignored while it restores. It undoes only what
 this process changed (:meth:`GpuDevice.restore`).
 """
 
 from __future__ import annotations
 
-import signal
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,13 +25,20 @@ from festgym import signals
 from festgym.config import check_ranges
 from festgym.control.actions import GpuControl
 from festgym.deploy.deciders import Decider, HostState
-from festgym.deploy.engine_metrics import EngineMetricsError, EngineWindow
+from festgym.deploy.engine_metrics import EngineMetricsError, EngineUnreachable, EngineWindow
 from festgym.deploy.observation import EngineSpec, nan_to_zero
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry, interval_record
 from festgym.devices.device import WRITE_CALLS, GpuDevice, GpuWriter
 from festgym.devices.shares import ShareActuator
 from festgym.errors import FestgymError
+
+log = logging.getLogger(__name__)
+
+ENGINE_STATES = ("ok", "unreachable", "unknown")
+"""An engine's state each interval: its metrics read; nothing listening at its URL (it reads as not
+ready, as a loading engine does); or its answer refused (slow, an HTTP error, impossible values,
+missing metrics: the watchdog holds the default clocks while any engine is unknown)."""
 
 
 class Engine(Protocol):
@@ -62,7 +70,7 @@ class Host:
 
 
 class Stop(BaseException):
-    """Raised on SIGTERM or SIGHUP (its name the argument) so that the loop unwinds through its
+    """Raised on a terminating signal (its name the argument) so that the loop unwinds through its
     restore."""
 
 
@@ -101,6 +109,8 @@ class DeployAgent:
         self.guard = Guard(config.safety, host.gpu.supported_sm_clocks_mhz(), engines)
         self.shares = {m: 1.0 / len(engines) for m in self.models}  # MPS default: no partition chosen yet
         self.last_seen = {m: -1.0 for m in self.models}
+        self.states = {m: "ok" for m in self.models}
+        """Each engine's state after its last poll (:data:`ENGINE_STATES`)."""
         self._energy: int | None = None
         self._t: float | None = None
         self._holding = False
@@ -131,7 +141,7 @@ class DeployAgent:
         control, levels = self.decider.decide(state)
         decision_ms = (time.perf_counter() - started) * 1e3
         control = control or GpuControl()
-        hold = self.guard.watch(windows, now)
+        hold = self.guard.watch(windows, now, unknown=[m for m, state in self.states.items() if state == "unknown"])
         calls = self._calls(control.clock_mhz, dict(control.shares or {}), hold, now)
         if self.config.apply:
             for name, args in calls:
@@ -140,7 +150,7 @@ class DeployAgent:
         energy_j = None if self._energy is None else (reading.energy_mj - self._energy) / 1e3
         self._energy, self._t = reading.energy_mj, now
         record = interval_record(now, dt, energy_j, reading, control.clock_mhz, self.shares, levels, windows,
-                                 self.engines, calls, self.config.apply, hold, decision_ms)
+                                 self.engines, calls, self.config.apply, hold, decision_ms, self.states)
         self.telemetry.write(record)
         self.totals.update(intervals=self.totals["intervals"] + 1, calls=self.totals["calls"] + len(calls),
                            energy_kj=self.totals["energy_kj"] + (energy_j or 0.0) / 1e3,
@@ -148,11 +158,25 @@ class DeployAgent:
         return record
 
     def _poll(self, model: str) -> EngineWindow | None:
+        """The engine's window (None: not ready, or unknown); sets its state, logging a warning
+        when the state changes and an ``engine_error`` record for each failed poll."""
         try:
-            return self.host.engines[model].poll()
-        except EngineMetricsError as exc:  # the engine reads as not ready; the log says why
-            self.telemetry.write({"event": "engine_error", "model": model, "error": str(exc)})
+            window = self.host.engines[model].poll()
+        except EngineMetricsError as exc:
+            nothing_listening = isinstance(exc, EngineUnreachable) and not exc.listening
+            self._set_state(model, "unreachable" if nothing_listening else "unknown", str(exc))
+            self.telemetry.write({"event": "engine_error", "model": model, "state": self.states[model],
+                                  "error": str(exc)})
             return None
+        self._set_state(model, "ok", "its metrics read")
+        return window
+
+    def _set_state(self, model: str, state: str, why: str) -> None:
+        """Log a change of state once (a warning when it goes wrong, info when it recovers)."""
+        if state != self.states[model]:
+            log.log(logging.INFO if state == "ok" else logging.WARNING, "festgym deploy: engine %s %s: %s", model,
+                    "ok again" if state == "ok" else state, why)
+            self.states[model] = state
 
     def _calls(self, target_mhz: float | None, target_shares: dict[str, float], hold: bool,
                now: float) -> list[tuple[str, tuple]]:
@@ -179,9 +203,11 @@ class DeployAgent:
     def run(self) -> str:
         """Prime, then every interval sleep and :meth:`step`, until the duration ends or a signal
         stops it; restores the GPU either way (with further signals ignored meanwhile). Returns
-        why it stopped: ``duration``, ``SIGTERM``, ``SIGHUP``, ``SIGINT``."""
+        why it stopped: ``duration`` or the signal's name (``SIGTERM``, ``SIGINT``, ...). Every
+        interval renews the writer's lease (a privileged actuator restores the GPU of a client
+        whose heartbeats stop: a hung loop's settings do not outlive it)."""
         reason = "crash"
-        with signals.raising_on(lambda signum: Stop(signal.Signals(signum).name)):
+        with signals.raising_on(lambda signum: Stop(signals.name(signum))):
             try:
                 self.telemetry.write({"event": "start", "controller": self.decider.name,
                                       "controller_sha256": self.decider.sha256, "apply": self.config.apply,
@@ -189,6 +215,7 @@ class DeployAgent:
                                       "gpu": self.host.gpu.info(), "write_calls": WRITE_CALLS})
                 start = self.prime()
                 while self.config.duration_s is None or self.host.clock() - start < self.config.duration_s - 1e-9:
+                    self.host.writes.heartbeat()
                     self.host.sleep(self.config.interval_s)
                     self.step()
                 reason = "duration"

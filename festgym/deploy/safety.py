@@ -1,10 +1,12 @@
 """What stands between a controller's wish and a GPU: clamping, rate limits, hysteresis and an
-SLO watchdog. Pure logic over numbers, so it is tested without a device."""
+SLO watchdog, which also holds the default clocks while an engine's state is unknown (its metrics
+were refused: :mod:`festgym.deploy.engine_metrics`). Pure logic over numbers, so it is tested
+without a device."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from festgym.config import check_ranges
@@ -38,8 +40,6 @@ class SafetyConfig:
                       "watchdog_intervals": "≥ 1", "watchdog_hold_s": "≥ 0 s"})
 
 
-
-
 def slo_missed(spec: EngineSpec, window: EngineWindow | None) -> bool:
     """Whether the interval's TTFT or inter-token latency, at the SLO quantile, exceeds the SLO."""
     if window is None:
@@ -53,8 +53,8 @@ class Guard:
     """Filters the controller's settings for one GPU.
 
     ``clock(target, now)`` and ``shares(target, now)`` return what to apply now, or None to keep
-    the current setting; ``watch(windows, now)`` runs the watchdog and says whether the GPU must
-    run at its default clocks now.
+    the current setting; ``watch(windows, now, unknown)`` runs the watchdog and says whether the
+    GPU must run at its default clocks now.
     """
 
     def __init__(self, config: SafetyConfig, supported_mhz: Sequence[int], engines: Sequence[EngineSpec]):
@@ -67,6 +67,8 @@ class Guard:
         self._misses = 0
         self.tripped_until = -math.inf
         self.trips = 0
+        self.unknown: frozenset[str] = frozenset()
+        """The engines whose state was unknown at the last watch (the default clocks hold meanwhile)."""
 
     def clock(self, target_mhz: float, now: float) -> int | None:
         clamped = nearest_clock(self.supported, target_mhz)
@@ -84,9 +86,11 @@ class Guard:
         self.shares_set, self._shares_at = dict(target), now
         return dict(target)
 
-    def watch(self, windows: Mapping[str, EngineWindow | None], now: float) -> bool:
+    def watch(self, windows: Mapping[str, EngineWindow | None], now: float, unknown: Collection[str] = ()) -> bool:
         """Count consecutive intervals with an SLO miss; on the k-th, hold default clocks for
-        ``watchdog_hold_s``. Returns whether the hold is on."""
+        ``watchdog_hold_s``. While any engine in ``unknown`` (its metrics refused) is, hold them
+        too: the safe setting, never a decision from figures that cannot be trusted (it is not a
+        trip). Returns whether the hold is on."""
         missed = any(slo_missed(spec, windows.get(spec.model)) for spec in self.engines)
         self._misses = self._misses + 1 if missed else 0
         if self._misses >= self.config.watchdog_intervals and now >= self.tripped_until:
@@ -94,7 +98,10 @@ class Guard:
             self.trips += 1
             self._misses = 0
             self.clock_set = None  # the agent resets the clocks; the next setting is a change
-        return now < self.tripped_until
+        if unknown and not self.unknown:
+            self.clock_set = None
+        self.unknown = frozenset(unknown)
+        return now < self.tripped_until or bool(self.unknown)
 
 
 __all__ = ["Guard", "SafetyConfig", "slo_missed"]

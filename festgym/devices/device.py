@@ -16,6 +16,7 @@ import abc
 from dataclasses import dataclass
 from typing import Protocol
 
+from festgym.control.levels import nearest_clock
 from festgym.errors import FestgymError
 
 # --- errors ----------------------------------------------------------------------------------
@@ -130,6 +131,10 @@ class GpuWriter(Protocol):
 
     def restore(self) -> tuple[str, ...]: ...
 
+    def heartbeat(self) -> None:
+        """Say that the writer's user is alive (a remote actuator restores the GPU of a client
+        whose heartbeats stop: its lease)."""
+
 
 class GpuDevice(abc.ABC):
     """One GPU. Reads are cheap and need no privileges; writes may raise :class:`NoPermission`."""
@@ -219,6 +224,26 @@ class GpuDevice(abc.ABC):
         """What this object changed and has not reset: ``"locked_sm_clocks"``, ``"power_limit"``."""
 
     # shared
+    def snap_sm_clocks_mhz(self, min_mhz: int, max_mhz: int) -> tuple[int, int]:
+        """The supported SM clocks a lock of [min_mhz, max_mhz] runs at: each end moves to the
+        nearest supported clock (ties down), which is what drivers run between their steps and what
+        festgym's simulator and safety guard assume (``nearest_clock``). One rule for every write
+        path: :class:`~festgym.devices.nvml.NvmlDevice` and the privileged actuator both lock the
+        snapped range. Raises :class:`InvalidArgument` for an inverted range or one outside the
+        supported clocks, :class:`NotSupported` when the GPU lists none (messages name the problem;
+        callers prefix the GPU and the operation)."""
+        if min_mhz > max_mhz:
+            raise InvalidArgument("the minimum exceeds the maximum")
+        ladder = sorted(self.supported_sm_clocks_mhz())
+        if not ladder:
+            raise NotSupported("the GPU lists no supported SM clocks")
+        if min_mhz < ladder[0] or max_mhz > ladder[-1]:
+            raise InvalidArgument(f"outside the supported SM clock range {ladder[0]}-{ladder[-1]} MHz")
+        return nearest_clock(ladder, min_mhz), nearest_clock(ladder, max_mhz)
+
+    def heartbeat(self) -> None:  # noqa: B027 (deliberately nothing: a local device has no lease)
+        """Nothing: a local device has no lease (a remote actuator's client renews its lease here)."""
+
     def read(self) -> GpuReading:
         """The per-interval reading."""
         return GpuReading(energy_mj=self.total_energy_mj(), power_mw=self.power_instant_mw(),

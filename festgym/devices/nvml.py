@@ -13,9 +13,10 @@ Design choices:
   ``nvmlDeviceGetPowerUsage``; ``...ClocksEventReasons`` and ``...ClocksThrottleReasons``; ``...TemperatureV``
   and ``...Temperature``). The first one that the binding has and the driver and GPU support wins; the
   error of the last one is the one reported.
-* **Writes** are validated before NVML sees them and skipped when they would change nothing. NVML has no
-  getter for locked clocks, so an :class:`NvmlDevice` remembers the range it locked; it cannot see (nor skip
-  resetting) a lock left by another process.
+* **Writes** are validated before NVML sees them (a clock between supported steps is snapped to the
+  nearest: :meth:`~festgym.devices.device.GpuDevice.snap_sm_clocks_mhz`) and skipped when they would
+  change nothing. NVML has no getter for locked clocks, so an :class:`NvmlDevice` remembers the range
+  it locked; it cannot see (nor skip resetting) a lock left by another process.
 * **Init once.** NVML is per process: :func:`init` is idempotent and :func:`open_gpus` calls it;
   :func:`shutdown` ends it (handles taken before are invalid afterwards).
 * **Indices.** festgym's GPU *i* is the *i*-th device CUDA exposes after ``CUDA_VISIBLE_DEVICES``
@@ -268,26 +269,25 @@ class NvmlDevice(GpuDevice):
 
     # writes
     def set_locked_sm_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
+        """Lock the SM clock; a range between supported steps locks the nearest ones
+        (:meth:`snap_sm_clocks_mhz`), so that the booked lock is the one the driver applies."""
         if self._locked_sm_mhz == (min_mhz, max_mhz):
             return
         operation = f"set locked SM clocks {min_mhz}-{max_mhz} MHz"
-        self._check_sm_clocks(operation, min_mhz, max_mhz)
-        previous, self._locked_sm_mhz = self._locked_sm_mhz, (min_mhz, max_mhz)
+        try:
+            locked = self.snap_sm_clocks_mhz(min_mhz, max_mhz)
+        except NotSupported:
+            raise NotSupported(f"{self._label}: {operation}: NVML lists no supported SM clocks") from None
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{self._label}: {operation}: {exc}") from None
+        if self._locked_sm_mhz == locked:
+            return
+        previous, self._locked_sm_mhz = self._locked_sm_mhz, locked
         try:  # booked first: a signal right after the write must still find the lock to undo
-            self._call(operation, "nvmlDeviceSetGpuLockedClocks", min_mhz, max_mhz)
+            self._call(operation, "nvmlDeviceSetGpuLockedClocks", *locked)
         except GpuError:
             self._locked_sm_mhz = previous  # not applied
             raise
-
-    def _check_sm_clocks(self, operation: str, min_mhz: int, max_mhz: int) -> None:
-        if min_mhz > max_mhz:
-            raise InvalidArgument(f"{self._label}: {operation}: the minimum exceeds the maximum")
-        clocks = self.supported_sm_clocks_mhz()
-        if not clocks:
-            raise NotSupported(f"{self._label}: {operation}: NVML lists no supported SM clocks")
-        if min_mhz < clocks[-1] or max_mhz > clocks[0]:
-            raise InvalidArgument(f"{self._label}: {operation}: outside the supported SM clock range "
-                                  f"{clocks[-1]}-{clocks[0]} MHz")
 
     def reset_locked_sm_clocks(self) -> None:
         if self._locked_sm_mhz is None:

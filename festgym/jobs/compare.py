@@ -99,6 +99,8 @@ class JobResult:
     label: str
     seed: int
     summary: dict[str, Any]
+    trace_s: float
+    """Length of the workload served (a replayed trace may be shorter than the duration asked)."""
     power: np.ndarray | None = None
     """Rows (tick time s, cluster power W summed over GPUs)."""
     state_hours: dict[str, float] | None = None
@@ -109,11 +111,11 @@ def run_job(job: Job) -> JobResult:
     job: subclasses with their own constructors do not survive pickling between processes."""
     try:
         scenario = load_scenario(job.scenario)
-        result = scenario.simulator().run(scenario.trace(job.seed, job.duration_s),
-                                          make_policy(job.policy, **dict(job.params)))
+        trace = scenario.trace(job.seed, job.duration_s)
+        result = scenario.simulator().run(trace, make_policy(job.policy, **dict(job.params)))
     except FestgymError as exc:
         raise FestgymError(f"{job.label}, seed {job.seed}: {exc}") from None
-    out = JobResult(job.label, job.seed, {**result.summary, "policy": job.label})
+    out = JobResult(job.label, job.seed, {**result.summary, "policy": job.label}, trace.duration_s)
     if job.series:
         power = result.timeline.groupby("t_s", sort=True)["power_w"].sum()
         out.power = np.column_stack([power.index.to_numpy(float), power.to_numpy(float)])
@@ -414,7 +416,7 @@ def _tabulate(scenario: Scenario, seeds: tuple[int, ...], duration_s: float | No
     power.index.name = "t_s"
     state_hours = pd.DataFrame({r.label: r.state_hours for r, _ in series}).T.reindex(columns=list(STATES))
     return CompareResult(scenario=scenario.name, seeds=seeds,
-                         duration_s=float(duration_s or scenario.workload.duration_s),
+                         duration_s=max(r.trace_s for r in results),
                          summary=aggregate(runs, labels), ablation=aggregate(runs, ablation_labels), runs=runs,
                          power=power, state_hours=state_hours, notes=notes)
 

@@ -2,12 +2,14 @@
 
 :func:`export_sb3` writes ``weights.npz`` and ``policy.json`` in the format
 :class:`~festgym.control.numpy_policy.NumpyPolicy` loads; see that module for what it holds.
+:class:`ExportConfig` holds ``festgym export``'s settings (this module imports torch only to export).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,20 @@ from festgym.control.numpy_policy import (
     PolicyFileError,
     sha256_file,
 )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export (what ``festgym export`` parses; :func:`festgym.jobs.train.export_checkpoint` runs it)."""
+
+    checkpoint: str = field(metadata={"cli": False})
+    """Checkpoint folder (the command's argument)."""
+    out: str | None = None
+    """Output folder (default: <checkpoint>/numpy, sealed into the card)."""
+    sha256: str | None = field(default=None, metadata={"metavar": "DIGEST"})
+    """The checkpoint's digest from a source you trust: the one `festgym train` printed, or its author published
+    (`festgym export` prints it for an exported checkpoint). model.zip and vecnormalize.pkl are pickles, which run
+    code when loaded: without it they are not loaded."""
 
 
 def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
@@ -93,3 +109,6 @@ def _normalization(vec_normalize) -> dict[str, Any] | None:
     rms = vec_normalize.obs_rms
     return {"mean": np.asarray(rms.mean, dtype=float).tolist(), "var": np.asarray(rms.var, dtype=float).tolist(),
             "epsilon": float(vec_normalize.epsilon), "clip": float(vec_normalize.clip_obs)}
+
+
+__all__ = ["ExportConfig", "export_sb3"]

@@ -5,6 +5,9 @@ submitted at once, so the engine runs at ``max_num_seqs`` (or what the KV cache 
 queue drains. Figures are taken over the steady window. That window opens once the first
 ``max_num_seqs`` requests have finished, which excludes the cold start and the synchronised first
 batch. It closes when the last request gets its first token, after which the batch shrinks.
+With too few requests for a steady window (``--requests`` at or below the batch limit, or not much
+above it), figures cover the drain instead: from the last first token to the last request's end,
+while the batch shrinks (``steady_window`` is then false).
 
 The KV cache gets all GPU memory the weights leave (``gpu_memory_utilization`` 0.9, as vLLM).
 """
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from festgym.config import check_ranges
+from festgym.errors import FestgymError
 from festgym.policies.least_loaded import LeastLoaded
 from festgym.profiles.calibration.sources import (
     MLENERGY_FILE,
@@ -100,24 +104,38 @@ def run_bench(cfg: BenchConfig, profiles_root=None) -> dict[str, Any]:
     result = sim.run(trace, LeastLoaded(spawn_at=float("inf"), clock_mhz=cfg.clock_mhz))
     req = result.requests
     if (req.status != "finished").any():
-        raise RuntimeError(f"serve-bench: {int((req.status != 'finished').sum())} requests did not finish")
-    start = float(np.sort(req.arrival_s + req.e2e_s)[cfg.max_num_seqs - 1])
-    end = float(req.arrival_s.add(req.ttft_s).max())
-    if not end > start:
-        raise RuntimeError("serve-bench: no steady window; raise --requests")
+        raise FestgymError(f"serve-bench: {int((req.status != 'finished').sum())} requests did not finish")
+    start, end, steady = _window(np.sort(req.arrival_s + req.e2e_s), float(req.arrival_s.add(req.ttft_s).max()),
+                                 cfg.max_num_seqs)
     p50, p90, p99 = result.tbt_quantiles((0.5, 0.9, 0.99), start, end)
     runs = result.runs[(result.runs.t0 >= start) & (result.runs.t0 < end)]
     tokens = float((runs.n * runs.batch).sum())
     span = float((runs.t0 + runs.g0 * runs.n + runs.dg * runs.n * (runs.n - 1) / 2).max() - runs.t0.min())
     line = result.timeline[(result.timeline.t_s > start) & (result.timeline.t_s <= end)]
-    power = float(line.power_w.mean())
+    # A window within one control interval holds no timeline row: the run's mean power stands in.
+    power = float((line.power_w * line.interval_s).sum() / line.interval_s.sum()) if len(line) \
+        else float(result.summary["mean_power_w"])  # weighted: a run's last interval may be shorter
     batch = float((runs.batch * runs.n).sum() / runs.n.sum())
     return {"gpu": cfg.gpu, "model": cfg.model, "max_num_seqs": cfg.max_num_seqs,
             "clock_mhz": cfg.clock_mhz or profile.gpu.default_sm_clock_mhz, "requests": n,
             "avg_batch_size": batch, "median_itl_ms": p50 * 1e3, "p90_itl_ms": p90 * 1e3, "p99_itl_ms": p99 * 1e3,
             "avg_power_w": power, "energy_per_token_j": power * span / tokens if tokens else float("nan"),
             "output_tokens_per_s": tokens / span if span else float("nan"), "window_s": end - start,
-            "preemptions": int(result.summary["preemptions"]), "wall_s": result.summary["wall_s"]}
+            "preemptions": int(result.summary["preemptions"]), "steady_window": steady,
+            "wall_s": result.summary["wall_s"]}
+
+
+def _window(finished_s: np.ndarray, last_first_token_s: float, max_num_seqs: int) -> tuple[float, float, bool]:
+    """(start, end, steady) of the measured window, from the sorted finish times: the steady one
+    (see the module docstring) where it exists, else the drain after the last first token."""
+    start = float(finished_s[min(max_num_seqs, len(finished_s)) - 1])
+    if last_first_token_s > start:
+        return start, last_first_token_s, True
+    end = float(finished_s[-1])
+    if not end > last_first_token_s:
+        raise FestgymError("serve-bench: nothing to measure: every request ended with its first token; "
+                           "raise --output-mean")
+    return last_first_token_s, end, False
 
 
 def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0) -> pd.DataFrame:

@@ -8,6 +8,8 @@ naming) holding:
   ``VecNormalize`` statistics saved with it (``vecnormalize.pkl``) and ``card.json`` (scenario,
   algorithm, hyper-parameters, timesteps, wall time, seed, the evaluation history and the
   SHA-256 of each file). ``benchmarks/ship_checkpoint.py`` ships it (``festgym/data/checkpoints/``).
+  ``festgym train`` prints its digest (:func:`festgym.control.checkpoint.checkpoint_digest`): the
+  pin ``festgym export --sha256`` needs to load its pickles.
 * ``tb/``: TensorBoard logs (when the ``tensorboard`` package is installed);
 * ``eval/``: the evaluation callback's ``evaluations.npz``.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import json
 import pickle
 import time
@@ -37,10 +40,18 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 from tqdm.auto import tqdm
 
-from festgym.control.checkpoint import EXPORTED, seal_card
+from festgym.control.checkpoint import (
+    CARD,
+    EXPORTED,
+    MODEL,
+    STATISTICS,
+    pinned_training_files,
+    read_card,
+    seal_card,
+)
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
 from festgym.jobs.export import export_sb3
-from festgym.jobs.train_config import AgentSpec, TrainConfig, load_agent, run_name
+from festgym.jobs.train_config import ALGORITHMS, AgentSpec, TrainConfig, load_agent, run_name
 from festgym.scenario import controller_interface, training_scenario
 
 
@@ -70,7 +81,7 @@ def train(config: TrainConfig) -> Path:
     model = getattr(sb3, agent.algo.upper())(agent.policy, venv, seed=config.seed, device="cpu", verbose=0,
                                              tensorboard_log=str(run / "tb") if _has_tensorboard() else None,
                                              **agent.hyperparams)
-    evaluation = EvalCallback(eval_env, callback_on_new_best=SaveNormalization(checkpoint / "vecnormalize.pkl"),
+    evaluation = EvalCallback(eval_env, callback_on_new_best=SaveNormalization(checkpoint / STATISTICS),
                               n_eval_episodes=agent.eval_episodes, eval_freq=max(agent.eval_freq // agent.n_envs, 1),
                               best_model_save_path=str(checkpoint), log_path=str(run / "eval"), deterministic=True,
                               verbose=0)
@@ -84,8 +95,8 @@ def train(config: TrainConfig) -> Path:
     if not (checkpoint / "best_model.zip").exists():  # too short to evaluate: keep the final model
         model.save(checkpoint / "best_model.zip")
         if agent.normalize:
-            model.get_vec_normalize_env().save(str(checkpoint / "vecnormalize.pkl"))
-    (checkpoint / "best_model.zip").rename(checkpoint / "model.zip")
+            model.get_vec_normalize_env().save(str(checkpoint / STATISTICS))
+    (checkpoint / "best_model.zip").rename(checkpoint / MODEL)
     write_card(checkpoint, config, agent, timesteps, wall, evaluation)
     return checkpoint
 
@@ -107,42 +118,35 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
                        "best_mean_reward": max((h["mean_reward"] for h in history), default=None),
                        "history": history},
         "sha256": {p.name: sha256_file(p)
-                   for p in sorted(checkpoint.iterdir()) if p.name != "card.json"},
+                   for p in sorted(checkpoint.iterdir()) if p.name != CARD},
     }
-    path = checkpoint / "card.json"
+    path = checkpoint / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> Path:
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, sha256: str | None = None) -> Path:
     """Export a checkpoint folder (``model.zip``, optional ``vecnormalize.pkl``, ``card.json``) as
     a numpy-only policy into ``out`` (default: ``<checkpoint>/numpy``, then sealed into the card:
-    :func:`festgym.control.checkpoint.seal_card`). The files must match the SHA-256 in the card: the
-    statistics file is a pickle, loaded only once its hash checks out."""
+    :func:`festgym.control.checkpoint.seal_card`).
+
+    ``model.zip`` and ``vecnormalize.pkl`` are pickles, and loading one runs its code: they are
+    loaded only under ``sha256``, the checkpoint's digest from a source the user trusts (what
+    ``festgym train`` printed, or the digest of the exported checkpoint), and only as the bytes
+    that match the card's hashes (:func:`festgym.control.checkpoint.pinned_training_files`)."""
     checkpoint = Path(checkpoint)
-    card_path = checkpoint / "card.json"
-    if not card_path.is_file():
-        raise PolicyFileError(f"{card_path}: missing (a checkpoint folder holds model.zip, card.json and, "
-                              "when trained with VecNormalize, vecnormalize.pkl)")
-    card = json.loads(card_path.read_text())
-    for name, expected in card.get("sha256", {}).items():
-        if name.startswith(EXPORTED + "/"):
-            continue  # the export being replaced
-        path = checkpoint / name
-        if not path.is_file() or sha256_file(path) != expected:
-            raise PolicyFileError(f"{path}: missing or its SHA-256 differs from {card_path}; refusing to load")
-    if "model.zip" not in card.get("sha256", {}):
-        raise PolicyFileError(f"{card_path}: no SHA-256 for model.zip")
-    model = getattr(sb3, card["agent"]["algo"].upper()).load(checkpoint / "model.zip", device="cpu")
-    stats = checkpoint / "vecnormalize.pkl"
-    vec = None
-    if stats.is_file():
-        with open(stats, "rb") as f:
-            vec = pickle.load(f)  # hash-checked above
+    card = read_card(checkpoint)
+    files = pinned_training_files(checkpoint, card, sha256)
+    algo = card.get("agent", {}).get("algo")
+    if algo not in ALGORITHMS:
+        raise PolicyFileError(f"{checkpoint / CARD}: field 'agent.algo': {algo!r}; expected one of "
+                              f"{', '.join(ALGORITHMS)}")
+    model = getattr(sb3, algo.upper()).load(io.BytesIO(files[MODEL]), device="cpu")
+    vec = pickle.loads(files[STATISTICS]) if STATISTICS in files else None  # pinned: see above
     folder = export_sb3(model, out or checkpoint / EXPORTED, vec)
     if out is None:  # the checkpoint's own export: record its hashes and interface in the card
         action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
-        seal_card(checkpoint, controller_interface(training_scenario(card), action_type))
+        seal_card(checkpoint, controller_interface(training_scenario(card), action_type), card)
     return folder
 
 

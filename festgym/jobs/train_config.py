@@ -44,10 +44,11 @@ class AgentSpec:
 
     def __post_init__(self):
         self.algo = self.algo.lower()
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"AgentSpec.algo: {self.algo!r}; expected one of {', '.join(ALGORITHMS)}")
-        check_ranges(self, {"n_envs": self.n_envs >= 1, "timesteps": self.timesteps >= 1,
-                            "eval_freq": self.eval_freq >= 1, "eval_episodes": self.eval_episodes >= 1})
+        check_ranges(self, {"algo": self.algo in ALGORITHMS, "n_envs": self.n_envs >= 1,
+                            "timesteps": self.timesteps >= 1, "eval_freq": self.eval_freq >= 1,
+                            "eval_episodes": self.eval_episodes >= 1},
+                     {"algo": f"one of {', '.join(ALGORITHMS)}", "n_envs": "≥ 1", "timesteps": "≥ 1",
+                      "eval_freq": "≥ 1", "eval_episodes": "≥ 1"})
 
 
 @dataclass

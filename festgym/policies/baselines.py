@@ -83,7 +83,10 @@ class BaselineConfig:
         check_ranges(self, {"spawn_at": self.spawn_at > 0, "tbt_margin": 0 <= self.tbt_margin < 1,
                             "ttft_margin": 0 <= self.ttft_margin < 1, "increase": self.increase > 0,
                             "decrease_mhz": self.decrease_mhz > 0, "cap_frac": 0 < self.cap_frac <= 1,
-                            "n_clock_levels": self.n_clock_levels >= 2, "colocate_max": self.colocate_max >= 1})
+                            "n_clock_levels": self.n_clock_levels >= 2, "colocate_max": self.colocate_max >= 1},
+                     {"spawn_at": "> 0", "tbt_margin": "in [0, 1)", "ttft_margin": "in [0, 1)", "increase": "> 0",
+                      "decrease_mhz": "> 0 MHz", "cap_frac": "in (0, 1]", "n_clock_levels": "≥ 2",
+                      "colocate_max": "≥ 1"})
 
 
 class Baseline(BasePolicy):

@@ -107,7 +107,11 @@ class FestinaConfig:
                             "n_clock_levels": self.n_clock_levels >= 2,
                             "low_load": 0 <= self.low_load <= 1, "low_windows": self.low_windows >= 1,
                             "absorb_limit": 0 < self.absorb_limit <= 1, "spawn_at": self.spawn_at > 0,
-                            "spawn_after": self.spawn_after >= 1})
+                            "spawn_after": self.spawn_after >= 1},
+                     {"tbt_margin": "in [0, 1)", "ttft_margin": "in [0, 1)", "clock_hysteresis": "≥ 0",
+                      "n_share_levels": f"in 1..{int(1 / SHARE_STEP)}", "n_clock_levels": "≥ 2",
+                      "low_load": "in [0, 1]", "low_windows": "≥ 1", "absorb_limit": "in (0, 1]", "spawn_at": "> 0",
+                      "spawn_after": "≥ 1"})
 
 
 

@@ -6,12 +6,16 @@ over (tokens, sm_share, sm_clock_mhz) and ``decode.csv`` over (batch, ctx, sm_sh
 Each grid row gives the iteration time (s), the GPU power while it runs alone on the GPU (W,
 between idle and TDP) and the fraction of peak HBM bandwidth it uses.
 
+Loading refuses a profile its GPU's datasheet rules out (:func:`check_grid`): times that imply more
+than the peak HBM bandwidth or FLOP rate, or far less than any kernel reaches (wrong units), and
+power outside [idle, TDP].
+
 Lookups are vectorised (:class:`festgym.profiles.grid.Grid`): pass arrays, get arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import yaml
 
 from festgym.control.levels import CONTROL_CLOCK_FRAC
 from festgym.errors import ProfileNotFoundError, SpecError
+from festgym.profiles import roofline
 from festgym.profiles.grid import Grid
 from festgym.profiles.specs import GpuSpec, ModelSpec
 from festgym.resources import PROFILES
@@ -35,6 +40,24 @@ GRID_AXES = {"prefill": PREFILL_AXES, "decode": DECODE_AXES}
 AXIS_TRANSFORMS = {"tokens": "linear", "batch": "linear", "ctx": "linear", "sm_share": "reciprocal",
                    "sm_clock_mhz": "reciprocal"}
 """Interpolation coordinate of each axis (see :mod:`festgym.profiles.grid`)."""
+PEAK_TOLERANCE = 1.1
+"""Most of the datasheet's peak HBM bandwidth and dense tensor FLOP rate a grid may imply, and the
+largest ``hbm_util``: no kernel beats peak (the shipped profiles reach at most 0.92 of peak
+bandwidth and 0.56 of peak FLOPs); the 10% covers rounded datasheet figures and timing noise."""
+ONE_BYTE_FLOP_RATE = 2.0
+"""Dense tensor FLOP rate of 1-byte types (FP8) over BF16's: the bound a one-byte model is held to
+(H100 datasheet: 1979 against 989 TFLOP/s); wider types run at most at the BF16 rate."""
+MIN_ROOFLINE_FRAC = 0.01
+"""Least fraction of its roofline at its SM share and clock (peak FLOPs and bandwidth times
+share × f/f_max) a grid point's GPU work may reach. Every shipped point reaches 7% or more (the
+least: a 1B model's host time at batch 512) and, with the overheads below, takes at most 3.2% of
+the slowest time these allow: the same grids in ms, read as seconds, exceed it 23-fold or more."""
+MAX_LAYER_OVERHEAD_S = 2e-4
+"""Fixed time per layer and iteration allowed beyond that: a layer runs about ten kernels, each
+under 10 µs of launch latency even eagerly, without CUDA graphs (the fitted H100 floor: 22 µs)."""
+MAX_SEQ_OVERHEAD_S = 1e-3
+"""Host time per scheduled sequence and iteration allowed beyond that: scheduling, sampling and
+detokenising (the vLLM figure fitted on ML.ENERGY: 29 µs)."""
 try:  # the C loader makes profile loading several times faster
     _YamlLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
@@ -59,18 +82,23 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
     for column in axes + FIELDS:
         if column not in frame.columns:
             raise SpecError(source, column, "missing column")
-    data = {c: frame[c].to_numpy(dtype=float) for c in axes + FIELDS}
+    if frame.empty:
+        raise SpecError(source, "<file>", "no data rows: the file holds only its header")
+    data = {c: _numbers(frame[c], source, c) for c in axes + FIELDS}
     for column, values in data.items():
         bad = ~np.isfinite(values)
         if bad.any():
             raise SpecError(source, column, f"NaN or infinite value at data row {int(np.argmax(bad)) + 1}")
-        bad = values < 0 if column == "hbm_util" else values <= 0
+        bad = values <= 0  # every iteration takes time, draws power and reads the weights
         if bad.any():
-            raise SpecError(source, column, f"{'negative' if column == 'hbm_util' else 'non-positive'} "
-                            f"value at data row {int(np.argmax(bad)) + 1}")
-    share = data["sm_share"]
+            raise SpecError(source, column, f"non-positive value at data row {int(np.argmax(bad)) + 1}")
+    share, clock = data["sm_share"], data["sm_clock_mhz"]
     if (share > 1.0).any():
         raise SpecError(source, "sm_share", f"shares must lie in (0, 1], found {share.max():g}")
+    lo, hi = gpu.sm_clocks_mhz[0], gpu.max_sm_clock_mhz
+    if clock.min() < lo or clock.max() > hi:
+        raise SpecError(source, "sm_clock_mhz", f"clocks span [{clock.min():g}, {clock.max():g}], outside the "
+                        f"GPU's supported {lo}..{hi} MHz: in kHz or GHz? expected MHz")
     axis_values = []
     for column in axes:
         values = np.unique(data[column])
@@ -88,6 +116,56 @@ def grid_from_frame(frame: pd.DataFrame, axes: tuple[str, ...], source: str | Pa
         return make_grid(axes, tuple(axis_values), {f: data[f].reshape(shape) for f in FIELDS}, gpu)
     except ValueError as exc:
         raise SpecError(source, ",".join(axes), str(exc)) from None
+
+
+def _numbers(column: pd.Series, source: str | Path, name: str) -> np.ndarray:
+    """A grid column as floats; a cell that is not a number is an error naming its row."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    text = np.isnan(values) & column.notna().to_numpy()
+    if text.any():
+        row = int(np.argmax(text))
+        raise SpecError(source, name, f"not a number at data row {row + 1}: {column.iloc[row]!r}")
+    return values
+
+
+def grid_point(grid: Grid, flat: int) -> str:
+    """The grid point at flat (row-major) index ``flat``, named by its coordinates and CSV data row."""
+    index = np.unravel_index(flat, grid.shape)
+    where = " ".join(f"{n}={a[i]:g}" for n, a, i in zip(grid.names, grid.axes, index))
+    return f"{where} (data row {flat + 1})"
+
+
+def _least_work(kind: str, coords: Mapping[str, np.ndarray], model: ModelSpec) -> tuple[np.ndarray, ...]:
+    """(bytes, FLOPs, sequences) of one iteration at grid coordinates ``coords``: the bytes it
+    must read at least (the streamed weights and, in decode, every context token's K and V) and
+    its FLOPs (:func:`festgym.profiles.roofline.iteration_work`)."""
+    if kind == "prefill":
+        work = roofline.iteration_work(model, prefill_tokens=coords["tokens"], prefill_seqs=1.0)
+        kv_read = np.zeros(1)
+    else:
+        work = roofline.iteration_work(model, decode_batch=coords["batch"], decode_ctx=coords["ctx"])
+        kv_read = model.kv_bytes_per_token * coords["batch"] * coords["ctx"]
+    return model.streamed_weight_bytes + kv_read, work.flops, work.seqs
+
+
+def peak_tflops(gpu: GpuSpec, model: ModelSpec) -> float:
+    """The datasheet's dense tensor FLOP rate in ``model``'s dtype, 10^12 FLOP/s."""
+    return gpu.peak_bf16_tflops * (ONE_BYTE_FLOP_RATE if model.dtype_bytes == 1 else 1.0)
+
+
+def datasheet_ratios(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec) -> tuple[np.ndarray, ...]:
+    """Per grid point: the HBM bandwidth and the FLOP rate its time implies, as fractions of the
+    datasheet's peaks, and its time over the slowest plausible one (see :data:`MIN_ROOFLINE_FRAC`)."""
+    coords = dict(zip(grid.names, np.meshgrid(*grid.axes, indexing="ij", sparse=True)))
+    nbytes, flops, seqs = _least_work(kind, coords, model)
+    bandwidth, peak = gpu.hbm_bandwidth_gbps * 1e9, peak_tflops(gpu, model) * 1e12
+    time = grid.fields["time_s"]
+    # What the SM share can issue at its clock: compute scales with both, and bandwidth, which
+    # saturates once enough SMs issue loads, at least proportionally up to the peak.
+    issue = coords["sm_share"] * coords["sm_clock_mhz"] / gpu.max_sm_clock_mhz
+    roof = np.maximum(nbytes / (bandwidth * np.minimum(issue, 1.0)), flops / (peak * issue))
+    slowest = roof / MIN_ROOFLINE_FRAC + MAX_LAYER_OVERHEAD_S * model.num_layers + MAX_SEQ_OVERHEAD_S * seqs
+    return nbytes / (time * bandwidth), flops / (time * peak), time / slowest
 
 
 def grid_to_frame(grid: Grid) -> pd.DataFrame:
@@ -218,18 +296,87 @@ class Profile:
                 raise SpecError(meta_path, key, f"expected a {kind}, got {value!r}")
         profile = cls(gpu, model, grids["prefill"], grids["decode"], meta.get("provenance") or {},
                       tuple(meta.get("fit_errors") or ()), folder)
-        profile.validate_power(folder)
+        profile.validate(folder)
         return profile
 
-    def validate_power(self, source: str | Path) -> None:
-        """Grid power must lie between the GPU's resident idle power and its TDP."""
-        lo, hi = self.gpu.idle_w * (1 - 1e-6), self.gpu.tdp_w * (1 + 1e-6)
+    @property
+    def measured_on_cpu(self) -> bool:
+        """Measured by ``festgym profile --cpu`` or ``--dry-run``: a pipeline test on the CPU."""
+        measurement = self.provenance.get("measurement")
+        return isinstance(measurement, Mapping) and str(measurement.get("device", "")).startswith("cpu")
+
+    def validate(self, source: str | Path) -> None:
+        """Refuse grids the GPU's datasheet rules out (:func:`check_grid`), naming the file in
+        ``source``; a CPU pipeline test may be as slow as the CPU is."""
         for kind, grid in (("prefill", self.prefill_grid), ("decode", self.decode_grid)):
-            power = grid.fields["power_w"]
-            if power.min() < lo or power.max() > hi:
-                raise SpecError(Path(source) / GRID_FILES[kind], "power_w",
-                                f"values span [{power.min():.1f}, {power.max():.1f}] W, outside "
-                                f"idle {self.gpu.idle_w:g} W .. TDP {self.gpu.tdp_w:g} W")
+            check_grid(kind, grid, self.gpu, self.model, Path(source) / GRID_FILES[kind],
+                       slow_limit=not self.measured_on_cpu)
+
+
+def check_grid(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, source: str | Path,
+               slow_limit: bool = True) -> None:
+    """Refuse a grid that is physically impossible on ``gpu``: power outside [idle, TDP], an
+    ``hbm_util`` above 1 (give or take :data:`PEAK_TOLERANCE`), a time that implies more than the
+    datasheet's peak HBM bandwidth or FLOP rate, or, with ``slow_limit``, one slower than any
+    kernel plausibly runs (:func:`datasheet_ratios`). Each error names the grid point, the figure
+    and the likely cause."""
+    _check_power_and_util(grid, gpu, source)
+    _check_times(kind, grid, gpu, model, source, slow_limit)
+
+
+def _check_power_and_util(grid: Grid, gpu: GpuSpec, source: str | Path) -> None:
+    power, util = grid.fields["power_w"], grid.fields["hbm_util"]
+    lo, hi = gpu.idle_w * (1 - 1e-6), gpu.tdp_w * (1 + 1e-6)
+    bad = np.flatnonzero((power < lo) | (power > hi))
+    if bad.size:
+        raise SpecError(source, "power_w", f"{power.flat[bad[0]]:g} W at {grid_point(grid, bad[0])}, outside idle "
+                        f"{gpu.idle_w:g} W .. TDP {gpu.tdp_w:g} W: expected the whole GPU's power in watts "
+                        "(not mW or kW, not the part above idle)")
+    worst = int(np.argmax(util))
+    if util.flat[worst] > PEAK_TOLERANCE:
+        raise SpecError(source, "hbm_util", f"{util.flat[worst]:g} at {grid_point(grid, worst)}: a percentage? "
+                        "expected the fraction of peak HBM bandwidth used, 0..1")
+
+
+def _check_times(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, source: str | Path, slow_limit: bool) -> None:
+    bandwidth, flops, slow = (r.ravel() for r in datasheet_ratios(kind, grid, gpu, model))
+    time = grid.fields["time_s"].ravel()
+    peaks = {"HBM bandwidth": (bandwidth, gpu.hbm_bandwidth_gbps, "GB/s"),
+             f"{model.dtype} FLOP rate": (flops, peak_tflops(gpu, model), "TFLOP/s")}
+    for what, (ratio, peak, unit) in peaks.items():
+        worst = int(np.argmax(ratio))
+        if ratio[worst] > PEAK_TOLERANCE:
+            raise SpecError(source, "time_s", f"{time[worst]:.3g} s at {grid_point(grid, worst)} implies "
+                            f"{ratio[worst] * peak:.3g} {unit} of {what}, {ratio[worst]:.3g}× the datasheet's peak "
+                            f"{peak:g} {unit} (at most {PEAK_TOLERANCE:g}×): times too small? expected seconds per "
+                            "iteration of the whole model")
+    worst = int(np.argmax(slow))
+    if slow_limit and slow[worst] > 1.0:
+        implied = ", ".join(f"{r[worst] * peak:.3g} {unit} of {what} ({r[worst]:.2%} of the datasheet's {peak:g})"
+                            for what, (r, peak, unit) in peaks.items())
+        raise SpecError(source, "time_s", f"{time[worst]:.3g} s at {grid_point(grid, worst)} is {slow[worst]:.3g}× "
+                        f"the slowest plausible step ({time[worst] / slow[worst]:.3g} s: {MIN_ROOFLINE_FRAC:.0%} of "
+                        f"the roofline at this share and clock, plus {MAX_LAYER_OVERHEAD_S * 1e3:g} ms per layer and "
+                        f"{MAX_SEQ_OVERHEAD_S * 1e3:g} ms per sequence); it implies {implied}: times in ms? "
+                        "expected seconds")
+
+
+def gpu_type_spec(profiles: Sequence[Profile]) -> GpuSpec:
+    """The spec of the GPUs of one type that serve ``profiles`` (its models' profiles on it). A
+    GPU's memory, TDP, clocks and idle power are the type's (:meth:`GpuSpec.device_figures`), so
+    every profile must agree on them: otherwise one model's profile would set them for all the
+    others, and which one would depend on the order the models are listed in."""
+    first, *others = profiles
+    want = first.gpu.device_figures()
+    for other in others:
+        for key, value in other.gpu.device_figures().items():
+            if value != want[key]:
+                raise SpecError(Path(other.path or other.key) / "profile.yaml", f"gpu.{key}",
+                                f"{value!r}, but the profile of {first.key} ({first.path or 'in memory'}) on the "
+                                f"same GPU type has {want[key]!r}: a GPU type's figures are the same for every "
+                                "model; regenerate the profile from the type's gpu.yaml, or give the variant a "
+                                "GPU type folder of its own")
+    return first.gpu
 
 
 def iter_profile_dirs(root: str | Path | None = None) -> Iterator[Path]:

@@ -86,8 +86,7 @@ def iteration_work(model: ModelSpec, prefill_tokens=0.0, prefill_seqs=1.0, decod
     prompt_sq = np.where(ps > 0, p * p / np.maximum(ps, 1.0), 0.0)
     flops_attention = 2.0 * layers * q * prompt_sq + 4.0 * layers * q * b * c
     gemm_act_per_token = layers * d * (4 * h + 2 * q + 2 * kv + 3 * inter)
-    weights = (model.layer_matmul_params * layers + model.lm_head_params) * d
-    bytes_linear = weights + gemm_act_per_token * tokens
+    bytes_linear = model.streamed_weight_bytes + gemm_act_per_token * tokens
     bytes_kv = model.kv_bytes_per_token * (b * c + 2.0 * tokens)
     elementwise_per_token = layers * d * (10 * h + 2 * (q + kv) + 3 * inter)
     bytes_elementwise = elementwise_per_token * tokens

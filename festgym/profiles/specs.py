@@ -82,6 +82,18 @@ class GpuSpec:
     def parked_w(self) -> float:
         return self.power.parked_w
 
+    def device_figures(self) -> dict[str, Any]:
+        """What a GPU of this type is, whichever model it serves: the datasheet figures and the
+        constants the simulated GPU itself uses (resident idle and parked power, the achievable
+        HBM fraction its bandwidth contention counts in). The other constants only shape each
+        model's grids."""
+        return {"name": self.name, "sm_count": self.sm_count, "sm_clocks_mhz": self.sm_clocks_mhz,
+                "default_sm_clock_mhz": self.default_sm_clock_mhz, "memory_gb": self.memory_gb,
+                "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps, "peak_bf16_tflops": self.peak_bf16_tflops,
+                "tdp_w": self.tdp_w, "wake_s": self.wake_s, "host_to_gpu_gbps": self.host_to_gpu_gbps,
+                "constants.power.idle_w": self.idle_w, "constants.power.parked_w": self.parked_w,
+                "constants.latency.hbm_frac": self.latency.hbm_frac}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> GpuSpec:
         clocks = data.get("sm_clock_mhz")
@@ -194,6 +206,12 @@ class ModelSpec:
     @property
     def lm_head_params(self) -> int:
         return self.vocab_size * self.hidden_size
+
+    @property
+    def streamed_weight_bytes(self) -> int:
+        """Weights every iteration reads once: each layer's matrices and the LM head (the embedding
+        table is only gathered, a row per token)."""
+        return (self.layer_matmul_params * self.num_layers + self.lm_head_params) * self.dtype_bytes
 
     @property
     def num_params(self) -> int:

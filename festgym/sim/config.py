@@ -35,8 +35,13 @@ class SimConfig:
 
     def __post_init__(self):
         check_ranges(self, {"control_interval_s": self.control_interval_s > 0,
-                            "consolidate_interval_s": self.consolidate_interval_s > 0,
+                            # no finer than control: a period far below the clock's resolution never advances it
+                            "consolidate_interval_s": self.consolidate_interval_s >= self.control_interval_s,
                             "clock_change_s": self.clock_change_s >= 0, "share_change_s": self.share_change_s >= 0,
                             "keep_alive_s": self.keep_alive_s >= 0, "drain_s": self.drain_s >= 0,
                             "gpu_memory_utilization": 0 < self.gpu_memory_utilization <= 1,
-                            "contention_tol": self.contention_tol >= 0})
+                            "contention_tol": self.contention_tol >= 0},
+                     {"control_interval_s": "> 0 s",
+                      "consolidate_interval_s": f"≥ control_interval_s ({self.control_interval_s:g} s)",
+                      "clock_change_s": "≥ 0 s", "share_change_s": "≥ 0 s", "keep_alive_s": "≥ 0 s", "drain_s": "≥ 0 s",
+                      "gpu_memory_utilization": "in (0, 1]", "contention_tol": "≥ 0"})

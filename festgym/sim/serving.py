@@ -27,7 +27,9 @@ class Slo:
     def __post_init__(self):
         check_ranges(self, {"ttft_s": self.ttft_s > 0, "tbt_s": self.tbt_s > 0,
                       "ttft_per_1k_tokens_s": self.ttft_per_1k_tokens_s >= 0,
-                      "tbt_quantile": 0 < self.tbt_quantile <= 1})
+                      "tbt_quantile": 0 < self.tbt_quantile <= 1},
+                     {"ttft_s": "> 0 s", "tbt_s": "> 0 s", "ttft_per_1k_tokens_s": "≥ 0 s",
+                      "tbt_quantile": "in (0, 1]"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class EngineConfig:
     def __post_init__(self):
         check_ranges(self, {"max_num_seqs": self.max_num_seqs >= 1,
                       "max_num_batched_tokens": self.max_num_batched_tokens > self.max_num_seqs,
-                      "kv_cache_gb": self.kv_cache_gb > 0, "init_s": self.init_s >= 0})
+                      "kv_cache_gb": self.kv_cache_gb > 0, "init_s": self.init_s >= 0},
+                     {"max_num_seqs": "≥ 1", "max_num_batched_tokens": f"> max_num_seqs ({self.max_num_seqs})",
+                      "kv_cache_gb": "> 0 GB", "init_s": "≥ 0 s"})
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,15 @@ import time as wallclock
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from heapq import heappop
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, Wake
 from festgym.control.states import PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
-from festgym.profiles.profile import Profile, load_profile
+from festgym.errors import RangeError
+from festgym.profiles.profile import Profile, gpu_type_spec, load_profile
 from festgym.profiles.specs import GpuSpec
 from festgym.sim.config import SimConfig
 from festgym.sim.events import EventQueue
@@ -50,6 +52,13 @@ from festgym.sim.serving import ModelServing
 from festgym.sim.slices import SliceCache
 from festgym.sim.views import ClusterView, Request
 from festgym.sim.workload import Trace
+
+TIMELINE_COLUMNS = ("t_s", "interval_s", "gpu", "power_w", "clock_mhz", "state", "instances")
+"""The timeline's columns: per GPU and control interval (ending at ``t_s``, of ``interval_s``; the
+last one of a run may be shorter), its mean power and, at the interval's end, its state."""
+MAX_TIMELINE_ROWS = 50_000_000
+"""Most GPU control intervals one run may book (about 2.8 GB of timeline): a guard against a
+duration typed in the wrong unit, which would otherwise exhaust memory."""
 
 
 def _column(typecode: str, values: np.ndarray) -> array[Any]:
@@ -71,7 +80,7 @@ class Simulator:
     """
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
-                 config: SimConfig | None = None, profiles_root: str | None = None):
+                 config: SimConfig | None = None, profiles_root: str | Path | None = None):
         if not gpus:
             raise ValueError("Simulator needs at least one GPU")
         if not models:
@@ -86,7 +95,9 @@ class Simulator:
         for gpu_type in dict.fromkeys(self.gpu_types):
             for model in self.model_names:
                 self._slices[(gpu_type, model)] = SliceCache(load_profile(f"{gpu_type}/{model}", profiles_root))
-        self.specs: dict[str, GpuSpec] = {t: self._slices[(t, self.model_names[0])].profile.gpu for t in self.gpu_types}
+        # One GPU type, one device: its models' profiles must agree on it (not the first one's memory_gb for all).
+        self.specs: dict[str, GpuSpec] = {t: gpu_type_spec([self._slices[(t, m)].profile for m in self.model_names])
+                                          for t in self.gpu_types}
         self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
                            for key, c in self._slices.items()}
         self._memory = {(t, i): float(self._slices[(t, m)].profile.model.weight_bytes
@@ -133,6 +144,7 @@ class Simulator:
     def result(self) -> Result:
         """Integrate energy up to now and build the :class:`Result` (the run covers 0..now)."""
         self.end = self.now
+        self._close_interval(self.now)  # the last, possibly shorter, interval
         for gpu in self.gpus:
             gpu.update(self.now)
         return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
@@ -143,6 +155,12 @@ class Simulator:
         cfg = self.config
         self.now = 0.0
         self.end = trace.duration_s + cfg.drain_s
+        intervals = self.end / cfg.control_interval_s
+        if intervals * len(self.gpu_types) > MAX_TIMELINE_ROWS:
+            raise RangeError("Simulator", "horizon_s", self.end,
+                             f"at most {MAX_TIMELINE_ROWS:,} GPU control intervals in all ({intervals:.3g} intervals "
+                             f"of {cfg.control_interval_s:g} s on {len(self.gpu_types)} GPUs asked): a shorter "
+                             "duration, or a longer sim.control_interval_s")
         self.events = EventQueue()
         self.policy = policy
         order = getattr(policy, "queue_order", "fcfs")
@@ -171,8 +189,9 @@ class Simulator:
         self._req_model: array[int] = _column("q", model)
         self._req_prompt: array[int] = _column("q", trace.prompt_tokens)
         self._req_out: array[int] = _column("q", trace.output_tokens)
-        self.timeline = {k: array("d") for k in ("t_s", "gpu", "power_w", "clock_mhz", "state", "instances")}
+        self.timeline = {k: array("d") for k in TIMELINE_COLUMNS}
         self._tick_energy = [0.0] * len(self.gpus)
+        self._tick_s = 0.0  # start of the control interval under way
         self.events.schedule(0.0, self._tick, None)
         self.events.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
@@ -226,7 +245,7 @@ class Simulator:
         ledger.arrived(rid, model)
         target = self.policy.place(Request(rid, name, prompt, now), self.view)
         if target is None:
-            ledger.rejected(rid, REJECTED_POLICY)
+            ledger.rejected(rid, self._refusal(model, prompt + out))
             return
         gpu = self._gpu(target, "place")
         inst = gpu.instance_of(model)
@@ -241,6 +260,19 @@ class Simulator:
         ledger.placed(rid, gpu.index, inst.phase == PHASE_LOADING)
         inst.last_arrival_s = now
         inst.enqueue(Seq(rid, prompt, out, self.deadline_s[rid], self.ttft_limit_s[rid]), now)
+
+    def _refusal(self, model: int, tokens: int) -> int:
+        """Why a request the policy turned away could not be served: a cause of the cluster's
+        (too long for every GPU's KV cache, no GPU with an instance or the memory for one) where there
+        is one, so that every policy books the same request under the same reason; else the policy's."""
+        name = self.model_names[model]
+        fits = [g for g in self.gpus if tokens <= self._kv_tokens[(g.spec.name, name)]]
+        if not fits:
+            return REJECTED_TOO_LONG
+        if not any(g.instance_of(model) is not None or g.mem_used + self.memory_of(g, model) <= g.mem_bytes
+                   for g in fits):
+            return REJECTED_MEMORY
+        return REJECTED_POLICY
 
     def _gpu(self, index: object, what: str) -> SimGpu:
         if isinstance(index, (bool, float)) or not isinstance(index, (int, np.integer)) \
@@ -325,20 +357,30 @@ class Simulator:
 
     # --- policy calls -------------------------------------------------------------------------
 
-    def _tick(self, _arg: object, now: float) -> None:
-        interval = self.config.control_interval_s
+    def _close_interval(self, now: float) -> None:
+        """Book each GPU's power over the control interval ending at ``now`` in the timeline."""
+        length = now - self._tick_s
+        if length <= 0:
+            return
         line = self.timeline
         for gpu in self.gpus:
             gpu.update(now)
-            if now > 0:
-                total = gpu.energy_total_j
-                line["t_s"].append(now)
-                line["gpu"].append(gpu.index)
-                line["power_w"].append((total - self._tick_energy[gpu.index]) / interval)
-                line["clock_mhz"].append(gpu.clock)
-                line["state"].append(gpu.state)
-                line["instances"].append(len(gpu.instances))
-                self._tick_energy[gpu.index] = total
+            total = gpu.energy_total_j
+            line["t_s"].append(now)
+            line["interval_s"].append(length)
+            line["gpu"].append(gpu.index)
+            line["power_w"].append((total - self._tick_energy[gpu.index]) / length)
+            line["clock_mhz"].append(gpu.clock)
+            line["state"].append(gpu.state)
+            line["instances"].append(len(gpu.instances))
+            self._tick_energy[gpu.index] = total
+        self._tick_s = now
+
+    def _tick(self, _arg: object, now: float) -> None:
+        interval = self.config.control_interval_s
+        self._close_interval(now)
+        for gpu in self.gpus:
+            gpu.update(now)
             if not gpu.parked:
                 control = self.policy.control(gpu.view, now)
                 if control is not None:

@@ -123,10 +123,10 @@ class SimulatedDevice(GpuDevice):
             raise NoPermission(f"{self.uuid()}: {what}: no permission (simulated unprivileged process)")
 
     def set_locked_sm_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
-        ladder = self.spec.sm_clocks_mhz
-        if not ladder[0] <= min_mhz <= max_mhz <= ladder[-1]:
-            raise InvalidArgument(f"{self.uuid()}: locked SM clocks {min_mhz}-{max_mhz} MHz: need "
-                                  f"{ladder[0]} <= min <= max <= {ladder[-1]}")
+        try:  # the device layer's one rule: off-ladder ends snap to the nearest supported clocks
+            min_mhz, max_mhz = self.snap_sm_clocks_mhz(min_mhz, max_mhz)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{self.uuid()}: locked SM clocks {min_mhz}-{max_mhz} MHz: {exc}") from None
         if self._locked == (min_mhz, max_mhz):
             return
         self._write(f"set locked SM clocks {min_mhz}-{max_mhz} MHz")

@@ -336,22 +336,13 @@ print(json.loads(log.getvalue().splitlines()[-1])["levels"])
 
 
 REAL_HOST_CLI = NUMPY_ALONE + """
-import threading, http.server
-from festgym.deploy.engine_metrics import render_metrics
 from festgym.devices import nvml
-from tests.fake_gpu import FakeGpu
-TEXT = render_metrics("vllm", "Llama-3.1-8B", {"running": 5, "waiting": 0}, {"prompt_tokens": 100.0}, {}).encode()
-class Metrics(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(TEXT)
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
-threading.Thread(target=server.serve_forever, daemon=True).start()
+from tests.fake_gpu import FakeGpu, serve_metrics
+url = serve_metrics()
 gpu = FakeGpu()
 nvml.open_gpus = lambda indices=None: [gpu]  # the host's GPU, without a driver
 from festgym.cli.main import main
-code = main(["deploy", "--engine", f"Llama-3.1-8B=http://127.0.0.1:{server.server_port}", "--slo",
+code = main(["deploy", "--engine", f"Llama-3.1-8B={url}", "--slo",
              "Llama-3.1-8B=0.5,0.1", "--max-num-seqs", "Llama-3.1-8B=64", "--apply", "--interval", "0.1",
              "--duration", "0.5", "--min-change-interval", "0", "--log", sys.argv[1], "--json"])
 print(json.dumps({"code": code, "writes": gpu.writes, "changed": gpu.changed()}))

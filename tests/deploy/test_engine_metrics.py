@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import math
+import re
 import socket
 import threading
 import time
@@ -20,6 +21,8 @@ from festgym.deploy.engine_metrics import (
     EngineScraper,
     EngineUnreachable,
     Histogram,
+    InvalidSample,
+    MissingMetric,
     parse_metrics,
     render_metrics,
     window,
@@ -384,3 +387,236 @@ def test_scraper_reports_a_refused_connection():
     url = f"http://127.0.0.1:{port}/metrics"
     with pytest.raises(EngineUnreachable, match=rf"^{url}: engine metrics unreachable: ConnectionRefusedError"):
         EngineScraper(url, timeout_s=0.5).scrape()
+
+
+# --- values that cannot be trusted -------------------------------------------------------------------------------
+
+READ_SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created")
+FIXTURES = {"vllm": _sample_text("vllm", "m", 2), "sglang": _sample_text("sglang", "q", 2), "old vllm": OLD_VLLM,
+            "old sglang": OLD_SGLANG}
+
+
+def _read_lines(text: str) -> dict[int, str]:
+    """The sample lines (index: family) of every family the parser read from ``text`` (EngineSample.sources)."""
+    families = {source.family for source in parse_metrics(text).sources.values()}
+    names = {f + suffix: f for f in families for suffix in READ_SUFFIXES}
+    rows = {i: line.partition("{")[0].partition(" ")[0] for i, line in enumerate(text.splitlines())}
+    return {i: names[name] for i, name in rows.items() if name in names}
+
+
+def _with_value(text: str, index: int, value: str) -> str:
+    lines = text.splitlines()
+    lines[index] = f"{lines[index].rpartition(' ')[0]} {value}"
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("bad", ["NaN", "+Inf", "-Inf", "-1", "-0.5"])
+@pytest.mark.parametrize("fixture", list(FIXTURES))
+def test_an_impossible_value_in_any_sample_read_refuses_the_scrape(fixture, bad):
+    """Every gauge, counter and histogram bucket, sum and count the parser reads (vLLM and SGLang, newest
+    and older names): NaN, infinite or negative anywhere makes the whole sample invalid, naming it."""
+    text = FIXTURES[fixture]
+    lines = _read_lines(text)
+    assert set(lines.values()) == {s.family for s in parse_metrics(text).sources.values()}  # each one is tried
+    for i in lines:
+        name = text.splitlines()[i].partition("{")[0].partition(" ")[0]
+        with pytest.raises(InvalidSample, match=re.escape(name)):
+            parse_metrics(_with_value(text, i, bad), source="engine.prom")
+
+
+def test_every_canonical_metric_of_both_engines_is_read_and_validated():
+    for engine in ALIASES:
+        assert set(parse_metrics(FIXTURES[engine]).sources) == set(ALIASES[engine])
+
+
+@pytest.mark.parametrize("engine, name", [("vllm", "vllm:kv_cache_usage_perc"), ("sglang", "sglang:token_usage")])
+def test_kv_use_is_a_fraction_so_seven_hundred_percent_is_refused(engine, name):
+    text = FIXTURES[engine]
+    line = next(i for i, row in enumerate(text.splitlines()) if row.startswith(name))
+    assert parse_metrics(_with_value(text, line, "1.0")).gauges["kv_used"] == 1.0
+    with pytest.raises(InvalidSample, match=rf"{name}.* is 7\.0, outside \[0, 1\]"):
+        parse_metrics(_with_value(text, line, "7.0"))
+
+
+def test_histograms_must_be_cumulative_with_a_matching_count():
+    text = FIXTURES["vllm"]
+    rows = text.splitlines()
+    first = next(i for i, row in enumerate(rows) if row.startswith("vllm:time_to_first_token_seconds_bucket"))
+    with pytest.raises(InvalidSample, match="not cumulative"):
+        parse_metrics(_with_value(text, first, "99"))  # more at le=0.001 than at le=+Inf
+    count = next(i for i, row in enumerate(rows) if row.startswith("vllm:time_to_first_token_seconds_count"))
+    with pytest.raises(InvalidSample, match="_count 7 differs from the \\+Inf bucket 6"):
+        parse_metrics(_with_value(text, count, "7"))
+
+
+@pytest.mark.parametrize("le", ["NaN", "-Inf", "-1", "-0.5"])
+def test_a_latency_bucket_bound_below_zero_or_nan_refuses_the_scrape(le):
+    """Not a ValueError from the histogram's own checks (-Inf is not a finite bound): an invalid sample."""
+    text = FIXTURES["vllm"]
+    first = next(row for row in text.splitlines() if row.startswith("vllm:time_to_first_token_seconds_bucket"))
+    bound = re.search(r'le="([^"]+)"', first).group(1)
+    with pytest.raises(InvalidSample, match=rf"le={re.escape(le)}: a latency bound must be ≥ 0"):
+        parse_metrics(text.replace(first, first.replace(f'le="{bound}"', f'le="{le}"')))
+    assert parse_metrics(text.replace(first, first.replace(f'le="{bound}"', 'le="0"'))).histograms["ttft_s"]
+
+
+def test_values_of_metrics_not_read_do_not_matter():
+    text = FIXTURES["vllm"] + "vllm:num_preemptions_total{model_name=\"m\"} NaN\nprocess_cpu_seconds_total -1\n"
+    assert parse_metrics(text).gauges["running"] == 6.0
+
+
+def test_unrelated_metrics_are_dropped_before_parsing_but_malformed_lines_still_fail():
+    noise = "".join(f'other_metric_{i % 7}{{rank="{i}"}} {i}\n' for i in range(20000))
+    sample = parse_metrics(noise + FIXTURES["sglang"] + noise)
+    assert sample.gauges["running"] == 6.0
+    with pytest.raises(EngineMetricsError, match="malformed"):
+        parse_metrics(FIXTURES["sglang"] + "other_metric{a=\"1\"} lots\n")
+
+
+# --- what SGLang's labels mean -----------------------------------------------------------------------------------
+
+
+def _sglang(rows: dict[str, list[tuple[dict[str, str], float]]]) -> str:
+    """Untyped sample lines: each name's label sets and values."""
+    out = []
+    for name, series in rows.items():
+        for labels, value in series:
+            out.append(name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" + f" {value}")
+    return "\n".join(out) + "\n"
+
+
+def _ranked(tp: str, dp: str | None = None, **more: str) -> dict[str, str]:
+    labels = {"model_name": "q", "engine_type": "unified", "tp_rank": tp, "pp_rank": "0", "moe_ep_rank": tp}
+    return labels | ({"dp_rank": dp} if dp is not None else {}) | more
+
+
+def test_sglang_priority_scheduling_counts_the_total_not_total_plus_breakdown():
+    text = _sglang({
+        "sglang:num_running_reqs": [(_ranked("0", priority=""), 5), (_ranked("0", priority="0"), 3),
+                                    (_ranked("0", priority="1"), 2)],
+        "sglang:num_queue_reqs": [(_ranked("0", priority=""), 4), (_ranked("0", priority="LOW"), 4)],
+    })
+    assert parse_metrics(text).gauges == {"running": 5, "waiting": 4}
+    breakdown_only = _sglang({"sglang:num_running_reqs": [(_ranked("0", priority="0"), 3),
+                                                          (_ranked("0", priority="1"), 2)],
+                              "sglang:num_queue_reqs": [(_ranked("0"), 1)]})
+    assert parse_metrics(breakdown_only).gauges == {"running": 5, "waiting": 1}
+
+
+def test_sglang_metrics_for_all_schedulers_count_each_batch_once():
+    """--enable-metrics-for-all-schedulers: every TP rank reports its DP group's batch; DP ranks add up."""
+    ranks = [("0", "0"), ("1", "0"), ("2", "1"), ("3", "1")]
+    batch = {"0": 6, "1": 4}
+    text = _sglang({
+        "sglang:num_running_reqs": [(_ranked(tp, dp), batch[dp]) for tp, dp in ranks],
+        "sglang:num_queue_reqs": [(_ranked(tp, dp), 1) for tp, dp in ranks],
+        "sglang:token_usage": [(_ranked(tp, dp), 0.25 * int(dp) + 0.25) for tp, dp in ranks],
+        "sglang:realtime_tokens_total": [(_ranked(tp, dp, mode=mode), n * (1 + int(dp)) + int(tp) % 2)
+                                         for tp, dp in ranks
+                                         for mode, n in (("prefill_compute", 100), ("prefill_cache", 20),
+                                                         ("decode", 30))],
+    })
+    sample = parse_metrics(text)
+    assert sample.gauges == {"running": 10, "waiting": 2, "kv_used": 0.5}
+    # the copies differ by a token (scraped moments apart): the larger counts, once per DP rank
+    assert sample.counters == {"prompt_tokens": (101 + 21) + (201 + 41), "generation_tokens": 31 + 61}
+
+
+def test_sglang_ttft_uses_streamed_requests_when_there_are_any():
+    """A non-streaming request's first token is stamped at its first output chunk: late."""
+    fast = Histogram.from_values((0.1, 1.0, 10.0), [0.05] * 4)
+    slow = Histogram.from_values((0.1, 1.0, 10.0), [5.0] * 2)
+
+    def text(histograms: dict[str, Histogram]) -> str:
+        rows = ['sglang:num_running_reqs{model_name="q"} 1', 'sglang:num_queue_reqs{model_name="q"} 0']
+        for streaming, h in histograms.items():
+            labels = f'model_name="q",is_streaming="{streaming}"'
+            rows += [f'sglang:time_to_first_token_seconds_bucket{{{labels},le="{b}"}} {c}'
+                     for b, c in zip(("0.1", "1.0", "10.0", "+Inf"), h.counts)]
+            rows += [f"sglang:time_to_first_token_seconds_sum{{{labels}}} {h.sum}",
+                     f"sglang:time_to_first_token_seconds_count{{{labels}}} {h.count}"]
+        return "\n".join(rows) + "\n"
+
+    both = parse_metrics(text({"true": fast, "false": slow}))
+    assert both.histograms["ttft_s"] == fast and both.sources["ttft_s"].selection == 'is_streaming="true"'
+    alone = parse_metrics(text({"false": slow}))
+    assert alone.histograms["ttft_s"] == slow  # an overestimate: on the watchdog's safe side
+    # the first streamed request: its series is new, so all of it is this window's (not "minus the others")
+    assert window(alone, both).ttft_s == fast
+
+
+def test_sglang_tokens_are_read_as_processed_not_at_request_finish():
+    realtime = _sglang({"sglang:num_running_reqs": [(_ranked("0"), 1)], "sglang:num_queue_reqs": [(_ranked("0"), 0)],
+                        "sglang:realtime_tokens_total": [(_ranked("0", mode="prefill_compute"), 70),
+                                                         (_ranked("0", mode="prefill_cache"), 30),
+                                                         (_ranked("0", mode="decode"), 400)],
+                        "sglang:prompt_tokens_total": [({"model_name": "q"}, 10)],
+                        "sglang:generation_tokens_total": [({"model_name": "q"}, 20)]})
+    sample = parse_metrics(realtime)
+    assert sample.counters == {"prompt_tokens": 100, "generation_tokens": 400}
+    assert sample.sources["prompt_tokens"].family == "sglang:realtime_tokens"
+    assert parse_metrics(OLD_SGLANG).sources["prompt_tokens"].family == "sglang:prompt_tokens"  # older releases
+
+
+# --- several models, restarts, metrics that go missing ----------------------------------------------------------
+
+
+def test_a_model_filter_picks_one_model_of_several():
+    two = _sample_text("vllm", "llama", 3) + _sample_text("vllm", "qwen", 1).replace("# HELP", "# X").replace(
+        "# TYPE", "# Y")
+    llama, qwen = parse_metrics(two, model="llama"), parse_metrics(two, model="qwen")
+    assert (llama.gauges["running"], qwen.gauges["running"]) == (7.0, 5.0)
+    assert llama.models == ("llama", "qwen")
+
+
+def _created_text(prompt: float, created: float, start: float | None = None) -> str:
+    text = _sample_text("vllm", "m", 1).replace('vllm:prompt_tokens_total{model_name="m"} 100.0',
+                                                f'vllm:prompt_tokens_total{{model_name="m"}} {prompt}\n'
+                                                f'vllm:prompt_tokens_created{{model_name="m"}} {created}')
+    return text + (f"process_start_time_seconds {start}\n" if start is not None else "")
+
+
+def test_a_restart_is_seen_by_created_timestamps_even_when_counters_grew_past_their_old_values():
+    before = parse_metrics(_created_text(1000.0, 1.7e9))
+    assert window(before, parse_metrics(_created_text(1500.0, 1.7e9))).prompt_tokens == 500.0
+    after_restart = parse_metrics(_created_text(1500.0, 1.7e9 + 60))
+    assert window(before, after_restart).prompt_tokens == 1500.0  # all of it since the restart
+
+
+def test_a_restart_is_seen_by_the_process_start_time():
+    before = parse_metrics(_created_text(1000.0, 1.7e9, start=1.7e9))
+    assert window(before, parse_metrics(_created_text(1500.0, 1.7e9, start=1.7e9 + 60))).prompt_tokens == 1500.0
+
+
+def test_a_series_that_appears_is_not_a_restart():
+    def text(stop: float, abort: float | None) -> str:
+        rows = [f'vllm:request_success_total{{finished_reason="stop",model_name="m"}} {stop}',
+                'vllm:request_success_created{finished_reason="stop",model_name="m"} 100']
+        if abort is not None:  # a label set that appears later has a later creation time
+            rows += [f'vllm:request_success_total{{finished_reason="abort",model_name="m"}} {abort}',
+                     'vllm:request_success_created{finished_reason="abort",model_name="m"} 900']
+        return _sample_text("vllm", "m", 1).replace('vllm:request_success_total{model_name="m"} 2.0', "\n".join(rows))
+
+    assert window(parse_metrics(text(10, None)), parse_metrics(text(14, 1))).finished == 5.0
+
+
+def test_a_metric_read_before_that_disappears_is_an_error_not_an_idle_interval():
+    full = parse_metrics(_sample_text("vllm", "m", 2))
+    for gone in ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:prompt_tokens"):
+        cut = "\n".join(row for row in _sample_text("vllm", "m", 3).splitlines() if not row.startswith(gone)) + "\n"
+        with pytest.raises(MissingMetric, match=re.escape(gone) + ".* disappeared"):
+            window(full, parse_metrics(cut))
+
+
+def test_latency_histograms_are_required_once_the_engine_has_served():
+    finished = {"finished": 3.0}
+    vllm_without = parse_metrics(render_metrics("vllm", "m", {"running": 1, "waiting": 0}, finished, {}))
+    with pytest.raises(MissingMetric, match="finished requests but exports no ttft_s or itl_s histogram"):
+        window(None, vllm_without)
+    fresh = parse_metrics(render_metrics("sglang", "q", {"running": 1, "waiting": 0}, {"finished": 0.0}, {}))
+    assert window(None, fresh).ttft_s.count == 0  # SGLang creates its histograms at the first observation
+    served = parse_metrics(render_metrics("sglang", "q", {"running": 1, "waiting": 0}, finished, {}))
+    with pytest.raises(MissingMetric, match="no ttft_s histogram"):
+        window(None, served)
+    ttft_only = {"ttft_s": Histogram.from_values(TTFT_BUCKETS_S, [0.1])}
+    window(None, parse_metrics(render_metrics("sglang", "q", {"running": 1, "waiting": 0}, finished, ttft_only)))

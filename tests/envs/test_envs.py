@@ -15,6 +15,7 @@ import pytest
 import festgym
 from festgym.control.levels import normalize_shares
 from festgym.envs import ENV_IDS
+from festgym.errors import FestgymError
 from festgym.policies.registry import background_policy
 
 IDS = list(ENV_IDS)
@@ -91,6 +92,17 @@ def test_sb3_env_checker(env_id, action_type):
         warnings.simplefilter("always")
         check_env(env, warn=True)
     assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_step_or_render_before_reset_is_a_clear_error(env_id):
+    """Unwrapped too (gym.make's order check is a wrapper): never an AttributeError."""
+    env = make(env_id).unwrapped
+    action = env.action_space.sample()
+    with pytest.raises(gym.error.ResetNeeded, match="call reset"):
+        env.step(action)
+    assert env.render() is None or isinstance(env.render(), str)
     env.close()
 
 
@@ -509,7 +521,7 @@ def test_render_ansi(env_id):
 # --- bugs ----------------------------------------------------------------------------------------
 
 def test_clock_levels_beyond_the_supported_clocks():
-    with pytest.raises(ValueError, match="clock_levels = 120.*at most"):
+    with pytest.raises(FestgymError, match=r"clock_levels: out of range \(120\); expected at least 2 and at most 93"):
         make(LOCAL, env={**SHORT, "clock_levels": 120})
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from festgym.cli.main import main
+from festgym.errors import SpecError
 from festgym.jobs.servebench import BenchConfig, mlenergy_validation, run_bench
+from festgym.resources import PROFILES
+from festgym.sim.simulator import Simulator
 
 
 def test_matches_mlenergy_within_10_percent(reference_data):
@@ -46,3 +52,33 @@ def test_cli_json_and_errors(capsys):
     assert "--max-num-seqs: out of range (0); expected ≥ 1" in capsys.readouterr().err
     assert main(["serve-bench", "--model", "Nope"]) == 2
     assert "no profile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("requests", [1, 10, 64])
+def test_fewer_requests_than_fill_the_batch_are_measured_over_the_drain(requests):
+    got = run_bench(BenchConfig(max_num_seqs=64, requests=requests))
+    assert got["requests"] == requests and got["steady_window"] is False
+    assert 1 <= got["avg_batch_size"] <= requests
+    for key in ("median_itl_ms", "energy_per_token_j", "output_tokens_per_s", "window_s"):
+        assert np.isfinite(got[key]) and got[key] > 0, key
+    assert 75 < got["avg_power_w"] < 700  # between the H100's idle power and TDP
+
+
+def test_enough_requests_give_a_steady_window(capsys):
+    assert run_bench(BenchConfig(max_num_seqs=16, requests=200))["steady_window"] is True
+    assert main(["serve-bench", "--max-num-seqs", "64", "--requests", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steady_window"] is False
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e-3], ids=["ms-as-s", "1000x-too-fast"])
+def test_impossible_profile_is_refused(tmp_path, capsys, factor):
+    folder = shutil.copytree(PROFILES.shipped / "H100-SXM-80GB" / "Llama-3.1-8B",
+                             tmp_path / "H100-SXM-80GB" / "Llama-3.1-8B")
+    frame = pd.read_csv(folder / "decode.csv")
+    frame["time_s"] *= factor
+    frame.to_csv(folder / "decode.csv", index=False)
+    assert main(["serve-bench", "--root", str(tmp_path), "--requests", "100"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "decode.csv" in err and "time_s" in err and "datasheet" in err
+    with pytest.raises(SpecError):  # every simulated run (compare, evaluate, the environments)
+        Simulator(["H100-SXM-80GB"], ["Llama-3.1-8B"], profiles_root=str(tmp_path))

@@ -13,6 +13,7 @@ pytest.importorskip("stable_baselines3")
 import stable_baselines3 as sb3
 
 from festgym.cli.main import main
+from festgym.control.checkpoint import CARD, checkpoint_digest, read_card
 from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file
 from festgym.errors import SpecError
 from festgym.jobs.train import export_checkpoint, train
@@ -38,6 +39,12 @@ def checkpoint(tmp_path_factory):
     return train(TrainConfig(str(agent), "default", None, 3, str(root / "runs"), progress=False))
 
 
+@pytest.fixture(scope="module")
+def digest(checkpoint):
+    """The checkpoint's digest as `festgym train` prints it: what the trainer pins to export it."""
+    return checkpoint_digest(read_card(checkpoint), str(checkpoint / CARD))
+
+
 def test_run_folder_and_card(checkpoint):
     assert re.fullmatch(r"default__ppo__3__\d{8}-\d{6}", checkpoint.parent.name)
     assert {p.name for p in checkpoint.iterdir()} == {"model.zip", "vecnormalize.pkl", "card.json"}
@@ -49,8 +56,8 @@ def test_run_folder_and_card(checkpoint):
     assert (checkpoint.parent / "eval" / "evaluations.npz").is_file()
 
 
-def test_export_acts_like_the_checkpoint(checkpoint, tmp_path):
-    policy = NumpyPolicy.load(export_checkpoint(checkpoint, tmp_path / "numpy"))
+def test_export_acts_like_the_checkpoint(checkpoint, digest, tmp_path):
+    policy = NumpyPolicy.load(export_checkpoint(checkpoint, tmp_path / "numpy", digest))
     model = sb3.PPO.load(checkpoint / "model.zip", device="cpu")
     stats = json.loads((tmp_path / "numpy" / "policy.json").read_text())["obs_normalization"]
     obs = np.random.default_rng(0).uniform(0, 1, size=(2000, 30)).astype(np.float32)
@@ -60,19 +67,21 @@ def test_export_acts_like_the_checkpoint(checkpoint, tmp_path):
     assert np.array_equal(policy.predict(obs), expected)
 
 
-def test_export_refuses_a_changed_checkpoint(checkpoint, tmp_path):
+def test_export_refuses_a_changed_checkpoint(checkpoint, digest, tmp_path):
     copy = tmp_path / "ck"
     copy.mkdir()
     for p in checkpoint.iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
     (copy / "vecnormalize.pkl").write_bytes(b"not the statistics it was trained with")
     with pytest.raises(PolicyFileError, match="vecnormalize.pkl: missing or its SHA-256 differs"):
-        export_checkpoint(copy)
+        export_checkpoint(copy, sha256=digest)
 
 
-def test_cli_export_and_errors(checkpoint, tmp_path, capsys):
-    assert main(["export", str(checkpoint), "--out", str(tmp_path / "np")]) == 0
+def test_cli_export_and_errors(checkpoint, digest, tmp_path, capsys):
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "np"), "--sha256", digest]) == 0
     assert (tmp_path / "np" / "weights.npz").is_file() and "numpy policy" in capsys.readouterr().out
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "np2")]) == 2
+    assert "without a pinned digest" in capsys.readouterr().err and not (tmp_path / "np2").exists()
     assert main(["export", str(tmp_path)]) == 2
     assert "card.json: missing" in capsys.readouterr().err
 
@@ -92,7 +101,7 @@ def test_shipped_agent_yamls_load():
         assert load_agent(name).algo == algo
 
 
-def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, tmp_path):
+def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, digest, tmp_path):
     """train -> export -> the controller on every GPU of the default cluster (LearnedLocal)."""
     from festgym.policies.learned import LearnedLocal
     from festgym.scenario import load_scenario
@@ -101,7 +110,7 @@ def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, tmp_path):
     copy.mkdir()
     for p in checkpoint.iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
-    export_checkpoint(copy)
+    export_checkpoint(copy, sha256=digest)
     policy = LearnedLocal(copy)
     scenario = load_scenario("default")
     result = scenario.simulator().run(scenario.trace(0, 90.0), policy)

@@ -260,7 +260,7 @@ def test_unknown_policy_lists_known():
                                           ({"low_windows": 0}, "low_windows"),
                                           ({"absorb_limit": 0.0}, "absorb_limit"), ({"spawn_at": 0}, "spawn_at")])
 def test_out_of_range_parameter_is_named(params, name):
-    with pytest.raises(ValueError, match=f"FestinaConfig.{name}"):
+    with pytest.raises(SpecError, match=f"^Festina parameters: field '{name}': out of range .*; expected "):
         make_policy("festina", **params)
 
 

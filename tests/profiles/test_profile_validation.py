@@ -8,7 +8,9 @@ from the corruption alone.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,12 @@ from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.profiles.profile import (
     DECODE_AXES,
     FIELDS,
+    PEAK_TOLERANCE,
     PREFILL_AXES,
     Profile,
+    datasheet_ratios,
     find_profile_dir,
+    gpu_type_spec,
     iter_profile_dirs,
     load_profile,
 )
@@ -31,6 +36,8 @@ from festgym.resources import PROFILES
 
 SOURCE_KEY = "H100-SXM-80GB/Llama-3.2-1B"
 DECODE_COLUMNS = DECODE_AXES + FIELDS
+GRID_COLUMNS = {"prefill.csv": PREFILL_AXES + FIELDS, "decode.csv": DECODE_COLUMNS}
+EVERY_COLUMN = [(name, column) for name, columns in GRID_COLUMNS.items() for column in columns]
 
 
 @pytest.fixture
@@ -211,6 +218,163 @@ def test_missing_prefill_file(folder):
 def test_empty_decode_file(folder):
     (folder / "decode.csv").write_text("")
     load_error(folder, "decode.csv", "<file>")
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+def test_header_only_grid(folder, name):
+    write_csv(folder, name, read_csv(folder, name).iloc[:0])
+    err = load_error(folder, name, "<file>")
+    assert "header" in err.problem
+
+
+@pytest.mark.parametrize("name, column", EVERY_COLUMN)
+def test_text_in_a_cell(folder, name, column):
+    frame = read_csv(folder, name).astype({column: object})
+    frame.loc[4, column] = "12 ms"
+    write_csv(folder, name, frame)
+    err = load_error(folder, name, column)
+    assert "row 5" in err.problem and "'12 ms'" in err.problem
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, -1.0, 0.0])
+@pytest.mark.parametrize("name, column", EVERY_COLUMN)
+def test_non_finite_or_non_positive_cell(folder, name, column, value):
+    frame = read_csv(folder, name).astype({column: float})
+    frame.loc[3, column] = value
+    write_csv(folder, name, frame)
+    err = load_error(folder, name, column)
+    assert "row 4" in err.problem
+
+
+# --- what the GPU's datasheet rules out ------------------------------------------------------
+
+
+def scale(folder: Path, name: str, column: str, factor: float) -> None:
+    frame = read_csv(folder, name)
+    frame[column] *= factor
+    write_csv(folder, name, frame)
+
+
+def assert_names_a_grid_point(err: SpecError, name: str) -> None:
+    axes = GRID_COLUMNS[name][:-len(FIELDS)]
+    assert all(f"{axis}=" in err.problem for axis in axes) and "data row" in err.problem, err.problem
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+@pytest.mark.parametrize("factor", [1e-3, 1e-6, 1 / 16], ids=["ms-read-as-ks", "1e-6", "one-of-16-layers"])
+def test_times_faster_than_the_datasheet_peaks(folder, name, factor):
+    gpu = read_meta(folder)["gpu"]
+    scale(folder, name, "time_s", factor)
+    err = load_error(folder, name, "time_s")
+    assert_names_a_grid_point(err, name)
+    assert "datasheet's peak" in err.problem
+    assert f"{gpu['hbm_bandwidth_gbps']:g} GB/s" in err.problem or f"{gpu['peak_bf16_tflops']:g} TFLOP/s" in err.problem
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+@pytest.mark.parametrize("factor", [1e3, 1e6], ids=["ms-as-s", "us-as-s"])
+def test_times_far_slower_than_any_kernel(folder, name, factor):
+    gpu = read_meta(folder)["gpu"]
+    scale(folder, name, "time_s", factor)
+    err = load_error(folder, name, "time_s")
+    assert_names_a_grid_point(err, name)
+    assert "slowest plausible" in err.problem and "times in ms?" in err.problem
+    assert f"datasheet's {gpu['hbm_bandwidth_gbps']:g}" in err.problem
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+def test_ten_times_slower_still_loads(folder, name):
+    """The lower bound keeps its margin: a slow host or GPU is not mistaken for wrong units."""
+    scale(folder, name, "time_s", 10.0)
+    Profile.load(folder)
+
+
+def test_every_shipped_profile_sits_well_inside_the_datasheet_bounds():
+    for path in iter_profile_dirs():
+        profile = Profile.load(path)
+        for kind, grid in (("prefill", profile.prefill_grid), ("decode", profile.decode_grid)):
+            bandwidth, flops, slow = datasheet_ratios(kind, grid, profile.gpu, profile.model)
+            assert max(bandwidth.max(), flops.max()) < PEAK_TOLERANCE / 1.15, (profile.key, kind)
+            assert slow.max() < 0.05, (profile.key, kind)  # 20× from the refusal
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+@pytest.mark.parametrize("factor", [1e3, 1e-3], ids=["mW", "kW"])
+def test_power_in_other_units(folder, name, factor):
+    scale(folder, name, "power_w", factor)
+    err = load_error(folder, name, "power_w")
+    assert_names_a_grid_point(err, name)
+    assert "idle" in err.problem and "TDP" in err.problem
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+def test_power_above_idle_only(folder, name):
+    idle = float(read_meta(folder)["gpu"]["constants"]["power"]["idle_w"])
+    frame = read_csv(folder, name)
+    frame["power_w"] = (frame["power_w"] - idle).clip(lower=1.0)
+    write_csv(folder, name, frame)
+    load_error(folder, name, "power_w")
+
+
+@pytest.mark.parametrize("name", GRID_COLUMNS)
+def test_hbm_util_in_percent(folder, name):
+    scale(folder, name, "hbm_util", 100.0)
+    err = load_error(folder, name, "hbm_util")
+    assert_names_a_grid_point(err, name)
+    assert "fraction" in err.problem
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e-3], ids=["kHz", "GHz"])
+def test_clocks_in_other_units(folder, factor):
+    scale(folder, "decode.csv", "sm_clock_mhz", factor)
+    err = load_error(folder, "decode.csv", "sm_clock_mhz")
+    assert "MHz" in err.problem
+
+
+def test_datasheet_check_is_cheap(h100_llama8b):
+    seconds = min(timeit.repeat(lambda: h100_llama8b.validate(h100_llama8b.path), number=5, repeat=3)) / 5
+    assert seconds < 0.01
+
+
+def test_check_exits_non_zero_on_a_refused_profile(tmp_path, capsys):
+    root = tmp_path / "profiles"
+    for name in ("Good", "Bad"):
+        shutil.copytree(PROFILES.shipped / SOURCE_KEY, root / "H100-SXM-80GB" / name)
+    scale(root / "H100-SXM-80GB" / "Bad", "decode.csv", "time_s", 1e3)
+    (tmp_path / "no-data").mkdir()
+    assert cli.main(["profiles", "check", "--root", str(root), "--data", str(tmp_path / "no-data")]) == 1
+    out, err = capsys.readouterr()
+    assert "grid-vs-model" in out  # the good profile is still checked
+    assert "H100-SXM-80GB/Bad refused" in err and "decode.csv" in err and "time_s" in err
+    assert "Good" not in err
+
+
+def test_check_passes_every_shipped_profile(capsys):
+    assert cli.main(["profiles", "check", "--json"]) == 0
+    assert "refused" not in capsys.readouterr().err
+
+
+# --- one GPU type, many models -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", [{"memory_gb": 40.0}, {"tdp_w": 500.0}, {"sm_clocks_mhz": (210, 1500)}],
+                         ids=lambda c: next(iter(c)))
+def test_one_models_gpu_figures_do_not_set_the_gpu_type_for_the_others(change):
+    small, big = load_profile(SOURCE_KEY), load_profile("H100-SXM-80GB/Llama-3.1-8B")
+    odd = dataclasses.replace(small, gpu=dataclasses.replace(small.gpu, **change))
+    for order in ([odd, big], [big, odd]):
+        with pytest.raises(SpecError) as info:
+            gpu_type_spec(order)
+        assert info.value.field == f"gpu.{next(iter(change))}"
+        assert small.key in str(info.value) and big.key in str(info.value)
+    assert gpu_type_spec([small, big]).device_figures() == gpu_type_spec([big, small]).device_figures()
+
+
+def test_model_side_constants_may_differ_between_models():
+    """Only what the GPU itself is must agree; each model's grids keep their own constants."""
+    small, big = load_profile(SOURCE_KEY), load_profile("H100-SXM-80GB/Llama-3.1-8B")
+    tuned = dataclasses.replace(small.gpu, latency=small.gpu.latency.replace(seq_overhead_s=1e-4))
+    assert gpu_type_spec([big, dataclasses.replace(small, gpu=tuned)]) is big.gpu
 
 
 # --- profile.yaml --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
+from festgym.control.states import STATES
 from festgym.sim import gpu as gpu_module
 from festgym.sim.config import SimConfig
 from festgym.sim.policy import BasePolicy
@@ -140,6 +141,12 @@ def test_invariants(p, monkeypatch):
     lo = np.array([specs[g].parked_w for g in line.gpu]) - 1e-9
     hi = np.array([specs[g].tdp_w for g in line.gpu]) + 1e-9
     assert ((line.power_w >= lo) & (line.power_w <= hi)).all()
+    # The timeline covers the whole run, its last (shorter) interval included: it adds up to each
+    # GPU's energy.
+    booked = (line.power_w * line.interval_s).groupby(line.gpu).sum()
+    energy = result.gpus[[f"energy_{s}_j" for s in STATES]].sum(axis=1)
+    np.testing.assert_allclose(booked.to_numpy(), energy.to_numpy(), rtol=1e-9)
+    assert line.groupby("gpu").interval_s.sum().to_numpy() == pytest.approx(sim.now)
 
 
 @settings(max_examples=5, deadline=None)

@@ -10,6 +10,7 @@ import pytest
 
 from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
 from festgym.policies.least_loaded import LeastLoaded
+from festgym.policies.rules import RULE_POLICIES, make_rule_policy
 from festgym.sim.config import SimConfig
 from festgym.sim.policy import ActionError, BasePolicy
 from festgym.sim.serving import EngineConfig, ModelServing, Slo
@@ -229,6 +230,18 @@ def test_rejections_are_counted_not_lost():
     assert status == ["finished", "rejected_too_long", "rejected_policy"]
 
 
+@pytest.mark.parametrize("policy", sorted(RULE_POLICIES))
+def test_a_request_no_gpu_can_serve_is_booked_under_the_same_reason_by_every_policy(policy):
+    """Too long for every GPU's KV cache, or a model no GPU has the memory for: the cluster's
+    reason, whether the policy turns the request away or places it."""
+    small_kv = ModelServing(Slo(), EngineConfig(kv_cache_gb=1.0))
+    too_big = ModelServing(Slo(), EngineConfig(kv_cache_gb=70.0))  # 16 GB of weights + 70 GB > 72 GB
+    sim = Simulator([H100, H100], {LLAMA: small_kv, SMALL: too_big})
+    trace = Trace.build([0.0, 1.0, 2.0], [0, 0, 1], [100, 100_000, 100], [10, 10, 10], (LLAMA, SMALL))
+    status = sim.run(trace, make_rule_policy(policy)).requests.status.tolist()
+    assert status == ["finished", "rejected_too_long", "rejected_memory"]
+
+
 def test_memory_is_never_over_committed():
     engine = EngineConfig(kv_cache_gb=30.0)
     sim = Simulator([H100], {LLAMA: ModelServing(Slo(), engine), SMALL: ModelServing(Slo(), engine)})
@@ -330,3 +343,22 @@ def test_wake_action_on_parked_gpu():
     gpu1 = result.gpus.iloc[1]
     assert gpu1.time_parked_s == pytest.approx(30.0)
     assert gpu1.time_waking_s == pytest.approx(sim.specs[H100].wake_s)
+
+
+@pytest.mark.parametrize("order", [(SMALL, LLAMA), (LLAMA, SMALL)])
+def test_one_models_gpu_figures_do_not_become_every_models(order, tmp_path):
+    """A profile whose GPU disagrees with its neighbours' (memory_gb 40 on an 80 GB type) is
+    refused, whichever model is listed first, rather than resizing the GPU for all of them."""
+    import shutil
+
+    from festgym.errors import SpecError
+    from festgym.resources import PROFILES
+
+    root = tmp_path / "profiles"
+    shutil.copytree(PROFILES.shipped / H100, root / H100)
+    path = root / H100 / SMALL / "profile.yaml"
+    text = path.read_text()
+    assert "memory_gb: 80.0" in text
+    path.write_text(text.replace("memory_gb: 80.0", "memory_gb: 40.0", 1))
+    with pytest.raises(SpecError, match=r"gpu.memory_gb.*same GPU type"):
+        Simulator([H100], list(order), None, root)

@@ -273,5 +273,5 @@ def test_select_keeps_only_the_given_models_in_their_order():
     keep = np.isin(names, ["a", "c"])
     assert np.array_equal(picked.arrival_s, trace.arrival_s[keep])
     assert list(np.array(picked.models)[picked.model]) == list(names[keep])
-    with pytest.raises(ValueError, match="not in the trace"):
+    with pytest.raises(ValueError, match=r"Trace.models: out of range .'z'.; expected models of the trace"):
         trace.select(["z"])
