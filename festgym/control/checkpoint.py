@@ -262,8 +262,9 @@ class LocalController:
         self.folder, self.name = folder, folder.name
         self.card = read_card(folder)
         self.interface = ControllerInterface.from_card(self.card, str(folder / CARD))
-        self.sha256 = self._verify(expect_sha256)
-        self.net = NumpyPolicy.load(folder / EXPORTED)
+        self.sha256, verified = self._verify(expect_sha256)
+        # The bytes that were hashed, not the files again: what runs is what the pin covers.
+        self.net = NumpyPolicy.from_bytes(verified[SEALED[0]], verified[SEALED[1]], folder / EXPORTED)
         action = self.net.spec["action"]
         expected = self.interface.nvec
         nvec = action.get("nvec") or expected
@@ -275,18 +276,19 @@ class LocalController:
             raise PolicyFileError(f"{folder}: the exported policy observes {self.net.obs_shape}, LocalGPU-v0 with "
                                   f"{self.interface.slots} slots gives ({self.interface.n_obs},)")
 
-    def _verify(self, expect_sha256: str | None) -> str:
+    def _verify(self, expect_sha256: str | None) -> tuple[str, dict[str, bytes]]:
         """Check every file hash the card records (the export's must be there; the training files
-        may be left out) and the pin; returns the checkpoint's digest."""
+        may be left out) and the pin; returns the checkpoint's digest and the export's verified bytes."""
         source = str(self.folder / CARD)
         hashes = card_hashes(self.card, source)
         missing = [name for name in SEALED if name not in hashes]
         if missing:
             raise PolicyFileError(f"{source}: no SHA-256 for {', '.join(missing)} (seal the checkpoint: "
                                   "`festgym export <checkpoint>`)")
+        verified = {}
         for name, expected in hashes.items():
             if name in SEALED or (self.folder / name).exists():  # a deploy host may leave out the SB3 files
-                _verified_bytes(self.folder, name, expected, "run this checkpoint")
+                verified[name] = _verified_bytes(self.folder, name, expected, "run this checkpoint")
         digest = checkpoint_digest(self.card, source)
         pin = None if expect_sha256 is None else pinned(expect_sha256)
         if pin is not None and pin != digest:
@@ -295,7 +297,7 @@ class LocalController:
                 "interface unpinned; pin the checkpoint's digest: docs/learned.md)" if pin == hashes[SEALED[0]] else ""
             raise PolicyFileError(f"{self.folder}: checkpoint digest {digest} is not the pinned {pin}{older}; "
                                   "refusing to run this checkpoint")
-        return digest
+        return digest, verified
 
     def levels(self, observation: Sequence[float]) -> list[int]:
         """Level indices (clock, shares per slot, caps per slot) for one observation.

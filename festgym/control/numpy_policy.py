@@ -17,6 +17,7 @@ clipped to the bounds) or from a squashed one (SAC, TD3: tanh of the mean, scale
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -69,21 +70,28 @@ class NumpyPolicy:
         """Load an exported folder; a missing file, an unknown format or a weights file whose
         SHA-256 differs from the one recorded is an error naming the file."""
         folder = Path(folder)
-        spec_path, weights_path = folder / SPEC, folder / WEIGHTS
-        for path in (spec_path, weights_path):
+        for path in (folder / SPEC, folder / WEIGHTS):
             if not path.is_file():
                 raise PolicyFileError(f"{path}: missing (export a controller with `festgym export`)")
+        return cls.from_bytes((folder / SPEC).read_bytes(), (folder / WEIGHTS).read_bytes(), folder)
+
+    @classmethod
+    def from_bytes(cls, spec_bytes: bytes, weights_bytes: bytes, folder: str | Path) -> NumpyPolicy:
+        """The policy from the contents of its two files (``folder`` names them in errors): a
+        caller that hashed those bytes runs exactly what it hashed, whatever the files hold later."""
+        spec_path, weights_path = Path(folder) / SPEC, Path(folder) / WEIGHTS
         try:
-            spec = json.loads(spec_path.read_text())
-        except json.JSONDecodeError as exc:
+            spec = json.loads(spec_bytes)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PolicyFileError(f"{spec_path}: not JSON ({exc})") from None
-        if spec.get("format") != FORMAT:
-            raise PolicyFileError(f"{spec_path}: format {spec.get('format')!r}, expected {FORMAT!r}")
-        expected, actual = spec.get("sha256", {}).get(WEIGHTS), sha256_file(weights_path)
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise PolicyFileError(f"{spec_path}: format {spec.get('format') if isinstance(spec, dict) else spec!r}, "
+                                  f"expected {FORMAT!r}")
+        expected, actual = spec.get("sha256", {}).get(WEIGHTS), hashlib.sha256(weights_bytes).hexdigest()
         if expected != actual:
             raise PolicyFileError(f"{weights_path}: SHA-256 {actual} does not match {expected} recorded in "
                                   f"{spec_path}; refusing to load (re-export or restore the file)")
-        with np.load(weights_path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(weights_bytes), allow_pickle=False) as data:
             weights = [(data[f"W{i}"], data[f"b{i}"]) for i in range(len(spec["layers"]))]
         return cls(spec, weights, str(folder))
 

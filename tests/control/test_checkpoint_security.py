@@ -426,3 +426,33 @@ def test_cli_train_prints_the_digest_export_needs(honest, monkeypatch, capsys):
     monkeypatch.setattr(cli_train, "_training", lambda: types.SimpleNamespace(train=lambda config: folder))
     assert main(["train", "--agent", "ppo"]) == 0
     assert f"sha256: {trained} (keep it: `festgym export {folder} --sha256 {trained}`" in capsys.readouterr().out
+
+
+def test_a_deployed_controller_runs_the_export_it_hashed(tmp_path, monkeypatch):
+    """An export swapped on disk (a consistent pair: weights doubled, policy.json's hash of them
+    updated) right after the card's hashes were checked is not what runs."""
+    from festgym.control import checkpoint
+
+    folder = copy_shipped(tmp_path / "ckpt")
+    pin = digest_of(folder)
+    export = folder / EXPORTED
+    honest = np.load(export / WEIGHTS)
+    honest_arrays = {k: honest[k].copy() for k in honest.files}
+    checked = checkpoint._verified_bytes
+    seen = []
+
+    def check_then_swap(folder_, name, expected, refusing):
+        data = checked(folder_, name, expected, refusing)
+        seen.append(name)
+        if set(checkpoint.SEALED) <= set(seen) and not (export / "swapped").exists():
+            np.savez(export / WEIGHTS, **{k: v * 2 for k, v in honest_arrays.items()})
+            spec = json.loads((export / SPEC).read_text())
+            spec["sha256"][WEIGHTS] = sha256_file(export / WEIGHTS)
+            (export / SPEC).write_text(json.dumps(spec))
+            (export / "swapped").write_text("")
+        return data
+
+    monkeypatch.setattr(checkpoint, "_verified_bytes", check_then_swap)
+    controller = LocalController(folder, expect_sha256=pin)
+    assert (export / "swapped").exists()
+    np.testing.assert_array_equal(controller.net.layers[0][0], honest_arrays["W0"])
