@@ -529,6 +529,9 @@ guard against a rate or duration typed in the wrong unit."""
 MIN_CV, MAX_CV = 0.01, 100.0
 """Arrival burstiness the Gamma renewal process represents (0.01: nearly periodic; public traces
 lie within 0.5-10)."""
+MAX_ZIPF_S = 50.0
+"""Steepest popularity skew: at 50 the second model already gets 1e-15 of the first's traffic (and
+k ** s stays within float range for any number of models)."""
 MAX_SHIFTS = 1_000_000
 """Most popularity periods one run may hold (one random-walk row each)."""
 DIURNAL_GRID_MAX = 2_000_001
@@ -567,7 +570,7 @@ class SyntheticWorkload:
                             "duration_s": self.duration_s > 0 and self.rate_rps * self.duration_s <= MAX_REQUESTS,
                             "arrival_cv": MIN_CV <= self.arrival_cv <= MAX_CV,
                             "diurnal_amplitude": 0 <= self.diurnal_amplitude < 1,
-                            "diurnal_period_s": self.diurnal_period_s > 0, "zipf_s": self.zipf_s >= 0,
+                            "diurnal_period_s": self.diurnal_period_s > 0, "zipf_s": 0 <= self.zipf_s <= MAX_ZIPF_S,
                             "shift_period_s": self.shift_period_s > 0 and self._shifts() <= MAX_SHIFTS,
                             # the popularity walk's spread stays far inside exp()'s float range
                             "shift_sigma": 0 <= self.shift_sigma * np.sqrt(self._shifts()) <= 100,
@@ -575,7 +578,8 @@ class SyntheticWorkload:
                      {"rate_rps": "> 0 req/s",
                       "duration_s": f"> 0 s, with rate_rps × duration_s ≤ {MAX_REQUESTS:,} requests (one run's memory)",
                       "arrival_cv": f"in [{MIN_CV}, {MAX_CV}]",
-                      "diurnal_amplitude": "in [0, 1)", "diurnal_period_s": "> 0 s", "zipf_s": "≥ 0",
+                      "diurnal_amplitude": "in [0, 1)", "diurnal_period_s": "> 0 s",
+                      "zipf_s": f"in [0, {MAX_ZIPF_S:g}]",
                       "shift_sigma": "≥ 0, with shift_sigma × √(duration_s / shift_period_s) ≤ 100",
                       "shift_period_s": f"> 0 s, with at most {MAX_SHIFTS:,} shifts per run",
                       "models": "at least one model"})

@@ -36,6 +36,7 @@ VALUES = st.sampled_from([
 ])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow is a number gone wrong, not an answer
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pairs=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=2))
 def test_compare_runs_or_says_festgym_error(pairs, tmp_path, capsys):
@@ -49,6 +50,7 @@ def test_compare_runs_or_says_festgym_error(pairs, tmp_path, capsys):
         assert err.startswith("festgym: error: ") and "Traceback" not in err
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @settings(max_examples=25, deadline=None)
 @given(pairs=st.lists(st.tuples(st.sampled_from(ENV_KEYS + KEYS[:9]), VALUES), min_size=1, max_size=2))
 def test_an_environment_works_or_raises_a_festgym_error(pairs):
