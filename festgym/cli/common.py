@@ -73,7 +73,8 @@ class ScenarioChoice:
         from festgym.scenario import load_scenario, parse_overrides, scale_load
 
         scenario = load_scenario(self.scenario)
-        scenario = load_scenario(scenario, **parse_overrides(self.set, scenario.raw))
+        if self.set:  # keys are matched against the scenario's own (dotted model names)
+            scenario = load_scenario(scenario, **parse_overrides(self.set, scenario.raw))
         if self.load is not None:
             scenario = scale_load(scenario, self.load)
         changes = list(self.set) + ([f"load x{self.load:g}"] if self.load is not None else [])

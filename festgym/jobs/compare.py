@@ -396,14 +396,14 @@ def compare(scenario: str | Path | Scenario = "default", config: CompareConfig |
     job_list = [Job(label, policy, tuple(sorted(params.items())), spec, seed, duration_s, seed == seeds[0])
                 for label, policy, params in planned for seed in seeds]
     results = _execute(job_list, min(config.jobs or default_jobs(), len(job_list)), progress)
-    result = _tabulate(parsed, seeds, duration_s, labels, planned, results, notes)
+    result = _tabulate(parsed, seeds, labels, planned, results, notes)
     result.out = Path(config.out) if config.out is not None else default_out()
     result.files = write_outputs(result, result.out)
     result.wall_s = time.perf_counter() - started
     return result
 
 
-def _tabulate(scenario: Scenario, seeds: tuple[int, ...], duration_s: float | None, labels: list[str],
+def _tabulate(scenario: Scenario, seeds: tuple[int, ...], labels: list[str],
               planned: list[tuple[str, str, dict]], results: list[JobResult], notes: list[str]) -> CompareResult:
     """Tables and plot series from the job results (already in job order)."""
     runs = pd.DataFrame([{"policy": r.label, "seed": r.seed, **{k: v for k, v in r.summary.items() if k != "policy"}}

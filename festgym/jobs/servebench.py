@@ -112,9 +112,10 @@ def run_bench(cfg: BenchConfig, profiles_root=None) -> dict[str, Any]:
     tokens = float((runs.n * runs.batch).sum())
     span = float((runs.t0 + runs.g0 * runs.n + runs.dg * runs.n * (runs.n - 1) / 2).max() - runs.t0.min())
     line = result.timeline[(result.timeline.t_s > start) & (result.timeline.t_s <= end)]
-    # A window within one control interval holds no timeline row: the run's mean power stands in.
+    # Weighted (a run's last interval may be shorter); a window within one control interval holds no
+    # timeline row, and the run's mean power stands in.
     power = float((line.power_w * line.interval_s).sum() / line.interval_s.sum()) if len(line) \
-        else float(result.summary["mean_power_w"])  # weighted: a run's last interval may be shorter
+        else float(result.summary["mean_power_w"])
     batch = float((runs.batch * runs.n).sum() / runs.n.sum())
     return {"gpu": cfg.gpu, "model": cfg.model, "max_num_seqs": cfg.max_num_seqs,
             "clock_mhz": cfg.clock_mhz or profile.gpu.default_sm_clock_mhz, "requests": n,

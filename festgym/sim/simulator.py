@@ -144,9 +144,7 @@ class Simulator:
     def result(self) -> Result:
         """Integrate energy up to now and build the :class:`Result` (the run covers 0..now)."""
         self.end = self.now
-        self._close_interval(self.now)  # the last, possibly shorter, interval
-        for gpu in self.gpus:
-            gpu.update(self.now)
+        self._close_interval(self.now)  # the last, possibly shorter, interval (it updates every GPU)
         return Result.build(self, self.trace, getattr(self.policy, "name", type(self.policy).__name__), self._wall)
 
     # --- set-up --------------------------------------------------------------------------------
@@ -358,13 +356,14 @@ class Simulator:
     # --- policy calls -------------------------------------------------------------------------
 
     def _close_interval(self, now: float) -> None:
-        """Book each GPU's power over the control interval ending at ``now`` in the timeline."""
+        """Bring every GPU up to ``now`` and book its power over the control interval ending then."""
+        for gpu in self.gpus:
+            gpu.update(now)
         length = now - self._tick_s
         if length <= 0:
             return
         line = self.timeline
         for gpu in self.gpus:
-            gpu.update(now)
             total = gpu.energy_total_j
             line["t_s"].append(now)
             line["interval_s"].append(length)
@@ -378,9 +377,8 @@ class Simulator:
 
     def _tick(self, _arg: object, now: float) -> None:
         interval = self.config.control_interval_s
-        self._close_interval(now)
+        self._close_interval(now)  # updates every GPU to now
         for gpu in self.gpus:
-            gpu.update(now)
             if not gpu.parked:
                 control = self.policy.control(gpu.view, now)
                 if control is not None:
