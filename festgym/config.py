@@ -143,7 +143,7 @@ def read_mapping(path: str | Path) -> dict:
     if not path.is_file():
         raise SpecError(path, "<file>", "no such file")
     try:
-        with path.open() as fh:
+        with path.open(encoding="utf-8") as fh:
             data = json.load(fh) if path.suffix == ".json" else yaml.safe_load(fh)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(path, "<file>", f"cannot parse: {exc}") from None

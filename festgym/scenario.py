@@ -8,7 +8,9 @@ is replaced, not merged); an unknown section or setting is an error naming it.
 
 Sections (each documented in the shipped YAMLs):
 
-* ``cluster``: ``gpus``, GPU type → count (or a list of types, one per GPU).
+* ``cluster``: ``gpus``, GPU type → count (or a list of types, one per GPU); ``node``, the node
+  spec's name (``dgx-h100``, the default) or ``{spec: name, <field>: value}`` to change some of its
+  figures (:class:`~festgym.profiles.specs.NodeSpec`).
 * ``models``: model name → ``{slo: ..., engine: ...}`` (:class:`~festgym.sim.serving.ModelServing`).
   Their order is their popularity rank in synthetic workloads.
 * ``workload``: :class:`~festgym.sim.workload.SyntheticWorkload` parameters, or a trace to replay
@@ -18,6 +20,9 @@ Sections (each documented in the shipped YAMLs):
 * ``reward``: :class:`~festgym.scenario.RewardConfig`.
 * ``local``: :class:`LocalSpec`, the part of the cluster ``LocalGPU-v0`` simulates.
 * ``env``: :class:`EnvSpec`, episode length and action quantisation.
+* ``physics``: GPU type → ``{latency|power|states: {constant: value}}``, overrides of the GPU
+  specs' constants for this scenario (what ``festgym sensitivity`` varies;
+  :func:`festgym.profiles.generate.with_physics`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 from festgym.config import build_dataclass, check_ranges, read_mapping, require, require_positive
 from festgym.control.checkpoint import ControllerInterface
 from festgym.errors import SpecError
+from festgym.profiles.specs import NodeSpec
 from festgym.resources import SCENARIOS
 from festgym.sim.config import SimConfig
 from festgym.sim.serving import ModelServing
@@ -49,7 +55,8 @@ from festgym.sim.workload import (
 
 REPLACED = ("cluster.gpus",)
 """Overrides that replace the file's value instead of merging into it (a cluster is not additive)."""
-SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env")
+SECTIONS = ("name", "description", "cluster", "models", "workload", "sim", "policy", "reward", "local", "env",
+            "physics")
 
 
 _ANNOUNCED: set[str] = set()
@@ -232,15 +239,21 @@ class Scenario:
     env: EnvSpec
     trace_spec: TraceSpec | None = None
     """A trace replayed instead of the synthetic workload (``workload.trace``)."""
+    node: NodeSpec | None = None
+    """The cluster's node spec (None: ``dgx-h100``)."""
+    physics: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the GPU specs' constants (the ``physics`` section)."""
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def simulator(self, local: bool = False, profiles_root=None) -> Simulator:
         """The full cluster, or with ``local`` the :class:`LocalSpec` sub-cluster."""
+        node = self.node or "dgx-h100"
         if local:
             models = {m: self.models[m] for m in self.models if m in self.local.served}
-            return Simulator(list(self.local.gpus), models, self.sim, profiles_root)
-        return Simulator(list(self.gpus), dict(self.models), self.sim, profiles_root)
+            physics = {t: v for t, v in self.physics.items() if t in self.local.gpus}
+            return Simulator(list(self.local.gpus), models, self.sim, profiles_root, node, physics)
+        return Simulator(list(self.gpus), dict(self.models), self.sim, profiles_root, node, self.physics)
 
     def trace(self, seed: int | np.random.Generator, duration_s: float | None = None, local: bool = False,
               models: Sequence[str] | None = None, rate_rps: float | None = None) -> Trace:
@@ -395,9 +408,16 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
         if not isinstance(data.get(key), Mapping) or not data[key]:
             raise SpecError(source, key, "missing or empty")
     gpus = _gpus(data["cluster"].get("gpus"), source)
-    extra = sorted(set(data["cluster"]) - {"gpus"})
+    extra = sorted(set(data["cluster"]) - {"gpus", "node"})
     if extra:
-        raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus")
+        raise SpecError(source, f"cluster.{extra[0]}", "unknown setting; expected gpus, node")
+    physics = data.get("physics") or {}
+    if not isinstance(physics, Mapping) or any(not isinstance(v, Mapping) for v in physics.values()):
+        raise SpecError(source, "physics", "expected GPU type → {latency|power|states: {constant: value}}")
+    unknown_types = sorted(set(physics) - set(gpus))
+    if unknown_types:
+        raise SpecError(source, f"physics.{unknown_types[0]}",
+                        f"not a GPU type of the cluster ({', '.join(dict.fromkeys(gpus))})")
     models = {str(name): ModelServing.from_dict(cfg, f"{source}: models.{name}")
               for name, cfg in data["models"].items()}
     workload, trace_spec = _workload(data.get("workload"), tuple(models), source)
@@ -431,7 +451,27 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<dict>") -> Scenario:
         sim=build_dataclass(SimConfig, data.get("sim"), f"{source}: sim"),
         policy=str(policy.pop("name", "festina")), policy_params=dict(policy.pop("params", None) or {}),
         reward=build_dataclass(RewardConfig, data.get("reward"), f"{source}: reward"),
-        local=local, env=build_dataclass(EnvSpec, env, f"{source}: env"), source=source, raw=dict(data))
+        local=local, env=build_dataclass(EnvSpec, env, f"{source}: env"),
+        node=_node(data["cluster"].get("node"), source),
+        physics={str(k): dict(v) for k, v in physics.items()}, source=source, raw=dict(data))
+
+
+def _node(spec: Any, source: str) -> NodeSpec | None:
+    """``cluster.node``: a node spec's name, or ``{spec: name, <field>: value}``."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return NodeSpec.load(spec)
+    if not isinstance(spec, Mapping):
+        raise SpecError(source, "cluster.node",
+                        f"expected a node spec's name or {{spec: name, <field>: value}}, got {spec!r}")
+    changes = {k: v for k, v in spec.items() if k != "spec"}
+    base = NodeSpec.load(str(spec.get("spec", "dgx-h100")))
+    unknown = sorted(set(changes) - set(NodeSpec.FIELDS))
+    if unknown:
+        raise SpecError(source, f"cluster.node.{unknown[0]}",
+                        f"unknown node setting; expected spec, {', '.join(NodeSpec.FIELDS)}")
+    return base.replace(**changes) if changes else base
 
 
 def _gpus(spec: Any, source: str) -> tuple[str, ...]:

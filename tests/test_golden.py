@@ -1,10 +1,11 @@
-"""Results are bit-identical to those recorded before the package was reorganised (commit 27284c8).
+"""Results are bit-identical to those recorded in ``tests/golden/`` (each file's ``about`` says when).
 
 ``festgym compare --seeds 0`` (every shipped policy and the Festina ablation on the default scenario,
 one simulated hour) must give the same energy, SLO and latency figures to the last bit, and seeded
 rollouts of the three environments the same observations, rewards and ``info`` terms. A change that
-moves any of them is a change of results, not of layout: it must say so and re-record these files
-(``tests/golden/``), never pass silently.
+moves any of them is a change of results, not of layout: it must say so and re-record these files,
+never pass silently. Re-record with ``python tests/test_golden.py --record "why and when"``, adding
+``compare`` or ``rollouts`` to re-record one file only (the tests themselves only ever compare).
 """
 
 from __future__ import annotations
@@ -66,3 +67,47 @@ def test_environment_rollouts_are_bit_identical(recorded):
     got = rollout(recorded["env"], recorded["seed"], recorded["steps"], recorded["overrides"])
     want = {k: recorded[k] for k in got}
     assert got == want
+
+
+def record(about: str, which: tuple[str, ...] = ("compare", "rollouts")) -> None:
+    """Re-record the golden files named in ``which`` from this checkout, keeping their argv and
+    rollout settings."""
+    if "compare" in which:
+        record_compare(about)
+    if "rollouts" in which:
+        record_rollouts(about)
+
+
+def record_compare(about: str) -> None:
+    import contextlib
+    import io
+    import tempfile
+
+    compare_file = GOLDEN / "compare_seed0.json"
+    golden = json.loads(compare_file.read_text())
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(out):
+        assert main([*golden["argv"], "--json", "--out", tmp]) == 0
+    runs = [{k: v for k, v in row.items() if k not in WALL} for row in json.loads(out.getvalue())["runs"]]
+    argv = " ".join(golden["argv"])
+    compare_file.write_text(json.dumps({"about": f"festgym {argv} (default scenario, every shipped policy and the "
+                                        f"ablation), {about}; wall-clock columns left out.",
+                                        "argv": golden["argv"], "runs": runs}, indent=1) + "\n")
+
+
+def record_rollouts(about: str) -> None:
+    rollouts_file = GOLDEN / "rollouts.json"
+    old = json.loads(rollouts_file.read_text())["rollouts"]
+    rollouts = [{"env": r["env"], "seed": r["seed"], "overrides": r["overrides"],
+                 **rollout(r["env"], r["seed"], r["steps"], r["overrides"])} for r in old]
+    rollouts_file.write_text(json.dumps({"about": "Seeded rollouts (actions from default_rng(seed + 1000), every 7th "
+                                         f"step None), {about}: hashes of every observation, reward and info entry.",
+                                         "rollouts": rollouts}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "--record" or not set(sys.argv[3:]) <= {"compare", "rollouts"}:
+        sys.exit('usage: python tests/test_golden.py --record "recorded at ..., because ..." [compare|rollouts]')
+    record(sys.argv[2], tuple(sys.argv[3:]) or ("compare", "rollouts"))

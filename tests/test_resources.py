@@ -30,9 +30,9 @@ def test_every_kind_ships_inside_the_package():
 
 
 def test_shipped_names_resolve():
-    assert {"default", "diurnal-low", "mixed-a100-h100"} <= set(list_scenarios())
+    assert {"default", "saturated", "serverless-multinode", "diurnal-low", "mixed-a100-h100"} <= set(list_scenarios())
     assert {"ppo-local", "sac-local"} <= set(find_checkpoints())
-    assert rule_params("festina")["ttft_margin"] == 0.65
+    assert rule_params("festina")["ttft_margin"] == 0.55
     assert AGENTS.find("ppo.yaml") is not None and POLICY_PARAMS.find("ppo.yaml") is None  # two schemas, two folders
     assert GpuSpec.load("H100-SXM-80GB").name == "H100-SXM-80GB"
     assert ModelSpec.load("Qwen3-8B").name == "Qwen3-8B"

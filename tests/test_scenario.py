@@ -40,7 +40,7 @@ def same_trace(a, b) -> bool:
 # --- shipped scenarios -----------------------------------------------------------------------------
 
 def test_shipped_scenarios_are_listed():
-    assert {"default", "diurnal-low", "mixed-a100-h100"} <= set(SHIPPED)
+    assert {"default", "saturated", "serverless-multinode", "diurnal-low", "mixed-a100-h100"} <= set(SHIPPED)
     assert sorted(p.stem for p in SCENARIOS.shipped.glob("*.yaml")) == SHIPPED
 
 
@@ -78,24 +78,55 @@ def test_shipped_scenario_trace_is_seeded(name):
 
 
 def test_default_scenario_values():
+    """The default is serverless serving: one 8-GPU node, 17 models on a long tail at ~5 req/s."""
     sc = load_scenario()
     assert sc.name == "default" and sc.gpus == (H100,) * 8
-    assert list(sc.models) == ["Llama-3.1-8B", "Qwen3-8B", "Llama-3.2-3B", "Qwen3-14B"]
+    assert len(sc.models) == 17 and list(sc.models)[:4] == ["Llama-3.1-8B", "Qwen3-8B", "Qwen2.5-7B", "Mistral-7B-v0.3"]
+    assert sc.workload.rate_rps == 5 and sc.workload.zipf_s == 1.1
+    assert sc.node is not None and sc.node.name == "dgx-h100" and sc.node.gpus_per_node == 8
+    assert (sc.sim.share_mechanism, sc.sim.weights_from, sc.sim.init_s, sc.sim.node_off_after_s) == \
+        ("green-contexts", "dram", 14.0, 600.0)
     assert sc.local.models == ("Llama-3.1-8B", "Llama-3.2-3B") and sc.local.rate_rps == 4.0
     assert sc.policy == "festina" and sc.reward.mode == "smooth"
     assert load_scenario(SCENARIOS.shipped / "default.yaml").gpus == sc.gpus  # by path too
     assert load_scenario(sc) is sc
 
 
+def test_saturated_and_multinode_scenarios():
+    """``saturated`` is the earlier default (4 models, ~20 req/s); ``serverless-multinode`` spans 4 nodes."""
+    sat = load_scenario("saturated")
+    assert sat.gpus == (H100,) * 8 and list(sat.models) == ["Llama-3.1-8B", "Qwen3-8B", "Llama-3.2-3B", "Qwen3-14B"]
+    assert sat.workload.rate_rps == 20 and sat.local == load_scenario("default").local
+    multi = load_scenario("serverless-multinode")
+    assert multi.gpus == (H100,) * 32 and multi.simulator().node_spec.gpus_per_node == 8  # 4 nodes
+    assert set(multi.models) == set(load_scenario("default").models)
+
+
+def test_cluster_node_by_name_or_with_changed_figures():
+    assert load_scenario(small()).node is None  # the simulator's default, dgx-h100
+    named = load_scenario(small(cluster={"gpus": {H100: 2}, "node": "dgx-a100"})).node
+    assert named is not None and named.name == "dgx-a100"
+    sc = load_scenario(small(cluster={"gpus": {H100: 4}, "node": {"spec": "dgx-h100", "gpus_per_node": 2,
+                                                                   "boot_s": 60}}))
+    assert sc.node is not None and (sc.node.name, sc.node.gpus_per_node, sc.node.boot_s) == ("dgx-h100", 2, 60.0)
+    sim = sc.simulator()
+    sim.start(sc.trace(0, 1.0), background_policy(sc))
+    assert [[g.index for g in n.gpus] for n in sim.nodes] == [[0, 1], [2, 3]]
+    with pytest.raises(SpecError, match="'cluster.node.fans'"):
+        load_scenario(small(cluster={"gpus": {H100: 2}, "node": {"fans": 3}}))
+    with pytest.raises(SpecError, match="'cluster.node'"):
+        load_scenario(small(cluster={"gpus": {H100: 2}, "node": 3}))
+
+
 # --- overrides ---------------------------------------------------------------------------------------
 
 def test_override_changes_only_that_field():
     base = load_scenario("default")
-    sc = load_scenario("default", workload={"rate_rps": 5})
-    assert sc.workload == dataclasses.replace(base.workload, rate_rps=5)
-    for f in ("gpus", "models", "sim", "policy", "policy_params", "reward", "local", "env", "name"):
+    sc = load_scenario("default", workload={"rate_rps": 9})
+    assert sc.workload == dataclasses.replace(base.workload, rate_rps=9)
+    for f in ("gpus", "models", "sim", "policy", "policy_params", "reward", "local", "env", "name", "node", "physics"):
         assert getattr(sc, f) == getattr(base, f), f
-    assert load_scenario("default").workload.rate_rps == 20  # the file is untouched
+    assert load_scenario("default").workload.rate_rps == 5  # the file is untouched
 
 
 def test_overrides_merge_into_nested_sections():

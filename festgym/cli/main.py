@@ -15,11 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from festgym import __version__
-from festgym.cli import deploy, profiles, runs, train
+from festgym.cli import deploy, profiles, runs, sensitivity, train
 from festgym.cli.common import Command
 from festgym.errors import FestgymError
 
-COMMANDS: dict[str, Command] = {**profiles.COMMANDS, **runs.COMMANDS, **train.COMMANDS, **deploy.COMMANDS}
+COMMANDS: dict[str, Command] = {**profiles.COMMANDS, **runs.COMMANDS, **sensitivity.COMMANDS, **train.COMMANDS,
+                               **deploy.COMMANDS}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

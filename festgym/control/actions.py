@@ -39,14 +39,16 @@ class Migrate:
 
 @dataclass(frozen=True)
 class Park:
-    """Park the GPU as soon as it holds no instances (now, if empty)."""
+    """Release the GPU as soon as it holds no instances (now, if empty): it draws its empty floor,
+    and once every GPU of its node is released and empty long enough the node powers off
+    (``SimConfig.node_off_after_s``). There is no per-GPU sleep state below the empty floor."""
 
     gpu: int
 
 
 @dataclass(frozen=True)
 class Wake:
-    """Wake a parked GPU (it is awake after ``GpuSpec.wake_s``)."""
+    """Claim a released GPU back (at once if its node is on; after ``NodeSpec.boot_s`` if it is off)."""
 
     gpu: int
 

@@ -22,7 +22,8 @@ recency        exp(−(time since the last request routed here) / 10 s)         
 =============  ==============================================================  =========
 
 Per GPU (``GPU_FEATURES``): power / TDP, clock position in the control range, free memory
-fraction, and a one-hot of the state (busy, loading, idle, waking, parked).
+fraction, and a one-hot of the state as ``OBSERVED_STATES`` reads it (busy, loading, idle, waking,
+parked: the simulator's asleep and empty read as idle, a booting node as waking, a node off as parked).
 
 Time (``TIME_FEATURES``): (1 + sin)/2 and (1 + cos)/2 of the phase of the workload's diurnal period.
 """
@@ -31,10 +32,10 @@ from __future__ import annotations
 
 import math
 
-from festgym.control.states import STATES
+from festgym.control.states import OBSERVED, OBSERVED_STATES
 
 SLOT_FEATURES = ("resident", "ready", "share", "queue", "batch", "prefill_mix", "kv_used", "ttft", "tbt", "recency")
-GPU_FEATURES = ("power", "clock", "mem_free") + tuple(f"state_{s}" for s in STATES)
+GPU_FEATURES = ("power", "clock", "mem_free") + tuple(f"state_{s}" for s in OBSERVED_STATES)
 TIME_FEATURES = ("day_sin", "day_cos")
 QUEUE_REF = 16.0
 RECENCY_S = 10.0
@@ -67,8 +68,8 @@ def slot_vector(ready: bool, share: float, waiting: int, batch_frac: float, prom
 def gpu_vector(power_w: float, tdp_w: float, clock_mhz: float, clock_lo: float, clock_hi: float,
                mem_free_frac: float, state: int) -> list[float]:
     """The GPU part of an observation from plain figures (``state``: an index into ``STATES``)."""
-    onehot = [0.0] * len(STATES)
-    onehot[state] = 1.0
+    onehot = [0.0] * len(OBSERVED_STATES)
+    onehot[OBSERVED[state]] = 1.0
     return [min(power_w / tdp_w, 1.0), min(max((clock_mhz - clock_lo) / (clock_hi - clock_lo), 0.0), 1.0),
             min(max(mem_free_frac, 0.0), 1.0)] + onehot
 

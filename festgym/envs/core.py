@@ -16,6 +16,7 @@ from festgym.envs.reward import EnergySLOReward, Meter
 from festgym.policies.registry import background_policy
 from festgym.scenario import Scenario, load_scenario
 from festgym.sim.gpu import SimGpu
+from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.observation import time_features
 from festgym.sim.policy import BasePolicy, Policy
 from festgym.sim.views import ClusterView, GpuView, Request
@@ -41,6 +42,7 @@ class AgentPolicy(BasePolicy):
         self.controlled = frozenset(controlled)
         self.only_gpu = controlled[0] if n_gpus == 1 and len(controlled) == 1 else None
         self.name = f"agent+{getattr(background, 'name', 'policy')}"
+        self.mechanisms = getattr(background, "mechanisms", Mechanisms())  # its engines live as the background's
         self.active = False
         self.defer = False  # this step, the background policy decides for the agent too
         self.pending: dict[int, Callable[[], GpuControl]] = {}

@@ -60,12 +60,15 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)
 """Student t 0.975 quantiles for 1..29 degrees of freedom: scipy is not a run-time dependency."""
 
-TABLE_COLUMNS = ("policy", "seeds", "energy_kwh", "energy_kwh_ci95", "j_per_token", "ttft_p50_ms", "ttft_p90_ms",
+TABLE_COLUMNS = ("policy", "seeds", "energy_kwh", "energy_kwh_ci95", "gpu_kwh", "j_per_token", "ttft_p50_ms",
+                 "ttft_p90_ms",
                  "tbt_p50_ms", "tbt_p90_ms", "ttft_slo_pct", "tbt_slo_pct", "slo_pct", "slo_pct_ci95",
                  "savings_pct", "slo_diff_pp")
 """Columns of the summary and ablation tables. ``*_ci95``: half-width of the 95% interval of the
-mean over seeds (NaN with one seed); ``savings_pct`` and ``slo_diff_pp`` are against max-clock."""
-MEANS = {"energy_kwh": ("energy_kwh", 1.0), "j_per_token": ("energy_j_per_token", 1.0),
+mean over seeds (NaN with one seed); ``savings_pct`` and ``slo_diff_pp`` are against max-clock.
+``energy_kwh`` is wall-plug (GPUs and hosts), ``gpu_kwh`` the GPUs' alone."""
+MEANS = {"energy_kwh": ("energy_kwh", 1.0), "gpu_kwh": ("gpu_energy_kwh", 1.0),
+         "j_per_token": ("energy_j_per_token", 1.0),
          "ttft_p50_ms": ("ttft_p50_ms", 1.0), "ttft_p90_ms": ("ttft_p90_ms", 1.0),
          "tbt_p50_ms": ("tbt_p50_ms", 1.0), "tbt_p90_ms": ("tbt_p90_ms", 1.0),
          "ttft_slo_pct": ("ttft_attainment", 100.0), "tbt_slo_pct": ("tbt_attainment", 100.0),
@@ -123,11 +126,11 @@ def run_job(job: Job) -> JobResult:
     return out
 
 
-def _execute(jobs: Sequence[Job], workers: int, progress: bool) -> list[JobResult]:
-    """Run ``jobs`` (in-process with one worker) behind a progress bar; results in job order."""
+def execute_jobs(jobs: Sequence[Job], workers: int, progress: bool, desc: str = "compare") -> list[JobResult]:
+    """Run ``jobs`` (in-process with one worker) behind a progress bar named ``desc``; results in job order."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), desc="compare", unit="run", file=sys.stderr, disable=None if progress else True)
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", file=sys.stderr, disable=None if progress else True)
     with bar:
         if workers <= 1:
             results = []
@@ -190,9 +193,29 @@ def paired_difference(runs: pd.DataFrame, policy: str, against: str) -> dict[str
     mine, theirs = (runs[runs.policy == p].set_index("seed") for p in (policy, against))
     seeds = mine.index.intersection(theirs.index)
     energy = 100.0 * (mine.energy_kwh[seeds] / theirs.energy_kwh[seeds] - 1.0)
+    gpu = 100.0 * (mine.gpu_energy_kwh[seeds] / theirs.gpu_energy_kwh[seeds] - 1.0)
     slo = 100.0 * (mine.slo_attainment[seeds] - theirs.slo_attainment[seeds])
     return {"energy_pct": float(energy.mean()), "energy_pct_ci95": ci95(energy),
+            "gpu_energy_pct": float(gpu.mean()), "gpu_energy_pct_ci95": ci95(gpu),
             "slo_pp": float(slo.mean()), "slo_pp_ci95": ci95(slo), "seeds": len(seeds)}
+
+
+SAVINGS_COLUMNS = ("policy", "against", "seeds", "saving_pct", "saving_pct_ci95", "gpu_saving_pct",
+                   "gpu_saving_pct_ci95", "slo_diff_pp", "slo_diff_pp_ci95")
+"""Columns of the savings table: a policy's wall-plug and GPU-only energy saving (%) and joint SLO
+difference (pp) against another, paired per seed, with the half-widths of their 95% intervals."""
+
+
+def savings_against(runs: pd.DataFrame, policy: str, others: Sequence[str]) -> pd.DataFrame:
+    """``policy``'s saving against each of ``others`` (:data:`SAVINGS_COLUMNS`)."""
+    rows = []
+    for other in others:
+        d = paired_difference(runs, policy, other)
+        rows.append({"policy": policy, "against": other, "seeds": d["seeds"], "saving_pct": -d["energy_pct"],
+                     "saving_pct_ci95": d["energy_pct_ci95"], "gpu_saving_pct": -d["gpu_energy_pct"],
+                     "gpu_saving_pct_ci95": d["gpu_energy_pct_ci95"], "slo_diff_pp": d["slo_pp"],
+                     "slo_diff_pp_ci95": d["slo_pp_ci95"]})
+    return pd.DataFrame(rows, columns=list(SAVINGS_COLUMNS))
 
 
 def aggregate(runs: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
@@ -230,6 +253,8 @@ class CompareResult:
     """Cluster power (W) per control tick for the first seed: index tick time (s), a column per policy."""
     state_hours: pd.DataFrame
     """GPU-hours per state for the first seed: a row per policy, a column per state."""
+    savings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SAVINGS_COLUMNS)))
+    """Festina against every other policy of the summary, paired per seed (:func:`savings_against`)."""
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -242,12 +267,14 @@ class CompareResult:
         """A JSON-ready document (NaN becomes null)."""
         return {"scenario": self.scenario, "seeds": list(self.seeds), "duration_s": self.duration_s,
                 "out": str(self.out) if self.out else None, "wall_s": self.wall_s,
-                "summary": _records(self.summary), "ablation": _records(self.ablation), "runs": _records(self.runs),
+                "summary": frame_records(self.summary), "ablation": frame_records(self.ablation),
+                "runs": frame_records(self.runs),
+                "savings": frame_records(self.savings),
                 "files": {k: str(v) for k, v in self.files.items()}, "notes": list(self.notes),
                 "paired": {k: {n: _plain(x) for n, x in d.items()} for k, d in self.paired.items()}}
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
@@ -355,28 +382,34 @@ def default_jobs() -> int:
 
 
 @dataclass(frozen=True)
-class CompareConfig:
-    """What :func:`compare` runs, beside the scenario (``festgym compare`` takes one option per field)."""
+class SeededRuns:
+    """What every job of seeded runs takes beside its own settings (``compare``, ``sensitivity``)."""
 
-    policies: tuple[str, ...] | None = field(default=None, metadata={"metavar": "POLICY,..."})
-    """Rule policies, checkpoint names or checkpoint folders (default: Festina, the baselines and every shipped
-    checkpoint)."""
     seeds: tuple[int, ...] = field(default=(0,), metadata={"parse": parse_seeds, "metavar": "SEEDS"})
     """Seeds and ranges, e.g. 0,1,2 or 0-4 or 0-2,7."""
     duration_s: float | None = None
     """Simulated seconds (default: the scenario's workload duration)."""
-    ablation: bool = True
-    """Also run the Festina ablation: DVFS, then + SM partitioning, + placement."""
     jobs: int | None = None
     """Worker processes (default: min(2, CPU count); 1: in-process). Only the wall time depends on it."""
-    out: Path | None = None
-    """Output folder (default: results/<YYYYmmdd-HHMMSS>/)."""
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
         check_ranges(self, {"duration_s": self.duration_s is None or 0 < self.duration_s < math.inf,
                             "jobs": self.jobs is None or self.jobs >= 1},
                      {"duration_s": "a positive number of seconds", "jobs": "≥ 1"})
+
+
+@dataclass(frozen=True)
+class CompareConfig(SeededRuns):
+    """What :func:`compare` runs, beside the scenario (``festgym compare`` takes one option per field)."""
+
+    policies: tuple[str, ...] | None = field(default=None, metadata={"metavar": "POLICY,..."})
+    """Rule policies, checkpoint names or checkpoint folders (default: Festina, the baselines and every shipped
+    checkpoint)."""
+    ablation: bool = True
+    """Also run the Festina ablation: DVFS, then + SM partitioning, + placement."""
+    out: Path | None = None
+    """Output folder (default: results/<YYYYmmdd-HHMMSS>/)."""
 
 
 def compare(scenario: str | Path | Scenario = "default", config: CompareConfig | None = None, *,
@@ -395,7 +428,7 @@ def compare(scenario: str | Path | Scenario = "default", config: CompareConfig |
     labels, planned, notes = plan(names, config.ablation)
     job_list = [Job(label, policy, tuple(sorted(params.items())), spec, seed, duration_s, seed == seeds[0])
                 for label, policy, params in planned for seed in seeds]
-    results = _execute(job_list, min(config.jobs or default_jobs(), len(job_list)), progress)
+    results = execute_jobs(job_list, min(config.jobs or default_jobs(), len(job_list)), progress)
     result = _tabulate(parsed, seeds, labels, planned, results, notes)
     result.out = Path(config.out) if config.out is not None else default_out()
     result.files = write_outputs(result, result.out)
@@ -415,10 +448,12 @@ def _tabulate(scenario: Scenario, seeds: tuple[int, ...], labels: list[str],
     power = pd.DataFrame({r.label: pd.Series(p[:, 1], index=p[:, 0]) for r, p in series})
     power.index.name = "t_s"
     state_hours = pd.DataFrame({r.label: r.state_hours for r, _ in series}).T.reindex(columns=list(STATES))
+    savings = savings_against(runs, FULL, [x for x in labels if x != FULL]) if FULL in labels else None
     return CompareResult(scenario=scenario.name, seeds=seeds,
                          duration_s=max(r.trace_s for r in results),
                          summary=aggregate(runs, labels), ablation=aggregate(runs, ablation_labels), runs=runs,
-                         power=power, state_hours=state_hours, notes=notes)
+                         power=power, state_hours=state_hours, notes=notes,
+                         **({"savings": savings} if savings is not None else {}))
 
 
 # --- files and plots ---------------------------------------------------------------------------
@@ -431,6 +466,9 @@ def write_outputs(result: CompareResult, out: str | Path) -> dict[str, Path]:
     files = {"summary.csv": out / "summary.csv", "runs.csv": out / "runs.csv"}
     result.summary.to_csv(files["summary.csv"], index=False)
     result.runs.to_csv(files["runs.csv"], index=False)
+    if len(result.savings):
+        files["savings.csv"] = out / "savings.csv"
+        result.savings.to_csv(files["savings.csv"], index=False)
     if len(result.ablation):
         files["ablation.csv"] = out / "ablation.csv"
         result.ablation.to_csv(files["ablation.csv"], index=False)
@@ -515,9 +553,23 @@ def format_table(table: pd.DataFrame) -> str:
         if several:
             shown[column] = [f"{m:.{digits}f} ± {c:.{digits}f}" for m, c in zip(shown[column], shown[ci])]
     shown = shown.drop(columns=["energy_kwh_ci95", "slo_pct_ci95"] + ([] if several else ["seeds"]))
-    rounding = {"energy_kwh": 3, "j_per_token": 3, "slo_diff_pp": 2}
+    rounding = {"energy_kwh": 3, "gpu_kwh": 3, "j_per_token": 3, "slo_diff_pp": 2}
     return shown.round({c: rounding.get(c, 1) for c in shown.columns if shown[c].dtype.kind == "f"}).to_string(
         index=False, na_rep="nan")
+
+
+def _pm(value: float, ci: float) -> str:
+    return f"{value:.1f}%" if not math.isfinite(ci) else f"{value:.1f} ± {ci:.1f}%"
+
+
+def savings_lines(savings: pd.DataFrame) -> Iterator[str]:
+    """One line per row of a savings table: saving (± its 95% interval), GPU-only, SLO difference."""
+    width = max(len(str(x)) for x in savings.against)
+    for row in savings.itertuples():
+        ci = row.slo_diff_pp_ci95
+        slo = f"{row.slo_diff_pp:+.2f}" + (f" ± {ci:.2f}" if math.isfinite(ci) else "")
+        yield (f"  vs {row.against:<{width}}  saves {_pm(row.saving_pct, row.saving_pct_ci95)} "
+               f"[GPU {_pm(row.gpu_saving_pct, row.gpu_saving_pct_ci95)}], SLO {slo} pp")
 
 
 def report_lines(result: CompareResult) -> Iterator[str]:
@@ -527,6 +579,10 @@ def report_lines(result: CompareResult) -> Iterator[str]:
            f"{seeds}: {len(result.runs)} runs in {result.wall_s:.1f} s")
     yield ""
     yield format_table(result.summary)
+    if len(result.savings):
+        yield ""
+        yield f"{FULL} against each policy (paired per seed; wall-plug, and GPU-only in brackets):"
+        yield from savings_lines(result.savings)
     if len(result.ablation):
         yield ""
         yield "Festina ablation (parts added one at a time):"

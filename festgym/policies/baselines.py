@@ -1,21 +1,31 @@
 """The baselines Festina is compared with, each standing for a family of published systems.
 
-Every baseline keeps its GPUs awake (no parking, no migration); the simulator's keep-alive still
-unloads an instance that stays idle. They differ in placement and in what they control:
+Every baseline keeps its GPUs claimed (no parking, so no node is ever powered off, and no
+migration). They differ in placement, in what they control, and in how their engines live
+(:class:`~festgym.sim.lifecycle.Mechanisms`: loader, sleep, keep-alive):
 
-========= ============================================== ========== ========================= ========= ==============
-name      stands for                                     placement  clock                     SM shares other
-========= ============================================== ========== ========================= ========= ==============
-max-clock vLLM serving, one model per GPU                dedicated  default                   whole GPU
-mps-even  GPU sharing without energy control (MPS)       co-located default                   even
-dvfs-only DVFS-augmented serving (throttLL'eM, GreenLLM) dedicated  lowest that meets TBT     whole GPU
-miad-llf  FREESH                                         co-located MIAD on observed latency  even      LLF queues
-power-cap PALS                                           dedicated  highest under a power cap whole GPU TBT batch caps
-========= ============================================== ========== ========================= ========= ==============
+============== ==================================== ========= ========================= ========= ==============
+name           stands for                           placement clock                     SM shares other
+============== ==================================== ========= ========================= ========= ==============
+max-clock      vLLM serving, one model per GPU      dedicated default                   whole GPU
+serverless-llm ServerlessLLM-style scale-to-zero    dedicated default                   whole GPU
+mps-even       GPU sharing, no energy control (MPS) colocated default                   even
+dvfs-only      DVFS serving (throttLL'eM, GreenLLM) dedicated lowest that meets TBT     whole GPU
+miad-llf       FREESH                               colocated MIAD on observed latency  even      LLF queues
+power-cap      PALS                                 dedicated highest under a power cap whole GPU TBT batch caps
+============== ==================================== ========= ========================= ========= ==============
+
+Engines: ``max-clock`` keeps one per model always resident and reloads with safetensors;
+``serverless-llm`` loads with a fast loader and unloads an engine idle for 60 s; the others reload
+with safetensors and keep an idle engine for the scenario's keep-alive.
+
+*Always resident*: a model's last engine is never unloaded (a static vLLM deployment; extra
+replicas still expire). *Keep-alive*: the scenario's ``sim.keep_alive_s``. ``serverless-llm``'s 60 s
+keep-alive is an assumption (serverless GPU platforms keep an idle engine for seconds to minutes).
 
 *Dedicated*: a model's instances each get a GPU of their own. Requests go to the least-loaded
 instance, and a new instance starts on an empty GPU when every instance is over ``spawn_at`` of
-its batch limit (co-located on the emptiest GPU only when no GPU is empty). *Co-located*: the
+its batch limit (co-located on the emptiest GPU only when no GPU is empty). *Colocated*: the
 same routing, but a new instance goes beside others: on the least-loaded GPU that holds fewer
 than ``colocate_max`` models and can host it (else an empty GPU), so models share GPUs in pairs
 by default (MPS) with the SMs split evenly; the GPUs left empty stay awake.
@@ -53,6 +63,7 @@ from festgym.control.levels import quantize_share
 from festgym.policies.demand import CTX_GUESS, Demand
 from festgym.policies.least_loaded import load_score
 from festgym.policies.tables import ProfileTables, TableCache
+from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.policy import BasePolicy
 from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
 
@@ -94,6 +105,8 @@ class Baseline(BasePolicy):
 
     co_locate = False
     """Place new instances beside others (MPS sharing) instead of on a GPU of their own."""
+    mechanisms = Mechanisms()
+    """How its engines load, sleep and expire (default: vLLM reload, the scenario's keep-alive)."""
 
     def __init__(self, config: BaselineConfig | None = None, **params):
         self.config = config or build_dataclass(BaselineConfig, params, f"{self.name} parameters")
@@ -113,6 +126,8 @@ class Baseline(BasePolicy):
         self.demand.arrived(model, request.prompt_tokens)
         best, best_score = None, float("inf")
         for inst in cluster.instances_of(model):
+            if inst.phase == "asleep" and not cluster.can_host(inst.gpu, model):
+                continue  # its memory was taken while it slept
             score = load_score(inst)
             if score < best_score:
                 best, best_score = inst, score
@@ -177,9 +192,19 @@ class Baseline(BasePolicy):
 
 class MaxClock(Baseline):
     """vLLM-like serving: every model on GPUs of its own, default clock, whole GPU per model,
-    least-loaded routing across replicas, no SM partitioning, no parking."""
+    least-loaded routing across replicas, no SM partitioning, no parking; one engine per model
+    always resident (safetensors reload when one must start)."""
 
     name = "max-clock"
+    mechanisms = Mechanisms(loader="safetensors", always_resident=True)
+
+
+class ServerlessLlm(Baseline):
+    """ServerlessLLM-style serving: dedicated GPUs at the default clock, a fast multi-tier loader,
+    and scale-to-zero (an engine idle for 60 s is unloaded, its GPU back at the empty floor)."""
+
+    name = "serverless-llm"
+    mechanisms = Mechanisms(loader="fast", keep_alive_s=60.0)
 
 
 class MpsEven(Baseline):
@@ -275,6 +300,7 @@ class PowerCap(Baseline):
         return {i.model: i.engine_max_num_seqs for i in gpu.instances}
 
 
-BASELINES = {cls.name: cls for cls in (MaxClock, MpsEven, DvfsOnly, MiadLlf, PowerCap)}
+BASELINES = {cls.name: cls for cls in (MaxClock, ServerlessLlm, MpsEven, DvfsOnly, MiadLlf, PowerCap)}
 
-__all__ = ["BASELINES", "Baseline", "BaselineConfig", "DvfsOnly", "MaxClock", "MiadLlf", "MpsEven", "PowerCap"]
+__all__ = ["BASELINES", "Baseline", "BaselineConfig", "DvfsOnly", "MaxClock", "MiadLlf", "MpsEven", "PowerCap",
+           "ServerlessLlm"]

@@ -14,10 +14,18 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
   prompt token, in chunks of the engine's token budget, under ``(1 − ttft_margin)·TTFT``.
 * **Energy objective** (local control): dynamic energy of the work expected in the next control
   interval (the decode steps it would take at full speed, plus the pending prefill) at each
-  (share, clock); static power is the same for every setting of an awake GPU, so it is left out.
+  (share, clock); the power a GPU draws between iterations is left out (it differs between clocks
+  only through resident idle power, at most 36 W on an H100, and the lowest clock that passes is
+  what an idle GPU gets anyway).
   Per clock each model takes its least-energy feasible share; if those sum above 1 each takes its
   smallest feasible share; the clock with the least total energy wins. ``clock_hysteresis``:
   keep the current clock unless the best saves that fraction.
+* **Idle guard**: an idle engine whose model arrived on its GPU lately (moving-mean rate above
+  ``idle_guard_rps``) is planned as if a typical prompt (twice the model's mean) were arriving, so
+  its clock and share let that prompt meet its TTFT budget; an idle engine with nothing expected
+  gets the lowest control clock (its resident idle power falls with the clock) and a floor share.
+  Without the guard, a prompt arriving at a GPU that idles at the lowest clock waits up to a
+  control interval at it.
 * **Spare SMs**: models with no work get a floor weight (``IDLE_SHARE``), then every share is
   scaled up so that the GPU is fully assigned. Idle SMs would draw less power in the profiles
   (SM activity ∝ share), but a burst arriving between control intervals would then be stuck on
@@ -34,8 +42,17 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
 * **Consolidation**: a GPU whose summed need (each model's smallest feasible share at the top
   clock) stays under ``low_load`` for ``low_windows`` consecutive consolidation calls is emptied,
   one GPU per call, when every model on it can go to another awake GPU (unload where the model
-  is already resident, else migrate) whose need stays under ``absorb_limit``. Then it is parked.
-  Empty awake GPUs are parked at once.
+  is already resident or asleep, else migrate) whose need stays under ``absorb_limit``. Then it is
+  released (``Park``); empty GPUs are released at once. Releasing saves nothing by itself (an empty
+  GPU draws its floor); a node whose GPUs are all released long enough is powered off
+  (``sim.node_off_after_s``). New instances go to a released GPU of a node that is on before one
+  whose node must boot.
+* **Engines** (:attr:`Festina.mechanisms`): a serverless system's: a fast loader, vLLM sleep mode
+  (level 1) after ``sleep_after_s`` idle, the scenario's keep-alive. An idle GPU's clock is locked
+  at the lowest control clock, which lowers its resident idle power.
+* **MPS** (``sim.share_mechanism: mps``, where a share change restarts the engine): shares are
+  never changed by local control (a restart costs more than any partition saves); the clock is
+  the least-energy one that meets every SLO with the current shares, else the top clock.
 
 The ablation switches (``dvfs``, ``partition``, ``placement``, ``consolidation``) turn the parts
 off one by one: without DVFS the clock stays at the default; without partitioning shares are
@@ -58,6 +75,7 @@ from festgym.memo import remember
 from festgym.policies.demand import CTX_GUESS, Demand
 from festgym.policies.least_loaded import LeastLoaded, load_score
 from festgym.policies.tables import ProfileTables, TableCache
+from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.policy import BasePolicy
 from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
 
@@ -80,7 +98,7 @@ class FestinaConfig:
     """Migrate models off lightly loaded GPUs and park them (off: never)."""
     tbt_margin: float = 0.2
     """Headroom kept under the TBT SLO, as a fraction of it."""
-    ttft_margin: float = 0.65
+    ttft_margin: float = 0.55
     """Headroom kept under the TTFT SLO (queueing between control intervals eats into it)."""
     clock_hysteresis: float = 0.03
     """Relative energy gain needed to move the clock."""
@@ -99,6 +117,13 @@ class FestinaConfig:
     ones before go to its least-loaded instance): one burst does not wake a GPU."""
     spawn_at: float = 0.75
     """Least-loaded placement (``placement`` off): cold-start above this fraction of the batch limit."""
+    sleep_after_s: float = 30.0
+    """Idle time after which an engine sleeps (vLLM sleep level 1: memory freed, context kept)."""
+    keep_alive_s: float | None = None
+    """Idle time after which an engine is unloaded (None: the scenario's ``sim.keep_alive_s``)."""
+    idle_guard_rps: float = 0.003
+    """An idle engine whose model's recent arrival rate on its GPU exceeds this keeps a clock and
+    share at which a typical new prompt meets its TTFT budget (a huge value turns the guard off)."""
 
     def __post_init__(self):
         check_ranges(self, {"tbt_margin": 0 <= self.tbt_margin < 1, "ttft_margin": 0 <= self.ttft_margin < 1,
@@ -107,11 +132,14 @@ class FestinaConfig:
                             "n_clock_levels": self.n_clock_levels >= 2,
                             "low_load": 0 <= self.low_load <= 1, "low_windows": self.low_windows >= 1,
                             "absorb_limit": 0 < self.absorb_limit <= 1, "spawn_at": self.spawn_at > 0,
-                            "spawn_after": self.spawn_after >= 1},
+                            "spawn_after": self.spawn_after >= 1, "sleep_after_s": self.sleep_after_s >= 0,
+                            "keep_alive_s": self.keep_alive_s is None or self.keep_alive_s >= 0,
+                            "idle_guard_rps": self.idle_guard_rps >= 0},
                      {"tbt_margin": "in [0, 1)", "ttft_margin": "in [0, 1)", "clock_hysteresis": "≥ 0",
                       "n_share_levels": f"in 1..{int(1 / SHARE_STEP)}", "n_clock_levels": "≥ 2",
                       "low_load": "in [0, 1]", "low_windows": "≥ 1", "absorb_limit": "in (0, 1]", "spawn_at": "> 0",
-                      "spawn_after": "≥ 1"})
+                      "spawn_after": "≥ 1", "sleep_after_s": "≥ 0 s", "keep_alive_s": "≥ 0 s or None",
+                      "idle_guard_rps": "≥ 0 req/s"})
 
 
 
@@ -154,6 +182,8 @@ class Festina(BasePolicy):
 
     def __init__(self, config: FestinaConfig | None = None, name: str | None = None, **params):
         self.config = config or build_dataclass(FestinaConfig, params, "Festina parameters")
+        self.mechanisms = Mechanisms(loader="fast", sleep_level=1, sleep_after_s=self.config.sleep_after_s,
+                                     keep_alive_s=self.config.keep_alive_s)
         if name:
             self.name = name
         self._context: tuple | None = None
@@ -178,6 +208,7 @@ class Festina(BasePolicy):
         self._draining: set[int] = set()
         self.demand = Demand()
         self._unsafe: dict[str, int] = {}  # consecutive placements of a model that no instance passed
+        self._mps = cluster.share_mechanism == "mps"  # a share change restarts the engine
 
     def tables(self, gpu: GpuView, model: str) -> ProfileTables:
         """Lookup tables of ``model`` on ``gpu``'s type (built once, kept across resets)."""
@@ -238,13 +269,14 @@ class Festina(BasePolicy):
         costs are cached by situation (decisions stay constant-time as the paper requires)."""
         running = inst.running
         batch = min(running + inst.prefilling + inst.queue_len, inst.max_num_seqs)
-        if batch == 0:
-            return None
+        rate = self.demand.rate(inst.gpu, inst.model)
+        if batch == 0 and not rate > self.config.idle_guard_rps:
+            return None  # idle and nothing expected: the lowest clock, a floor share
         mean = self.demand.prompt(inst.model)
-        prompt = 2 * mean + self.demand.rate(inst.gpu, inst.model) * interval * mean
+        prompt = 2 * mean + rate * interval * mean
         chunk = inst.token_budget
         pending = inst.prefill_tokens
-        bi, ci = tab.decode_index(batch, inst.mean_ctx if running else CTX_GUESS)
+        bi, ci = tab.decode_index(max(batch, 1), inst.mean_ctx if running else CTX_GUESS)
         return (tab.profile.key, bi, ci, running > 0, tab.prefill_index(pending, chunk),
                 tab.prefill_index(pending + prompt, chunk), tab.prefill_index(prompt, chunk))
 
@@ -284,8 +316,10 @@ class Festina(BasePolicy):
                 busy.append((inst, summary))
                 situations.append(situation)
                 self._need[key] = (summary.need, now)
-        # The settings depend on nothing else (the current clock only through the hysteresis).
-        settings = (tuple(situations), tuple(i.model for i in idle), gpu.clock_mhz)
+        # The settings depend on nothing else (the current clock only through the hysteresis; the
+        # current shares under MPS, which keeps them when it can).
+        kept = tuple(i.share for i in instances) if self._mps else ()
+        settings = (tuple(situations), tuple(i.model for i in idle), gpu.clock_mhz, kept)
         plan = self._plans.get(settings)
         if plan is None:
             plan = remember(self._plans, settings, self._plan(gpu, busy, idle))
@@ -298,8 +332,13 @@ class Festina(BasePolicy):
         tab = self.tables(gpu, gpu.instances[0].model)
         clocks = tab.clocks
         default = float(gpu.spec.default_sm_clock_mhz)
+        current = {i.model: i.share for i in gpu.instances}
         if not busy:
-            return self._split(gpu, float(clocks[0]) if cfg.dvfs else default, {}, idle)
+            low = float(clocks[0]) if cfg.dvfs else default
+            return (low, current) if self._mps else self._split(gpu, low, {}, idle)
+        if self._mps:  # a share change would restart engines: the clock is the only knob
+            kept = self._keep_shares(gpu, tab, busy)
+            return (kept if kept is not None else float(clocks[-1]) if cfg.dvfs else default), current
         levels = self._choose(gpu, tab, [summary for _, summary in busy], len(busy) + len(idle))
         if levels is None:  # overload: top clock, shares in proportion to need
             need = [max(summary.need, SHARE_STEP) for _, summary in busy]
@@ -337,6 +376,21 @@ class Festina(BasePolicy):
             return c, [even] * len(summaries)
         return c, [x.first_level[c] if fallback[c] else x.pick_level[c] for x in summaries]
 
+    def _keep_shares(self, gpu: GpuView, tab: ProfileTables, busy: list[tuple[InstanceView, Summary]]) -> float | None:
+        """The least-energy clock at which every busy model meets its SLOs with the share it has
+        (None: none does), under the same hysteresis as :meth:`_choose`."""
+        levels = [max(bisect_right(tab.share_list, i.share + 1e-9) - 1, 0) for i, _ in busy]
+        energy = sum(summary.costs[level] for (_, summary), level in zip(busy, levels))
+        clocks = tab.clocks
+        if not self.config.dvfs:
+            only = int(np.abs(clocks - gpu.spec.default_sm_clock_mhz).argmin())
+            energy = np.where(np.arange(len(clocks)) == only, energy, np.inf)
+        best = int(np.argmin(energy))
+        if energy[best] == np.inf:
+            return None
+        here = int(np.abs(clocks - gpu.clock_mhz).argmin())
+        return float(clocks[here if energy[here] <= energy[best] * (1 + self.config.clock_hysteresis) else best])
+
     def _split(self, gpu: GpuView, clock: float, shares: dict[str, float],
                idle: list[InstanceView]) -> tuple[float, dict[str, float]]:
         """Complete ``shares`` with the idle models and fill the GPU (see Spare SMs)."""
@@ -370,7 +424,7 @@ class Festina(BasePolicy):
         best, best_cost, loading, least, least_score = None, np.inf, None, None, np.inf
         prompt, now = request.prompt_tokens, cluster.now
         for inst in cluster.instances_of(model):
-            if inst.gpu in self._draining:
+            if inst.gpu in self._draining or (inst.phase == "asleep" and not cluster.can_host(inst.gpu, model)):
                 continue
             if not inst.ready:
                 loading = loading if loading is not None else inst
@@ -425,8 +479,8 @@ class Festina(BasePolicy):
         if roomy:
             return max(roomy, key=lambda g: (self.gpu_need(g), -g.index)).index
         parked = [g for g in fits if g.parked]
-        if parked:
-            return parked[0].index
+        if parked:  # a node that is on first: one that is off must boot (minutes)
+            return min(parked, key=lambda g: (g.node_state != "on", g.node_state == "off", g.index)).index
         if awake:
             return min(awake, key=lambda g: (self.gpu_need(g), g.index)).index
         return self._fallback.place(request, cluster)
@@ -441,7 +495,7 @@ class Festina(BasePolicy):
         actions: list[Action] = []
         self._draining = {g for g in self._draining if not gpus[g].parked and gpus[g].instances}
         for g in gpus:
-            if not g.parked and not g.instances and g.state != "waking":
+            if not g.parked and not g.instances and g.node_state == "on":
                 actions.append(Park(g.index))
         loads = {g.index: self.gpu_need(g) for g in gpus if not g.parked and g.instances}
         for g in gpus:
@@ -463,6 +517,9 @@ class Festina(BasePolicy):
         used: set[int] = set()
         moves: list[Action] = []
         for inst in src.instances:
+            if inst.phase == "asleep":  # nothing runs or waits there: it goes
+                moves.append(Unload(inst.model, src.index))
+                continue
             if not inst.ready:
                 return None
             need = self.need(src.index, inst.model)

@@ -31,6 +31,7 @@ from festgym.control.checkpoint import CARD, LocalController, read_card
 from festgym.control.decoder import LevelDecoder
 from festgym.policies.rules import make_rule_policy
 from festgym.scenario import training_scenario
+from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.policy import BasePolicy, Policy
 from festgym.sim.views import ClusterView, GpuView, Request
 
@@ -70,6 +71,7 @@ class LearnedLocal(BasePolicy):
             params = {}
         self.background: Policy = make_rule_policy(background, **params)
         self.queue_order = getattr(self.background, "queue_order", "fcfs")
+        self.mechanisms = getattr(self.background, "mechanisms", Mechanisms())  # its engines live as the background's
         self.fallbacks = 0
         self.calls = 0
 

@@ -88,6 +88,7 @@ class HostCluster:
     """A one-GPU :class:`~festgym.sim.views.ClusterView` of the host."""
 
     n_gpus = 1
+    share_mechanism = "green-contexts"  # as the simulated host applies shares (real hosts: devices.shares)
 
     def __init__(self, gpu: HostGpu, profiles: Mapping[str, Profile], interval_s: float):
         self.gpus, self._gpu, self._profiles = (gpu,), gpu, profiles

@@ -101,10 +101,10 @@ class PowerConstants(_Constants):
     section: ClassVar[str] = "power"
     ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {"idle_w": (0.0, np.inf, True),
                                                               "v_floor": (0.0, 1.0, True)}
-    parked_w: float
-    """No model, no context, deep idle."""
     idle_w: float
-    """Models resident, engine idle."""
+    """Static term of the busy-power model: what the fitted power equation gives with every
+    activity term at zero. It is a fit's intercept (splitwise's constant model), not a state a GPU
+    sits in; the idle states are :class:`PowerStates`."""
     active_w: float
     """Extra power of all SMs running kernels at the top clock, beyond arithmetic and memory."""
     compute_w: float
@@ -117,3 +117,33 @@ class PowerConstants(_Constants):
     """Relative core voltage at the lowest clocks (V/V_max)."""
     v_slope: float
     """d(V/V_max)/d(f/f_max) above the floor."""
+
+    def relative_voltage(self, clock_frac: Any) -> np.ndarray:
+        """Core voltage V/V_max at the relative clock f/f_max (the spec's V-f curve)."""
+        return np.clip(1.0 - self.v_slope * (1.0 - np.asarray(clock_frac, dtype=float)), self.v_floor, 1.0)
+
+
+@dataclass(frozen=True)
+class PowerStates(_Constants):
+    """Power of a GPU that runs no iteration, by what it holds (a spec's top-level ``states``).
+
+    Data-centre SXM parts stay in P0 when idle and cannot be powered off one by one on an HGX board,
+    so ``empty_w`` is the floor of a GPU whose node is on; below it there is only the node off
+    (:class:`festgym.profiles.specs.NodeSpec`). A CUDA context (an engine resident, idle or asleep)
+    keeps the GPU out of its lowest idle state: ``resident_w`` at the default clock, falling towards
+    ``empty_w`` as the clock is locked lower (dynamic power ∝ V(f)²·f with the spec's V-f curve;
+    ``resident_floor_frac`` of the difference does not fall).
+    """
+
+    section: ClassVar[str] = "states"
+    ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {"empty_w": (0.0, np.inf, True),
+                                                              "resident_floor_frac": (0.0, 1.0, False)}
+    empty_w: float
+    """Driver loaded, no process: an empty GPU of a node that is on."""
+    resident_w: float
+    """A CUDA context and an engine resident (weights loaded or asleep), no request, default clock."""
+    resident_floor_frac: float
+    """Part of ``resident_w − empty_w`` that stays when the SM clock is locked at its lowest."""
+    loading_w: float
+    """Mean power while weights are copied in and the engine initialises (allocation, warm-up,
+    CUDA-graph capture)."""

@@ -112,7 +112,11 @@ def provenance(gpu: GpuSpec) -> dict[str, Any]:
             "constants": constants("idle_w", "active_w", "compute_w", "memory_w", "attention_w",
                                    "v_floor", "v_slope"),
         },
-        "idle_and_parked_power": {"kind": "modelled", "constants": constants("idle_w", "parked_w")},
+        "idle_states": {"kind": "modelled",
+                        "equation": "empty_w; resident idle = empty_w + (resident_w - empty_w)·(floor + (1-floor)·"
+                                    "v(x)²·x / v(x_default)²·x_default); loading_w",
+                        "constants": {n: {"value": v, "source": gpu.provenance.get("states", {}).get(n, "not recorded")}
+                                      for n, v in gpu.states.to_dict().items()}},
         "gpu_spec": {"kind": "datasheet", "source": gpu.provenance.get("datasheet", "not recorded")},
     }
 
@@ -140,3 +144,41 @@ def generate(gpu: str | Path, model_config: str | Path, out: str | Path, name: s
                           profile.provenance, tuple(check_profile(profile, data)))
     profile.save(out, config)
     return Profile.load(out)
+
+
+PHYSICS_SECTIONS = {"latency": "latency", "power": "power", "states": "states"}
+"""Sections of a physics override (:func:`with_physics`) -> the :class:`GpuSpec` field they change."""
+
+
+def with_physics(profile: Profile, overrides: Mapping[str, Any], source: str = "physics") -> Profile:
+    """``profile`` under changed GPU constants: ``{latency|power|states: {constant: value}}``.
+
+    A changed latency or power constant rebuilds the grids from the roofline model (so only a modelled
+    profile takes one); a changed state constant leaves the grids as they are. Each value is checked
+    as the spec file's would be."""
+    import dataclasses
+
+    if not isinstance(overrides, Mapping):
+        raise SpecError(source, profile.gpu.name,
+                        f"expected {{latency|power|states: {{constant: value}}}}, got {overrides!r}")
+    unknown = sorted(set(overrides) - set(PHYSICS_SECTIONS))
+    if unknown:
+        raise SpecError(source, f"{profile.gpu.name}.{unknown[0]}",
+                        f"unknown section; expected {', '.join(PHYSICS_SECTIONS)}")
+    gpu = profile.gpu
+    changes = {}
+    for section, values in overrides.items():
+        current = getattr(gpu, PHYSICS_SECTIONS[section])
+        if not isinstance(values, Mapping):
+            raise SpecError(source, f"{gpu.name}.{section}", f"expected a mapping of constants, got {values!r}")
+        changes[PHYSICS_SECTIONS[section]] = type(current).from_dict({**current.to_dict(), **values},
+                                                                      f"{source}: {gpu.name}")
+    spec = dataclasses.replace(gpu, **changes)
+    if not (set(overrides) - {"states"}):
+        return dataclasses.replace(profile, gpu=spec)
+    measured = [k for k, p in profile.provenance.items() if isinstance(p, Mapping) and p.get("kind") == "measured"]
+    if measured:
+        raise SpecError(source, f"{gpu.name}.{', '.join(sorted(set(overrides) - {'states'}))}",
+                        f"{profile.key}'s grids are measured ({', '.join(measured)}), not modelled: only states "
+                        "constants can change for it")
+    return build_profile(spec, profile.model)

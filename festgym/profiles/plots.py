@@ -36,7 +36,7 @@ def plot_profile(profile: Profile, out_dir: str | Path) -> Path:
             ax[i, j].set_xlabel("SM clock (MHz)")
             ax[i, j].grid(alpha=0.3)
         ax[i, 1].axhline(profile.gpu.tdp_w, color="k", ls="--", lw=0.8, label="TDP")
-        ax[i, 1].axhline(profile.gpu.idle_w, color="grey", ls=":", lw=0.8, label="idle")
+        ax[i, 1].axhline(profile.gpu.states.resident_w, color="grey", ls=":", lw=0.8, label="resident idle")
     ax[0, 0].legend()
     ax[0, 1].legend()
     fig.suptitle(f"{profile.key} (modelled; see profile.yaml provenance)")

@@ -249,8 +249,8 @@ class Profile:
             "provenance": dict(self.provenance),
             "fit_errors": [dict(e) for e in self.fit_errors],
         }
-        with (folder / "profile.yaml").open("w") as fh:
-            yaml.safe_dump(meta, fh, sort_keys=False, width=100)
+        with (folder / "profile.yaml").open("w", encoding="utf-8") as fh:
+            yaml.safe_dump(meta, fh, sort_keys=False, width=100, allow_unicode=True)
         for kind, grid in (("prefill", self.prefill_grid), ("decode", self.decode_grid)):
             grid_to_frame(grid).to_csv(folder / GRID_FILES[kind], index=False, float_format="%.6g")
         return folder
@@ -262,7 +262,7 @@ class Profile:
         if not meta_path.is_file():
             raise SpecError(meta_path, "<file>", "no such file: not a profile folder")
         try:
-            with meta_path.open() as fh:
+            with meta_path.open(encoding="utf-8") as fh:
                 meta = yaml.load(fh, Loader=_YamlLoader)
         except yaml.YAMLError as exc:
             raise SpecError(meta_path, "<file>", f"cannot parse: {exc}") from None

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from festgym.profiles.constants import PowerConstants
 from festgym.profiles.specs import GpuSpec, ModelSpec
 
 
@@ -99,10 +98,6 @@ BW_SATURATION_SHARPNESS = 4.0
 Little's-law bound on outstanding loads)."""
 
 
-def relative_voltage(clock_frac, power: PowerConstants) -> np.ndarray:
-    return np.clip(1.0 - power.v_slope * (1.0 - np.asarray(clock_frac, dtype=float)), power.v_floor, 1.0)
-
-
 def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
     hi = np.maximum(np.maximum(a, b), 1e-30)
     return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
@@ -138,7 +133,7 @@ def _uncapped(work: Work, gpu: GpuSpec, share, clock_frac) -> Iteration:
     t_elementwise = work.bytes_elementwise / (mem_rate * lat.hbm_frac)
     t_gpu = t_linear + t_attention + t_elementwise + lat.kernel_floor_s * work.layers * (work.tokens > 0)
     t = lat.seq_overhead_s * work.seqs + t_gpu
-    v2 = relative_voltage(x, pw) ** 2
+    v2 = pw.relative_voltage(x) ** 2
     busy = t_gpu / t
     hbm_util = work.bytes / (t * bw)
     power = (pw.idle_w + pw.active_w * busy * share * x * v2

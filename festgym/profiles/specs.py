@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from festgym.config import read_mapping, require, require_positive
 from festgym.errors import SpecError
-from festgym.profiles.constants import LatencyConstants, PowerConstants
+from festgym.profiles.constants import LatencyConstants, PowerConstants, PowerStates
 from festgym.resources import PROFILES
 
 GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
@@ -33,8 +33,8 @@ def gpu_type_of(name: str) -> str | None:
     return next((t for fragments, t in GPU_TYPES.items() if all(f in name for f in fragments)), None)
 
 
-SPEC_ENTRIES = {"gpu": "{}/gpu.yaml", "model": "model-configs/{}/config.json"}
-"""Where the profile folders keep a GPU type's spec and a model's Hugging Face config."""
+SPEC_ENTRIES = {"gpu": "{}/gpu.yaml", "model": "model-configs/{}/config.json", "node": "nodes/{}.yaml"}
+"""Where the profile folders keep a GPU type's spec, a model's Hugging Face config and a node's spec."""
 
 
 def spec_path(spec: str | Path, kind: str) -> Path:
@@ -61,12 +61,13 @@ class GpuSpec:
     peak_bf16_tflops: float
     """Peak dense BF16 tensor throughput at the highest SM clock, 10^12 FLOP/s."""
     tdp_w: float
-    wake_s: float
-    """Time to bring a parked GPU (no context, deep idle) back to serving state."""
     host_to_gpu_gbps: float
-    """Sustained host-to-GPU copy bandwidth for loading weights (PCIe/NVLink-C2C), GB/s."""
+    """Sustained host-to-GPU copy bandwidth from pinned host memory (PCIe/NVLink-C2C), GB/s: the
+    link's ceiling on any weight load, and the rate of a sleep-mode offload and its wake."""
     latency: LatencyConstants
     power: PowerConstants
+    states: PowerStates
+    """Power when no iteration runs: empty, resident idle (clock-dependent), loading."""
     provenance: Mapping[str, Any]
     source: str = "<memory>"
 
@@ -79,20 +80,30 @@ class GpuSpec:
         return self.power.idle_w
 
     @property
-    def parked_w(self) -> float:
-        return self.power.parked_w
+    def empty_w(self) -> float:
+        return self.states.empty_w
+
+    def resident_idle_w(self, clock_mhz: float) -> float:
+        """Power of a GPU holding an engine (loaded or asleep) with no request, at ``clock_mhz``:
+        ``empty_w`` plus the context's extra, whose clock-dependent part scales as V(f)²·f."""
+        st = self.states
+        x = clock_mhz / self.max_sm_clock_mhz
+        top = self.default_sm_clock_mhz / self.max_sm_clock_mhz
+        dyn = float(self.power.relative_voltage(x)) ** 2 * x / (float(self.power.relative_voltage(top)) ** 2 * top)
+        return st.empty_w + (st.resident_w - st.empty_w) * (st.resident_floor_frac + (1 - st.resident_floor_frac) * dyn)
 
     def device_figures(self) -> dict[str, Any]:
         """What a GPU of this type is, whichever model it serves: the datasheet figures and the
-        constants the simulated GPU itself uses (resident idle and parked power, the achievable
-        HBM fraction its bandwidth contention counts in). The other constants only shape each
-        model's grids."""
+        constants the simulated GPU itself uses (its idle states, the busy-power intercept, the
+        V-f curve its resident idle power follows, the achievable HBM fraction its bandwidth
+        contention counts in). The other constants only shape each model's grids."""
         return {"name": self.name, "sm_count": self.sm_count, "sm_clocks_mhz": self.sm_clocks_mhz,
                 "default_sm_clock_mhz": self.default_sm_clock_mhz, "memory_gb": self.memory_gb,
                 "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps, "peak_bf16_tflops": self.peak_bf16_tflops,
-                "tdp_w": self.tdp_w, "wake_s": self.wake_s, "host_to_gpu_gbps": self.host_to_gpu_gbps,
-                "constants.power.idle_w": self.idle_w, "constants.power.parked_w": self.parked_w,
-                "constants.latency.hbm_frac": self.latency.hbm_frac}
+                "tdp_w": self.tdp_w, "host_to_gpu_gbps": self.host_to_gpu_gbps,
+                "constants.power.idle_w": self.idle_w, "constants.power.v_floor": self.power.v_floor,
+                "constants.power.v_slope": self.power.v_slope, "constants.latency.hbm_frac": self.latency.hbm_frac,
+                **{f"states.{k}": v for k, v in self.states.to_dict().items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> GpuSpec:
@@ -114,6 +125,7 @@ class GpuSpec:
         provenance = data.get("provenance", {})
         if not isinstance(provenance, Mapping):
             raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
+        states = PowerStates.from_dict(_states(data, source), str(source))  # before constants: names an old spec
         spec = cls(
             name=require(data, "name", source, str),
             sm_count=require_positive(data, "sm_count", source, int),
@@ -123,17 +135,20 @@ class GpuSpec:
             hbm_bandwidth_gbps=require_positive(data, "hbm_bandwidth_gbps", source),
             peak_bf16_tflops=require_positive(data, "peak_bf16_tflops", source),
             tdp_w=require_positive(data, "tdp_w", source),
-            wake_s=require_positive(data, "wake_s", source),
             host_to_gpu_gbps=require_positive(data, "host_to_gpu_gbps", source),
             latency=LatencyConstants.from_dict(constants.get("latency", {}), f"{source}: constants"),
             power=PowerConstants.from_dict(constants.get("power", {}), f"{source}: constants"),
+            states=states,
             provenance=dict(provenance),
             source=str(source),
         )
-        power = spec.power
-        if not power.parked_w <= power.idle_w < spec.tdp_w:
-            raise SpecError(source, "constants.power.idle_w", f"need parked_w <= idle_w < tdp_w, got "
-                            f"{power.parked_w:g} / {power.idle_w:g} / {spec.tdp_w:g} W")
+        if not spec.idle_w < spec.tdp_w:
+            raise SpecError(source, "constants.power.idle_w", f"need idle_w < tdp_w, got "
+                            f"{spec.idle_w:g} / {spec.tdp_w:g} W")
+        st = spec.states
+        if not st.empty_w <= st.resident_w <= st.loading_w < spec.tdp_w:
+            raise SpecError(source, "states", "need empty_w <= resident_w <= loading_w < tdp_w, got "
+                            f"{st.empty_w:g} / {st.resident_w:g} / {st.loading_w:g} / {spec.tdp_w:g} W")
         return spec
 
     @classmethod
@@ -156,11 +171,81 @@ class GpuSpec:
             "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps,
             "peak_bf16_tflops": self.peak_bf16_tflops,
             "tdp_w": self.tdp_w,
-            "wake_s": self.wake_s,
             "host_to_gpu_gbps": self.host_to_gpu_gbps,
             "constants": {"latency": self.latency.to_dict(), "power": self.power.to_dict()},
+            "states": self.states.to_dict(),
             "provenance": dict(self.provenance),
         }
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One server (an HGX/DGX board and its host): what it draws beside its GPUs, and how long it
+    takes to power off and back on. The GPUs of a node can only be powered off together, with it.
+
+    Its power is counted in the cluster's energy and reported apart from the GPUs' (``host_*``), so
+    that both GPU-only and wall-plug figures are visible.
+    """
+
+    name: str
+    gpus_per_node: int
+    """GPUs on one board: the cluster's GPUs form nodes of this many, in order."""
+    host_w: float
+    """Everything but the GPUs while the node is on: CPUs, DRAM, NICs, NVSwitches, fans, power-supply losses."""
+    off_w: float
+    """A powered-off node (standby: the BMC and its network stay up)."""
+    boot_s: float
+    """From power-on until its GPUs can start engines (firmware, memory training, OS, driver, fabric manager)."""
+    shutdown_s: float
+    """From the decision to power off until the node draws ``off_w`` (at ``host_w`` and empty GPUs meanwhile)."""
+    provenance: Mapping[str, Any]
+    source: str = "<memory>"
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("gpus_per_node", "host_w", "off_w", "boot_s", "shutdown_s")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> NodeSpec:
+        unknown = sorted(set(data) - {"name", "provenance", *cls.FIELDS})
+        if unknown:
+            raise SpecError(source, unknown[0],
+                            f"unknown node setting; expected name, provenance, {', '.join(cls.FIELDS)}")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, Mapping):
+            raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
+        spec = cls(name=require(data, "name", source, str),
+                   gpus_per_node=require_positive(data, "gpus_per_node", source, int),
+                   host_w=require(data, "host_w", source, float), off_w=require(data, "off_w", source, float),
+                   boot_s=require(data, "boot_s", source, float), shutdown_s=require(data, "shutdown_s", source, float),
+                   provenance=dict(provenance), source=str(source))
+        if not 0 <= spec.off_w <= spec.host_w:
+            raise SpecError(source, "off_w", f"need 0 <= off_w <= host_w, got {spec.off_w:g} / {spec.host_w:g} W")
+        for name in ("boot_s", "shutdown_s"):
+            if not getattr(spec, name) >= 0:
+                raise SpecError(source, name, f"must be ≥ 0 s, got {getattr(spec, name)!r}")
+        return spec
+
+    @classmethod
+    def load(cls, spec: str | Path) -> NodeSpec:
+        """A node spec by path, or by name (``dgx-h100``) from the profile folders' ``nodes/``."""
+        path = spec_path(spec, "node")
+        return cls.from_dict(read_mapping(path), path)
+
+    def replace(self, **changes: Any) -> NodeSpec:
+        """This spec with ``changes`` (node fields), checked as a file's would be."""
+        data = {"name": self.name, "provenance": self.provenance,
+                **{k: getattr(self, k) for k in self.FIELDS}, **changes}
+        return NodeSpec.from_dict(data, f"{self.source} (with {', '.join(changes)})")
+
+
+def _states(data: Mapping[str, Any], source: str | Path) -> Mapping[str, Any]:
+    states = data.get("states")
+    if states is None and "wake_s" in data:  # a spec written before festgym modelled idle states
+        raise SpecError(source, "states", "missing (this spec predates power states: add empty_w, resident_w, "
+                        "resident_floor_frac and loading_w from the shipped gpu.yaml of its type, and drop wake_s "
+                        "and constants.power.parked_w)")
+    if not isinstance(states, Mapping):
+        raise SpecError(source, "states", "missing: expected {empty_w, resident_w, resident_floor_frac, loading_w}")
+    return states
 
 
 @dataclass(frozen=True)

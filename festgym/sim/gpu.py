@@ -1,17 +1,29 @@
 """One GPU of the simulated cluster: state, device clock, memory and exactly integrated energy.
 
-States (energy is reported per state):
+States (energy is reported per state, :data:`festgym.control.states.STATES`), by priority:
 
 * ``busy``: at least one resident instance is running iterations;
-* ``loading``: a cold start is copying weights or starting an engine, nothing runs;
-* ``idle``: awake, nothing runs (instances resident or not);
-* ``waking``: leaving the parked state (``GpuSpec.wake_s``);
-* ``parked``: no instances, deep idle (``GpuSpec.parked_w``).
+* ``loading``: an engine copies weights in, initialises, restarts (an MPS share change) or wakes
+  from sleep, and nothing runs;
+* ``idle``: an engine is loaded and nothing runs;
+* ``asleep``: the only engines here are asleep (memory freed, CUDA context kept);
+* ``empty``: no engine: the floor of a GPU whose node is on (``PowerStates.empty_w``);
+* ``booting`` / ``off``: its node boots or shuts down / is off (:mod:`festgym.sim.node`).
 
-Power model: ``idle_w`` plus the sum of each running instance's dynamic power (its profile power
-at its SM share and the device clock, minus idle), capped at TDP (the limiter). Loading, waking
-and idle draw ``idle_w``; parked draws ``parked_w``. Assumption: co-resident instances'
-dynamic powers add (each profile power already scales SM activity with the share).
+Power model (:class:`festgym.profiles.constants.PowerStates`):
+
+* busy: the profiles' busy-power intercept ``idle_w`` plus the sum of each running instance's
+  dynamic power (its profile power at its SM share and the device clock, minus the intercept),
+  capped at TDP (the limiter), and never below resident idle power at the clock. Assumption:
+  co-resident instances' dynamic powers add (each profile power already scales SM activity with
+  the share), and an instance loading beside a running one adds nothing;
+* loading: ``loading_w``;
+* idle and asleep: resident idle power at the device clock (``GpuSpec.resident_idle_w``), so a
+  clock locked low on an idle GPU lowers it and one left at default pays;
+* empty: ``empty_w``; booting: ``empty_w``; off: 0 (the node's standby is host power).
+
+A released (``Park``) GPU is an empty GPU that may be powered off with its node; releasing saves
+nothing by itself.
 
 Memory-bandwidth contention: each running instance's profile gives the fraction of peak HBM
 bandwidth it uses alone at its share; kernels reach at most ``LatencyConstants.hbm_frac`` of
@@ -30,32 +42,40 @@ from typing import TYPE_CHECKING
 
 from festgym.control.levels import nearest_clock
 from festgym.control.states import (
+    GPU_ASLEEP,
+    GPU_BOOTING,
     GPU_BUSY,
+    GPU_EMPTY,
     GPU_IDLE,
     GPU_LOADING,
-    GPU_PARKED,
-    GPU_WAKING,
+    GPU_OFF,
+    PHASE_ASLEEP,
     PHASE_DECODE,
-    PHASE_LOADING,
+    PHASE_IDLE,
     PHASE_PREFILL,
     STATES,
 )
 from festgym.profiles.specs import GpuSpec
 from festgym.sim.events import EventQueue
 from festgym.sim.ledger import Counters
+from festgym.sim.node import NODE_OFF, NODE_ON
 from festgym.sim.views import GpuView
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.instance import Instance
+    from festgym.sim.node import SimNode
+
+NODE_UP, NODE_CHANGING, NODE_DOWN = 0, 1, 2
+"""What a GPU sees of its node's state: on; booting or shutting down; off."""
 
 
 class SimGpu:
     """A GPU and the instances resident on it."""
 
     __slots__ = ("events", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
-                 "state_s", "parked", "waking_until", "park_when_empty", "mem_used", "mem_bytes",
-                 "uncapped_w", "capped_s", "pending_clock", "clock_version", "tol", "view", "cold_starts",
-                 "hbm_scale", "retired", "idle_w", "parked_w", "tdp_w")
+                 "state_s", "parked", "park_when_empty", "mem_used", "mem_bytes", "uncapped_w", "capped_s",
+                 "pending_clock", "clock_version", "tol", "view", "cold_starts", "hbm_scale", "retired", "idle_w",
+                 "resident_w", "empty_w", "loading_w", "tdp_w", "node", "node_up")
 
     def __init__(self, events: EventQueue, index: int, spec: GpuSpec, memory_utilization: float, tol: float):
         self.events = events
@@ -63,15 +83,14 @@ class SimGpu:
         self.spec = spec
         self.clock = float(spec.default_sm_clock_mhz)
         self.instances: list[Instance] = []
-        self.state = GPU_IDLE
-        self.power_w = spec.idle_w
-        self.uncapped_w = spec.idle_w
+        self.state = GPU_EMPTY
+        self.power_w = spec.empty_w
+        self.uncapped_w = spec.empty_w
         self.t_last = 0.0
         self.energy_j = [0.0] * len(STATES)
         self.state_s = [0.0] * len(STATES)
         self.capped_s = 0.0
-        self.parked = False
-        self.waking_until = -1.0
+        self.parked = False  # released: may be powered off with its node
         self.park_when_empty = False
         self.mem_used = 0.0
         self.mem_bytes = spec.memory_gb * 1e9 * memory_utilization
@@ -82,7 +101,12 @@ class SimGpu:
         self.cold_starts = 0
         self.hbm_scale = 1.0 / spec.latency.hbm_frac  # demand in units of achievable bandwidth
         self.retired = Counters()  # SLO counters of instances unloaded from this GPU
-        self.idle_w, self.parked_w, self.tdp_w = spec.idle_w, spec.parked_w, spec.tdp_w  # read on every event
+        # read on every event
+        self.idle_w, self.tdp_w = spec.idle_w, spec.tdp_w
+        self.empty_w, self.loading_w = spec.states.empty_w, spec.states.loading_w
+        self.resident_w = spec.resident_idle_w(self.clock)
+        self.node: SimNode | None = None  # set by its node
+        self.node_up = NODE_UP
 
     def counters(self, now: float) -> Counters:
         """Cumulative SLO counters of everything served here, with the lateness so far of
@@ -122,24 +146,36 @@ class SimGpu:
             if self.uncapped_w > self.power_w:
                 self.capped_s += dt
             self.t_last = now
-        if self.parked:
-            self.state, self.power_w, self.uncapped_w = GPU_PARKED, self.parked_w, self.parked_w
-            return
-        if now < self.waking_until:
-            self.state, self.power_w, self.uncapped_w = GPU_WAKING, self.idle_w, self.idle_w
+        if self.node_up != NODE_UP:
+            power = 0.0 if self.node_up == NODE_DOWN else self.empty_w
+            self.state = GPU_OFF if self.node_up == NODE_DOWN else GPU_BOOTING
+            self.power_w = self.uncapped_w = power
             return
         power = self.idle_w
         demand = 0.0
-        state = GPU_IDLE
+        state = GPU_EMPTY
         for inst in self.instances:
             phase = inst.phase
             if phase == PHASE_PREFILL or phase == PHASE_DECODE:  # noqa: SIM109 (two compiled comparisons)
                 power += inst.dyn_w
                 demand += inst.hbm
                 state = GPU_BUSY
-            elif phase == PHASE_LOADING and state == GPU_IDLE:
-                state = GPU_LOADING
+            elif phase == PHASE_IDLE:
+                state = min(state, GPU_IDLE)
+            elif phase == PHASE_ASLEEP:
+                state = min(state, GPU_ASLEEP)
+            else:  # loading, restarting (unloaded instances are no longer listed)
+                state = min(state, GPU_LOADING)
         self.state = state
+        if state == GPU_BUSY:
+            if power < self.resident_w:
+                power = self.resident_w
+        elif state == GPU_LOADING:
+            power = self.loading_w
+        elif state == GPU_EMPTY:
+            power = self.empty_w
+        else:
+            power = self.resident_w
         self.uncapped_w = power
         self.power_w = power if power < self.tdp_w else self.tdp_w
         if changed is not None and len(self.instances) > 1:
@@ -148,6 +184,16 @@ class SimGpu:
             for inst in self.instances:
                 if inst is not changed and inst.phase == PHASE_DECODE and abs(inst.factor - factor) > self.tol * factor:
                     inst.interrupt(now)
+
+    def set_node_state(self, node_state: int, now: float) -> None:
+        """Its node changed state (:mod:`festgym.sim.node`); a node coming up resets the clock."""
+        self.update(now)
+        if node_state == NODE_ON and self.node_up != NODE_UP:
+            self.pending_clock = None
+            self.clock_version += 1
+            self._set_clock(float(self.spec.default_sm_clock_mhz))
+        self.node_up = NODE_UP if node_state == NODE_ON else NODE_DOWN if node_state == NODE_OFF else NODE_CHANGING
+        self.update(now)
 
     # --- clock -------------------------------------------------------------------------------
 
@@ -173,32 +219,31 @@ class SimGpu:
     def apply_clock(self, version: int, now: float) -> None:
         if version != self.clock_version or self.pending_clock is None:
             return
-        self.clock, self.pending_clock = self.pending_clock, None
+        clock, self.pending_clock = self.pending_clock, None
+        self.update(now)
+        self._set_clock(clock)
+        self.update(now)
         for inst in self.instances:
             inst.interrupt(now)  # the next iteration runs at the new clock
 
-    # --- park / wake ---------------------------------------------------------------------------
+    def _set_clock(self, clock: float) -> None:
+        self.clock = clock
+        self.resident_w = self.spec.resident_idle_w(clock)
+
+    # --- release / wake -------------------------------------------------------------------------
 
     def park(self, now: float) -> None:
-        """Park now if empty, else as soon as the last instance leaves."""
+        """Release the GPU now if empty, else as soon as the last instance leaves: it may then be
+        powered off with its node."""
         if self.instances:
             self.park_when_empty = True
             return
-        self.update(now)
         self.parked, self.park_when_empty = True, False
-        self.update(now)
+        if self.node is not None:
+            self.node.released(now)
 
     def wake(self, now: float) -> float:
-        """Leave the parked state; returns when the GPU is awake."""
+        """Claim the GPU back; returns when it can start an engine (its node's boot, if off)."""
         self.park_when_empty = False
-        if not self.parked:
-            return max(now, self.waking_until)
-        self.update(now)
         self.parked = False
-        self.waking_until = now + self.spec.wake_s
-        self.update(now)
-        self.events.schedule(self.waking_until, self.on_awake, None)
-        return self.waking_until
-
-    def on_awake(self, _arg: object, now: float) -> None:
-        self.update(now)
+        return self.node.wake(now) if self.node is not None else now

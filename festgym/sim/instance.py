@@ -40,6 +40,7 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Protocol
 
 from festgym.control.states import (
+    PHASE_ASLEEP,
     PHASE_DECODE,
     PHASE_IDLE,
     PHASE_LOADING,
@@ -86,7 +87,13 @@ class InstanceHost(Protocol):
     make itself."""
 
     def unload(self, inst: Instance, now: float) -> None:
-        """Remove ``inst`` from its GPU (keep-alive expired, or drained)."""
+        """Remove ``inst`` from its GPU (drained, or handed over)."""
+
+    def expired(self, inst: Instance, now: float) -> None:
+        """``inst``'s keep-alive ran out: unload it, unless its policy keeps it resident."""
+
+    def sleep(self, inst: Instance, now: float) -> None:
+        """Put ``inst`` to sleep: its GPU memory is freed, its CUDA context stays."""
 
     def hand_over(self, src: Instance, now: float) -> None:
         """End ``src``'s migration: its requests move to its ready target, and ``src`` goes."""
@@ -100,11 +107,11 @@ class Instance:
                  "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
                  "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
                  "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s",
-                 "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s")
+                 "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s", "sleep_after_s")
 
     def __init__(self, host: InstanceHost, events: EventQueue, ledger: Ledger, gpu: SimGpu, model: int, name: str,
                  serving: ModelServing, slices: SliceCache, share: float, waiting: WaitingQueue,
-                 share_change_s: float, keep_alive_s: float):
+                 share_change_s: float, keep_alive_s: float, sleep_after_s: float):
         self.host = host
         self.events = events
         self.ledger = ledger
@@ -120,8 +127,9 @@ class Instance:
         self.max_num_seqs = serving.engine.max_num_seqs
         self.tbt_s = serving.slo.tbt_s
         self.idle_w = gpu.spec.idle_w
-        self.share_change_s = share_change_s  # pause while an SM share changes (an MPS restart)
-        self.keep_alive_s = keep_alive_s  # unloaded after this long with nothing to do
+        self.share_change_s = share_change_s  # an MPS engine restart for a new SM share (0: green contexts)
+        self.keep_alive_s = keep_alive_s  # unloaded after this long with nothing to do (inf: never)
+        self.sleep_after_s = sleep_after_s  # asleep after this long with nothing to do (inf: never)
         self.phase = PHASE_LOADING
         self.version = 0
         self.waiting = waiting
@@ -163,8 +171,8 @@ class Instance:
 
     @property
     def ready(self) -> bool:
-        """Loaded and able to run."""
-        return self.phase != PHASE_LOADING and self.phase != PHASE_UNLOADED
+        """Loaded, awake and able to run."""
+        return self.phase != PHASE_LOADING and self.phase != PHASE_UNLOADED and self.phase != PHASE_ASLEEP
 
     @property
     def mean_ctx(self) -> float:
@@ -257,8 +265,7 @@ class Instance:
             self.host.hand_over(self, now)
             return
         if self.pending_share is not None and self.share_change_s > 0:
-            self._go(PHASE_RESTARTING, now)
-            self.events.schedule(now + self.share_change_s, self.on_resume, self.version)
+            self._restart(now)
             return
         if self.pending_share is not None:
             self.share, self.pending_share = self.pending_share, None
@@ -274,7 +281,10 @@ class Instance:
                 if self.drain:
                     self.host.unload(self, now)
                 elif self.migrate_from is None:  # a migration target waits for its hand-over
-                    self.events.schedule(now + self.keep_alive_s, self.on_expire, self.idle_version)
+                    if self.sleep_after_s < self.keep_alive_s:
+                        self.events.schedule(now + self.sleep_after_s, self.on_sleep, self.idle_version)
+                    if self.keep_alive_s < math.inf:
+                        self.events.schedule(now + self.keep_alive_s, self.on_expire, self.idle_version)
 
     def on_ready(self, _arg: object, now: float) -> None:
         """Cold start done."""
@@ -293,8 +303,25 @@ class Instance:
         self.plan(now)
 
     def on_expire(self, idle_version: int, now: float) -> None:
-        if idle_version == self.idle_version and self.phase == PHASE_IDLE and self.empty:
-            self.host.unload(self, now)
+        if idle_version == self.idle_version and (self.phase == PHASE_IDLE or self.phase == PHASE_ASLEEP) \
+                and self.empty:
+            self.host.expired(self, now)
+
+    def on_sleep(self, idle_version: int, now: float) -> None:
+        if idle_version == self.idle_version and self.phase == PHASE_IDLE and self.empty and not self.drain:
+            self.host.sleep(self, now)
+
+    def _restart(self, now: float) -> None:
+        """Restart the engine for its new SM share (MPS): its running requests lose their KV cache
+        and are recomputed afterwards, ahead of the waiting queue."""
+        running = list(self.decoding.values()) + list(self.prefilling)
+        for seq in reversed(running):  # pushed to the front one by one: they keep their order
+            self.ledger.recomputed(self.recompute(seq, now))
+            self.waiting.push_front(seq)
+            self.prompt_todo += seq.todo
+        self.heap.clear()
+        self._go(PHASE_RESTARTING, now)
+        self.events.schedule(now + self.share_change_s, self.on_resume, self.version)
 
     # --- iterations ----------------------------------------------------------------------------
 

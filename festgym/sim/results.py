@@ -20,6 +20,7 @@ import pandas as pd
 
 from festgym.control.states import STATES
 from festgym.sim.ledger import FINISHED, RUN_COLUMNS, STATUS_NAMES
+from festgym.sim.node import NODE_STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.simulator import Simulator
@@ -60,6 +61,8 @@ class Result:
     gpus: pd.DataFrame
     timeline: pd.DataFrame
     runs: pd.DataFrame
+    nodes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per node: host energy and time per node state (on, booting, shutting_down, off), boots."""
     summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -72,7 +75,7 @@ class Result:
             timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
         runs = pd.DataFrame(sim.ledger.run_rows(), columns=list(RUN_COLUMNS))
         runs["model"] = runs["model"].astype(int)
-        result = cls(policy, requests, gpus, timeline, runs)
+        result = cls(policy, requests, gpus, timeline, runs, _node_frame(sim))
         result.summary = _summary(sim, result, wall_s)
         return result
 
@@ -87,7 +90,7 @@ class Result:
         return gap_quantiles(r.g0.to_numpy(), r.dg.to_numpy(), r.n.to_numpy(), r.batch.to_numpy(), qs)
 
     def energy_by_state(self) -> pd.Series:
-        """Energy (J) per GPU state, summed over GPUs."""
+        """Energy (J) per GPU state, summed over GPUs (host energy: :attr:`nodes`)."""
         return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
 
 
@@ -140,10 +143,24 @@ def _gpu_frame(sim: Simulator) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _node_frame(sim: Simulator) -> pd.DataFrame:
+    rows = []
+    for node in sim.nodes:
+        row: dict[str, Any] = {"node": node.index, "gpus": [g.index for g in node.gpus]}
+        row.update({f"energy_{s}_j": e for s, e in zip(NODE_STATES, node.energy_j)})
+        row.update({f"time_{s}_s": t for s, t in zip(NODE_STATES, node.state_s)})
+        row["energy_kwh"] = node.energy_total_j / 3.6e6
+        row["boots"] = node.boots
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _summary(sim: Simulator, result: Result, wall_s: float) -> dict[str, Any]:
     ledger = sim.ledger
-    req, gpus = result.requests, result.gpus
-    energy_j = float(gpus[[f"energy_{s}_j" for s in STATES]].to_numpy().sum())
+    req, gpus, nodes = result.requests, result.gpus, result.nodes
+    gpu_j = float(gpus[[f"energy_{s}_j" for s in STATES]].to_numpy().sum())
+    host_j = float(nodes[[f"energy_{s}_j" for s in NODE_STATES]].to_numpy().sum())
+    energy_j = gpu_j + host_j
     finished = req.status == "finished"
     p50, p90, p99 = result.tbt_quantiles()
     ttft = req.ttft_s[finished]
@@ -157,12 +174,20 @@ def _summary(sim: Simulator, result: Result, wall_s: float) -> dict[str, Any]:
         "ttft_attainment": float(req.ttft_ok.mean()) if n else float("nan"),
         "tbt_attainment": float(req.tbt_ok.mean()) if n else float("nan"),
         "energy_kwh": energy_j / 3.6e6,
+        "gpu_energy_kwh": gpu_j / 3.6e6,
+        "host_energy_kwh": host_j / 3.6e6,
         "energy_j_per_token": energy_j / max(ledger.tokens_out, 1),
         "output_tokens": int(ledger.tokens_out),
         "mean_power_w": energy_j / max(sim.end, 1e-12),
+        "gpu_mean_power_w": gpu_j / max(sim.end, 1e-12),
         "gpu_busy_hours": float(gpus.time_busy_s.sum() / 3600),
-        "gpu_awake_hours": float((gpus[[f"time_{s}_s" for s in STATES if s != "parked"]].to_numpy().sum()) / 3600),
+        "gpu_awake_hours": float((gpus[[f"time_{s}_s" for s in STATES if s != "off"]].to_numpy().sum()) / 3600),
+        "gpu_empty_hours": float(gpus.time_empty_s.sum() / 3600),
+        "node_off_hours": float(nodes.time_off_s.sum() / 3600),
+        "node_boots": int(nodes.boots.sum()),
         "cold_starts": int(gpus.cold_starts.sum()),
+        "sleeps": sim.sleeps,
+        "wakes": sim.wakes,
         "migrations": ledger.migrations,
         "preemptions": ledger.preemptions,
         "recomputed_tokens": ledger.recomputed_tokens,

@@ -46,13 +46,15 @@ class EngineConfig:
     """Token budget per iteration; prompts longer than what is left are chunked."""
     kv_cache_gb: float = 16.0
     """GPU memory reserved for the KV cache, on top of the weights."""
-    init_s: float = 5.0
-    """Engine start after the weights are on the GPU (CUDA context, graphs, warm-up)."""
+    init_s: float | None = None
+    """Engine start after the weights are on the GPU (memory profiling, KV cache, CUDA graphs,
+    compile); None: the scenario's ``sim.init_s``."""
 
     def __post_init__(self):
         check_ranges(self, {"max_num_seqs": self.max_num_seqs >= 1,
                       "max_num_batched_tokens": self.max_num_batched_tokens > self.max_num_seqs,
-                      "kv_cache_gb": self.kv_cache_gb > 0, "init_s": self.init_s >= 0},
+                      "kv_cache_gb": self.kv_cache_gb > 0,
+                      "init_s": self.init_s is None or 0 <= self.init_s < 1e6},
                      {"max_num_seqs": "≥ 1", "max_num_batched_tokens": f"> max_num_seqs ({self.max_num_seqs})",
                       "kv_cache_gb": "> 0 GB", "init_s": "≥ 0 s"})
 

@@ -13,10 +13,15 @@ carrying out policies' actions) are here; the entities (:class:`~festgym.sim.ins
 :class:`~festgym.sim.instance.InstanceHost` (unload, hand over), nothing more of it.
 
 Modelling assumptions are stated where they act: iteration timing in :mod:`festgym.sim.instance`,
-power, states and bandwidth contention in :mod:`festgym.sim.gpu`, actions in
-:mod:`festgym.control.actions`. Cold start: the weights cross the host link at
-``GpuSpec.host_to_gpu_gbps``, then the engine starts (``EngineConfig.init_s``); the GPU draws idle
-power meanwhile ("loading" energy).
+power, states and bandwidth contention in :mod:`festgym.sim.gpu`, nodes and host power in
+:mod:`festgym.sim.node`, cold starts, sleep and keep-alive in :mod:`festgym.sim.lifecycle`, actions in
+:mod:`festgym.control.actions`. The policy's :class:`~festgym.sim.lifecycle.Mechanisms` (its
+``mechanisms`` attribute; default: vLLM reload, no sleep) say how its engines load, sleep and expire.
+
+Physics overrides (``physics``: GPU type → ``{latency|power|states: {constant: value}}``) replace
+constants of the GPU specs for one run: a changed latency or power constant rebuilds the modelled
+profiles' grids from it, a changed state constant only the idle states (the sensitivity analysis
+runs through them, :mod:`festgym.jobs.sensitivity`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, Wake
-from festgym.control.states import PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
+from festgym.control.states import PHASE_ASLEEP, PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.errors import RangeError
+from festgym.profiles.generate import with_physics
 from festgym.profiles.profile import Profile, gpu_type_spec, load_profile
-from festgym.profiles.specs import GpuSpec
+from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.sim.config import SimConfig
 from festgym.sim.events import EventQueue
 from festgym.sim.gpu import SimGpu
@@ -45,6 +51,8 @@ from festgym.sim.ledger import (
     REJECTED_TOO_LONG,
     Ledger,
 )
+from festgym.sim.lifecycle import Mechanisms, cold_start_s, wake_s
+from festgym.sim.node import SimNode
 from festgym.sim.policy import ActionError, Policy
 from festgym.sim.queues import QUEUE_ORDERS, WaitingQueue
 from festgym.sim.results import Result
@@ -77,10 +85,14 @@ class Simulator:
         models: serving settings per model name; every (GPU type, model) pair needs a profile.
         config: simulator settings.
         profiles_root: profile folder (default: the user's profile folders, then the shipped ones).
+        node: the node spec (name or :class:`NodeSpec`; default ``dgx-h100``); the GPUs form nodes of
+            its ``gpus_per_node``, in order.
+        physics: overrides of the GPU specs' constants, GPU type → section → constant → value.
     """
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
-                 config: SimConfig | None = None, profiles_root: str | Path | None = None):
+                 config: SimConfig | None = None, profiles_root: str | Path | None = None,
+                 node: NodeSpec | str = "dgx-h100", physics: Mapping[str, Mapping[str, Any]] | None = None):
         if not gpus:
             raise ValueError("Simulator needs at least one GPU")
         if not models:
@@ -91,10 +103,19 @@ class Simulator:
         self.gpu_types = tuple(gpus)
         self.model_names = tuple(models)
         self.serving = dict(models)
+        self.node_spec = node if isinstance(node, NodeSpec) else NodeSpec.load(node)
+        physics = dict(physics or {})
+        unknown = sorted(set(physics) - set(self.gpu_types))
+        if unknown:
+            raise ValueError(f"physics overrides for {', '.join(unknown)}: not a GPU type of this cluster "
+                             f"({', '.join(dict.fromkeys(self.gpu_types))})")
         self._slices: dict[tuple[str, str], SliceCache] = {}
         for gpu_type in dict.fromkeys(self.gpu_types):
             for model in self.model_names:
-                self._slices[(gpu_type, model)] = SliceCache(load_profile(f"{gpu_type}/{model}", profiles_root))
+                profile = load_profile(f"{gpu_type}/{model}", profiles_root)
+                if gpu_type in physics:
+                    profile = with_physics(profile, physics[gpu_type])
+                self._slices[(gpu_type, model)] = SliceCache(profile)
         # One GPU type, one device: its models' profiles must agree on it (not the first one's memory_gb for all).
         self.specs: dict[str, GpuSpec] = {t: gpu_type_spec([self._slices[(t, m)].profile for m in self.model_names])
                                           for t in self.gpu_types}
@@ -172,6 +193,15 @@ class Simulator:
         self._held = -1  # an arrival returned by advance(hold_arrivals=True), placed on the next call
         self.gpus = [SimGpu(self.events, i, self.specs[t], cfg.gpu_memory_utilization, cfg.contention_tol)
                      for i, t in enumerate(self.gpu_types)]
+        per = self.node_spec.gpus_per_node
+        self.nodes = [SimNode(self.events, k, self.node_spec, self.gpus[k * per:(k + 1) * per], cfg.node_off_after_s)
+                      for k in range((len(self.gpus) + per - 1) // per)]
+        mechanisms = getattr(policy, "mechanisms", Mechanisms())
+        if not isinstance(mechanisms, Mechanisms):
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: mechanisms must be a "
+                             f"festgym.sim.lifecycle.Mechanisms, got {mechanisms!r}")
+        self.mechanisms = mechanisms
+        self.sleeps = self.wakes = 0
         self.by_model: dict[int, list[Instance]] = {i: [] for i in range(len(self.model_names))}
         # trace model index -> simulator model index
         self.trace_model = np.array([self.model_names.index(m) for m in trace.models], dtype=np.int64)
@@ -250,6 +280,9 @@ class Simulator:
         if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
             ledger.rejected(rid, REJECTED_TOO_LONG)
             return
+        if inst is not None and inst.phase == PHASE_ASLEEP and not self.wake_instance(inst, now):
+            self.unload(inst, now)  # its memory was taken: start afresh
+            inst = None
         if inst is None:
             inst = self.cold_start(gpu, model, now)
             if inst is None:
@@ -268,7 +301,7 @@ class Simulator:
         if not fits:
             return REJECTED_TOO_LONG
         if not any(g.instance_of(model) is not None or g.mem_used + self.memory_of(g, model) <= g.mem_bytes
-                   for g in fits):
+                   for g in fits):  # an asleep instance counts: its memory may still be free
             return REJECTED_MEMORY
         return REJECTED_POLICY
 
@@ -288,9 +321,13 @@ class Simulator:
         return self._memory[(gpu.spec.name, model)]
 
     def can_host(self, gpu_index: int, model: str) -> bool:
+        """Whether a request for ``model`` on the GPU finds an awake instance there, or the memory
+        to wake an asleep one or to start one."""
         gpu = self.gpus[gpu_index]
         index = self.model_names.index(model)
-        return gpu.instance_of(index) is not None or gpu.mem_used + self.memory_of(gpu, index) <= gpu.mem_bytes
+        inst = gpu.instance_of(index)
+        return (inst is not None and inst.phase != PHASE_ASLEEP) \
+            or gpu.mem_used + self.memory_of(gpu, index) <= gpu.mem_bytes
 
     def cold_start(self, gpu: SimGpu, model: int, now: float) -> Instance | None:
         """Load ``model`` on ``gpu`` (waking it if parked); ``None`` if it does not fit."""
@@ -302,9 +339,16 @@ class Simulator:
         slices = self._slices[(gpu.spec.name, name)]
         others = [i for i in gpu.instances]
         share = 1.0 / (len(others) + 1)
-        cfg = self.config
+        cfg, mech = self.config, self.mechanisms
+        weights = slices.profile.model.weight_bytes
+        link = gpu.spec.host_to_gpu_gbps
+        init_s = self.serving[name].engine.init_s
+        init_s = cfg.init_s if init_s is None else init_s
+        # MPS: a new share restarts the engine (weights again from the page cache, initialisation again)
+        restart_s = cold_start_s(weights, mech.loader, "dram", link, init_s) if cfg.share_mechanism == "mps" else 0.0
         inst = Instance(self, self.events, self.ledger, gpu, model, name, self.serving[name], slices, share,
-                        self.queue_type(), cfg.share_change_s, cfg.keep_alive_s)
+                        self.queue_type(), restart_s, mech.keep_alive(cfg.keep_alive_s),
+                        mech.sleep_after_s if mech.sleep_level else float("inf"))
         taken = sum(i.pending_share if i.pending_share is not None else i.share for i in others)
         if taken > 1.0 - share + 1e-12:  # make room: scale the others down
             for other in others:
@@ -313,22 +357,49 @@ class Simulator:
         gpu.mem_used += memory
         gpu.cold_starts += 1
         self.by_model[model].append(inst)
-        load_s = slices.profile.model.weight_bytes / (gpu.spec.host_to_gpu_gbps * 1e9) + inst.serving.engine.init_s
-        inst.ready_at = awake + load_s
+        inst.ready_at = awake + cold_start_s(weights, mech.loader, cfg.weights_from, link, init_s)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
         gpu.update(now)
         return inst
+
+    def expired(self, inst: Instance, now: float) -> None:
+        if self.mechanisms.always_resident and len(self.by_model[inst.model]) == 1:
+            return  # its policy keeps one engine per model loaded
+        self.unload(inst, now)
+
+    def sleep(self, inst: Instance, now: float) -> None:
+        inst.phase = PHASE_ASLEEP
+        inst.version += 1
+        inst.gpu.mem_used -= self.memory_of(inst.gpu, inst.model)
+        inst.gpu.update(now)
+        self.sleeps += 1
+
+    def wake_instance(self, inst: Instance, now: float) -> bool:
+        """Wake an asleep instance (its memory back, its weights copied in); False if the memory
+        it freed has been taken meanwhile."""
+        gpu, memory = inst.gpu, self.memory_of(inst.gpu, inst.model)
+        if gpu.mem_used + memory > gpu.mem_bytes:
+            return False
+        gpu.mem_used += memory
+        mech = self.mechanisms
+        inst.phase = PHASE_LOADING
+        inst.ready_at = now + wake_s(inst.weight_bytes, mech.sleep_level, mech.loader, gpu.spec.host_to_gpu_gbps)
+        self.events.schedule(inst.ready_at, inst.on_ready, None)
+        gpu.update(now)
+        self.wakes += 1
+        return True
 
     def unload(self, inst: Instance, now: float) -> None:
         if inst.migrate_from is not None:  # a migration target unloaded early: the source stays
             inst.migrate_from.migrate_to = None
             inst.migrate_from = None
         gpu = inst.gpu
+        if inst.phase != PHASE_ASLEEP:  # asleep, it holds no memory
+            gpu.mem_used -= self.memory_of(gpu, inst.model)
         inst.phase = PHASE_UNLOADED
         inst.version += 1
         gpu.instances.remove(inst)
         gpu.retired.add(inst.counters)
-        gpu.mem_used -= self.memory_of(gpu, inst.model)
         self.by_model[inst.model].remove(inst)
         gpu.update(now, inst)
         if gpu.park_when_empty and not gpu.instances:
@@ -347,8 +418,8 @@ class Simulator:
             dst.plan(now)
 
     def set_share(self, inst: Instance, share: float, now: float) -> None:
-        if inst.phase == PHASE_LOADING:
-            inst.share = share
+        if inst.phase == PHASE_LOADING:  # it starts with this share: nothing pending is left to apply
+            inst.share, inst.pending_share = share, None
         elif share != inst.share or inst.pending_share is not None:
             inst.pending_share = share
             inst.interrupt(now)
@@ -359,6 +430,8 @@ class Simulator:
         """Bring every GPU up to ``now`` and book its power over the control interval ending then."""
         for gpu in self.gpus:
             gpu.update(now)
+        for node in self.nodes:
+            node.update(now)
         length = now - self._tick_s
         if length <= 0:
             return
@@ -434,11 +507,14 @@ class Simulator:
         elif isinstance(action, Unload):
             inst = self._resident(action.model, action.gpu, "Unload")
             inst.drain = True
-            if inst.phase == PHASE_IDLE and inst.empty:
+            if (inst.phase == PHASE_IDLE or inst.phase == PHASE_ASLEEP) and inst.empty:
                 self.unload(inst, now)
         elif isinstance(action, Migrate):
             src = self._resident(action.model, action.src, "Migrate")
             dst = self._gpu(action.dst, "Migrate")
+            if src.phase == PHASE_ASLEEP:  # nothing runs or waits there: the move is an unload
+                self.unload(src, now)
+                return
             if dst.instance_of(src.model) is not None:
                 raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}")
             if src.migrate_to is not None:

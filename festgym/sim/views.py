@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from festgym.control.states import PHASE_NAMES, STATES
+from festgym.sim.node import NODE_STATES
 from festgym.sim.observation import local_features
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +44,8 @@ class InstanceView:
     model = property(lambda self: self._i.name, doc="Model name.")
     gpu = property(lambda self: self._i.gpu.index, doc="GPU index.")
     phase = property(lambda self: PHASE_NAMES[self._i.phase],
-                     doc="loading, idle, prefill, decode, restarting or unloaded.")
-    ready = property(lambda self: self._i.ready, doc="Loaded and able to run.")
+                     doc="loading, idle, prefill, decode, restarting, unloaded or asleep.")
+    ready = property(lambda self: self._i.ready, doc="Loaded, awake and able to run.")
     share = property(lambda self: self._i.share, doc="SM share in (0, 1].")
     max_num_seqs = property(lambda self: self._i.max_num_seqs, doc="Batch limit in force (a policy may cap it).")
     engine_max_num_seqs = property(lambda self: self._i.serving.engine.max_num_seqs,
@@ -76,11 +77,15 @@ class GpuView:
 
     index = property(lambda self: self._g.index)
     spec = property(lambda self: self._g.spec, doc="The GpuSpec (type, clocks, memory, power).")
-    state = property(lambda self: STATES[self._g.state], doc="busy, loading, idle, waking or parked.")
+    state = property(lambda self: STATES[self._g.state],
+                     doc="busy, loading, idle, asleep, empty, booting or off (festgym.control.states.STATES).")
     clock_mhz = property(lambda self: self._g.clock, doc="Effective device SM clock.")
     power_w = property(lambda self: self._g.power_w, doc="Current power draw.")
     mem_free_gb = property(lambda self: (self._g.mem_bytes - self._g.mem_used) / 1e9)
-    parked = property(lambda self: self._g.parked)
+    parked = property(lambda self: self._g.parked, doc="Released: it may be powered off with its node.")
+    node = property(lambda self: self._g.node.index if self._g.node is not None else 0, doc="Its node's index.")
+    node_state = property(lambda self: NODE_STATES[self._g.node.state] if self._g.node is not None else "on",
+                          doc="on, booting, shutting_down or off.")
 
     @property
     def instances(self) -> tuple[InstanceView, ...]:
@@ -114,6 +119,8 @@ class ClusterView:
     now = property(lambda self: self._s.now)
     control_interval_s = property(lambda self: self._s.config.control_interval_s)
     models = property(lambda self: self._s.model_names)
+    share_mechanism = property(lambda self: self._s.config.share_mechanism,
+                               doc="green-contexts (share changes are free) or mps (a change restarts the engine).")
 
     @property
     def gpus(self) -> tuple[GpuView, ...]:
@@ -140,5 +147,6 @@ class ClusterView:
         return self._s.serving[model].slo
 
     def can_host(self, gpu: int, model: str) -> bool:
-        """Whether ``model`` is resident on ``gpu`` or its weights and KV cache would fit there."""
+        """Whether ``model`` is resident and awake on ``gpu``, or its weights and KV cache would fit
+        there (to start it, or to wake it from sleep)."""
         return self._s.can_host(gpu, model)

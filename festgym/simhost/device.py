@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from festgym.control.actions import GpuControl
 from festgym.control.levels import normalize_shares
-from festgym.control.states import GPU_BUSY, GPU_IDLE, PHASE_DECODE, PHASE_PREFILL
+from festgym.control.states import GPU_ASLEEP, GPU_BUSY, GPU_EMPTY, GPU_IDLE, PHASE_DECODE, PHASE_PREFILL
 from festgym.devices.device import (
     GpuDevice,
     InvalidArgument,
@@ -112,7 +112,7 @@ class SimulatedDevice(GpuDevice):
 
     def clock_events(self) -> tuple[str, ...]:
         gpu = self._now()
-        events: tuple[str, ...] = ("gpu_idle",) if gpu.state == GPU_IDLE else ()
+        events: tuple[str, ...] = ("gpu_idle",) if gpu.state in (GPU_IDLE, GPU_ASLEEP, GPU_EMPTY) else ()
         if self._locked is not None:
             events += ("applications_clocks",)
         return events + (("sw_power_cap",) if gpu.uncapped_w > gpu.power_w else ())

@@ -35,9 +35,13 @@ from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry
 from festgym.devices.device import NoPermission
+from festgym.scenario import load_scenario
 from festgym.simhost.host import SimulatedHost, gap_histogram
 
 REPO = Path(__file__).resolve().parents[2]
+QUICK = load_scenario("default", sim={"init_s": 2.0})
+"""The default scenario with engines that start in seconds (vLLM's 14 s would leave a 30 s run
+little time with both engines up)."""
 
 
 def agent_on(host: SimulatedHost, duration_s: float, apply: bool = True, policy: str = "ppo-local",
@@ -154,7 +158,7 @@ def test_a_signal_stops_the_loop_and_restores(signum, reason, monkeypatch):
 
 
 def test_a_second_signal_cannot_cut_the_restore_short(monkeypatch):
-    host = SimulatedHost("default", seed=0, duration_s=31.0)
+    host = SimulatedHost(QUICK, seed=0, duration_s=31.0)
     agent, log = agent_on(host, 30.0, safety=SafetyConfig(min_change_interval_s=0.0))
     restore = host.gpu.restore
 
@@ -465,25 +469,28 @@ def test_real_hosts_need_engines_and_a_driver(capsys, monkeypatch):
 
 def test_festina_through_the_agent_tracks_festina_in_the_simulator():
     """Festina deciding from engine metrics (estimated views) against Festina deciding inside the
-    simulator (exact views), on the same one-GPU workload, safety layer off."""
+    simulator (exact views), on the same one-GPU workload, safety layer off. Ten minutes: over the
+    first five (engines start in 18 s) the estimated views' lag is 5% of the energy, over ten 1.5%."""
     from festgym.policies import make_policy
     from festgym.policies.on_host import RuleDecider
 
-    native = SimulatedHost("default", seed=0, duration_s=301.0, control=make_policy("festina"))
-    native.sim.advance(300.0)
-    host = SimulatedHost("default", seed=0, duration_s=301.0)
+    native = SimulatedHost("default", seed=0, duration_s=601.0, control=make_policy("festina"))
+    native.sim.advance(600.0)
+    host = SimulatedHost("default", seed=0, duration_s=601.0)
     specs = host.engine_specs()
     decider = RuleDecider(make_policy("festina"), "H100-SXM-80GB", specs, host.scenario.models, 1.0)
     free = SafetyConfig(min_change_interval_s=0, hysteresis_mhz=0, share_hysteresis=0, watchdog_intervals=10**6)
     log = io.StringIO()
-    DeployAgent(host.host, decider, specs, DeployConfig(duration_s=300.0, apply=True, safety=free),
+    DeployAgent(host.host, decider, specs, DeployConfig(duration_s=600.0, apply=True, safety=free),
                 Telemetry(stream=log)).run()
+    # GPU energy: the host's own power is the same whoever sets the clocks
     ours, theirs = host.sim.result().summary, native.sim.result().summary
-    assert ours["energy_kwh"] == pytest.approx(theirs["energy_kwh"], rel=0.05)
+    assert ours["gpu_energy_kwh"] == pytest.approx(theirs["gpu_energy_kwh"], rel=0.05)
     assert abs(ours["slo_attainment"] - theirs["slo_attainment"]) < 0.03
-    untouched = SimulatedHost("default", seed=0, duration_s=301.0)
-    untouched.sim.advance(300.0)
-    assert ours["energy_kwh"] < 0.85 * untouched.sim.result().summary["energy_kwh"]  # it does save energy
+    untouched = SimulatedHost("default", seed=0, duration_s=601.0)
+    untouched.sim.advance(600.0)
+    assert ours["gpu_energy_kwh"] < 0.85 * untouched.sim.result().summary["gpu_energy_kwh"]  # it does save energy
+    assert ours["host_energy_kwh"] == untouched.sim.result().summary["host_energy_kwh"]
     levels = [json.loads(line).get("levels", 0) for line in log.getvalue().splitlines() if '"interval"' in line]
     assert levels and all(x is None for x in levels)  # a rule policy has no action levels
 

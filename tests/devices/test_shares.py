@@ -12,6 +12,7 @@ import pytest
 
 from festgym.devices.device import GpuError, NotSupported
 from festgym.devices.shares import MPS_CONTROL, AdvisoryShares, MpsShares, ShareActuator
+from festgym.scenario import load_scenario
 from festgym.simhost.device import SimulatedShares
 from festgym.simhost.host import SimulatedHost
 
@@ -173,7 +174,8 @@ def test_mps_partial_failure_still_restored(mps):
 
 @pytest.fixture
 def host():
-    return SimulatedHost("default", seed=0, duration_s=30)
+    """The default scenario's local pair, with engines that start in seconds (ready well before 15 s)."""
+    return SimulatedHost(load_scenario("default", sim={"init_s": 2.0}), seed=0, duration_s=30)
 
 
 def effective(host: SimulatedHost) -> dict[str, float]:

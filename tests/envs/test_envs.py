@@ -22,11 +22,15 @@ IDS = list(ENV_IDS)
 LOCAL, PLACEMENT, CLUSTER = "festgym/LocalGPU-v0", "festgym/Placement-v0", "festgym/Cluster-v0"
 ACTION_TYPES = ("multidiscrete", "box")
 SHORT = {"episode_s": 30, "warmup_s": 10}
+QUICK = {"init_s": 2.0}
+"""Engine start after the weights: short, so the engines a warm-up of 10 s starts are ready when
+the episode begins (the scenarios' 14 s is vLLM's)."""
 INFO_KEYS = ("reward_energy", "reward_ttft", "reward_tbt", "energy_j", "ttft_attainment", "tbt_attainment", "time_s")
 
 
 def make(env_id: str, action_type: str = "multidiscrete", **kwargs) -> gym.Env:
     kwargs.setdefault("env", dict(SHORT))
+    kwargs["sim"] = {**QUICK, **kwargs.get("sim", {})}
     return gym.make(env_id, action_type=action_type, **kwargs)
 
 
@@ -446,7 +450,7 @@ def test_cluster_route_sends_a_models_arrivals_to_the_chosen_gpu():
     env.reset(seed=0)
     u = env.unwrapped
     g, m = len(u.sim.gpus), len(u.models)
-    model = "Llama-3.2-3B"
+    model = u.models[0]  # the most popular: many arrivals within a few steps
     action = np.zeros(len(u.nvec), dtype=np.int64)
     action[:g] = 7
     action[g + g * m + u.models.index(model)] = 6  # GPU 5
@@ -477,7 +481,7 @@ def test_placement_action_places_the_request_on_that_gpu():
         for k in range(len(u.sim.gpus)):
             assert obs[names.index(f"gpu{k}.fits")] == (1.0 if k in hosts else 0.0)
         others = [k for k in range(len(u.sim.gpus)) if k not in hosts]
-        if others and step % 2:  # a GPU without memory for the model rejects the request
+        if others and (step % 2 or not hosts):  # a GPU without memory for the model rejects the request
             obs, *_ = env.step(np.array([others[0]]))
             assert u.sim.ledger.log.status[rid] == REJECTED_MEMORY
             rejected += 1
@@ -516,6 +520,22 @@ def test_render_ansi(env_id):
     text = env.render()
     assert isinstance(text, str) and "GPU 0" in text and "MHz" in text
     assert make(env_id).unwrapped.render() is None
+
+
+def test_observations_one_hot_the_five_states_trained_controllers_know():
+    """The simulator's seven GPU states read as the five of the observation: asleep and empty as
+    idle, a booting node as waking, a node that is off as parked."""
+    from festgym.control.features import GPU_FEATURES, gpu_vector
+    from festgym.control.states import OBSERVED_STATES, STATES
+
+    assert [f for f in GPU_FEATURES if f.startswith("state_")] == \
+        ["state_busy", "state_loading", "state_idle", "state_waking", "state_parked"]
+    reads = {"busy": "busy", "loading": "loading", "idle": "idle", "asleep": "idle", "empty": "idle",
+             "booting": "waking", "off": "parked"}
+    assert set(reads) == set(STATES)
+    for index, state in enumerate(STATES):
+        onehot = gpu_vector(350.0, 700.0, 1095.0, 210.0, 1980.0, 0.5, index)[3:]
+        assert onehot == [1.0 if s == reads[state] else 0.0 for s in OBSERVED_STATES], state
 
 
 # --- bugs ----------------------------------------------------------------------------------------

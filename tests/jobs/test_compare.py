@@ -13,15 +13,18 @@ import pandas as pd
 import pytest
 
 from festgym.cli.main import main
+from festgym.control.states import STATES
 from festgym.errors import FestgymError
 from festgym.jobs.compare import (
     ABLATION,
     REFERENCE,
+    SAVINGS_COLUMNS,
     TABLE_COLUMNS,
     ci95,
     compare,
     parse_seeds,
     plan,
+    report_lines,
 )
 from festgym.policies import RULE_POLICIES
 
@@ -83,10 +86,31 @@ def test_files_written(in_process):
     assert {"policy", "seed", "energy_kwh", "slo_attainment", "savings_pct", "slo_diff_pp"} <= set(runs.columns)
     assert len(runs) == len(in_process.runs)
     assert set(in_process.power.columns) == set(in_process.runs.policy)
-    assert list(in_process.state_hours.columns) == ["busy", "loading", "idle", "waking", "parked"]
+    assert list(in_process.state_hours.columns) == list(STATES)
     # state time covers every GPU over the whole horizon
     horizon_h = in_process.runs.horizon_s.iloc[0] / 3600
     assert in_process.state_hours.sum(axis=1).to_numpy() == pytest.approx(8 * horizon_h, rel=1e-6)
+
+
+def test_savings_of_festina_against_every_other_policy(in_process):
+    savings = in_process.savings
+    assert list(savings.columns) == list(SAVINGS_COLUMNS)
+    assert savings.against.tolist() == [p for p in in_process.summary.policy if p != "festina"]
+    assert (savings.policy == "festina").all() and (savings.seeds == 1).all()
+    table = in_process.summary.set_index("policy")
+    for row in savings.itertuples():  # one seed: the paired saving is the ratio of the means
+        assert row.saving_pct == pytest.approx(100 * (1 - table.loc["festina", "energy_kwh"] / table.loc[row.against,
+                                                                                                       "energy_kwh"]))
+        assert row.gpu_saving_pct == pytest.approx(100 * (1 - table.loc["festina", "gpu_kwh"] / table.loc[row.against,
+                                                                                                        "gpu_kwh"]))
+    if REFERENCE in RULE_POLICIES:
+        assert savings.set_index("against").loc[REFERENCE, "saving_pct"] == pytest.approx(table.loc["festina",
+                                                                                                    "savings_pct"])
+    assert (table.gpu_kwh < table.energy_kwh).all()  # wall-plug adds the hosts
+    saved = pd.read_csv(in_process.files["savings.csv"])
+    assert saved.against.tolist() == savings.against.tolist()
+    text = "\n".join(report_lines(in_process))
+    assert "festina against each policy" in text and all(f"vs {p}" in text for p in savings.against)
 
 
 def test_worker_processes_give_the_same_numbers(in_process, tmp_path):
@@ -187,7 +211,9 @@ def test_paired_difference_cancels_the_workload():
     from festgym.jobs.compare import paired_difference
 
     runs = pd.DataFrame({"policy": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2],
-                         "energy_kwh": [1.1, 1.0, 2.2, 2.0, 3.3, 3.0], "slo_attainment": [0.9, 0.95] * 3})
+                         "energy_kwh": [1.1, 1.0, 2.2, 2.0, 3.3, 3.0], "gpu_energy_kwh": [0.8, 1.0, 1.6, 2.0, 2.4, 3.0],
+                         "slo_attainment": [0.9, 0.95] * 3})
     d = paired_difference(runs, "a", "b")
     assert d["energy_pct"] == pytest.approx(10.0) and d["energy_pct_ci95"] == pytest.approx(0.0, abs=1e-9)
+    assert d["gpu_energy_pct"] == pytest.approx(-20.0) and d["gpu_energy_pct_ci95"] == pytest.approx(0.0, abs=1e-9)
     assert d["slo_pp"] == pytest.approx(-5.0) and d["seeds"] == 3

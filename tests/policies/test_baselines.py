@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import pytest
 
+from festgym.control.actions import Migrate, Park
 from festgym.errors import SpecError
-from festgym.policies import RULE_POLICIES, make_policy
+from festgym.policies import RULE_POLICIES, Festina, make_policy
 from festgym.policies.baselines import BASELINES
 from festgym.scenario import load_scenario
+from festgym.sim.lifecycle import Mechanisms
 
-DURATION = 600.0  # ten simulated minutes of the default scenario: every rule acts hundreds of times
+DURATION = 600.0  # ten simulated minutes of the saturated scenario: every rule acts hundreds of times
 
 
 @pytest.fixture(scope="module")
 def runs():
-    """One seeded run per policy on the same workload."""
-    scenario = load_scenario("default")
-    trace = scenario.trace(0, DURATION)
+    """One seeded run per policy on the same workload (4 models at ~20 req/s: the baselines'
+    dedicated GPUs stay busy, so their clock, share and cap rules act all the time)."""
+    return run_all(load_scenario("saturated"), ("festina", *BASELINES))
+
+
+def run_all(scenario, names, duration_s=DURATION):
+    """One run per policy on the same trace, each result with the actions its policy took
+    (``result.actions``)."""
+    trace = scenario.trace(0, duration_s)
     out = {}
-    for name in ("festina", *BASELINES):
-        sim = scenario.simulator()
-        out[name] = sim.run(trace, make_policy(name))
+    for name in names:
+        policy = make_policy(name)
+        actions = record_actions(policy)
+        out[name] = scenario.simulator().run(trace, policy)
+        out[name].actions = actions
     return out
+
+
+def record_actions(policy) -> list:
+    """Every action ``policy.consolidate`` returns, from now on."""
+    seen: list = []
+    consolidate = policy.consolidate
+
+    def recording(cluster, now):
+        actions = consolidate(cluster, now)
+        seen.extend(actions or ())
+        return actions
+
+    policy.consolidate = recording
+    return seen
 
 
 def energy(result) -> float:
@@ -45,7 +69,8 @@ def test_energy_order_follows_the_literature(runs):
         assert energy(runs[name]) < energy(runs["max-clock"]), name
     assert energy(runs["miad-llf"]) < energy(runs["mps-even"])  # clock control on top of sharing
     # Festina keeps SLOs better than clock control alone for about the same energy (at this load,
-    # clock control is most of the saving: parked power is 73% of idle).
+    # clock control is most of the saving: a released GPU still draws its empty floor, and with
+    # every model busy no node empties to power off).
     slo = {name: r.summary["slo_attainment"] for name, r in runs.items()}
     assert slo["festina"] > slo["dvfs-only"] and energy(runs["festina"]) < 1.05 * energy(runs["dvfs-only"])
 
@@ -58,9 +83,12 @@ def test_baselines_keep_slos_near_max_clock(runs):
 
 
 def test_no_baseline_parks_or_migrates(runs):
+    assert any(isinstance(a, Park) for a in runs["festina"].actions)  # the recording sees what a policy does
     for name in BASELINES:
-        s = runs[name].summary
-        assert s["migrations"] == 0 and (runs[name].gpus.time_parked_s == 0).all(), name
+        result, s = runs[name], runs[name].summary
+        assert not any(isinstance(a, (Park, Migrate)) for a in result.actions), name
+        assert s["migrations"] == 0 and s["node_boots"] == 0 and s["node_off_hours"] == 0, name
+        assert (result.gpus.time_off_s == 0).all() and (result.gpus.time_booting_s == 0).all(), name
 
 
 def test_max_clock_serves_each_model_on_gpus_of_its_own_at_the_default_clock(runs):
@@ -94,3 +122,49 @@ def test_bad_parameters_are_named():
         make_policy("power-cap", cap_frac=1.5)
     with pytest.raises(SpecError, match="clock_mhz"):
         make_policy("dvfs-only", clock_mhz=900)
+
+
+# --- engine mechanisms, on the serverless default scenario ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serverless():
+    """The default scenario (17 models, ~5 req/s: most engines idle most of the time)."""
+    return run_all(load_scenario("default"), ("max-clock", "serverless-llm", "festina", "dvfs-only"))
+
+
+def test_each_baseline_says_how_its_engines_live():
+    assert BASELINES["max-clock"].mechanisms == Mechanisms(loader="safetensors", always_resident=True)
+    assert BASELINES["serverless-llm"].mechanisms == Mechanisms(loader="fast", keep_alive_s=60.0)
+    for name in set(BASELINES) - {"max-clock", "serverless-llm"}:
+        assert BASELINES[name].mechanisms == Mechanisms(), name  # vLLM reload, the scenario's keep-alive
+    festina = Festina()
+    assert (festina.mechanisms.loader, festina.mechanisms.sleep_level) == ("fast", 1)
+    assert festina.mechanisms.sleep_after_s == festina.config.sleep_after_s
+
+
+def last_tick(result):
+    tl = result.timeline
+    return tl[tl.t_s == tl.t_s.max()]
+
+
+def test_max_clock_keeps_one_engine_per_requested_model_resident(serverless):
+    result = serverless["max-clock"]
+    requested = result.requests.model.nunique()
+    assert requested > 8  # more models than GPUs: dedicated placement must co-locate
+    assert last_tick(result).instances.sum() >= requested  # none unloaded, whatever the keep-alive
+    assert result.summary["sleeps"] == 0
+
+
+def test_serverless_llm_scales_to_zero_and_pays_in_cold_starts(serverless):
+    mc, sl = serverless["max-clock"].summary, serverless["serverless-llm"].summary
+    assert last_tick(serverless["serverless-llm"]).instances.sum() < last_tick(serverless["max-clock"]).instances.sum()
+    assert sl["cold_starts"] > mc["cold_starts"]  # an unloaded model's next request starts it again
+    assert sl["sleeps"] == 0 and sl["node_boots"] == 0
+
+
+def test_only_festina_puts_engines_to_sleep(serverless):
+    assert serverless["festina"].summary["sleeps"] > 0 and serverless["festina"].summary["wakes"] > 0
+    assert (serverless["festina"].gpus.time_asleep_s > 0).any()
+    for name in ("max-clock", "serverless-llm", "dvfs-only"):
+        assert serverless[name].summary["sleeps"] == 0 and (serverless[name].gpus.time_asleep_s == 0).all(), name

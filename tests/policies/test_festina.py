@@ -13,6 +13,7 @@ from festgym.errors import SpecError
 from festgym.policies import RULE_POLICIES, Festina, FestinaConfig, make_policy
 from festgym.policies.least_loaded import LeastLoaded
 from festgym.policies.registry import background_policy
+from festgym.profiles.specs import NodeSpec
 from festgym.scenario import list_scenarios, load_scenario
 from festgym.sim.config import SimConfig
 from festgym.sim.policy import BasePolicy
@@ -32,6 +33,7 @@ class Recorder(BasePolicy):
     def __init__(self, inner):
         self.inner = inner
         self.name = inner.name
+        self.mechanisms, self.queue_order = inner.mechanisms, inner.queue_order  # its engines live as the inner's
         self.controls: list = []
         self.placements: list = []
         self.actions: list = []
@@ -60,8 +62,13 @@ def light_trace(seed: int = 0, rate: float = 2.0, duration: float = 120.0):
     return SyntheticWorkload(tuple(MODELS), rate_rps=rate, duration_s=duration).generate(seed)
 
 
-def run(seed: int = 0, gpus: int = 2, **params):
-    sim = Simulator([H100] * gpus, MODELS, SimConfig())
+ONE_GPU_NODES = NodeSpec.load("dgx-h100").replace(gpus_per_node=1)
+"""A node per GPU: a GPU Festina releases can be powered off while the other serves."""
+
+
+def run(seed: int = 0, gpus: int = 2, node: NodeSpec | str = "dgx-h100", config: SimConfig | None = None,
+        **params):
+    sim = Simulator([H100] * gpus, MODELS, config or SimConfig(), node=node)
     policy = Recorder(make_policy("festina", **params))
     result = sim.run(light_trace(seed), policy)
     return sim, policy, result
@@ -170,22 +177,41 @@ def test_empty_awake_gpus_are_parked_at_once():
 
 
 def test_consolidation_parks_the_unused_gpu():
-    _sim, policy, result = run(spawn_after=3)  # a lone burst does not wake the second GPU
+    """The unused GPU is released, and on a node of its own it is powered off; the serving one
+    never is."""
+    config = SimConfig(node_off_after_s=30.0)
+    _sim, policy, result = run(spawn_after=3, node=ONE_GPU_NODES, config=config)  # a lone burst wakes no GPU
     assert (result.requests.gpu == 0).all()  # the load fits on one GPU and is packed there
     gpus = result.gpus.set_index("gpu")
-    assert gpus.loc[1, "time_parked_s"] > 0 and gpus.loc[1, "time_busy_s"] == 0
-    assert gpus.loc[0, "time_parked_s"] == 0
-    assert result.energy_by_state()["parked"] > 0
-    assert any(Park(1) in actions for _, actions in policy.actions)
+    released = min(now for now, actions in policy.actions if Park(1) in actions)
+    off_s = result.summary["horizon_s"] - released - config.node_off_after_s - ONE_GPU_NODES.shutdown_s
+    assert gpus.loc[1, "time_busy_s"] == 0 and off_s > 0 and gpus.loc[1, "time_off_s"] == pytest.approx(off_s)
+    assert gpus.loc[0, "time_off_s"] == 0 and gpus.loc[0, "time_empty_s"] < gpus.loc[1, "time_empty_s"]
+    assert result.nodes.time_off_s.tolist() == [0.0, gpus.loc[1, "time_off_s"]]
+    assert result.summary["node_boots"] == 0
 
 
 def test_consolidation_off_never_parks():
-    _sim, policy, result = run(consolidation=False)
-    assert (result.gpus.time_parked_s == 0).all()
-    assert result.energy_by_state()["parked"] == 0
+    config = SimConfig(node_off_after_s=30.0)
+    _sim, policy, result = run(consolidation=False, node=ONE_GPU_NODES, config=config)
+    assert (result.gpus.time_off_s == 0).all() and result.summary["node_off_hours"] == 0
     assert all(actions == [] for _, actions in policy.actions) and policy.actions
-    _, _, on = run()
-    assert on.summary["energy_kwh"] < result.summary["energy_kwh"]  # parking the idle GPU saves energy
+    _, _, on = run(node=ONE_GPU_NODES, config=config)
+    assert on.summary["node_off_hours"] > 0
+    assert on.summary["energy_kwh"] < result.summary["energy_kwh"]  # powering the idle GPU's node off saves energy
+
+
+def test_releasing_alone_saves_nothing_while_the_node_stays_on():
+    """Both GPUs on one node: the released GPU draws its empty floor, as an unclaimed one does."""
+    sim, policy, on = run(spawn_after=3)
+    _, _, off = run(spawn_after=3, consolidation=False)
+    empty_w = sim.specs[H100].states.empty_w
+    assert any(Park(1) in actions for _, actions in policy.actions)
+    assert on.summary["node_off_hours"] == off.summary["node_off_hours"] == 0
+    for result in (on, off):
+        gpu1 = result.gpus.set_index("gpu").loc[1]
+        assert gpu1.time_busy_s == 0
+        assert gpu1.energy_empty_j == pytest.approx(gpu1.time_empty_s * empty_w)
 
 
 # --- ablations -----------------------------------------------------------------------------------
@@ -236,8 +262,8 @@ def test_make_policy_defaults():
     assert festina.config == FestinaConfig()  # policies/festina.yaml holds the dataclass defaults
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
-    assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "mps-even", "dvfs-only", "miad-llf",
-                                  "power-cap"}
+    assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "serverless-llm", "mps-even",
+                                  "dvfs-only", "miad-llf", "power-cap"}
     assert make_policy("least-loaded").name == "least-loaded"
 
 

@@ -61,7 +61,9 @@ def lowest_clock(tmp_path):
 
 
 def run(policy, seconds=180.0, seed=0):
-    scenario = load_scenario("default")
+    """The saturated scenario: 4 models on 8 GPUs, so a GPU rarely holds more models than the
+    controller's two slots and the controller, not its background, sets most GPUs."""
+    scenario = load_scenario("saturated")
     return scenario.simulator().run(scenario.trace(seed, seconds), policy)
 
 
@@ -79,8 +81,8 @@ def test_the_controller_sets_every_gpu_it_can(lowest_clock):
 
 def test_slot_shares_follow_the_popularity_order(lowest_clock):
     policy = LearnedLocal(lowest_clock)
-    sim = load_scenario("default", cluster={"gpus": {"H100-SXM-80GB": 1}}).simulator()
-    sim.start(load_scenario("default").trace(0, 60.0), policy)
+    sim = load_scenario("saturated", cluster={"gpus": {"H100-SXM-80GB": 1}}).simulator()
+    sim.start(load_scenario("saturated").trace(0, 60.0), policy)
     sim.advance(60.0)
     gpu = sim.gpus[0]
     control = policy.control(gpu.view, sim.now)
@@ -207,7 +209,8 @@ def test_cli_evaluate_records_in_the_card(lowest_clock, capsys):
     assert "lowest-clock" in out and "festina" in out and "load x0.5" in out
     assert "lowest-clock vs festina, paired per seed: energy" in out
     (entry,) = read_card(lowest_clock)["evaluations"]
-    assert set(entry["paired"]["festina"]) == {"energy_pct", "energy_pct_ci95", "slo_pp", "slo_pp_ci95", "seeds"}
+    assert set(entry["paired"]["festina"]) == {"energy_pct", "energy_pct_ci95", "gpu_energy_pct", "gpu_energy_pct_ci95",
+                                               "slo_pp", "slo_pp_ci95", "seeds"}
     assert entry["seeds"] == [0] and [r["policy"] for r in entry["table"]] == ["lowest-clock", "festina", "max-clock"]
     assert main(args) == 0  # the same evaluation again replaces, not appends
     assert len(read_card(lowest_clock)["evaluations"]) == 1
@@ -222,8 +225,10 @@ def test_overrides_and_load_scaling():
     for bad in ("rate_rps=30", "workload.rate_rps", "workload..x=1"):
         with pytest.raises(SpecError, match="SECTION.KEY=VALUE"):
             parse_overrides([bad])
-    scaled = scale_load(load_scenario("default"), 1.5)
-    assert scaled.workload.rate_rps == 30 and scaled.local.rate_rps == 6
+    base = load_scenario("default")
+    scaled = scale_load(base, 1.5)
+    assert (base.workload.rate_rps, base.local.rate_rps) == (5, 4)
+    assert scaled.workload.rate_rps == 7.5 and scaled.local.rate_rps == 6
     with pytest.raises(SpecError, match="positive"):
         scale_load(load_scenario("default"), 0.0)
     with pytest.raises(SpecError, match="rate_rps2"):

@@ -56,7 +56,7 @@ def test_constants_outside_their_physical_range(section, name, value):
     assert err.value.field == f"{section}.{name}"
 
 
-def test_idle_must_lie_below_tdp_and_above_parked():
+def test_idle_must_lie_below_tdp():
     data = spec_data()
     data["tdp_w"] = 50
     with pytest.raises(SpecError, match="idle_w < tdp_w"):

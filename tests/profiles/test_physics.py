@@ -65,7 +65,14 @@ def test_power_rises_with_clock_and_stays_between_idle_and_tdp(profile):
         assert (np.diff(power, axis=-1) >= -1e-9).all()
         assert power.min() >= profile.gpu.idle_w
         assert power.max() <= profile.gpu.tdp_w + 1e-9
-    assert profile.gpu.parked_w < profile.gpu.idle_w
+    # The idle states: the empty floor, resident idle (rising with the clock up to resident_w at the
+    # default clock), loading, all below TDP.
+    gpu, states = profile.gpu, profile.gpu.states
+    resident = np.array([gpu.resident_idle_w(c) for c in gpu.sm_clocks_mhz])
+    assert (np.diff(resident) >= -1e-12).all()
+    assert gpu.empty_w < resident[0]
+    assert gpu.resident_idle_w(gpu.default_sm_clock_mhz) == pytest.approx(states.resident_w)
+    assert states.resident_w <= states.loading_w < gpu.tdp_w
 
 
 def test_decode_energy_per_token_is_u_shaped_in_clock(profile):
@@ -75,9 +82,11 @@ def test_decode_energy_per_token_is_u_shaped_in_clock(profile):
     best = int(np.argmin(energy))
     assert 0 < best < len(clocks) - 1, "the energy-optimal clock must be interior"
     # The high-clock arm is steep (V² above the voltage floor); the low-clock arm is shallower
-    # (static and HBM power over a longer step).
-    assert energy[best] < 0.99 * energy[0]
+    # (static and HBM power over a longer step), and shallowest for the smallest models, whose
+    # steps are mostly clock-insensitive overhead (Qwen2.5-0.5B: +0.4% at the lowest control clock).
+    assert energy[best] < 0.997 * energy[0]
     assert energy[best] < 0.85 * energy[-1]
+    assert energy[0] - energy[best] < energy[-1] - energy[best]
 
 
 def test_static_power_is_a_large_part_of_decode_power(profile):

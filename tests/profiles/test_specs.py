@@ -168,7 +168,58 @@ def test_shipped_gpu_spec_loads(gpu):
     assert spec.default_sm_clock_mhz in spec.sm_clocks_mhz
     assert spec.tdp_w == raw["tdp_w"]
     assert spec.idle_w == raw["constants"]["power"]["idle_w"]
-    assert 0 < spec.parked_w <= spec.idle_w < spec.tdp_w
+    assert spec.states.to_dict() == raw["states"] and spec.empty_w == raw["states"]["empty_w"]
+    assert 0 < spec.empty_w <= spec.states.resident_w <= spec.states.loading_w < spec.tdp_w
+    assert spec.idle_w < spec.tdp_w
+    assert "wake_s" not in raw and "parked_w" not in raw["constants"]["power"]
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_resident_idle_power_follows_the_v_f_curve(gpu):
+    """Resident idle: resident_w at the default clock, falling as V(f)²·f towards the empty floor
+    plus the clock-independent part of the context's extra."""
+    spec = GpuSpec.from_dict(gpu_dict(gpu))
+    st, pw = spec.states, spec.power
+    assert spec.resident_idle_w(spec.default_sm_clock_mhz) == pytest.approx(st.resident_w, rel=1e-12)
+    low = spec.sm_clocks_mhz[0]
+    x, top = low / spec.max_sm_clock_mhz, spec.default_sm_clock_mhz / spec.max_sm_clock_mhz
+    dyn = (float(pw.relative_voltage(x)) ** 2 * x) / (float(pw.relative_voltage(top)) ** 2 * top)
+    extra = st.resident_w - st.empty_w
+    assert spec.resident_idle_w(low) == pytest.approx(
+        st.empty_w + extra * (st.resident_floor_frac + (1 - st.resident_floor_frac) * dyn), rel=1e-12)
+    assert st.empty_w + st.resident_floor_frac * extra < spec.resident_idle_w(low) < st.resident_w
+    clocks = np.asarray(spec.sm_clocks_mhz, dtype=float)
+    assert (np.diff([spec.resident_idle_w(c) for c in clocks]) > 0).all()
+    assert spec.device_figures()["states.resident_w"] == st.resident_w
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"empty_w": 120.0}, "empty_w <= resident_w <= loading_w < tdp_w"),
+    ({"loading_w": 100.0}, "empty_w <= resident_w <= loading_w < tdp_w"),
+    ({"loading_w": 800.0}, "empty_w <= resident_w <= loading_w < tdp_w"),
+])
+def test_idle_states_must_be_ordered_below_tdp(change, match):
+    data = copy.deepcopy(gpu_dict("H100-SXM-80GB"))  # empty 70, resident 116, loading 150, TDP 700
+    data["states"].update(change)
+    err = spec_error(GpuSpec.from_dict, data, "h100.yaml", field="states")
+    assert match in err.problem
+
+
+@pytest.mark.parametrize("name, value", [("empty_w", 0.0), ("resident_floor_frac", 1.5), ("loading_w", "hot")])
+def test_state_constant_outside_its_range(name, value):
+    data = copy.deepcopy(gpu_dict("H100-SXM-80GB"))
+    data["states"][name] = value
+    spec_error(GpuSpec.from_dict, data, field=f"states.{name}")
+
+
+def test_a_spec_from_before_power_states_says_what_to_change():
+    data = copy.deepcopy(gpu_dict("H100-SXM-80GB"))
+    del data["states"]
+    data["wake_s"] = 1.0
+    err = spec_error(GpuSpec.from_dict, data, "old.yaml", field="states")
+    assert "predates power states" in err.problem and "wake_s" in err.problem
+    del data["wake_s"]
+    assert "missing" in spec_error(GpuSpec.from_dict, data, field="states").problem
 
 
 @pytest.mark.parametrize("gpu", GPUS)

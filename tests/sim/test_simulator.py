@@ -11,7 +11,9 @@ import pytest
 from festgym.control.actions import GpuControl, Migrate, Park, Unload, Wake
 from festgym.policies.least_loaded import LeastLoaded
 from festgym.policies.rules import RULE_POLICIES, make_rule_policy
+from festgym.profiles.specs import NodeSpec
 from festgym.sim.config import SimConfig
+from festgym.sim.lifecycle import LOADERS
 from festgym.sim.policy import ActionError, BasePolicy
 from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
@@ -117,7 +119,9 @@ def test_closed_form_matches_per_iteration_reference(clock):
     result = sim.run(trace, Fixed(clock_mhz=clock))
     assert (result.requests.status == "finished").all()
     weights = sim.profile(H100, LLAMA).model.weight_bytes
-    ready = arrivals[0] + weights / (sim.specs[H100].host_to_gpu_gbps * 1e9) + engine.init_s  # cold start on arrival
+    # cold start on arrival: the default loader (safetensors) from DRAM, capped by the host link, then init
+    rate_gbps = min(LOADERS["safetensors"]["dram"], sim.specs[H100].host_to_gpu_gbps)
+    ready = arrivals[0] + weights / (rate_gbps * 1e9) + engine.init_s
     first, finish = reference_times(sim, trace, ready, clock, engine)
     req = result.requests
     np.testing.assert_allclose(req.arrival_s + req.ttft_s, first, rtol=1e-9, atol=1e-9)
@@ -134,10 +138,14 @@ def test_decode_runs_are_closed_form_not_per_token():
     assert len(result.runs) < 20  # one prefill plus one run per context-grid cell
 
 
-def small_world(**config):
+ONE_GPU_NODES = NodeSpec.load("dgx-h100").replace(gpus_per_node=1, shutdown_s=5.0, boot_s=10.0)
+"""Nodes of one GPU each, quick to power off and on: a released GPU's node goes off on its own."""
+
+
+def small_world(node: NodeSpec | str = "dgx-h100", **config):
     engine = EngineConfig(max_num_seqs=32, kv_cache_gb=4.0, init_s=0.5)
     models = {LLAMA: ModelServing(Slo(0.5, 0.1), engine), SMALL: ModelServing(Slo(0.3, 0.05), engine)}
-    return Simulator([H100, H100], models, SimConfig(**{"drain_s": 120.0, **config}))
+    return Simulator([H100, H100], models, SimConfig(**{"drain_s": 120.0, **config}), node=node)
 
 
 def workload(rate=4.0, duration=60.0, seed=1):
@@ -145,10 +153,10 @@ def workload(rate=4.0, duration=60.0, seed=1):
 
 
 def test_same_seed_gives_identical_results():
-    sim = small_world(share_change_s=0.2)
+    sim = small_world(share_mechanism="mps")  # share changes restart engines: recomputation on the way
     first = sim.run(workload(), LeastLoaded(spawn_at=0.2))
     second = sim.run(workload(), LeastLoaded(spawn_at=0.2))
-    for name in ("requests", "gpus", "timeline", "runs"):
+    for name in ("requests", "gpus", "timeline", "runs", "nodes"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
     drop = {"wall_s", "requests_per_wall_s"}
     assert {k: v for k, v in first.summary.items() if k not in drop} == \
@@ -260,23 +268,37 @@ def test_keep_alive_unloads_and_a_later_request_cold_starts():
 
 
 def test_park_wake_and_migration():
-    sim = small_world()
+    """A released GPU's node powers off; the migration to it boots the node; the emptied source
+    is released and its node goes off in turn."""
+    sim = small_world(ONE_GPU_NODES, node_off_after_s=5.0)
     trace = SyntheticWorkload((LLAMA,), rate_rps=3.0, duration_s=80).generate(5)
     actions = [(30.0, Park(1)), (60.0, Migrate(LLAMA, 0, 1)), (90.0, Park(0))]
     result = sim.run(trace, Fixed(actions=actions))
-    s, gpus = result.summary, result.gpus
+    s, gpus, nodes = result.summary, result.gpus, result.nodes
     assert s["migrations"] == 1 and s["recomputed_tokens"] > 0
     assert s["finished"] == len(trace)
-    assert gpus.time_parked_s[1] > 20 and gpus.time_waking_s[1] > 0  # parked, then woken by the migration
-    assert gpus.time_parked_s[0] > 0  # emptied by the migration, then parked
-    assert (result.requests.gpu[result.requests.arrival_s > 90] == 1).all()
+    # GPU 1: released at 30, off from 40 (5 s timer, 5 s shutdown) until the migration boots it at 60
+    assert gpus.time_off_s[1] == pytest.approx(20.0)
+    assert gpus.time_booting_s[1] == pytest.approx(ONE_GPU_NODES.shutdown_s + ONE_GPU_NODES.boot_s)
+    assert gpus.energy_off_j[1] == 0.0 and nodes.boots.tolist() == [0, 1]
+    # GPU 0: emptied by the migration, released at 90, then its node goes off too
+    assert gpus.time_off_s[0] == pytest.approx(s["horizon_s"] - 100.0)
+    assert nodes.time_off_s[0] == pytest.approx(s["horizon_s"] - 100.0)
+    assert s["node_boots"] == 1 and s["node_off_hours"] * 3600 == pytest.approx(nodes.time_off_s.sum())
+    after = result.requests.arrival_s > 75  # the target is ready by then (boot, then cold start)
+    assert after.any() and (result.requests.gpu[after] == 1).all()
 
 
 def test_unload_drains_then_frees_the_gpu():
+    """Unloaded and released, a GPU falls to its empty floor; its node stays on while another
+    GPU of it (never released) is not."""
     sim = small_world()
     trace = trace_of([0.0, 1.0], [50, 50], [20, 20])
     result = sim.run(trace, Fixed(actions=[(30.0, Unload(LLAMA, 0)), (30.0, Park(0))]))
-    assert result.gpus.time_parked_s[0] == pytest.approx(result.summary["horizon_s"] - 30.0)
+    gpu0, empty_w = result.gpus.iloc[0], sim.specs[H100].states.empty_w
+    assert gpu0.time_empty_s == pytest.approx(result.summary["horizon_s"] - 30.0)
+    assert gpu0.energy_empty_j == pytest.approx(empty_w * gpu0.time_empty_s)
+    assert result.gpus.time_off_s.sum() == 0.0 and result.nodes.time_off_s.sum() == 0.0
 
 
 def test_co_resident_decodes_contend_for_bandwidth():
@@ -337,12 +359,17 @@ def test_unknown_trace_model_is_an_error():
 
 
 def test_wake_action_on_parked_gpu():
-    sim = small_world()
+    """Park releases GPU 1, its node shuts down and goes off; Wake boots it back to the empty floor."""
+    sim = small_world(ONE_GPU_NODES, node_off_after_s=10.0)
     trace = trace_of([0.0], [10], [10], duration=100)
     result = sim.run(trace, Fixed(actions=[(30.0, Park(1)), (60.0, Wake(1))]))
-    gpu1 = result.gpus.iloc[1]
-    assert gpu1.time_parked_s == pytest.approx(30.0)
-    assert gpu1.time_waking_s == pytest.approx(sim.specs[H100].wake_s)
+    gpu1, node1 = result.gpus.iloc[1], result.nodes.iloc[1]
+    assert gpu1.time_off_s == pytest.approx(60.0 - 30.0 - 10.0 - ONE_GPU_NODES.shutdown_s)
+    assert gpu1.time_booting_s == pytest.approx(ONE_GPU_NODES.shutdown_s + ONE_GPU_NODES.boot_s)
+    assert gpu1.time_empty_s == pytest.approx(result.summary["horizon_s"] - gpu1.time_off_s - gpu1.time_booting_s)
+    assert node1.time_shutting_down_s == pytest.approx(ONE_GPU_NODES.shutdown_s)
+    assert node1.time_booting_s == pytest.approx(ONE_GPU_NODES.boot_s) and node1.boots == 1
+    assert node1.energy_off_j == pytest.approx(ONE_GPU_NODES.off_w * gpu1.time_off_s)
 
 
 @pytest.mark.parametrize("order", [(SMALL, LLAMA), (LLAMA, SMALL)])

@@ -10,7 +10,7 @@ Run by ``festgym profiles calibrate`` (needs the ``calibrate`` extra: scipy). Or
    :func:`transfer_to`.
 
 Fixed by assumption, not fitted (named in the spec's provenance): ``attn_compute_frac``,
-``bw_saturation_share``, ``memory_w`` (HBM energy per byte), ``parked_w``.
+``bw_saturation_share``, ``memory_w`` (HBM energy per byte).
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ SOURCE_NOTES = {
     "attn_compute_frac": "assumption: FlashAttention on Hopper reaches about half of dense peak",
     "bw_saturation_share": "assumption (no public data): decode bandwidth saturates above a share of "
                            "about 0.3-0.5 at full clock",
-    "memory_w": "assumption: HBM3 plus on-chip fabric at about 5.6 pJ/byte, i.e. ~150 W at 3.35 TB/s",
-    "idle_w": f"measured: splitwise idle power ({sources.SPLITWISE_FILE}), models resident",
-    "parked_w": "assumption: deep idle without a CUDA context draws ~25% less than resident idle",
+    "memory_w": "assumption: HBM3 plus on-chip fabric at about 5.6 pJ/bit (45 pJ/byte), i.e. ~150 W at "
+                "3.35 TB/s; band 95-190 W (3.5-7 pJ/bit)",
+    "idle_w": f"splitwise's constant power model's idle figure ({sources.SPLITWISE_FILE}), kept as the "
+              "intercept of the busy-power fit; the idle states are the spec's states section",
 }
-PARKED_FRACTION = 0.73
 
 
 def _with(gpu: GpuSpec, values: Mapping[str, float]) -> GpuSpec:
@@ -105,7 +105,7 @@ def transfer_to(h100: GpuSpec, target: GpuSpec, idle_w: float) -> GpuSpec:
     """
     headroom = (target.tdp_w - idle_w) / (h100.tdp_w - h100.power.idle_w)
     power = h100.power.replace(
-        idle_w=idle_w, parked_w=idle_w * PARKED_FRACTION,
+        idle_w=idle_w,
         memory_w=h100.power.memory_w * target.hbm_bandwidth_gbps / h100.hbm_bandwidth_gbps,
         active_w=h100.power.active_w * headroom, compute_w=h100.power.compute_w * headroom,
         attention_w=h100.power.attention_w * headroom)
@@ -120,7 +120,7 @@ def calibrate(h100: GpuSpec, a100: GpuSpec, models: Mapping[str, ModelSpec], dat
     a_idle = sources.splitwise_idle_w(a100, data_dir)
     if h_idle is None or a_idle is None:
         raise FestgymError(f"{sources.SPLITWISE_FILE} lists no idle power for {h100.name} or {a100.name}")
-    h100 = _with(h100, {"idle_w": h_idle, "parked_w": h_idle * PARKED_FRACTION})
+    h100 = _with(h100, {"idle_w": h_idle})
     h100 = fit(h100, VIDUR, lambda g: sources.vidur_comparisons(g, data_dir))
     for _ in range(rounds):
         a100 = transfer_to(h100, a100, a_idle)
@@ -140,7 +140,7 @@ def write_spec(spec: GpuSpec, path: Path, notes: Mapping[str, str], fit_report: 
     provenance["constants"] = dict(notes)
     provenance["fit"] = fit_report
     data["provenance"] = provenance
-    path.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
+    path.write_text(yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True))
 
 
 def _rounded(values: Mapping[str, float]) -> dict[str, float]:
@@ -153,7 +153,7 @@ def a100_notes(h100_name: str) -> dict[str, str]:
     notes.update({n: f"transferred from {h100_name}, scaled by TDP headroom above idle"
                   for n in ("active_w", "compute_w", "attention_w")})
     notes["memory_w"] = f"transferred from {h100_name}: same energy per byte, scaled by HBM bandwidth"
-    for n in ("attn_compute_frac", "bw_saturation_share", "idle_w", "parked_w"):
+    for n in ("attn_compute_frac", "bw_saturation_share", "idle_w"):
         notes[n] = SOURCE_NOTES[n]
     return notes
 
