@@ -80,6 +80,8 @@ from festgym.sim.policy import BasePolicy
 from festgym.sim.views import ClusterView, GpuView, InstanceView, Request
 
 ALL = (slice(None), slice(None))
+NODE_READINESS = {"on": 0, "booting": 1, "shutting_down": 2, "off": 3}
+"""How soon a released GPU can start an engine, by its node's state (a shutdown must end before a boot)."""
 IDLE_SHARE = 0.2
 """Share weight of a model with no work, before the split is scaled up to the whole GPU."""
 
@@ -480,7 +482,7 @@ class Festina(BasePolicy):
             return max(roomy, key=lambda g: (self.gpu_need(g), -g.index)).index
         parked = [g for g in fits if g.parked]
         if parked:  # a node that is on first: one that is off must boot (minutes)
-            return min(parked, key=lambda g: (g.node_state != "on", g.node_state == "off", g.index)).index
+            return min(parked, key=lambda g: (NODE_READINESS[g.node_state], g.index)).index
         if awake:
             return min(awake, key=lambda g: (self.gpu_need(g), g.index)).index
         return self._fallback.place(request, cluster)

@@ -308,7 +308,9 @@ class Instance:
             self.host.expired(self, now)
 
     def on_sleep(self, idle_version: int, now: float) -> None:
-        if idle_version == self.idle_version and self.phase == PHASE_IDLE and self.empty and not self.drain:
+        # A migration source stays awake: it hands over as soon as its target is ready.
+        if idle_version == self.idle_version and self.phase == PHASE_IDLE and self.empty and not self.drain \
+                and self.migrate_to is None:
             self.host.sleep(self, now)
 
     def _restart(self, now: float) -> None:

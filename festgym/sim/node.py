@@ -88,8 +88,8 @@ class SimNode:
 
     def _down(self, _version: int, now: float) -> None:
         self._enter(NODE_OFF, now)
-        if self.boot_after_shutdown:
-            self.boot_after_shutdown = False
+        wanted, self.boot_after_shutdown = self.boot_after_shutdown, False
+        if wanted and not self._vacant():  # a GPU woken during the shutdown is still claimed
             self._boot(now)
 
     # --- power on ----------------------------------------------------------------------------

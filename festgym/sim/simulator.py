@@ -393,6 +393,11 @@ class Simulator:
         if inst.migrate_from is not None:  # a migration target unloaded early: the source stays
             inst.migrate_from.migrate_to = None
             inst.migrate_from = None
+        target = inst.migrate_to
+        if target is not None:  # a source gone before its hand-over: the target serves on its own
+            inst.migrate_to, target.migrate_from = None, None
+            if target.phase == PHASE_IDLE:
+                target.plan(now)  # its idle timers start now
         gpu = inst.gpu
         if inst.phase != PHASE_ASLEEP:  # asleep, it holds no memory
             gpu.mem_used -= self.memory_of(gpu, inst.model)

@@ -218,3 +218,28 @@ def test_no_gpu_state_draws_less_than_the_empty_floor_unless_its_node_is_off(pol
     off_gpu_s = result.gpus.time_off_s.sum()
     nodes = result.nodes
     assert off_gpu_s == pytest.approx((nodes.time_off_s * nodes.gpus.map(len)).sum())
+
+
+@pytest.mark.parametrize("source_goes", ["asleep", "unloaded"])
+def test_a_migration_target_whose_source_goes_first_gets_its_own_idle_timers(source_goes):
+    """The source stays awake until its target is ready (it does not sleep mid-move); unloaded
+    mid-move, it leaves the target on its own, which then sleeps and expires like any engine."""
+    from festgym.control.actions import Migrate, Unload
+
+    mech = Mechanisms(sleep_level=1, sleep_after_s=30.0, keep_alive_s=100.0)
+    sim = simulator(init_s=20.0)
+    actions = [(40.0, Migrate(MODEL, 0, 1))] + ([(40.0, Unload(MODEL, 0))] if source_goes == "unloaded" else [])
+    result = sim.run(trace([1.0], 1000.0), Script(actions=actions, mechanisms=mech))
+    assert not sim.gpus[0].instances and not sim.gpus[1].instances  # both gone by the horizon
+    asleep_s = state(result, 1, "asleep")[0]
+    assert 0 < asleep_s < 100.0  # the target slept, then its keep-alive unloaded it
+    assert state(result, 1, "empty")[0] > 700.0
+    assert result.summary["migrations"] == (1 if source_goes == "asleep" else 0)
+
+
+def test_a_wake_then_a_release_during_shutdown_leaves_the_node_off():
+    sim = simulator(node_off_after_s=20.0)  # released at 10: shutdown 30..50
+    policy = Script(actions=[(10.0, Park(0)), (10.0, Park(1)), (40.0, Wake(1)), (40.0, Park(1))])
+    node = sim.run(trace([], 400.0), policy).nodes.iloc[0]
+    assert node.boots == 0 and node.time_booting_s == 0
+    assert node.time_off_s == pytest.approx(350.0)
