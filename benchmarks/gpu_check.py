@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import statistics
 import sys
@@ -49,6 +48,7 @@ from festgym.devices.device import GpuDevice, GpuError
 from festgym.errors import FestgymError
 from festgym.profiles.profiler.plan import Plan, ProfileRun
 from festgym.profiles.specs import GpuSpec, gpu_type_of
+from festgym.sim.config import SimConfig
 from festgym.sim.serving import EngineConfig
 
 if TYPE_CHECKING:  # torch is imported only once the empty GPU is measured (and never for --help)
@@ -60,12 +60,6 @@ T = TypeVar("T")
 
 NEAREST_SPEC = "H100-SXM-80GB"
 """The spec compared against where festgym ships none for the GPU (an H200, say), and in a dry run."""
-INIT_S_SOURCES = (("festgym.sim.serving", "EngineConfig"), ("festgym.sim.config", "SimConfig"))
-"""Where the engine-init figure is read, the first that has one: a model's engine setting, else the
-scenario's ``sim.init_s``."""
-VLLM_INIT_S = 14.0
-"""vLLM's engine start for an 8B model (weights on the GPU to serving), shown where no festgym
-default can be read."""
 DRY_POWER_W = {"empty": 70.0, "init": 150.0, "resident": 116.0, "decode": 300.0}
 """The dry run's constant-power meters, by phase: stand-ins that exercise the arithmetic, not readings."""
 SETUP_S = 90.0
@@ -77,13 +71,6 @@ MIN_DECODE_WINDOW_S = 1.0
 """Shortest windows a budget may leave (NVML's energy counter advances every few tens of ms)."""
 CLOCK_SAMPLE_S = 0.5
 """How often an idle window reads the SM clock."""
-
-
-def _default_of(cls: type, name: str) -> Any:
-    """The default of dataclass ``cls``'s field ``name`` (None where it has none), read without
-    building an instance (one whose defaults are being changed may not build)."""
-    found = next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
-    return None if found is dataclasses.MISSING else found
 
 
 def vllm_capture_sizes(max_num_seqs: int) -> tuple[int, ...]:
@@ -121,11 +108,11 @@ class CheckPlan:
     """Decode batch sizes measured."""
     ctx: int = 1024
     """Context of every decode sequence, tokens."""
-    capture_batches: tuple[int, ...] = vllm_capture_sizes(_default_of(EngineConfig, "max_num_seqs") or 256)
+    capture_batches: tuple[int, ...] = vllm_capture_sizes(EngineConfig().max_num_seqs)
     """Batch sizes whose decode CUDA graph the engine start captures (vLLM's list for the default max_num_seqs)."""
     capture_ctx: int = 16
     """Context of the KV cache each capture runs on (vLLM captures on short dummy sequences)."""
-    warmup_tokens: int = _default_of(EngineConfig, "max_num_batched_tokens") or 8192
+    warmup_tokens: int = EngineConfig().max_num_batched_tokens
     """Tokens of the start's warm-up forward (vLLM's profiling run of max_num_batched_tokens)."""
     settle_s: float = 5.0
     """Wait before each idle window, s, so that the GPU leaves the state of the last work (its clocks
@@ -336,18 +323,10 @@ def spec_for(gpu_name: str | None) -> tuple[GpuSpec, str]:
     return GpuSpec.load(NEAREST_SPEC), f"nearest shipped spec (festgym ships none for {gpu_name})"
 
 
-def init_figure(sources: Sequence[tuple[str, str]] = INIT_S_SOURCES) -> tuple[float, str]:
-    """The engine-init figure to compare with, and where it comes from: the first of ``sources``
-    whose ``init_s`` default is a number (read defensively: these settings are being reworked),
-    else :data:`VLLM_INIT_S`."""
-    for module_name, class_name in sources:
-        try:
-            value = _default_of(getattr(importlib.import_module(module_name), class_name), "init_s")
-        except Exception:  # absent or half-written: the next source, or the fallback
-            continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value), f"{class_name}.init_s"
-    return VLLM_INIT_S, "vLLM's report (no festgym default readable)"
+def init_figure() -> tuple[float, str]:
+    """The engine-init figure to compare with, and where it comes from: the scenarios' default
+    ``sim.init_s`` (a model's ``engine.init_s`` may override it)."""
+    return SimConfig().init_s, "SimConfig.init_s"
 
 
 def spec_figures(spec: GpuSpec, label: str) -> SpecFigures:

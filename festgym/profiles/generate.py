@@ -7,6 +7,7 @@ point's time and power are those of the clock the firmware would really run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,8 @@ def generate(gpu: str | Path, model_config: str | Path, out: str | Path, name: s
     return Profile.load(out)
 
 
-PHYSICS_SECTIONS = {"latency": "latency", "power": "power", "states": "states"}
-"""Sections of a physics override (:func:`with_physics`) -> the :class:`GpuSpec` field they change."""
+PHYSICS_SECTIONS = ("latency", "power", "states")
+"""Sections of a physics override (:func:`with_physics`): the :class:`GpuSpec` fields they change."""
 
 
 def with_physics(profile: Profile, overrides: Mapping[str, Any], source: str = "physics") -> Profile:
@@ -156,8 +157,6 @@ def with_physics(profile: Profile, overrides: Mapping[str, Any], source: str = "
     A changed latency or power constant rebuilds the grids from the roofline model (so only a modelled
     profile takes one); a changed state constant leaves the grids as they are. Each value is checked
     as the spec file's would be."""
-    import dataclasses
-
     if not isinstance(overrides, Mapping):
         raise SpecError(source, profile.gpu.name,
                         f"expected {{latency|power|states: {{constant: value}}}}, got {overrides!r}")
@@ -168,11 +167,10 @@ def with_physics(profile: Profile, overrides: Mapping[str, Any], source: str = "
     gpu = profile.gpu
     changes = {}
     for section, values in overrides.items():
-        current = getattr(gpu, PHYSICS_SECTIONS[section])
+        current = getattr(gpu, section)
         if not isinstance(values, Mapping):
             raise SpecError(source, f"{gpu.name}.{section}", f"expected a mapping of constants, got {values!r}")
-        changes[PHYSICS_SECTIONS[section]] = type(current).from_dict({**current.to_dict(), **values},
-                                                                      f"{source}: {gpu.name}")
+        changes[section] = type(current).from_dict({**current.to_dict(), **values}, f"{source}: {gpu.name}")
     spec = dataclasses.replace(gpu, **changes)
     if not (set(overrides) - {"states"}):
         return dataclasses.replace(profile, gpu=spec)

@@ -24,7 +24,6 @@ fast loader and scales to zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from festgym.config import check_ranges
 
@@ -74,11 +73,6 @@ class Mechanisms:
 
     def keep_alive(self, scenario_s: float) -> float:
         return scenario_s if self.keep_alive_s is None else self.keep_alive_s
-
-    def describe(self) -> dict[str, Any]:
-        """For tables and docs: the mechanisms as plain values."""
-        return {"loader": self.loader, "sleep_level": self.sleep_level, "keep_alive_s": self.keep_alive_s,
-                "always_resident": self.always_resident}
 
 
 def load_gbps(loader: str, source: str, link_gbps: float) -> float:

@@ -63,11 +63,9 @@ class SimNode:
 
     def _enter(self, state: int, now: float) -> None:
         self.update(now)
-        for gpu in self.gpus:
-            gpu.update(now)
         self.state = state
         for gpu in self.gpus:
-            gpu.set_node_state(state, now)
+            gpu.set_node_state(state, now)  # integrates the GPU up to now before its power changes
 
     # --- power off ---------------------------------------------------------------------------
 

@@ -300,8 +300,7 @@ class Simulator:
         fits = [g for g in self.gpus if tokens <= self._kv_tokens[(g.spec.name, name)]]
         if not fits:
             return REJECTED_TOO_LONG
-        if not any(g.instance_of(model) is not None or g.mem_used + self.memory_of(g, model) <= g.mem_bytes
-                   for g in fits):  # an asleep instance counts: its memory may still be free
+        if not any(self.can_host(g.index, name) for g in fits):
             return REJECTED_MEMORY
         return REJECTED_POLICY
 

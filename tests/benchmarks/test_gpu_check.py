@@ -81,11 +81,11 @@ def test_spec_is_the_gpus_own_or_the_nearest_shipped(gc):
     assert figures.init_s > 0
 
 
-def test_init_figure_falls_back_to_vllms(gc):
-    assert gc.init_figure(()) == (gc.VLLM_INIT_S, "vLLM's report (no festgym default readable)")
-    assert gc.init_figure((("festgym.no_such_module", "X"),))[0] == gc.VLLM_INIT_S
+def test_init_figure_is_the_scenarios_default(gc):
+    from festgym.sim.config import SimConfig
+
     value, source = gc.init_figure()
-    assert value >= 0 and source.endswith(".init_s")
+    assert value == SimConfig().init_s > 0 and source.endswith(".init_s")
 
 
 def test_nvml_reads_of_a_fake_gpu_and_what_they_flag(gc):
