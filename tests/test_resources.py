@@ -15,8 +15,9 @@ from festgym.config import read_mapping
 from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
 from festgym.errors import FestgymError
 from festgym.policies.rules import rule_params
+from festgym.profiles.models import ModelSpec
 from festgym.profiles.profile import find_profile_dir, iter_profile_dirs, load_profile
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.specs import GpuSpec
 from festgym.resources import AGENTS, CHECKPOINTS, KINDS, POLICY_PARAMS, PROFILES, SCENARIOS, ResourceError
 from festgym.scenario import list_scenarios, load_scenario
 

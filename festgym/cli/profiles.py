@@ -115,7 +115,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from festgym.profiles.calibration import fit
     from festgym.profiles.calibration.sources import summaries
     from festgym.profiles.generate import generate
-    from festgym.profiles.specs import GpuSpec, ModelSpec
+    from festgym.profiles.models import ModelSpec
+    from festgym.profiles.specs import GpuSpec
     from festgym.resources import PROFILES
 
     data = reference_data(args)

@@ -20,8 +20,9 @@ from festgym.errors import SpecError
 from festgym.profiles import roofline
 from festgym.profiles.calibration.check import check_profile
 from festgym.profiles.grid import Grid
+from festgym.profiles.models import ModelSpec
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
-from festgym.profiles.specs import GpuSpec, ModelSpec, spec_path
+from festgym.profiles.specs import GpuSpec, spec_path
 
 TOKENS = (1, 4, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384)
 BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

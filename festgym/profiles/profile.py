@@ -28,7 +28,8 @@ from festgym.control.levels import CONTROL_CLOCK_FRAC
 from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.profiles import roofline
 from festgym.profiles.grid import Grid
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 from festgym.resources import PROFILES
 
 FORMAT_VERSION = 1

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import pytest
 
 from festgym.profiles.calibration import fit, sources
 from festgym.profiles.calibration.check import check_profile
+from festgym.profiles.models import ModelSpec
 from festgym.profiles.profile import load_profile
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.specs import GpuSpec
 from festgym.resources import PROFILES
 
 CALIBRATED = ("Llama-3.1-8B", "Qwen3-8B", "Qwen3-14B")

@@ -12,7 +12,8 @@ import yaml
 from festgym.cli.main import main
 from festgym.errors import SpecError
 from festgym.profiles.grid import Grid
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 from festgym.resources import PROFILES
 
 H100_YAML = PROFILES.shipped / "H100-SXM-80GB" / "gpu.yaml"

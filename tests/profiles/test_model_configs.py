@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from festgym.profiles.specs import DTYPE_BYTES, GpuSpec, ModelSpec, spec_path
+from festgym.profiles.models import DTYPE_BYTES, ModelSpec
+from festgym.profiles.specs import GpuSpec, spec_path
 from festgym.resources import PROFILES
 
 # Folder -> (Hugging Face repo its config.json is from, parameters in billions as its model card or

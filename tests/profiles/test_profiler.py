@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from festgym.cli.main import main  # noqa: E402
 from festgym.errors import FestgymError  # noqa: E402
 from festgym.profiles.calibration.measured import MEASUREMENTS  # noqa: E402
+from festgym.profiles.models import ModelSpec  # noqa: E402
 from festgym.profiles.profile import Profile  # noqa: E402
 from festgym.profiles.profiler.measure import (  # noqa: E402
     ConstantPower,
@@ -26,7 +27,6 @@ from festgym.profiles.profiler.measure import (  # noqa: E402
 from festgym.profiles.profiler.plan import Plan, ProfileRun  # noqa: E402
 from festgym.profiles.profiler.run import profile  # noqa: E402
 from festgym.profiles.profiler.transformer import RandomTransformer  # noqa: E402
-from festgym.profiles.specs import ModelSpec  # noqa: E402
 from festgym.resources import PROFILES  # noqa: E402
 
 CONFIG = PROFILES.shipped / "model-configs" / "Llama-3.2-3B" / "config.json"

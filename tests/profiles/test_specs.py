@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from festgym.errors import SpecError
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 from festgym.resources import PROFILES
 
 GPUS = ["H100-SXM-80GB", "A100-SXM-80GB"]

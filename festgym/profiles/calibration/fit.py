@@ -26,7 +26,8 @@ from festgym.config import read_mapping
 from festgym.errors import FestgymError
 from festgym.profiles.calibration import sources
 from festgym.profiles.calibration.sources import Comparison
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 
 BOUNDS = {
     "gemm_peak_frac": (0.2, 1.0), "roofline_sharpness": (1.0, 8.0), "hbm_frac": (0.3, 1.0),

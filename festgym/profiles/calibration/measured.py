@@ -10,7 +10,8 @@ import pandas as pd
 
 from festgym.profiles import roofline
 from festgym.profiles.calibration.sources import Comparison
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 
 MEASUREMENTS = "measurements.csv"
 """The raw points of a measured profile, in its folder."""

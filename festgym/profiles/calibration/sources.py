@@ -29,7 +29,8 @@ import pandas as pd
 
 from festgym.errors import DataMissingError
 from festgym.profiles import roofline
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.models import ModelSpec
+from festgym.profiles.specs import GpuSpec
 
 MLENERGY_FILE = "mlenergy-v3/h100_llm_configs.csv"
 VIDUR_FILE = "vidur-h100/Llama-2-7b-hf.mlp.csv"

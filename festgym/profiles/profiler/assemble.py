@@ -32,8 +32,9 @@ from festgym.errors import FestgymError
 from festgym.profiles.calibration.measured import MEASUREMENTS
 from festgym.profiles.generate import build_profile
 from festgym.profiles.grid import Grid
+from festgym.profiles.models import ModelSpec
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
-from festgym.profiles.specs import GpuSpec, ModelSpec
+from festgym.profiles.specs import GpuSpec
 
 
 def _negative_reciprocal(x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from festgym.profiles.calibration.measured import (
     comparisons,
     with_predictions,
 )
+from festgym.profiles.models import ModelSpec
 from festgym.profiles.profile import Profile
 from festgym.profiles.profiler.assemble import assemble
 from festgym.profiles.profiler.measure import (
@@ -32,7 +33,7 @@ from festgym.profiles.profiler.measure import (
 )
 from festgym.profiles.profiler.plan import Plan, ProfileRun
 from festgym.profiles.profiler.transformer import DTYPES, RandomTransformer
-from festgym.profiles.specs import GpuSpec, ModelSpec, gpu_type_of, spec_path
+from festgym.profiles.specs import GpuSpec, gpu_type_of, spec_path
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, "torch_dtype": "float32"}

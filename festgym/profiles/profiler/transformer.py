@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from festgym.profiles.specs import ModelSpec
+from festgym.profiles.models import ModelSpec
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 """GPU dtypes by config name; anything else (float32 configs) runs in bf16, as engines serve it."""
