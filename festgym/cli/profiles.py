@@ -106,7 +106,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from festgym.profiles.generate import generate
 
     profile = generate(args.gpu, args.model_config, args.out, args.name, fit_errors=not args.no_check,
-                       data=reference_data(args))
+                       data=reference_data(args), tp=args.tp, ep=args.ep, node=args.node, kv_format=args.kv_format)
     print(f"wrote {profile.path} ({profile.key})")
     return 0
 
@@ -114,7 +114,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from festgym.profiles.calibration import fit
     from festgym.profiles.calibration.sources import summaries
-    from festgym.profiles.generate import generate
+    from festgym.profiles.generate import generate, shipped_plans
     from festgym.profiles.models import ModelSpec
     from festgym.profiles.specs import GpuSpec
     from festgym.resources import PROFILES
@@ -123,18 +123,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if data is None:
         raise FestgymError("calibration needs the reference data: put it at ../shared/data or set FESTGYM_DATA")
     root = Path(args.root) if args.root else PROFILES.shipped
-    h100_path, a100_path = root / "H100-SXM-80GB" / "gpu.yaml", root / "A100-SXM-80GB" / "gpu.yaml"
+    paths = {g: root / g / "gpu.yaml" for g in (fit.H100, fit.A100, fit.H200, fit.B200)
+             if (root / g / "gpu.yaml").is_file()}
     configs = sorted((root / "model-configs").glob("*/config.json"))
     models = {p.parent.name: ModelSpec.load(p) for p in configs}
-    h100, a100, comparisons = fit.calibrate(GpuSpec.load(h100_path), GpuSpec.load(a100_path), models, data)
-    fit.write_spec(h100, h100_path, fit.h100_notes(), summaries(comparisons[h100.name]))
-    fit.write_spec(a100, a100_path, fit.a100_notes(h100.name), summaries(comparisons[a100.name]))
-    report = _pandas().DataFrame([{"gpu": g, **r} for g, c in comparisons.items() for r in summaries(c)])
+    calibration = fit.calibrate({g: GpuSpec.load(p) for g, p in paths.items()}, models, data)
+    idle = {fit.H200: f"transferred from {fit.H100}: {fit.SOURCE_NOTES['idle_w']}",
+            fit.B200: "assumption: the busy-power intercept at about the measured empty power (136-145 W), as "
+                      "H100's 75 W sits at its empty 67-79 W; band 110-190 W"}
+    for gpu, path in paths.items():
+        fit.write_spec(calibration.specs[gpu], path, fit.notes_for(gpu, idle.get(gpu)),
+                       summaries(calibration.comparisons[gpu]))
+    report = _pandas().DataFrame([{"gpu": g, **r} for g, c in calibration.comparisons.items() for r in summaries(c)])
     print_table(report, False)
-    for gpu_path in (h100_path, a100_path):
-        for config in configs:
-            generate(gpu_path, config, gpu_path.parent / config.parent.name, data=data)
-    print(f"rewrote {h100_path}, {a100_path} and {2 * len(configs)} profiles")
+    plans = shipped_plans(root)
+    for gpu, model, plan in plans:
+        out = root / gpu / (model + plan.suffix)
+        generate(paths[gpu], root / "model-configs" / model / "config.json", out, data=data, tp=plan.tp, ep=plan.ep)
+    print(f"rewrote {', '.join(map(str, paths.values()))} and {len(plans)} profiles")
     return 0
 
 
@@ -157,11 +163,17 @@ def configure_profiles(parser: argparse.ArgumentParser) -> None:
             "exit code 1 if a profile is refused (a broken file, or grids the GPU's datasheet rules out)")
     add_data_option(p)
     p.add_argument("--json", action="store_true")
-    p = add("generate", cmd_generate, "build a profile for a dense decoder-only transformer")
+    p = add("generate", cmd_generate, "build a profile for a decoder-only transformer (dense or MoE, on one GPU "
+            "or a tensor/expert-parallel group)")
     p.add_argument("--gpu", required=True, help="GPU spec YAML or type, e.g. H100-SXM-80GB")
     p.add_argument("--model-config", required=True, help="Hugging Face config.json, or a shipped model's name")
     p.add_argument("--out", required=True, help="output profile folder")
-    p.add_argument("--name", help="model name (default: the config's folder name)")
+    p.add_argument("--name", help="model name (default: a profile folder's model-configs/<name>/, else the "
+                   "config's _name_or_path without -Instruct, else its model_type and size)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree of the engine (default 1)")
+    p.add_argument("--ep", type=int, default=1, help="expert-parallel degree of a MoE engine (default 1: none)")
+    p.add_argument("--node", help="node spec whose collectives time a multi-GPU engine (default: the GPU type's)")
+    p.add_argument("--kv-format", choices=("bf16", "fp8"), help="KV-cache format (default: the activations')")
     p.add_argument("--no-check", action="store_true", help="skip fit errors against the reference data")
     add_data_option(p)
     p = add("calibrate", cmd_calibrate,

@@ -24,9 +24,10 @@ def cmd_serve_bench(args: argparse.Namespace) -> int:
             print(json.dumps(table.to_dict(orient="records"), indent=2))
             return 0
         print(table.round(2).to_string(index=False))
-        for metric in ("itl", "power"):
-            err = table[f"{metric}_err_pct"].abs()
-            print(f"{metric}: MAPE {err.mean():.1f}% (max {err.max():.1f}%) over {len(table)} ML.ENERGY rows")
+        for (gpu, model), rows in table.groupby(["gpu", "model"]):
+            print(f"{gpu} {model}: " + ", ".join(
+                f"{m} MAPE {rows[f'{m}_err_pct'].abs().mean():.1f}% (max {rows[f'{m}_err_pct'].abs().max():.1f}%)"
+                for m in ("itl", "power")) + f" over {len(rows)} rows")
         return 0
     try:
         result = run_bench(from_args(BenchConfig, args), args.root)
@@ -46,7 +47,7 @@ def configure_serve_bench(parser: argparse.ArgumentParser) -> None:
 
     add_fields(parser, BenchConfig)
     parser.add_argument("--validate", action="store_true",
-                        help="instead, compare against every ML.ENERGY H100 row with a shipped profile")
+                        help="instead, compare against every ML.ENERGY row (H100, B200) with a shipped profile")
     add_data_option(parser, "reference data folder for --validate")
     parser.add_argument("--root", help="a profiles folder (default: FESTGYM_PROFILES' folders, then the shipped one)")
     parser.add_argument("--json", action="store_true")
@@ -117,9 +118,11 @@ def configure_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = {
-    "serve-bench": Command("closed-loop serving benchmark of one model on one GPU, simulated", configure_serve_bench,
+    "serve-bench": Command("closed-loop serving benchmark of one model (one GPU or a parallel group), simulated",
+                           configure_serve_bench,
                            "Closed-loop serving benchmark (ML.ENERGY leaderboard setting), simulated: one model "
-                           "alone on one GPU; reports inter-token latency, power, energy per token."),
+                           "alone on one GPU or its tensor/expert-parallel group (any Hugging Face config with "
+                           "--model-config); reports inter-token latency, power, energy per token."),
     "compare": Command("every policy and the Festina ablation on the same seeded workloads", configure_compare,
                        "Run Festina, every baseline and every shipped checkpoint (and the Festina ablation) on the "
                        "same seeded workload per seed; print energy, latency and SLO tables with savings against "

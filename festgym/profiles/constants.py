@@ -84,8 +84,9 @@ class LatencyConstants(_Constants):
     kv_frac: float
     """Achieved fraction of peak HBM bandwidth for paged-attention KV-cache reads in decode."""
     kernel_floor_s: float
-    """Time per layer that does not shrink with work (kernel launch and tail floors; it also
-    absorbs fixed per-iteration engine time, which the calibration data cannot separate)."""
+    """Time per layer that does not shrink with work (the least time of its small kernels, launch gaps
+    and tails; it also absorbs fixed per-iteration engine time: fitted on 32-40-layer models, the data
+    prefer a per-layer floor to a per-iteration one)."""
     seq_overhead_s: float
     """Host-side engine time per scheduled sequence per iteration (sampling, detokenising)."""
     clock_insensitive_frac: float

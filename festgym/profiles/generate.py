@@ -20,7 +20,8 @@ from festgym.errors import SpecError
 from festgym.profiles import roofline
 from festgym.profiles.calibration.check import check_profile
 from festgym.profiles.grid import Grid
-from festgym.profiles.models import ModelSpec
+from festgym.profiles.models import ModelSpec, name_from_config
+from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.profiles.specs import GpuSpec, spec_path
 
@@ -49,23 +50,25 @@ def _sample(work: roofline.Work, gpu: GpuSpec, share: np.ndarray, clocks: np.nda
     return {"time_s": it.time_s, "power_w": it.power_w, "hbm_util": it.hbm_util}
 
 
-def prefill_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+def prefill_grid(model: ModelSpec, gpu: GpuSpec, plan: Plan = SINGLE_GPU) -> Grid:
     """One prompt of ``tokens`` tokens per iteration (see the profile provenance)."""
     tokens = np.asarray(TOKENS, dtype=float)[:, None, None]
     share = np.asarray(SHARES)[None, :, None]
     clocks = grid_clocks(gpu)
-    work = roofline.iteration_work(model, prefill_tokens=tokens, prefill_seqs=1.0)
+    work = roofline.iteration_work(model, prefill_tokens=tokens, prefill_seqs=1.0, parallel=plan.parallel,
+                                   collectives=plan.collectives)
     fields = _sample(work, gpu, share, clocks)
     axes = (tokens.ravel(), np.asarray(SHARES), clocks)
     return make_grid(PREFILL_AXES, axes, fields, gpu)
 
 
-def decode_grid(model: ModelSpec, gpu: GpuSpec) -> Grid:
+def decode_grid(model: ModelSpec, gpu: GpuSpec, plan: Plan = SINGLE_GPU) -> Grid:
     batch = np.asarray(BATCH, dtype=float)[:, None, None, None]
     ctx = np.asarray(CTX, dtype=float)[None, :, None, None]
     share = np.asarray(SHARES)[None, None, :, None]
     clocks = grid_clocks(gpu)
-    work = roofline.iteration_work(model, decode_batch=batch, decode_ctx=ctx)
+    work = roofline.iteration_work(model, decode_batch=batch, decode_ctx=ctx, parallel=plan.parallel,
+                                   collectives=plan.collectives)
     fields = _sample(work, gpu, share, clocks)
     axes = (batch.ravel(), ctx.ravel(), np.asarray(SHARES), clocks)
     return make_grid(DECODE_AXES, axes, fields, gpu)
@@ -123,27 +126,43 @@ def provenance(gpu: GpuSpec) -> dict[str, Any]:
     }
 
 
-def build_profile(gpu: GpuSpec, model: ModelSpec) -> Profile:
-    return Profile(gpu, model, prefill_grid(model, gpu), decode_grid(model, gpu), provenance(gpu))
+def build_profile(gpu: GpuSpec, model: ModelSpec, plan: Plan = SINGLE_GPU) -> Profile:
+    prov = provenance(gpu)
+    if plan.parallel.gpus > 1:
+        assert plan.node is not None  # Plan checks it
+        prov["communication"] = {
+            "kind": "modelled",
+            "equation": "per iteration: 2 all-reduces of a replica's activations per layer (tensor parallel), "
+                        "2 all-to-alls of each GPU's routed tokens per MoE layer (expert parallel), timed by the "
+                        "node's collective model; neither clock nor share changes them",
+            "node": plan.node.name, "source": dict(plan.node.collectives.provenance)}
+    return Profile(gpu, model, prefill_grid(model, gpu, plan), decode_grid(model, gpu, plan), prov,
+                   parallel=plan.parallel)
+
+
+def model_from_config(model_config: str | Path, name: str | None = None,
+                      kv_format: str | None = None) -> tuple[ModelSpec, Mapping[str, Any]]:
+    """The model a Hugging Face config.json (or a shipped model's name) describes, and the config.
+    The model is named ``name``, else from the config (:func:`festgym.profiles.models.name_from_config`);
+    ``kv_format`` (``fp8``) serves it with that KV cache."""
+    config_path = spec_path(model_config, "model")
+    config: Mapping[str, Any] = read_mapping(config_path)
+    model = ModelSpec.from_hf_config(config, name_from_config(config, name, config_path), config_path)
+    return (model.with_kv_format(kv_format) if kv_format else model), config
 
 
 def generate(gpu: str | Path, model_config: str | Path, out: str | Path, name: str | None = None,
-             fit_errors: bool = True, data: Path | None = None) -> Profile:
+             fit_errors: bool = True, data: Path | None = None, tp: int = 1, ep: int = 1,
+             node: str | None = None, kv_format: str | None = None) -> Profile:
     """Build, check against the reference data (``data``, else the default folder) when present,
     and save a profile to ``out``. ``gpu``: a spec YAML or a GPU type; ``model_config``: a Hugging
-    Face config.json or a shipped model's name. The model is named after the config's folder by
-    default."""
+    Face config.json or a shipped model's name (:func:`model_from_config`); ``tp``/``ep``: the engine's
+    tensor- and expert-parallel degrees, its collectives timed in ``node`` (default: the GPU type's)."""
     spec = GpuSpec.load(gpu)
-    config_path = spec_path(model_config, "model")
-    config: Mapping[str, Any] = read_mapping(config_path)
-    name = name or config_path.resolve().parent.name
-    if not name:
-        raise SpecError(config_path, "<name>", "cannot name the model from its folder: pass --name")
-    model = ModelSpec.from_hf_config(config, name, config_path)
-    profile = build_profile(spec, model)
+    model, config = model_from_config(model_config, name, kv_format)
+    profile = build_profile(spec, model, Plan.of(spec, tp, ep, node))
     if fit_errors:
-        profile = Profile(profile.gpu, profile.model, profile.prefill_grid, profile.decode_grid,
-                          profile.provenance, tuple(check_profile(profile, data)))
+        profile = dataclasses.replace(profile, fit_errors=tuple(check_profile(profile, data)))
     profile.save(out, config)
     return Profile.load(out)
 
@@ -180,4 +199,28 @@ def with_physics(profile: Profile, overrides: Mapping[str, Any], source: str = "
         raise SpecError(source, f"{gpu.name}.{', '.join(sorted(set(overrides) - {'states'}))}",
                         f"{profile.key}'s grids are measured ({', '.join(measured)}), not modelled: only states "
                         "constants can change for it")
-    return build_profile(spec, profile.model)
+    communication = profile.provenance.get("communication")
+    node = communication.get("node") if isinstance(communication, Mapping) else None
+    return build_profile(spec, profile.model, Plan.of(spec, profile.parallel.tp, profile.parallel.ep, node))
+
+
+SHIPPED = "shipped.yaml"
+"""The manifest of the shipped profiles, in the profile folder: GPU type -> models and their plans."""
+
+
+def shipped_plans(root: Path) -> list[tuple[str, str, Parallel]]:
+    """(GPU type, model, plan) of every profile the manifest ``root/shipped.yaml`` lists."""
+    path = root / SHIPPED
+    data = read_mapping(path)
+    out = []
+    for gpu, entries in data.items():
+        if not isinstance(entries, list):
+            raise SpecError(path, str(gpu), f"expected a list of models, got {entries!r}")
+        for entry in entries:
+            plans: Any = [[1, 1]]
+            if isinstance(entry, Mapping):
+                (entry, plans), = entry.items()
+            if not isinstance(plans, list) or not all(isinstance(p, list) and len(p) == 2 for p in plans):
+                raise SpecError(path, f"{gpu}.{entry}", f"expected [[tp, ep], ...], got {plans!r}")
+            out += [(str(gpu), str(entry), Parallel.from_dict({"tp": tp, "ep": ep}, path)) for tp, ep in plans]
+    return out

@@ -29,6 +29,7 @@ from festgym.errors import ProfileNotFoundError, SpecError
 from festgym.profiles import roofline
 from festgym.profiles.grid import Grid
 from festgym.profiles.models import ModelSpec
+from festgym.profiles.parallel import Parallel
 from festgym.profiles.specs import GpuSpec
 from festgym.resources import PROFILES
 
@@ -45,9 +46,6 @@ PEAK_TOLERANCE = 1.1
 """Most of the datasheet's peak HBM bandwidth and dense tensor FLOP rate a grid may imply, and the
 largest ``hbm_util``: no kernel beats peak (the shipped profiles reach at most 0.92 of peak
 bandwidth and 0.56 of peak FLOPs); the 10% covers rounded datasheet figures and timing noise."""
-ONE_BYTE_FLOP_RATE = 2.0
-"""Dense tensor FLOP rate of 1-byte types (FP8) over BF16's: the bound a one-byte model is held to
-(H100 datasheet: 1979 against 989 TFLOP/s); wider types run at most at the BF16 rate."""
 MIN_ROOFLINE_FRAC = 0.01
 """Least fraction of its roofline at its SM share and clock (peak FLOPs and bandwidth times
 share × f/f_max) a grid point's GPU work may reach. Every shipped point reaches 7% or more (the
@@ -136,29 +134,34 @@ def grid_point(grid: Grid, flat: int) -> str:
     return f"{where} (data row {flat + 1})"
 
 
-def _least_work(kind: str, coords: Mapping[str, np.ndarray], model: ModelSpec) -> tuple[np.ndarray, ...]:
-    """(bytes, FLOPs, sequences) of one iteration at grid coordinates ``coords``: the bytes it
-    must read at least (the streamed weights and, in decode, every context token's K and V) and
-    its FLOPs (:func:`festgym.profiles.roofline.iteration_work`)."""
+def _least_work(kind: str, coords: Mapping[str, np.ndarray], model: ModelSpec, gpus: int) -> tuple[np.ndarray, ...]:
+    """(bytes, FLOPs, sequences) of one iteration at grid coordinates ``coords`` on each of an engine's
+    ``gpus`` GPUs, at least: the weights it must read (of a MoE layer, only the top-k experts one token
+    picks) and, in decode, every context token's K and V, and its FLOPs
+    (:func:`festgym.profiles.roofline.iteration_work`), each a ``gpus``-th of one GPU's (a plan
+    only adds to that by replication and communication)."""
     if kind == "prefill":
         work = roofline.iteration_work(model, prefill_tokens=coords["tokens"], prefill_seqs=1.0)
         kv_read = np.zeros(1)
     else:
         work = roofline.iteration_work(model, decode_batch=coords["batch"], decode_ctx=coords["ctx"])
-        kv_read = model.kv_bytes_per_token * coords["batch"] * coords["ctx"]
-    return model.streamed_weight_bytes + kv_read, work.flops, work.seqs
+        kv_read = coords["batch"] * model.kv_bytes(coords["ctx"])
+    least_experts = model.moe_layers * model.experts_per_token * model.expert_weight_bytes if model.is_moe else 0
+    weights = work.bytes_weights - work.bytes_expert_weights + least_experts
+    return (weights + kv_read) / gpus, work.flops / gpus, work.seqs
 
 
 def peak_tflops(gpu: GpuSpec, model: ModelSpec) -> float:
-    """The datasheet's dense tensor FLOP rate in ``model``'s dtype, 10^12 FLOP/s."""
-    return gpu.peak_bf16_tflops * (ONE_BYTE_FLOP_RATE if model.dtype_bytes == 1 else 1.0)
+    """The datasheet's dense tensor FLOP rate of ``model``'s fastest weight format, 10^12 FLOP/s."""
+    return max(gpu.peak_tflops(model.weight_format), gpu.peak_tflops(model.expert_format))
 
 
-def datasheet_ratios(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec) -> tuple[np.ndarray, ...]:
-    """Per grid point: the HBM bandwidth and the FLOP rate its time implies, as fractions of the
-    datasheet's peaks, and its time over the slowest plausible one (see :data:`MIN_ROOFLINE_FRAC`)."""
+def datasheet_ratios(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, gpus: int = 1) -> tuple[np.ndarray, ...]:
+    """Per grid point: the HBM bandwidth and the FLOP rate its time implies on each of an engine's
+    ``gpus`` GPUs, as fractions of the datasheet's peaks, and its time over the slowest plausible one
+    (see :data:`MIN_ROOFLINE_FRAC`)."""
     coords = dict(zip(grid.names, np.meshgrid(*grid.axes, indexing="ij", sparse=True)))
-    nbytes, flops, seqs = _least_work(kind, coords, model)
+    nbytes, flops, seqs = _least_work(kind, coords, model, gpus)
     bandwidth, peak = gpu.hbm_bandwidth_gbps * 1e9, peak_tflops(gpu, model) * 1e12
     time = grid.fields["time_s"]
     # What the SM share can issue at its clock: compute scales with both, and bandwidth, which
@@ -187,10 +190,19 @@ class Profile:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     fit_errors: tuple[Mapping[str, Any], ...] = ()
     path: Path | None = None
+    parallel: Parallel = field(default_factory=Parallel)
+    """How one engine of it spans GPUs: the grids time the whole engine and give each GPU's power."""
+
+    @property
+    def name(self) -> str:
+        """What a scenario serves it as: the model's name, its parallel plan and a KV format other than the
+        activations' (``Llama-3.1-70B-tp4``, ``Qwen3-8B-kv-fp8``)."""
+        return self.model.name + self.parallel.suffix + ("" if self.model.kv_format == "bf16" else
+                                                          f"-kv-{self.model.kv_format}")
 
     @property
     def key(self) -> str:
-        return f"{self.gpu.name}/{self.model.name}"
+        return f"{self.gpu.name}/{self.name}"
 
     def control_clocks_mhz(self) -> np.ndarray:
         """Supported clocks from ``CONTROL_CLOCK_FRAC``·f_max up: the range DVFS controllers use."""
@@ -228,7 +240,8 @@ class Profile:
         kinds = sorted({str(p.get("kind", "?")) for p in self.provenance.values() if isinstance(p, Mapping)})
         return {
             "gpu": self.gpu.name,
-            "model": self.model.name,
+            "model": self.name,
+            "gpus": self.parallel.gpus,
             "params_b": round(self.model.num_params / 1e9, 2),
             "weight_gb": round(self.model.weight_bytes / 1e9, 2),
             "kv_kb_per_token": round(self.model.kv_bytes_per_token / 1024, 1),
@@ -244,7 +257,9 @@ class Profile:
         meta = {
             "format_version": FORMAT_VERSION,
             "gpu": self.gpu.to_dict(),
-            "model": {"name": self.model.name, "derived": self.model.summary(), "config": dict(config)},
+            "model": {"name": self.model.name, "kv_format": self.model.kv_format, "derived": self.model.summary(),
+                      "config": dict(config)},
+            "parallel": self.parallel.to_dict(),
             "grids": {kind: {"file": GRID_FILES[kind], "axes": list(GRID_AXES[kind]), "fields": list(FIELDS)}
                       for kind in GRID_FILES},
             "provenance": dict(self.provenance),
@@ -281,6 +296,8 @@ class Profile:
             raise SpecError(meta_path, "model.config", "missing: the model's Hugging Face config")
         model = ModelSpec.from_hf_config(model_meta["config"], str(model_meta.get("name", folder.name)),
                                          f"{meta_path}: model.config")
+        if model_meta.get("kv_format", "bf16") != "bf16":
+            model = model.with_kv_format(str(model_meta["kv_format"]))
         grids = {}
         for kind, axes in GRID_AXES.items():
             path = folder / GRID_FILES[kind]
@@ -296,7 +313,7 @@ class Profile:
             if value and not isinstance(value, dict if kind == "mapping" else list):
                 raise SpecError(meta_path, key, f"expected a {kind}, got {value!r}")
         profile = cls(gpu, model, grids["prefill"], grids["decode"], meta.get("provenance") or {},
-                      tuple(meta.get("fit_errors") or ()), folder)
+                      tuple(meta.get("fit_errors") or ()), folder, Parallel.from_dict(meta.get("parallel"), meta_path))
         profile.validate(folder)
         return profile
 
@@ -311,18 +328,18 @@ class Profile:
         ``source``; a CPU pipeline test may be as slow as the CPU is."""
         for kind, grid in (("prefill", self.prefill_grid), ("decode", self.decode_grid)):
             check_grid(kind, grid, self.gpu, self.model, Path(source) / GRID_FILES[kind],
-                       slow_limit=not self.measured_on_cpu)
+                       slow_limit=not self.measured_on_cpu, gpus=self.parallel.gpus)
 
 
 def check_grid(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, source: str | Path,
-               slow_limit: bool = True) -> None:
+               slow_limit: bool = True, gpus: int = 1) -> None:
     """Refuse a grid that is physically impossible on ``gpu``: power outside [idle, TDP], an
     ``hbm_util`` above 1 (give or take :data:`PEAK_TOLERANCE`), a time that implies more than the
     datasheet's peak HBM bandwidth or FLOP rate, or, with ``slow_limit``, one slower than any
     kernel plausibly runs (:func:`datasheet_ratios`). Each error names the grid point, the figure
     and the likely cause."""
     _check_power_and_util(grid, gpu, source)
-    _check_times(kind, grid, gpu, model, source, slow_limit)
+    _check_times(kind, grid, gpu, model, source, slow_limit, gpus)
 
 
 def _check_power_and_util(grid: Grid, gpu: GpuSpec, source: str | Path) -> None:
@@ -339,11 +356,12 @@ def _check_power_and_util(grid: Grid, gpu: GpuSpec, source: str | Path) -> None:
                         "expected the fraction of peak HBM bandwidth used, 0..1")
 
 
-def _check_times(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, source: str | Path, slow_limit: bool) -> None:
-    bandwidth, flops, slow = (r.ravel() for r in datasheet_ratios(kind, grid, gpu, model))
+def _check_times(kind: str, grid: Grid, gpu: GpuSpec, model: ModelSpec, source: str | Path, slow_limit: bool,
+                 gpus: int) -> None:
+    bandwidth, flops, slow = (r.ravel() for r in datasheet_ratios(kind, grid, gpu, model, gpus))
     time = grid.fields["time_s"].ravel()
     peaks = {"HBM bandwidth": (bandwidth, gpu.hbm_bandwidth_gbps, "GB/s"),
-             f"{model.dtype} FLOP rate": (flops, peak_tflops(gpu, model), "TFLOP/s")}
+             "tensor FLOP rate": (flops, peak_tflops(gpu, model), "TFLOP/s")}
     for what, (ratio, peak, unit) in peaks.items():
         worst = int(np.argmax(ratio))
         if ratio[worst] > PEAK_TOLERANCE:

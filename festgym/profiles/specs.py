@@ -17,12 +17,20 @@ import numpy as np
 
 from festgym.config import read_mapping, require, require_positive
 from festgym.errors import SpecError
+from festgym.profiles.collectives import OPS, Collectives
 from festgym.profiles.constants import LatencyConstants, PowerConstants, PowerStates
 from festgym.resources import PROFILES
 
-GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB"}
+GPU_TYPES = {("H100", "HBM3"): "H100-SXM-80GB", ("A100", "SXM4", "80GB"): "A100-SXM-80GB",
+             ("NVIDIA H200",): "H200-SXM-141GB", ("NVIDIA B200",): "B200-SXM-180GB"}
 """NVML name fragments -> festgym GPU type (a folder of the profile folders). Others need an explicit
-spec: a PCIe H100, for one, has another TDP and clock range."""
+spec: a PCIe H100, for one, has another TDP and clock range. NVML names the SXM parts "NVIDIA H200"
+and "NVIDIA B200" (with the prefix, so that a Grace superchip's "NVIDIA GH200 ..." or "NVIDIA GB200"
+does not match); an "NVIDIA H200 NVL" (the 600 W PCIe card) does match the H200 type, whose TDP it
+does not share: give it a spec of its own."""
+
+WEIGHT_FORMATS = ("bf16", "fp8", "mxfp4")
+"""Weight formats a GEMM may run in (:meth:`GpuSpec.peak_tflops`)."""
 
 
 def gpu_type_of(name: str) -> str | None:
@@ -65,7 +73,30 @@ class GpuSpec:
     states: PowerStates
     """Power when no iteration runs: empty, resident idle (clock-dependent), loading."""
     provenance: Mapping[str, Any]
+    peak_fp8_tflops: float = 0.0
+    """Peak dense FP8 tensor throughput at the highest SM clock, 10^12 FLOP/s; 0: no native FP8
+    tensor cores (FP8 weights are dequantised to BF16 in the kernel and run at the BF16 peak)."""
+    peak_fp4_tflops: float = 0.0
+    """Peak dense FP4 (MXFP4/NVFP4) tensor throughput at the highest SM clock, 10^12 FLOP/s; 0: no
+    native FP4 (MXFP4 weights run dequantised to BF16, as vLLM's Marlin/Triton MoE kernels do on Hopper)."""
     source: str = "<memory>"
+
+    def native(self, fmt: str) -> bool:
+        """Whether the tensor cores run GEMMs with weights in ``fmt`` (one of :data:`WEIGHT_FORMATS`) natively."""
+        return self._peaks(fmt)[0] > 0
+
+    def peak_tflops(self, fmt: str) -> float:
+        """The tensor peak a GEMM with weights in ``fmt`` runs at: the format's own if native, else
+        BF16's (the weights are dequantised to BF16 in the kernel; MXFP4 on Hopper runs as BF16, not FP8)."""
+        own, bf16 = self._peaks(fmt)
+        return own if own > 0 else bf16
+
+    def _peaks(self, fmt: str) -> tuple[float, float]:
+        peaks = {"bf16": self.peak_bf16_tflops, "fp8": self.peak_fp8_tflops, "mxfp4": self.peak_fp4_tflops}
+        if fmt not in peaks:
+            raise SpecError(self.source, "format",
+                            f"unknown weight format {fmt!r}; expected {', '.join(WEIGHT_FORMATS)}")
+        return peaks[fmt], self.peak_bf16_tflops
 
     @property
     def max_sm_clock_mhz(self) -> int:
@@ -96,6 +127,7 @@ class GpuSpec:
         return {"name": self.name, "sm_count": self.sm_count, "sm_clocks_mhz": self.sm_clocks_mhz,
                 "default_sm_clock_mhz": self.default_sm_clock_mhz, "memory_gb": self.memory_gb,
                 "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps, "peak_bf16_tflops": self.peak_bf16_tflops,
+                "peak_fp8_tflops": self.peak_fp8_tflops, "peak_fp4_tflops": self.peak_fp4_tflops,
                 "tdp_w": self.tdp_w, "host_to_gpu_gbps": self.host_to_gpu_gbps,
                 "constants.power.idle_w": self.idle_w, "constants.power.v_floor": self.power.v_floor,
                 "constants.power.v_slope": self.power.v_slope, "constants.latency.hbm_frac": self.latency.hbm_frac,
@@ -122,6 +154,7 @@ class GpuSpec:
         if not isinstance(provenance, Mapping):
             raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
         states = PowerStates.from_dict(_states(data, source), str(source))  # before constants: names an old spec
+        bf16 = require_positive(data, "peak_bf16_tflops", source)
         spec = cls(
             name=require(data, "name", source, str),
             sm_count=require_positive(data, "sm_count", source, int),
@@ -129,13 +162,15 @@ class GpuSpec:
             default_sm_clock_mhz=default,
             memory_gb=require_positive(data, "memory_gb", source),
             hbm_bandwidth_gbps=require_positive(data, "hbm_bandwidth_gbps", source),
-            peak_bf16_tflops=require_positive(data, "peak_bf16_tflops", source),
+            peak_bf16_tflops=bf16,
             tdp_w=require_positive(data, "tdp_w", source),
             host_to_gpu_gbps=require_positive(data, "host_to_gpu_gbps", source),
             latency=LatencyConstants.from_dict(constants.get("latency", {}), f"{source}: constants"),
             power=PowerConstants.from_dict(constants.get("power", {}), f"{source}: constants"),
             states=states,
             provenance=dict(provenance),
+            peak_fp8_tflops=_low_precision_peak(data, "peak_fp8_tflops", bf16, source),
+            peak_fp4_tflops=_low_precision_peak(data, "peak_fp4_tflops", bf16, source),
             source=str(source),
         )
         if not spec.idle_w < spec.tdp_w:
@@ -166,6 +201,8 @@ class GpuSpec:
             "memory_gb": self.memory_gb,
             "hbm_bandwidth_gbps": self.hbm_bandwidth_gbps,
             "peak_bf16_tflops": self.peak_bf16_tflops,
+            "peak_fp8_tflops": self.peak_fp8_tflops,
+            "peak_fp4_tflops": self.peak_fp4_tflops,
             "tdp_w": self.tdp_w,
             "host_to_gpu_gbps": self.host_to_gpu_gbps,
             "constants": {"latency": self.latency.to_dict(), "power": self.power.to_dict()},
@@ -194,25 +231,44 @@ class NodeSpec:
     """From power-on until its GPUs can start engines (firmware, memory training, OS, driver, fabric manager)."""
     shutdown_s: float
     """From the decision to power off until the node draws ``off_w`` (at ``host_w`` and empty GPUs meanwhile)."""
+    nvlink_gbps: float
+    """NVLink bandwidth of one GPU, one direction, GB/s (NVLink3 300, NVLink4 450, NVLink5 900)."""
+    collectives: Collectives
+    """Time of the collectives among k GPUs of this node (tensor and expert parallelism)."""
     provenance: Mapping[str, Any]
     source: str = "<memory>"
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("gpus_per_node", "host_w", "off_w", "boot_s", "shutdown_s")
+    FIELDS: ClassVar[tuple[str, ...]] = ("gpus_per_node", "host_w", "off_w", "boot_s", "shutdown_s", "nvlink_gbps")
+    """The number fields (a scenario's ``cluster.node`` may override them)."""
+    SECTIONS: ClassVar[tuple[str, ...]] = ("collectives",)
+    """The mapping sections (a file's, or :meth:`replace`'s, but not a scenario override's)."""
+
+    def collective_time_s(self, op: str, size_bytes: Any, workers: int) -> np.ndarray:
+        """Seconds of one collective among ``workers`` GPUs of this node (:meth:`Collectives.time_s`)."""
+        if workers > self.gpus_per_node:
+            raise SpecError(self.source, "gpus_per_node", f"an instance on {workers} GPUs does not fit a node of "
+                            f"{self.gpus_per_node}: collectives across nodes are not modelled")
+        return self.collectives.time_s(op, size_bytes, workers)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path = "<dict>") -> NodeSpec:
-        unknown = sorted(set(data) - {"name", "provenance", *cls.FIELDS})
+        known = ("name", "provenance", *cls.FIELDS, *cls.SECTIONS)
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise SpecError(source, unknown[0],
-                            f"unknown node setting; expected name, provenance, {', '.join(cls.FIELDS)}")
+            raise SpecError(source, unknown[0], f"unknown node setting; expected {', '.join(known)}")
         provenance = data.get("provenance", {})
         if not isinstance(provenance, Mapping):
             raise SpecError(source, "provenance", f"expected a mapping, got {provenance!r}")
+        collectives = data.get("collectives")
         spec = cls(name=require(data, "name", source, str),
                    gpus_per_node=require_positive(data, "gpus_per_node", source, int),
                    host_w=require(data, "host_w", source, float), off_w=require(data, "off_w", source, float),
                    boot_s=require(data, "boot_s", source, float), shutdown_s=require(data, "shutdown_s", source, float),
+                   nvlink_gbps=require_positive(data, "nvlink_gbps", source),
+                   collectives=collectives if isinstance(collectives, Collectives)
+                   else Collectives.from_dict(collectives, source),
                    provenance=dict(provenance), source=str(source))
+        _check_coverage(spec)
         if not 0 <= spec.off_w <= spec.host_w:
             raise SpecError(source, "off_w", f"need 0 <= off_w <= host_w, got {spec.off_w:g} / {spec.host_w:g} W")
         for name in ("boot_s", "shutdown_s"):
@@ -228,9 +284,38 @@ class NodeSpec:
 
     def replace(self, **changes: Any) -> NodeSpec:
         """This spec with ``changes`` (node fields), checked as a file's would be."""
-        data = {"name": self.name, "provenance": self.provenance,
-                **{k: getattr(self, k) for k in self.FIELDS}, **changes}
-        return NodeSpec.from_dict(data, f"{self.source} (with {', '.join(changes)})")
+        return NodeSpec.from_dict({**self.to_dict(), **changes}, f"{self.source} (with {', '.join(changes)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: getattr(self, k) for k in self.FIELDS},
+                "collectives": self.collectives.to_dict(), "provenance": dict(self.provenance)}
+
+
+def _check_coverage(spec: NodeSpec) -> None:
+    """Every instance width a node can host (2..gpus_per_node GPUs) needs coefficients for each
+    collective: listed, or between two listed worker counts."""
+    if spec.gpus_per_node < 2:
+        return
+    for op in OPS:
+        counts = sorted(spec.collectives.table(op))
+        missing = 2 if counts[0] > 2 else spec.gpus_per_node if counts[-1] < spec.gpus_per_node else None
+        if missing is not None:
+            raise SpecError(spec.source, f"collectives.{op}", f"no worker count {missing} (gpus_per_node is "
+                            f"{spec.gpus_per_node}; listed: {', '.join(map(str, counts))}): add its coefficients")
+
+
+def _low_precision_peak(data: Mapping[str, Any], key: str, bf16_tflops: float, source: str | Path) -> float:
+    """An optional FP8/FP4 peak: absent or 0 means no native support; else at least the BF16 peak
+    (a narrower format never runs slower on tensor cores that support it)."""
+    if data.get(key) is None:
+        return 0.0
+    value = require(data, key, source, float)
+    if value < 0:
+        raise SpecError(source, key, f"must be ≥ 0 (0: no native support), got {value!r}")
+    if 0 < value < bf16_tflops:
+        raise SpecError(source, key, f"{value:g} TFLOP/s is below peak_bf16_tflops ({bf16_tflops:g}): give the "
+                        "dense (not sparse) peak of the format, or 0 if the tensor cores lack it")
+    return value
 
 
 def _states(data: Mapping[str, Any], source: str | Path) -> Mapping[str, Any]:

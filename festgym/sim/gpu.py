@@ -1,5 +1,8 @@
 """One GPU of the simulated cluster: state, device clock, memory and exactly integrated energy.
 
+A multi-GPU engine is resident on each GPU it spans (it is in each one's ``instances``, holds its
+per-GPU memory on each, and each books its per-GPU power).
+
 States (energy is reported per state, :data:`festgym.control.states.STATES`), by priority:
 
 * ``busy``: at least one resident instance is running iterations;
@@ -109,12 +112,13 @@ class SimGpu:
         self.node_up = NODE_UP
 
     def counters(self, now: float) -> Counters:
-        """Cumulative SLO counters of everything served here, with the lateness so far of
+        """Cumulative SLO counters of everything served by engines led from here, with the lateness so far of
         requests still waiting for a first token added to ``ttft_excess``."""
         total = Counters().add(self.retired)
         for inst in self.instances:
-            total.add(inst.counters)
-            total.ttft_excess += inst.ttft_overdue(now)
+            if inst.gpu is self:  # a multi-GPU engine's requests are booked on its lead only
+                total.add(inst.counters)
+                total.ttft_excess += inst.ttft_overdue(now)
         return total
 
     @property

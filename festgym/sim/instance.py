@@ -1,4 +1,5 @@
-"""One model instance on one GPU: vLLM-like continuous batching, advanced event by event.
+"""One model instance (an engine) on one GPU or a group of GPUs: vLLM-like continuous batching,
+advanced event by event.
 
 Iteration model (vLLM V1 scheduler):
 
@@ -27,7 +28,16 @@ Timing:
 Per-request inter-token gaps are accounted for by differences of the instance's cumulative gap
 sum and over-SLO gap count, so a request's TBT statistics cost O(1) per request, not per token.
 
-What an instance holds of its surroundings: its GPU (a sibling entity), the run's
+An engine spanning several GPUs (tensor or expert parallel, :mod:`festgym.profiles.parallel`) is
+resident on each of them: its profile gives the engine's iteration time and each GPU's power, so
+every GPU of the group books the same dynamic power and bandwidth. Its iterations run at the lowest
+clock of the group (the collectives make every GPU wait for the slowest; assumption: the faster
+GPUs' power is taken at that clock too) and are stretched by the worst bandwidth contention on any
+of its GPUs. Each of its GPUs gives it an SM share of its own (its policy decides per GPU); the engine
+runs at the least of them, in lockstep.
+
+What an instance holds of its surroundings: its GPUs (sibling entities; the first one leads: requests
+and SLO counters are booked there), the run's
 :class:`~festgym.sim.events.EventQueue` (to schedule its own events), the run's
 :class:`~festgym.sim.ledger.Ledger` (to book what it serves) and an :class:`InstanceHost`, the
 declared interface of the two things only the simulator can do for it: unload it, and hand its
@@ -100,22 +110,25 @@ class InstanceHost(Protocol):
 
 
 class Instance:
-    """A model served on one GPU, with its own queue, batch and KV cache."""
+    """A model served on one GPU or a group of them, with its own queue, batch and KV cache."""
 
-    __slots__ = ("host", "events", "ledger", "gpu", "model", "name", "serving", "slices", "kv_tokens", "weight_bytes",
-                 "share", "max_num_seqs", "phase", "version", "waiting", "prefilling", "decoding", "heap", "tok",
-                 "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg", "chunk", "factor",
-                 "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from", "drain",
-                 "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s", "last_arrival_s",
-                 "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s", "sleep_after_s")
+    __slots__ = ("host", "events", "ledger", "gpu", "peers", "shares_on", "model", "name", "serving", "slices",
+                 "kv_tokens", "weight_bytes", "share", "max_num_seqs", "phase", "version", "waiting", "prefilling",
+                 "decoding", "heap", "tok", "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg",
+                 "chunk", "factor", "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from",
+                 "drain", "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s",
+                 "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s",
+                 "sleep_after_s")
 
-    def __init__(self, host: InstanceHost, events: EventQueue, ledger: Ledger, gpu: SimGpu, model: int, name: str,
-                 serving: ModelServing, slices: SliceCache, share: float, waiting: WaitingQueue,
+    def __init__(self, host: InstanceHost, events: EventQueue, ledger: Ledger, group: list[SimGpu], model: int,
+                 name: str, serving: ModelServing, slices: SliceCache, share: float, waiting: WaitingQueue,
                  share_change_s: float, keep_alive_s: float, sleep_after_s: float):
         self.host = host
         self.events = events
         self.ledger = ledger
-        self.gpu = gpu
+        self.gpu = gpu = group[0]  # the lead
+        self.peers = group[1:]  # the other GPUs of a multi-GPU engine
+        self.shares_on = [share] * len(group)  # the share each of its GPUs gives it; it runs at the least
         self.model = model
         self.name = name
         self.serving = serving
@@ -165,6 +178,26 @@ class Instance:
     # --- queries ----------------------------------------------------------------------------
 
     @property
+    def group(self) -> list[SimGpu]:
+        """Every GPU the engine spans, the lead first."""
+        return [self.gpu] + self.peers
+
+    @property
+    def clock(self) -> float:
+        """The clock its iterations run at: the lowest of its GPUs'."""
+        clock = self.gpu.clock
+        for gpu in self.peers:
+            if gpu.clock < clock:
+                clock = gpu.clock
+        return clock
+
+    def touch(self, now: float, changed: bool) -> None:
+        """Bring every GPU of the engine up to ``now`` (``changed``: its running state changed)."""
+        self.gpu.update(now, self if changed else None)
+        for gpu in self.peers:
+            gpu.update(now, self if changed else None)
+
+    @property
     def kv_used(self) -> int:
         """KV-cache tokens in use: reserved for prompts being prefilled, and the decoding contexts."""
         return self.kv_prefill + self.ctx_base + len(self.decoding) * self.tok
@@ -200,7 +233,7 @@ class Instance:
 
     def prefill_time_s(self, tokens: float) -> float:
         """The time to prefill ``tokens`` prompt tokens alone at the current share and clock."""
-        pre = self.slices.prefill(self.share, self.gpu.clock)
+        pre = self.slices.prefill(self.share, self.clock)
         return pre.at(pre.time_s, tokens)
 
     def book_gaps(self, batch: int, g0: float, dg: float, n: int) -> int:
@@ -289,7 +322,7 @@ class Instance:
     def on_ready(self, _arg: object, now: float) -> None:
         """Cold start done."""
         self.phase = PHASE_IDLE
-        self.gpu.update(now)
+        self.touch(now, False)
         source = self.migrate_from
         if source is not None and source.phase != PHASE_UNLOADED:
             source.interrupt(now)  # hands over at its next boundary (now if it is idle)
@@ -331,7 +364,7 @@ class Instance:
         self.phase = phase
         self.dyn_w = dyn_w
         self.hbm = hbm
-        self.gpu.update(now, self)
+        self.touch(now, True)
 
     def _admit(self) -> None:
         waiting = self.waiting
@@ -363,7 +396,7 @@ class Instance:
             tokens += take
             budget -= take
         self.chunk = chunk
-        clock = self.gpu.clock
+        clock = self.clock
         pre = self.slices.prefill(self.share, clock)
         time = pre.at(pre.time_s, tokens + batch)
         power = pre.at(pre.power_w, tokens + batch)
@@ -381,9 +414,12 @@ class Instance:
 
     def _run(self, phase: int, now: float, time: float, power: float, hbm: float) -> None:
         """Start an iteration or a run whose first step takes ``time`` at contention factor 1."""
-        gpu = self.gpu
         self.hbm = hbm
-        factor = gpu.hbm_demand(self)
+        factor = self.gpu.hbm_demand(self)
+        for gpu in self.peers:
+            other = gpu.hbm_demand(self)
+            if other > factor:
+                factor = other
         factor = factor if factor > 1.0 else 1.0
         self.factor = factor
         self.t0 = now
@@ -393,7 +429,7 @@ class Instance:
         self.phase = phase
         # Contention stretches the step; the same work's dynamic energy is spread over it.
         self.dyn_w = (power - self.idle_w) / factor
-        gpu.update(now, self)
+        self.touch(now, True)
 
     def _start_decode(self, now: float) -> None:
         heap, decoding = self.heap, self.decoding
@@ -407,7 +443,7 @@ class Instance:
             self.plan(now)
             return
         ctx = total / batch
-        dec = self.slices.decode(self.share, self.gpu.clock)
+        dec = self.slices.decode(self.share, self.clock)
         cell = dec.cell(ctx)
         points = dec.ctx
         n = heap[0][0] - self.tok

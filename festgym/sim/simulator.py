@@ -39,6 +39,7 @@ from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, W
 from festgym.control.states import PHASE_ASLEEP, PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.errors import RangeError
 from festgym.profiles.generate import with_physics
+from festgym.profiles.parallel import weight_bytes_per_gpu
 from festgym.profiles.profile import Profile, gpu_type_spec, load_profile
 from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.sim.config import SimConfig
@@ -88,11 +89,14 @@ class Simulator:
         node: the node spec (name or :class:`NodeSpec`; default ``dgx-h100``); the GPUs form nodes of
             its ``gpus_per_node``, in order.
         physics: overrides of the GPU specs' constants, GPU type → section → constant → value.
+        profiles: profiles built in memory (``festgym serve-bench --model-config``), used before the
+            folders' for their keys.
     """
 
     def __init__(self, gpus: Sequence[str], models: Mapping[str, ModelServing] | Sequence[str],
                  config: SimConfig | None = None, profiles_root: str | Path | None = None,
-                 node: NodeSpec | str = "dgx-h100", physics: Mapping[str, Mapping[str, Any]] | None = None):
+                 node: NodeSpec | str = "dgx-h100", physics: Mapping[str, Mapping[str, Any]] | None = None,
+                 profiles: Sequence[Profile] = ()):
         if not gpus:
             raise ValueError("Simulator needs at least one GPU")
         if not models:
@@ -110,21 +114,42 @@ class Simulator:
             raise ValueError(f"physics overrides for {', '.join(unknown)}: not a GPU type of this cluster "
                              f"({', '.join(dict.fromkeys(self.gpu_types))})")
         self._slices: dict[tuple[str, str], SliceCache] = {}
+        given = {p.key: p for p in profiles}
         for gpu_type in dict.fromkeys(self.gpu_types):
             for model in self.model_names:
-                profile = load_profile(f"{gpu_type}/{model}", profiles_root)
+                key = f"{gpu_type}/{model}"
+                profile = given[key] if key in given else load_profile(key, profiles_root)
                 if gpu_type in physics:
                     profile = with_physics(profile, physics[gpu_type])
                 self._slices[(gpu_type, model)] = SliceCache(profile)
+        self._span = {key: c.profile.parallel.gpus for key, c in self._slices.items()}
+        self._check_groups()
         # One GPU type, one device: its models' profiles must agree on it (not the first one's memory_gb for all).
         self.specs: dict[str, GpuSpec] = {t: gpu_type_spec([self._slices[(t, m)].profile for m in self.model_names])
                                           for t in self.gpu_types}
         self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
                            for key, c in self._slices.items()}
-        self._memory = {(t, i): float(self._slices[(t, m)].profile.model.weight_bytes
-                                      + self.serving[m].engine.kv_cache_gb * 1e9)
+        # Per GPU of an engine: its share of the weights, and of the KV cache (kv_cache_gb is the engine's).
+        self._memory = {(t, i): float(weight_bytes_per_gpu(self._slices[(t, m)].profile)
+                                      + self.serving[m].engine.kv_cache_gb * 1e9 / self._span[(t, m)])
                         for t in self.specs for i, m in enumerate(self.model_names)}
         self.view = ClusterView(self)
+
+    def _check_groups(self) -> None:
+        """Every block of GPUs a multi-GPU engine may take lies in one node and is of one GPU type."""
+        per = self.node_spec.gpus_per_node
+        for (gpu_type, model), span in self._span.items():
+            if span == 1:
+                continue
+            if per % span:
+                raise ValueError(f"{model} spans {span} GPUs, which does not divide the {per} GPUs of a "
+                                 f"{self.node_spec.name} node: an engine's GPUs must lie in one node")
+            for start in range(0, len(self.gpu_types), span):
+                types = set(self.gpu_types[start:start + span])
+                if gpu_type in types and (len(types) > 1 or start + span > len(self.gpu_types)):
+                    raise ValueError(f"{model} spans {span} GPUs: GPUs {start}..{start + span - 1} are not "
+                                     f"{span} GPUs of type {gpu_type} (the cluster lists {len(self.gpu_types)}: "
+                                     "give a multiple of the span, one type per block)")
 
     # --- public -------------------------------------------------------------------------------
 
@@ -275,7 +300,7 @@ class Simulator:
         if target is None:
             ledger.rejected(rid, self._refusal(model, prompt + out))
             return
-        gpu = self._gpu(target, "place")
+        gpu = self.lead(self._gpu(target, "place"), model)
         inst = gpu.instance_of(model)
         if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
             ledger.rejected(rid, REJECTED_TOO_LONG)
@@ -316,49 +341,69 @@ class Simulator:
         return self.by_model[self.model_names.index(model)]
 
     def memory_of(self, gpu: SimGpu, model: int) -> float:
-        """Bytes ``model`` takes on ``gpu``: weights plus its KV cache."""
+        """Bytes ``model`` takes on ``gpu`` (on each GPU of a multi-GPU engine): weights plus KV cache."""
         return self._memory[(gpu.spec.name, model)]
+
+    def block(self, gpu: SimGpu, model: int) -> list[SimGpu]:
+        """The GPUs an engine of ``model`` placed on ``gpu`` spans: ``gpu`` alone, or the aligned block of
+        its node holding it (GPUs 0-3 or 4-7 of a node for 4; checked at construction to be one type)."""
+        span = self._span[(gpu.spec.name, self.model_names[model])]
+        if span == 1:
+            return [gpu]
+        start = gpu.index - gpu.index % span
+        return self.gpus[start:start + span]
+
+    def lead(self, gpu: SimGpu, model: int) -> SimGpu:
+        """The GPU leading the block of ``gpu`` for ``model`` (where its engine is booked)."""
+        return self.block(gpu, model)[0]
+
+    def _fits(self, group: list[SimGpu], model: int) -> bool:
+        return all(g.mem_used + self.memory_of(g, model) <= g.mem_bytes for g in group)
 
     def can_host(self, gpu_index: int, model: str) -> bool:
         """Whether a request for ``model`` on the GPU finds an awake instance there, or the memory
-        to wake an asleep one or to start one."""
-        gpu = self.gpus[gpu_index]
+        to wake an asleep one or to start one (on every GPU of its block, for a multi-GPU engine)."""
         index = self.model_names.index(model)
-        inst = gpu.instance_of(index)
-        return (inst is not None and inst.phase != PHASE_ASLEEP) \
-            or gpu.mem_used + self.memory_of(gpu, index) <= gpu.mem_bytes
+        group = self.block(self.gpus[gpu_index], index)
+        inst = group[0].instance_of(index)
+        return (inst is not None and inst.phase != PHASE_ASLEEP) or self._fits(group, index)
 
     def cold_start(self, gpu: SimGpu, model: int, now: float) -> Instance | None:
-        """Load ``model`` on ``gpu`` (waking it if parked); ``None`` if it does not fit."""
-        memory = self.memory_of(gpu, model)
-        if gpu.mem_used + memory > gpu.mem_bytes:
+        """Load ``model`` on ``gpu``'s block (waking its GPUs if parked); ``None`` if it does not fit."""
+        group = self.block(gpu, model)
+        gpu = group[0]
+        if not self._fits(group, model):
             return None
         name = self.model_names[model]
-        awake = gpu.wake(now)
+        awake = max(g.wake(now) for g in group)
         slices = self._slices[(gpu.spec.name, name)]
-        others = [i for i in gpu.instances]
-        share = 1.0 / (len(others) + 1)
+        crowd = max(len(g.instances) for g in group)
+        share = 1.0 / (crowd + 1)
         cfg, mech = self.config, self.mechanisms
-        weights = slices.profile.model.weight_bytes
+        # Each GPU of an engine loads its own slice over its own link; from disk they share the node's drive.
+        shard = weight_bytes_per_gpu(slices.profile)
         link = gpu.spec.host_to_gpu_gbps
         init_s = self.serving[name].engine.init_s
         init_s = cfg.init_s if init_s is None else init_s
         # MPS: a new share restarts the engine (weights again from the page cache, initialisation again)
-        restart_s = cold_start_s(weights, mech.loader, "dram", link, init_s) if cfg.share_mechanism == "mps" else 0.0
-        inst = Instance(self, self.events, self.ledger, gpu, model, name, self.serving[name], slices, share,
+        restart_s = cold_start_s(shard, mech.loader, "dram", link, init_s) if cfg.share_mechanism == "mps" else 0.0
+        weights = shard if cfg.weights_from == "dram" else float(slices.profile.model.weight_bytes)
+        inst = Instance(self, self.events, self.ledger, group, model, name, self.serving[name], slices, share,
                         self.queue_type(), restart_s, mech.keep_alive(cfg.keep_alive_s),
                         mech.sleep_after_s if mech.sleep_level else float("inf"))
-        taken = sum(i.pending_share if i.pending_share is not None else i.share for i in others)
-        if taken > 1.0 - share + 1e-12:  # make room: scale the others down
-            for other in others:
-                self.set_share(other, (other.pending_share or other.share) * (1.0 - share) / taken, now)
-        gpu.instances.append(inst)
-        gpu.mem_used += memory
+        for g in group:  # make room on each GPU: scale the others down
+            taken = sum(self.share_on(i, g) for i in g.instances)
+            if taken > 1.0 - share + 1e-12:
+                for other in g.instances:
+                    self.set_share_on(other, g, self.share_on(other, g) * (1.0 - share) / taken, now)
+        for g in group:
+            g.instances.append(inst)
+            g.mem_used += self.memory_of(g, model)
         gpu.cold_starts += 1
         self.by_model[model].append(inst)
         inst.ready_at = awake + cold_start_s(weights, mech.loader, cfg.weights_from, link, init_s)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
-        gpu.update(now)
+        inst.touch(now, False)
         return inst
 
     def expired(self, inst: Instance, now: float) -> None:
@@ -369,22 +414,26 @@ class Simulator:
     def sleep(self, inst: Instance, now: float) -> None:
         inst.phase = PHASE_ASLEEP
         inst.version += 1
-        inst.gpu.mem_used -= self.memory_of(inst.gpu, inst.model)
-        inst.gpu.update(now)
+        for gpu in inst.group:
+            gpu.mem_used -= self.memory_of(gpu, inst.model)
+        inst.touch(now, False)
         self.sleeps += 1
 
     def wake_instance(self, inst: Instance, now: float) -> bool:
         """Wake an asleep instance (its memory back, its weights copied in); False if the memory
         it freed has been taken meanwhile."""
-        gpu, memory = inst.gpu, self.memory_of(inst.gpu, inst.model)
-        if gpu.mem_used + memory > gpu.mem_bytes:
+        group = inst.group
+        if not self._fits(group, inst.model):
             return False
-        gpu.mem_used += memory
+        for gpu in group:
+            gpu.mem_used += self.memory_of(gpu, inst.model)
         mech = self.mechanisms
         inst.phase = PHASE_LOADING
-        inst.ready_at = now + wake_s(inst.weight_bytes, mech.sleep_level, mech.loader, gpu.spec.host_to_gpu_gbps)
+        # Each GPU copies its own slice of the weights back over its own link, at once.
+        inst.ready_at = now + wake_s(inst.weight_bytes / len(group), mech.sleep_level, mech.loader,
+                                     inst.gpu.spec.host_to_gpu_gbps)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
-        gpu.update(now)
+        inst.touch(now, False)
         self.wakes += 1
         return True
 
@@ -397,17 +446,19 @@ class Simulator:
             inst.migrate_to, target.migrate_from = None, None
             if target.phase == PHASE_IDLE:
                 target.plan(now)  # its idle timers start now
-        gpu = inst.gpu
-        if inst.phase != PHASE_ASLEEP:  # asleep, it holds no memory
-            gpu.mem_used -= self.memory_of(gpu, inst.model)
+        asleep = inst.phase == PHASE_ASLEEP  # asleep, it holds no memory
         inst.phase = PHASE_UNLOADED
         inst.version += 1
-        gpu.instances.remove(inst)
-        gpu.retired.add(inst.counters)
+        inst.gpu.retired.add(inst.counters)
         self.by_model[inst.model].remove(inst)
-        gpu.update(now, inst)
-        if gpu.park_when_empty and not gpu.instances:
-            gpu.park(now)
+        for gpu in inst.group:
+            if not asleep:
+                gpu.mem_used -= self.memory_of(gpu, inst.model)
+            gpu.instances.remove(inst)
+            gpu.update(now, inst)
+        for gpu in inst.group:
+            if gpu.park_when_empty and not gpu.instances:
+                gpu.park(now)
 
     def hand_over(self, src: Instance, now: float) -> None:
         """End of a migration: the source's requests move to the destination (recomputed)."""
@@ -420,6 +471,18 @@ class Simulator:
         self.unload(src, now)
         if dst.phase == PHASE_IDLE:
             dst.plan(now)
+
+    def share_on(self, inst: Instance, gpu: SimGpu) -> float:
+        """The SM share ``gpu`` gives ``inst`` (once a change under way is done): a multi-GPU engine's
+        GPUs each give it their own, and it runs at the least."""
+        return inst.shares_on[inst.group.index(gpu)] if inst.peers else inst.current_share
+
+    def set_share_on(self, inst: Instance, gpu: SimGpu, share: float, now: float) -> None:
+        """``gpu`` gives ``inst`` ``share``; a multi-GPU engine then runs at the least of its GPUs' shares."""
+        if inst.peers:
+            inst.shares_on[inst.group.index(gpu)] = share
+            share = min(inst.shares_on)
+        self.set_share(inst, share, now)
 
     def set_share(self, inst: Instance, share: float, now: float) -> None:
         if inst.phase == PHASE_LOADING:  # it starts with this share: nothing pending is left to apply
@@ -474,14 +537,14 @@ class Simulator:
                                       f"(resident: {', '.join(resident) or 'none'})")
                 if not 0 < share <= 1:
                     raise ActionError(f"GpuControl.shares[{name!r}] = {share!r}: must lie in (0, 1]")
-            final = {n: (control.shares.get(n, i.pending_share or i.share)) for n, i in resident.items()}
+            final = {n: control.shares.get(n, self.share_on(i, gpu)) for n, i in resident.items()}
             if sum(final.values()) > 1 + 1e-9:
                 raise ActionError(f"GpuControl.shares on GPU {gpu.index}: shares sum to "
                                   f"{sum(final.values()):.4f} > 1 ({final})")
             # Shrink before growing, so that the shares never sum above 1 on the way.
             for name, share in sorted(control.shares.items(),
-                                      key=lambda kv: kv[1] - (resident[kv[0]].pending_share or resident[kv[0]].share)):
-                self.set_share(resident[name], float(share), now)
+                                      key=lambda kv: kv[1] - self.share_on(resident[kv[0]], gpu)):
+                self.set_share_on(resident[name], gpu, float(share), now)
         if control.max_num_seqs is not None:
             for name, limit in control.max_num_seqs.items():
                 inst = next((i for i in gpu.instances if i.name == name), None)
@@ -515,12 +578,14 @@ class Simulator:
                 self.unload(inst, now)
         elif isinstance(action, Migrate):
             src = self._resident(action.model, action.src, "Migrate")
-            dst = self._gpu(action.dst, "Migrate")
+            dst = self.lead(self._gpu(action.dst, "Migrate"), src.model)
             if src.phase == PHASE_ASLEEP:  # nothing runs or waits there: the move is an unload
                 self.unload(src, now)
                 return
             if dst.instance_of(src.model) is not None:
-                raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}")
+                raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}"
+                                  + (f" (its engine spans GPUs {dst.index}..{dst.index + len(src.group) - 1})"
+                                     if src.peers else ""))
             if src.migrate_to is not None:
                 return  # already moving
             target = self.cold_start(dst, src.model, now)

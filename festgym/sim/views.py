@@ -42,7 +42,9 @@ class InstanceView:
         self._i = inst
 
     model = property(lambda self: self._i.name, doc="Model name.")
-    gpu = property(lambda self: self._i.gpu.index, doc="GPU index.")
+    gpu = property(lambda self: self._i.gpu.index, doc="GPU index (the lead GPU of a multi-GPU engine).")
+    gpus = property(lambda self: tuple(g.index for g in self._i.group),
+                    doc="Every GPU the engine spans, the lead first (one for a single-GPU engine).")
     phase = property(lambda self: PHASE_NAMES[self._i.phase],
                      doc="loading, idle, prefill, decode, restarting, unloaded or asleep.")
     ready = property(lambda self: self._i.ready, doc="Loaded, awake and able to run.")

@@ -74,8 +74,8 @@ def test_budget_shortens_windows_down_to_their_floors(gc):
 def test_spec_is_the_gpus_own_or_the_nearest_shipped(gc):
     spec, label = gc.spec_for("NVIDIA H100 80GB HBM3")
     assert spec.name == "H100-SXM-80GB" and "this GPU" in label
-    spec, label = gc.spec_for("NVIDIA H200")
-    assert spec.name == gc.NEAREST_SPEC and "nearest" in label and "NVIDIA H200" in label
+    spec, label = gc.spec_for("NVIDIA GH200 480GB")
+    assert spec.name == gc.NEAREST_SPEC and "nearest" in label and "NVIDIA GH200 480GB" in label
     figures = gc.spec_figures(spec, label)
     assert figures.empty_w == spec.states.empty_w and figures.loading_w == spec.states.loading_w
     assert figures.init_s > 0
@@ -102,9 +102,9 @@ def test_nvml_reads_of_a_fake_gpu_and_what_they_flag(gc):
 
 def _fake_report(gc):
     run, plan = gc.parse_args(["--out", "x.json"])
-    spec, label = gc.spec_for("NVIDIA H200")
+    spec, label = gc.spec_for("NVIDIA GH200 480GB")
     report = gc.CheckReport(run=run, plan=plan, spec=gc.spec_figures(spec, label),
-                            host=gc.Host(gpu="NVIDIA H200", driver="580.1", torch="2.11.0", cuda="13.0",
+                            host=gc.Host(gpu="NVIDIA GH200 480GB", driver="580.1", torch="2.11.0", cuda="13.0",
                                          dtype="bfloat16"),
                             empty=gc.Window(power_w=72.25, window_s=20.0, sm_clock_mhz=345),
                             start=gc.EngineStart(context_s=0.5, weights_s=0.8, weights_gb=16.1, warmup_s=1.2,
@@ -123,7 +123,7 @@ def _fake_report(gc):
 def test_report_sets_measurements_beside_the_spec(gc):
     report = _fake_report(gc)
     text = gc.format_report(report)
-    assert "NVIDIA H200, driver 580.1" in text and "nearest shipped spec" in text
+    assert "NVIDIA GH200 480GB, driver 580.1" in text and "nearest shipped spec" in text
     assert "72.2" in text and "118.5" in text and "3.75" in text and "51 graphs" in text
     assert "7.12" in text and "0.96" in text and "skipped: time budget spent" in text
     assert "no predictions" in text and "note: something to say" in text

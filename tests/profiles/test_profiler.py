@@ -211,7 +211,8 @@ def test_an_unlocked_run_takes_the_clock_read_under_load():
 
 @pytest.mark.parametrize("name, spec_name", [("NVIDIA H100 80GB HBM3", "H100-SXM-80GB"),
                                              ("NVIDIA A100-SXM4-80GB", "A100-SXM-80GB"),
-                                             ("NVIDIA H100 PCIe", None), ("NVIDIA H200", None)])
+                                             ("NVIDIA H100 PCIe", None), ("NVIDIA GH200 480GB", None),
+                                             ("NVIDIA H200", "H200-SXM-141GB")])
 def test_the_gpu_spec_follows_the_gpu_name(name, spec_name, tmp_path):
     from festgym.profiles.profiler.run import gpu_spec_for
 

@@ -51,7 +51,7 @@ def check_profile(profile: Profile, data: Path | None = None) -> list[dict]:
     data = data if data is not None else default_data_dir()
     rows = []
     if data is not None:
-        comparisons = sources.all_comparisons(profile.gpu, {profile.model.name: profile.model}, data)
+        comparisons = sources.all_comparisons(profile.gpu, {profile.model.name: profile.model}, data, profile.parallel)
         rows = sources.summaries(comparisons)
     return rows + measured_vs_generated(profile) + grid_fidelity(profile)
 

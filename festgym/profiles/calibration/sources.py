@@ -29,11 +29,22 @@ import pandas as pd
 
 from festgym.errors import DataMissingError
 from festgym.profiles import roofline
-from festgym.profiles.models import ModelSpec
+from festgym.profiles.models import ModelSpec, model_name_of
+from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan
 from festgym.profiles.specs import GpuSpec
 
 MLENERGY_FILE = "mlenergy-v3/h100_llm_configs.csv"
-VIDUR_FILE = "vidur-h100/Llama-2-7b-hf.mlp.csv"
+MLENERGY_FILES = {MLENERGY_FILE: "H100", "mlenergy-v3/h100_moe_fp8_configs.csv": "H100",
+                  "mlenergy-v3/b200_llm_configs.csv": "B200"}
+"""ML.ENERGY v3 tables and the GPU each was measured on (``gpu_model``)."""
+
+VIDUR_FILES = {"vidur-h100/Llama-2-7b-hf.mlp.csv": {"hidden_size": 4096, "num_attention_heads": 32,
+                                                   "num_key_value_heads": 32, "intermediate_size": 11008},
+               "vidur-h100/Llama-2-70b-hf.mlp.csv": {"hidden_size": 8192, "num_attention_heads": 64,
+                                                    "num_key_value_heads": 8, "intermediate_size": 28672}}
+"""vidur's per-layer operator tables and the layer each times: a small and a large model, each at
+tensor-parallel 1-8, so that the GEMMs' weight slices per GPU span 51 MB to 1.7 GB."""
+VIDUR_FILE = next(iter(VIDUR_FILES))
 PERSEUS_FILE = "perseus-a100-freq/stage_time_energy_vs_sm_clock.csv"
 SPLITWISE_FILE = "splitwise/power_model_constant.yaml"
 
@@ -43,8 +54,7 @@ OUTPUT_CV = {"lm-arena-chat": 1.0, "gpqa": 0.5}
 VIDUR_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj", "input_layernorm",
              "post_attention_layernorm", "attn_rope", "mlp_act", "add", "add")
 """Per-layer operators of vidur's MLP table; the residual add runs twice per layer."""
-VIDUR_LAYER = {"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 32,
-               "intermediate_size": 11008, "num_hidden_layers": 1, "vocab_size": 1}
+VIDUR_LAYER = {**VIDUR_FILES[VIDUR_FILE], "num_hidden_layers": 1, "vocab_size": 1}
 """One Llama-2-7B layer (the LM head is left out: vidur times it separately)."""
 
 
@@ -58,6 +68,8 @@ class Comparison:
     labels: tuple[str, ...]
     measured: np.ndarray
     predicted: np.ndarray
+    model: str = ""
+    """The model (and plan) the rows are of, where a source has several."""
 
     @property
     def rel_error(self) -> np.ndarray:
@@ -66,7 +78,8 @@ class Comparison:
     def summary(self) -> dict:
         err = np.abs(self.rel_error) * 100
         worst = int(np.argmax(err))
-        return {"source": self.source, "file": self.file, "metric": self.metric, "n": int(err.size),
+        return {"source": self.source, "file": self.file, **({"model": self.model} if self.model else {}),
+                "metric": self.metric, "n": int(err.size),
                 "mape_pct": round(float(err.mean()), 2), "max_pct": round(float(err.max()), 2),
                 "worst": self.labels[worst]}
 
@@ -78,14 +91,14 @@ def read_csv(data_dir: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def mlenergy_model_name(hf_id: str) -> str:
-    """``meta-llama/Llama-3.1-8B-Instruct`` -> ``Llama-3.1-8B`` (profile folder names)."""
-    return hf_id.split("/")[-1].removesuffix("-Instruct")
+mlenergy_model_name = model_name_of
+"""``meta-llama/Llama-3.1-8B-Instruct`` -> ``Llama-3.1-8B`` (profile folder names)."""
 
 
 def steady_state(model: ModelSpec, gpu: GpuSpec, batch: float, output_len: float, task: str,
-                 clock_mhz: float | None = None) -> tuple[float, float]:
-    """Median inter-token latency (s) and average power (W) of a closed-loop benchmark."""
+                 clock_mhz: float | None = None, plan: Plan = SINGLE_GPU) -> tuple[float, float]:
+    """Median inter-token latency (s) and average power of each GPU (W) of a closed-loop benchmark
+    of an engine run with ``plan``, ``batch`` sequences in all."""
     prompt, cv = PROMPT_TOKENS[task], OUTPUT_CV[task]
     rate = batch / output_len
     k = np.arange(int(rate + 8 * np.sqrt(rate) + 12))
@@ -93,7 +106,8 @@ def steady_state(model: ModelSpec, gpu: GpuSpec, batch: float, output_len: float
     pmf = np.exp(log_pmf)
     pmf /= pmf.sum()
     work = roofline.iteration_work(model, prefill_tokens=(k * prompt)[:, None], prefill_seqs=k[:, None],
-                                   decode_batch=batch, decode_ctx=prompt + output_len * (1 + cv**2) / 2)
+                                   decode_batch=batch, decode_ctx=prompt + output_len * (1 + cv**2) / 2,
+                                   parallel=plan.parallel, collectives=plan.collectives)
     clock = np.array([clock_mhz or gpu.default_sm_clock_mhz], dtype=float)
     it = roofline.evaluate(work, gpu, 1.0, clock)
     t, p = it.time_s[:, 0], it.power_w[:, 0]
@@ -101,56 +115,99 @@ def steady_state(model: ModelSpec, gpu: GpuSpec, batch: float, output_len: float
     return float(median), float((pmf * t * p).sum() / (pmf * t).sum())
 
 
-def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path) -> list[Comparison]:
-    """ML.ENERGY v3 single-GPU H100 rows of the given models: median ITL and average power."""
-    if not gpu.name.upper().startswith("H100"):
-        return []
-    frame = read_csv(data_dir, MLENERGY_FILE)
-    frame = frame[(frame.num_gpus == 1) & (frame.gpu_model == "H100")]
-    frame = frame[frame.model.map(mlenergy_model_name).isin(list(models))]
+def mlenergy_rows(gpu: GpuSpec, data_dir: Path, files: Iterable[str] | None = None) -> pd.DataFrame:
+    """ML.ENERGY v3 rows measured on ``gpu``'s type, from ``files`` (default: every table), with the
+    profile-folder model name (``name``) and the file (``file``) of each."""
+    family = gpu.name.split("-")[0].upper()
+    frames, missing = [], []
+    for name in files if files is not None else MLENERGY_FILES:
+        if MLENERGY_FILES[name] != family:
+            continue
+        try:
+            frame = read_csv(data_dir, name)
+        except DataMissingError as exc:
+            missing.append(exc)
+            continue
+        frames.append(frame[frame.gpu_model == family].assign(file=name, name=frame.model.map(mlenergy_model_name)))
+    if missing and not frames:
+        raise missing[0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path,
+                         parallel: Parallel | None = None, files: Iterable[str] | None = None) -> list[Comparison]:
+    """ML.ENERGY v3 rows of the given models on ``gpu``'s type, run with ``parallel`` (default: with
+    whatever plan each row used): median ITL and average power of the engine's GPUs together, one
+    comparison per file, model and plan. The table's ``avg_batch_size`` is taken as each scheduler's:
+    with expert parallelism every data-parallel replica runs its own (vLLM's ``max_num_seqs`` is per
+    engine core), so the engine holds ``replicas`` times as many."""
+    frame = mlenergy_rows(gpu, data_dir, files)
     if frame.empty:
         return []
-    names: list[str] = []
-    itl: list[float] = []
-    power: list[float] = []
-    for row in frame.itertuples():
-        name = mlenergy_model_name(row.model)
-        t, p = steady_state(models[name], gpu, row.avg_batch_size, row.avg_output_len, row.task)
-        names.append(f"{name} {row.task} max_num_seqs={int(row.max_num_seqs)}")
-        itl.append(t * 1e3)
-        power.append(p)
-    labels = tuple(names)
-    return [
-        Comparison("mlenergy-v3", MLENERGY_FILE, "median_itl_ms", labels,
-                   frame.median_itl_ms.to_numpy(), np.array(itl)),
-        Comparison("mlenergy-v3", MLENERGY_FILE, "avg_power_w", labels,
-                   frame.avg_power_watts.to_numpy(), np.array(power)),
-    ]
+    frame = frame[frame.name.isin(list(models))]
+    out = []
+    for (file, name, tp, ep), rows in frame.groupby(["file", "name", "tp", "ep"], sort=True):
+        plan = Parallel(int(tp), int(ep))
+        if parallel is not None and plan != parallel:
+            continue
+        node = Plan.of(gpu, plan.tp, plan.ep)
+        labels, itl, power = [], [], []
+        for row in rows.itertuples():
+            t, p = steady_state(models[name], gpu, row.avg_batch_size * plan.replicas, row.avg_output_len, row.task,
+                                plan=node)
+            labels.append(f"{name}{plan.suffix} {row.task} max_num_seqs={int(row.max_num_seqs)}")
+            itl.append(t * 1e3)
+            power.append(p * plan.gpus)
+        key = f"{name}{plan.suffix}"
+        out += [Comparison("mlenergy-v3", file, "median_itl_ms", tuple(labels), rows.median_itl_ms.to_numpy(),
+                           np.array(itl), key),
+                Comparison("mlenergy-v3", file, "avg_power_w", tuple(labels), rows.avg_power_watts.to_numpy(),
+                           np.array(power), key)]
+    return out
 
 
-def vidur_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
-    """vidur H100 Llama-2-7B, 1 GPU: time of one layer's non-attention operators vs tokens.
+def vidur_comparisons(gpu: GpuSpec, data_dir: Path, files: Iterable[str] = tuple(VIDUR_FILES),
+                      degrees: Iterable[int] = (1, 2, 4, 8)) -> list[Comparison]:
+    """vidur H100 Llama-2-7B and -70B layers at tensor-parallel 1-8: time of one layer's
+    non-attention operators on one GPU vs tokens.
 
-    Assumption: vidur times each operator in isolation, in bursts shorter than the power
-    limiter's averaging window, so the prediction runs at the top clock without the limiter.
-    (Sustained prefill in a profile does hit the limiter, as splitwise's 700 W prompt power says.)
+    A GPU of a tensor-parallel group runs the layer's slice: its attention heads, KV heads and MLP
+    width divided by the degree, the norms and residual adds on the full hidden size (vidur times
+    the all-reduces apart). The calibration fits the streaming constants on the 7B layer on one GPU
+    (``files``, ``degrees``); the other tables check them across sizes: the 70B layer's GEMMs stream
+    at up to 0.88 of peak bandwidth where the 7B fit allows 0.69 (see docs/models.md), and a fixed
+    per-kernel time of the harness (it times each operator alone, without CUDA graphs) makes small
+    slices look slower still.
+    Assumption: vidur times each operator in isolation, in bursts shorter than the power limiter's
+    averaging window, so the prediction runs at the top clock without the limiter. (Sustained
+    prefill in a profile does hit the limiter, as splitwise's 700 W prompt power says.)
     """
     if not gpu.name.upper().startswith("H100"):
         return []
-    frame = read_csv(data_dir, VIDUR_FILE)
-    frame = frame[frame.num_tensor_parallel_workers == 1].sort_values("num_tokens")
-    measured = sum(frame[f"time_stats.{op}.median"].to_numpy() for op in VIDUR_OPS) * 1e-3
-    tokens = frame.num_tokens.to_numpy(dtype=float)
-    layer = ModelSpec.from_hf_config(VIDUR_LAYER, "Llama-2-7B-layer", VIDUR_FILE)
-    work = roofline.iteration_work(layer, prefill_tokens=tokens[:, None], prefill_seqs=tokens[:, None])
-    work = dataclasses.replace(work, flops_attention=np.zeros_like(work.flops_attention),
-                               bytes_kv=np.zeros_like(work.bytes_kv))
-    gpu_only = dataclasses.replace(gpu, latency=gpu.latency.replace(
-        seq_overhead_s=0.0, kernel_floor_s=0.0))
+    gpu_only = dataclasses.replace(gpu, latency=gpu.latency.replace(seq_overhead_s=0.0, kernel_floor_s=0.0))
     clock = np.array([float(gpu.max_sm_clock_mhz)])
-    predicted = roofline.evaluate(work, gpu_only, 1.0, clock, power_cap=False).time_s[:, 0]
-    labels = tuple(f"tokens={int(t)}" for t in tokens)
-    return [Comparison("vidur-h100", VIDUR_FILE, "layer_time_ms", labels, measured * 1e3, predicted * 1e3)]
+    out = []
+    for name in files:
+        layer = VIDUR_FILES[name]
+        frame = read_csv(data_dir, name)
+        frame = frame[frame.num_tensor_parallel_workers.isin(list(degrees))]
+        for tp, rows in frame.groupby("num_tensor_parallel_workers"):
+            rows = rows.sort_values("num_tokens")
+            measured = sum(rows[f"time_stats.{op}.median"].to_numpy() for op in VIDUR_OPS) * 1e-3
+            tokens = rows.num_tokens.to_numpy(dtype=float)
+            config = {**layer, "num_hidden_layers": 1, "vocab_size": 1, "head_dim": layer["hidden_size"]
+                      // layer["num_attention_heads"]}
+            for key in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+                config[key] = max(config[key] // int(tp), 1)
+            spec = ModelSpec.from_hf_config(config, f"{name} tp{tp} layer", name)
+            work = roofline.iteration_work(spec, prefill_tokens=tokens[:, None], prefill_seqs=tokens[:, None])
+            work = dataclasses.replace(work, flops_attention=np.zeros_like(work.flops_attention),
+                                       bytes_kv=np.zeros_like(work.bytes_kv))
+            predicted = roofline.evaluate(work, gpu_only, 1.0, clock, power_cap=False).time_s[:, 0]
+            labels = tuple(f"{name.split('/')[-1].split('.')[0]} tp{tp} tokens={int(t)}" for t in tokens)
+            out.append(Comparison("vidur-h100", name, f"layer_time_ms tp{tp}", labels, measured * 1e3,
+                                  predicted * 1e3))
+    return out
 
 
 def perseus_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
@@ -196,10 +253,13 @@ def splitwise_comparisons(gpu: GpuSpec, data_dir: Path) -> list[Comparison]:
                        np.array([gpu.power.idle_w]))]
 
 
-def all_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path) -> list[Comparison]:
-    """Every source that applies to this GPU (and these models); absent files are skipped."""
+def all_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir: Path,
+                    parallel: Parallel | None = None) -> list[Comparison]:
+    """Every source that applies to this GPU (and these models, run with ``parallel``: default, any
+    plan); absent files are skipped."""
     out: list[Comparison] = []
-    for compare in (lambda: mlenergy_comparisons(gpu, models, data_dir), lambda: vidur_comparisons(gpu, data_dir),
+    for compare in (lambda: mlenergy_comparisons(gpu, models, data_dir, parallel),
+                    lambda: vidur_comparisons(gpu, data_dir),
                     lambda: perseus_comparisons(gpu, data_dir), lambda: splitwise_comparisons(gpu, data_dir)):
         try:
             out.extend(compare())

@@ -22,7 +22,7 @@ from festgym.profiles.calibration.measured import (
     comparisons,
     with_predictions,
 )
-from festgym.profiles.models import ModelSpec
+from festgym.profiles.models import ModelSpec, name_from_config
 from festgym.profiles.profile import Profile
 from festgym.profiles.profiler.assemble import assemble
 from festgym.profiles.profiler.measure import (
@@ -43,7 +43,7 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 def _config(run: ProfileRun) -> tuple[dict[str, Any], ModelSpec]:
     path = spec_path(run.model_config, "model")
     config = dict(read_mapping(path))
-    name = run.name or path.resolve().parent.name
+    name = name_from_config(config, run.name, path)
     if run.dry_run:
         config = {**config, **TINY}
         name = f"{name}-tiny"
