@@ -168,8 +168,7 @@ def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0, models: Col
                         gpus: Collection[str] = ("H100-SXM-80GB", "B200-SXM-180GB")) -> pd.DataFrame:
     """serve-bench against every ML.ENERGY v3 row (H100 and B200; one GPU, tensor and expert parallel)
     with a shipped profile of its model and plan (of ``models``, by profile name, if given).
-    ``avg_batch_size`` is each scheduler's, as in
-    :func:`festgym.profiles.calibration.sources.mlenergy_comparisons`."""
+    ``avg_batch_size`` is the engine's, as in :func:`festgym.profiles.calibration.sources.mlenergy_comparisons`."""
     rows = []
     for gpu in gpus:
         frame = mlenergy_rows(GpuSpec.load(gpu), data_dir)
@@ -182,12 +181,12 @@ def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0, models: Col
                 load_profile(f"{gpu}/{model}", profiles_root)
             except LookupError:
                 continue
-            cfg = BenchConfig(gpu=gpu, model=model, max_num_seqs=int(row.max_num_seqs) * plan.replicas,
+            cfg = BenchConfig(gpu=gpu, model=model, max_num_seqs=int(row.max_num_seqs),
                               prompt_mean=PROMPT_TOKENS[row.task], output_mean=float(row.avg_output_len),
                               output_cv=OUTPUT_CV[row.task], output_max=32768, seed=seed)
             got = run_bench(cfg, profiles_root)
             rows.append({"gpu": gpu, "model": model, "task": row.task, "max_num_seqs": int(row.max_num_seqs),
-                         "batch_measured": row.avg_batch_size, "batch_sim": got["avg_batch_size"] / plan.replicas,
+                         "batch_measured": row.avg_batch_size, "batch_sim": got["avg_batch_size"],
                          "itl_measured_ms": row.median_itl_ms, "itl_sim_ms": got["median_itl_ms"],
                          "power_measured_w": row.avg_power_watts, "power_sim_w": got["avg_power_w"]})
     out = pd.DataFrame(rows)

@@ -519,10 +519,12 @@ class Festina(BasePolicy):
         used: set[int] = set()
         moves: list[Action] = []
         for inst in src.instances:
+            if len(inst.gpus) > 1:  # a multi-GPU engine is not consolidated away, awake or asleep
+                return None
             if inst.phase == "asleep":  # nothing runs or waits there: it goes
                 moves.append(Unload(inst.model, src.index))
                 continue
-            if not inst.ready or len(inst.gpus) > 1:  # a multi-GPU engine is not consolidated away
+            if not inst.ready:
                 return None
             need = self.need(src.index, inst.model)
             others = [g for g in gpus if g.index != src.index and not g.parked and g.index not in self._draining

@@ -28,6 +28,7 @@ from festgym.profiles.collectives import Collectives
 from festgym.profiles.specs import GpuSpec, NodeSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from festgym.profiles.models import ModelSpec
     from festgym.profiles.profile import Profile
 
 MAX_GPUS = 8
@@ -121,6 +122,18 @@ class Plan:
 
 
 SINGLE_GPU = Plan()
+
+
+def kv_split(model: ModelSpec, tp: int) -> int:
+    """How many ways tensor parallelism splits a token's KV cache: by KV heads, at most one head per GPU
+    (fewer heads than GPUs are replicated); a latent (MLA) cache is not split."""
+    return 1 if model.kv_lora_rank else min(tp, model.num_kv_heads)
+
+
+def kv_bytes_per_token(profile: Profile) -> float:
+    """KV-cache bytes one token takes over all the GPUs of an engine (more than the model's per-token
+    figure where heads are replicated), so that an engine's ``kv_cache_gb`` holds that many tokens."""
+    return profile.model.kv_bytes_per_token * profile.parallel.tp / kv_split(profile.model, profile.parallel.tp)
 
 
 def weight_bytes_per_gpu(profile: Profile) -> float:

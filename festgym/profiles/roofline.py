@@ -49,7 +49,7 @@ import numpy as np
 
 from festgym.profiles.collectives import Collectives
 from festgym.profiles.models import FORMAT_BYTES, ModelSpec
-from festgym.profiles.parallel import Parallel
+from festgym.profiles.parallel import Parallel, kv_split
 from festgym.profiles.specs import GpuSpec
 
 
@@ -125,8 +125,10 @@ def iteration_work(model: ModelSpec, prefill_tokens=0.0, prefill_seqs=1.0, decod
     b = np.asarray(decode_batch, dtype=float)
     c = np.asarray(decode_ctx, dtype=float)
     engine_tokens = p + b
-    # One replica's part: data-parallel attention splits the sequences (and their tokens).
-    p, ps, b = p / replicas, ps / replicas, b / replicas
+    if replicas > 1:  # data-parallel attention: the busiest replica's whole sequences (and their tokens)
+        busy_ps = np.ceil(ps / replicas)
+        p = np.where(ps > 0, p * busy_ps / np.maximum(ps, 1.0), 0.0)
+        ps, b = busy_ps, np.ceil(b / replicas)
     tokens, seqs = p + b, ps + b
     layers, h, d = model.num_layers, model.hidden_size, model.dtype_bytes
     q, kv = model.q_dim, model.kv_dim
@@ -140,16 +142,17 @@ def iteration_work(model: ModelSpec, prefill_tokens=0.0, prefill_seqs=1.0, decod
     flops_linear = (2.0 * non_expert * tokens + 2.0 * model.lm_head_params * seqs) / tp
     flops_expert = 2.0 * model.expert_params * k * moe * engine_tokens / split
     expert_bytes = moe * model.expected_experts(engine_tokens) * model.expert_weight_bytes / split
-    # Causal attention: QK^T and AV cost 2·s²·head_dim per head for a prompt of length s, and
-    # 4·ctx·head_dim per head for one decoded token, over the context each layer attends to
-    # (a sliding-window layer: at most its window).
+    # Attention: QK^T and AV cost 4·head_dim per head for each (query, key) pair a layer attends to:
+    # s²/2 pairs for a causal prompt of length s (s·W − W²/2 in a sliding-window layer of window W
+    # once s > W), and ctx pairs for one decoded token (at most W in a window layer).
     per_token_kv = float(model.kv_bytes_per_token)
     attended = model.kv_bytes(c) / per_token_kv
-    prompt_len = np.where(ps > 0, p / np.maximum(ps, 1.0), 0.0)
-    prompt_attended = model.kv_bytes(prompt_len) / per_token_kv
-    flops_attention = (2.0 * layers * q * p * prompt_attended + 4.0 * layers * q * b * attended) / tp
-    kv_split = 1 if model.kv_lora_rank else min(tp, model.num_kv_heads)
-    bytes_kv = (b * model.kv_bytes(c) + 2.0 * tokens * per_token_kv) / kv_split
+    s = np.where(ps > 0, p / np.maximum(ps, 1.0), 0.0)
+    w = float(model.sliding_window)
+    window_pairs = np.where(s > w, s * w - w * w / 2, s * s / 2) if model.sliding_layers else 0.0
+    pairs = (layers - model.sliding_layers) * s * s / 2 + model.sliding_layers * window_pairs
+    flops_attention = (4.0 * q * pairs * ps + 4.0 * layers * q * b * attended) / tp
+    bytes_kv = (b * model.kv_bytes(c) + 2.0 * tokens * per_token_kv) / kv_split(model, tp)
     gemm_act_per_token = layers * d * (4 * h + (2 * q + 2 * kv + 3 * mlp_width) / tp)
     weights = model.streamed_weight_bytes / tp + expert_bytes
     bytes_linear = weights + gemm_act_per_token * tokens

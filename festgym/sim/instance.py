@@ -58,6 +58,7 @@ from festgym.control.states import (
     PHASE_RESTARTING,
     PHASE_UNLOADED,
 )
+from festgym.profiles.parallel import kv_bytes_per_token
 from festgym.sim.events import EventQueue
 from festgym.sim.ledger import Counters, Ledger
 from festgym.sim.queues import WaitingQueue
@@ -135,7 +136,7 @@ class Instance:
         self.slices = slices
         spec = slices.profile.model
         self.weight_bytes = spec.weight_bytes
-        self.kv_tokens = int(serving.engine.kv_cache_gb * 1e9 // spec.kv_bytes_per_token)
+        self.kv_tokens = int(serving.engine.kv_cache_gb * 1e9 // kv_bytes_per_token(slices.profile))
         self.share = share
         self.max_num_seqs = serving.engine.max_num_seqs
         self.tbt_s = serving.slo.tbt_s

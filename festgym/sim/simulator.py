@@ -39,7 +39,7 @@ from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, W
 from festgym.control.states import PHASE_ASLEEP, PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.errors import RangeError
 from festgym.profiles.generate import with_physics
-from festgym.profiles.parallel import weight_bytes_per_gpu
+from festgym.profiles.parallel import kv_bytes_per_token, weight_bytes_per_gpu
 from festgym.profiles.profile import Profile, gpu_type_spec, load_profile
 from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.sim.config import SimConfig
@@ -127,7 +127,7 @@ class Simulator:
         # One GPU type, one device: its models' profiles must agree on it (not the first one's memory_gb for all).
         self.specs: dict[str, GpuSpec] = {t: gpu_type_spec([self._slices[(t, m)].profile for m in self.model_names])
                                           for t in self.gpu_types}
-        self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // c.profile.model.kv_bytes_per_token)
+        self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // kv_bytes_per_token(c.profile))
                            for key, c in self._slices.items()}
         # Per GPU of an engine: its share of the weights, and of the KV cache (kv_cache_gb is the engine's).
         self._memory = {(t, i): float(weight_bytes_per_gpu(self._slices[(t, m)].profile)
@@ -430,7 +430,7 @@ class Simulator:
         mech = self.mechanisms
         inst.phase = PHASE_LOADING
         # Each GPU copies its own slice of the weights back over its own link, at once.
-        inst.ready_at = now + wake_s(inst.weight_bytes / len(group), mech.sleep_level, mech.loader,
+        inst.ready_at = now + wake_s(weight_bytes_per_gpu(inst.slices.profile), mech.sleep_level, mech.loader,
                                      inst.gpu.spec.host_to_gpu_gbps)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
         inst.touch(now, False)
@@ -523,6 +523,7 @@ class Simulator:
                 control = self.policy.control(gpu.view, now)
                 if control is not None:
                     self.apply_control(gpu, control, now)
+        for gpu in self.gpus:  # after every GPU's control: each GPU of a multi-GPU engine sees its peaks
             for inst in gpu.instances:
                 inst.peak_ttft_ratio = inst.peak_gap_s = 0.0
         if now + interval <= self.end + 1e-9:
@@ -583,9 +584,9 @@ class Simulator:
                 self.unload(src, now)
                 return
             if dst.instance_of(src.model) is not None:
+                last = dst.index + len(self.block(dst, src.model)) - 1
                 raise ActionError(f"{action}: {action.model} is already on GPU {action.dst}"
-                                  + (f" (its engine spans GPUs {dst.index}..{dst.index + len(src.group) - 1})"
-                                     if src.peers else ""))
+                                  + (f" (its engine spans GPUs {dst.index}..{last})" if src.peers else ""))
             if src.migrate_to is not None:
                 return  # already moving
             target = self.cold_start(dst, src.model, now)

@@ -166,3 +166,31 @@ def test_the_manifest_lists_every_shipped_profile():
     listed = {f"{gpu}/{model}{plan.suffix}" for gpu, model, plan in shipped_plans(PROFILES.shipped)}
     shipped = {f"{p.parent.name}/{p.name}" for p in iter_profile_dirs(PROFILES.shipped)}
     assert listed == shipped
+
+
+def test_an_expert_parallel_step_is_its_busiest_replicas():
+    """Data-parallel attention keeps a sequence on one replica: one prompt is prefilled whole there."""
+    one = work(MOE, prefill_tokens=np.array([8192.0]), prefill_seqs=1.0)
+    two = work(MOE, Parallel(1, 2), prefill_tokens=np.array([8192.0]), prefill_seqs=1.0)
+    assert two.flops_attention.item() == pytest.approx(one.flops_attention.item())
+    assert two.flops_linear.item() == pytest.approx(one.flops_linear.item())  # replicated dense layers
+    odd = work(MOE, Parallel(1, 2), decode_batch=np.array([3.0]), decode_ctx=100.0)
+    assert odd.seqs.item() == 2  # 3 sequences over 2 replicas: the busier holds 2
+
+
+def test_replicated_kv_heads_take_more_cache_per_token():
+    from festgym.profiles.parallel import kv_bytes_per_token
+
+    profile = dataclasses.replace(load_profile("H100-SXM-80GB/Qwen3-30B-A3B"), parallel=Parallel(8))
+    assert MOE.num_kv_heads == 4
+    assert kv_bytes_per_token(profile) == pytest.approx(2 * MOE.kv_bytes_per_token)  # 8 GPUs, 4 heads
+    single = load_profile("H100-SXM-80GB/Qwen3-30B-A3B")
+    assert kv_bytes_per_token(single) == MOE.kv_bytes_per_token
+
+
+def test_sliding_window_prefill_counts_the_windowed_causal_pairs():
+    s, w = 4096.0, float(OSS.sliding_window)
+    got = work(OSS, prefill_tokens=np.array([s]), prefill_seqs=1.0).flops_attention.item()
+    full = OSS.num_layers - OSS.sliding_layers
+    want = 4 * OSS.q_dim * (full * s * s / 2 + OSS.sliding_layers * (s * w - w * w / 2))
+    assert got == pytest.approx(want)

@@ -207,3 +207,60 @@ def test_sleep_and_wake_free_and_take_memory_on_every_gpu():
     result = sim.result()
     assert (result.requests.status == "finished").all()
     assert energy(result, 0) == pytest.approx(energy(result, 1), rel=1e-12)
+
+
+def test_a_scenario_with_a_group_keeps_every_invariant():
+    """Festina on mixed-tp-moe (a 70B engine on 4 GPUs beside MoE and small models): every GPU's shares
+    (as it gives them) and memory stay within it at every step, energy adds up, requests count once."""
+    from festgym.policies.registry import background_policy
+    from festgym.scenario import load_scenario
+
+    scenario = load_scenario("mixed-tp-moe")
+    sim = scenario.simulator()
+    trace = scenario.trace(seed=3, duration_s=300.0)
+    sim.start(trace, background_policy(scenario))
+    for t in np.arange(1.0, sim.end, 1.0):
+        sim.advance(float(t))
+        for gpu in sim.gpus:
+            assert sum(sim.share_on(i, gpu) for i in gpu.instances) <= 1 + 1e-9, gpu.index
+            assert gpu.mem_used <= gpu.mem_bytes * (1 + 1e-12), gpu.index
+            assert gpu.spec.empty_w - 1e-9 <= gpu.power_w <= gpu.spec.tdp_w + 1e-9 or gpu.power_w == 0.0
+            for inst in gpu.instances:
+                assert inst.gpu.index % len(inst.group) == 0 and gpu in inst.group
+    sim.advance(sim.end)
+    result = sim.result()
+    requests = result.requests
+    assert len(requests) == len(trace) and result.summary["finished"] == int((requests.status == "finished").sum())
+    big = requests[requests.model == "Llama-3.1-70B-tp4"]
+    assert len(big) and (big[big.gpu >= 0].gpu % 4 == 0).all()  # booked on a block's lead
+    line = result.timeline
+    booked = (line.power_w * line.interval_s).groupby(line.gpu).sum().to_numpy()
+    energy = result.gpus[[f"energy_{s}_j" for s in STATES]].sum(axis=1).to_numpy()
+    np.testing.assert_allclose(booked, energy, rtol=1e-9)
+
+
+def test_every_gpu_of_the_group_sees_the_engines_latency_peaks():
+    seen: dict[int, list[float]] = {0: [], 1: []}
+
+    def record(gpu, now):
+        inst = gpu.instance(TP2)
+        if inst is not None and gpu.index in seen:
+            seen[gpu.index].append(inst.peak_gap_s)
+        return None
+
+    sim = simulator()
+    sim.run(trace(np.linspace(1.0, 20.0, 40), [0] * 40, 30.0), Script({TP2: 0, SMALL: 2}, control=record))
+    assert max(seen[0]) > 0 and seen[0] == seen[1]  # the peer reads what the lead reads, tick by tick
+
+
+def test_festina_never_empties_a_gpu_of_a_multi_gpu_engine_even_asleep():
+    from festgym.policies.registry import make_policy
+
+    sim = simulator(keep_alive_s=1e6)
+    festina = make_policy("festina")
+    policy = Script({TP2: 0, SMALL: 2}, mechanisms=Mechanisms(sleep_level=1, sleep_after_s=2.0))
+    sim.start(trace([1.0], [0], 60.0), policy)
+    sim.advance(30.0)
+    festina.reset(sim.view)
+    assert sim.instances_of(TP2)[0].phase == 6  # asleep
+    assert festina._empty(sim.view.gpu(1), sim.view.gpus, {g: 0.0 for g in range(4)}, sim.view) is None

@@ -138,9 +138,9 @@ def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir
                          parallel: Parallel | None = None, files: Iterable[str] | None = None) -> list[Comparison]:
     """ML.ENERGY v3 rows of the given models on ``gpu``'s type, run with ``parallel`` (default: with
     whatever plan each row used): median ITL and average power of the engine's GPUs together, one
-    comparison per file, model and plan. The table's ``avg_batch_size`` is taken as each scheduler's:
-    with expert parallelism every data-parallel replica runs its own (vLLM's ``max_num_seqs`` is per
-    engine core), so the engine holds ``replicas`` times as many."""
+    comparison per file, model and plan. The table's ``avg_batch_size`` is the engine's (its output
+    throughput times its median ITL gives it back on the expert-parallel rows too), split over the
+    data-parallel replicas with expert parallelism."""
     frame = mlenergy_rows(gpu, data_dir, files)
     if frame.empty:
         return []
@@ -153,8 +153,7 @@ def mlenergy_comparisons(gpu: GpuSpec, models: Mapping[str, ModelSpec], data_dir
         node = Plan.of(gpu, plan.tp, plan.ep)
         labels, itl, power = [], [], []
         for row in rows.itertuples():
-            t, p = steady_state(models[name], gpu, row.avg_batch_size * plan.replicas, row.avg_output_len, row.task,
-                                plan=node)
+            t, p = steady_state(models[name], gpu, row.avg_batch_size, row.avg_output_len, row.task, plan=node)
             labels.append(f"{name}{plan.suffix} {row.task} max_num_seqs={int(row.max_num_seqs)}")
             itl.append(t * 1e3)
             power.append(p * plan.gpus)
