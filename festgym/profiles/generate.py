@@ -21,7 +21,7 @@ from festgym.profiles import roofline
 from festgym.profiles.calibration.check import check_profile
 from festgym.profiles.grid import Grid
 from festgym.profiles.models import ModelSpec, name_from_config
-from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan
+from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan, weight_bytes_per_gpu
 from festgym.profiles.profile import DECODE_AXES, PREFILL_AXES, Profile, make_grid
 from festgym.profiles.specs import GpuSpec, spec_path
 
@@ -161,6 +161,10 @@ def generate(gpu: str | Path, model_config: str | Path, out: str | Path, name: s
     spec = GpuSpec.load(gpu)
     model, config = model_from_config(model_config, name, kv_format)
     profile = build_profile(spec, model, Plan.of(spec, tp, ep, node))
+    shard_gb = weight_bytes_per_gpu(profile) / 1e9
+    if shard_gb >= spec.memory_gb:
+        raise SpecError(model.source, "weights", f"{shard_gb:.1f} GB of weights on each of {profile.parallel.gpus} "
+                        f"GPU(s) do not fit a {spec.memory_gb:g} GB {spec.name}: raise --tp (or --ep for a MoE model)")
     if fit_errors:
         profile = dataclasses.replace(profile, fit_errors=tuple(check_profile(profile, data)))
     profile.save(out, config)

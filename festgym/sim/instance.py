@@ -192,6 +192,10 @@ class Instance:
                 clock = gpu.clock
         return clock
 
+    def share_on(self, gpu: SimGpu) -> float:
+        """The SM share ``gpu`` gives it (once a change under way is done); it runs at the least of its GPUs'."""
+        return self.shares_on[self.group.index(gpu)] if self.peers else self.current_share
+
     def touch(self, now: float, changed: bool) -> None:
         """Bring every GPU of the engine up to ``now`` (``changed``: its running state changed)."""
         self.gpu.update(now, self if changed else None)

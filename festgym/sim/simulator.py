@@ -392,10 +392,10 @@ class Simulator:
                         self.queue_type(), restart_s, mech.keep_alive(cfg.keep_alive_s),
                         mech.sleep_after_s if mech.sleep_level else float("inf"))
         for g in group:  # make room on each GPU: scale the others down
-            taken = sum(self.share_on(i, g) for i in g.instances)
+            taken = sum(i.share_on(g) for i in g.instances)
             if taken > 1.0 - share + 1e-12:
                 for other in g.instances:
-                    self.set_share_on(other, g, self.share_on(other, g) * (1.0 - share) / taken, now)
+                    self.set_share_on(other, g, other.share_on(g) * (1.0 - share) / taken, now)
         for g in group:
             g.instances.append(inst)
             g.mem_used += self.memory_of(g, model)
@@ -472,11 +472,6 @@ class Simulator:
         if dst.phase == PHASE_IDLE:
             dst.plan(now)
 
-    def share_on(self, inst: Instance, gpu: SimGpu) -> float:
-        """The SM share ``gpu`` gives ``inst`` (once a change under way is done): a multi-GPU engine's
-        GPUs each give it their own, and it runs at the least."""
-        return inst.shares_on[inst.group.index(gpu)] if inst.peers else inst.current_share
-
     def set_share_on(self, inst: Instance, gpu: SimGpu, share: float, now: float) -> None:
         """``gpu`` gives ``inst`` ``share``; a multi-GPU engine then runs at the least of its GPUs' shares."""
         if inst.peers:
@@ -538,13 +533,13 @@ class Simulator:
                                       f"(resident: {', '.join(resident) or 'none'})")
                 if not 0 < share <= 1:
                     raise ActionError(f"GpuControl.shares[{name!r}] = {share!r}: must lie in (0, 1]")
-            final = {n: control.shares.get(n, self.share_on(i, gpu)) for n, i in resident.items()}
+            final = {n: control.shares.get(n, i.share_on(gpu)) for n, i in resident.items()}
             if sum(final.values()) > 1 + 1e-9:
                 raise ActionError(f"GpuControl.shares on GPU {gpu.index}: shares sum to "
                                   f"{sum(final.values()):.4f} > 1 ({final})")
             # Shrink before growing, so that the shares never sum above 1 on the way.
             for name, share in sorted(control.shares.items(),
-                                      key=lambda kv: kv[1] - self.share_on(resident[kv[0]], gpu)):
+                                      key=lambda kv: kv[1] - resident[kv[0]].share_on(gpu)):
                 self.set_share_on(resident[name], gpu, float(share), now)
         if control.max_num_seqs is not None:
             for name, limit in control.max_num_seqs.items():

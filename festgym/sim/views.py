@@ -48,7 +48,8 @@ class InstanceView:
     phase = property(lambda self: PHASE_NAMES[self._i.phase],
                      doc="loading, idle, prefill, decode, restarting, unloaded or asleep.")
     ready = property(lambda self: self._i.ready, doc="Loaded, awake and able to run.")
-    share = property(lambda self: self._i.share, doc="SM share in (0, 1].")
+    share = property(lambda self: self._i.share, doc="SM share in (0, 1] it runs at (of a multi-GPU engine: the "
+                     "least its GPUs give it; GpuView.share_of gives one GPU's).")
     max_num_seqs = property(lambda self: self._i.max_num_seqs, doc="Batch limit in force (a policy may cap it).")
     engine_max_num_seqs = property(lambda self: self._i.serving.engine.max_num_seqs,
                                    doc="The engine's configured batch limit.")
@@ -108,6 +109,14 @@ class GpuView:
             if inst.name == model:
                 return inst.view
         return None
+
+    def share_of(self, model: str) -> float:
+        """The SM share this GPU gives ``model`` (once a change under way is done): what its shares must
+        sum to at most 1 with; a multi-GPU engine runs at the least of its GPUs' (``InstanceView.share``)."""
+        for inst in self._g.instances:
+            if inst.name == model:
+                return inst.share_on(self._g)
+        raise KeyError(f"{model!r} is not resident on GPU {self._g.index}")
 
 
 class ClusterView:

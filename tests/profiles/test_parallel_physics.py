@@ -194,3 +194,12 @@ def test_sliding_window_prefill_counts_the_windowed_causal_pairs():
     full = OSS.num_layers - OSS.sliding_layers
     want = 4 * OSS.q_dim * (full * s * s / 2 + OSS.sliding_layers * (s * w - w * w / 2))
     assert got == pytest.approx(want)
+
+
+def test_generating_a_model_too_big_for_its_gpus_names_the_fix(tmp_path):
+    from festgym.profiles.generate import generate
+
+    with pytest.raises(SpecError, match="raise --tp"):
+        generate("H100-SXM-80GB", "Llama-3.1-70B", tmp_path / "p", fit_errors=False)
+    assert generate("H100-SXM-80GB", "Llama-3.1-70B", tmp_path / "q", fit_errors=False, tp=2).name == \
+        "Llama-3.1-70B-tp2"

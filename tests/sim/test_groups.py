@@ -222,7 +222,8 @@ def test_a_scenario_with_a_group_keeps_every_invariant():
     for t in np.arange(1.0, sim.end, 1.0):
         sim.advance(float(t))
         for gpu in sim.gpus:
-            assert sum(sim.share_on(i, gpu) for i in gpu.instances) <= 1 + 1e-9, gpu.index
+            assert sum(i.share_on(gpu) for i in gpu.instances) <= 1 + 1e-9, gpu.index
+            assert [gpu.view.share_of(i.name) for i in gpu.instances] == [i.share_on(gpu) for i in gpu.instances]
             assert gpu.mem_used <= gpu.mem_bytes * (1 + 1e-12), gpu.index
             assert gpu.spec.empty_w - 1e-9 <= gpu.power_w <= gpu.spec.tdp_w + 1e-9 or gpu.power_w == 0.0
             for inst in gpu.instances:
