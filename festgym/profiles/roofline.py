@@ -49,7 +49,7 @@ import numpy as np
 
 from festgym.profiles.collectives import Collectives
 from festgym.profiles.models import FORMAT_BYTES, ModelSpec
-from festgym.profiles.parallel import Parallel, kv_split
+from festgym.profiles.parallel import SINGLE_GPU, Parallel, kv_split
 from festgym.profiles.specs import GpuSpec
 
 
@@ -89,8 +89,6 @@ class Work:
         return self.bytes_linear + self.bytes_kv + self.bytes_elementwise + self.comm_bytes
 
 
-SINGLE = Parallel()
-
 DEQUANT_FLOPS_PER_WEIGHT = 60.0
 """Cost, in BF16 tensor-core FLOPs, of dequantising one weight element an iteration reads in a format
 its GPU has no tensor cores for (MXFP4 on Hopper, converted to BF16 in registers before the MMA, as
@@ -104,7 +102,8 @@ write) before the experts, un-permute and weighted sum (read and write) after. A
 
 
 def iteration_work(model: ModelSpec, prefill_tokens=0.0, prefill_seqs=1.0, decode_batch=0.0,
-                   decode_ctx=0.0, parallel: Parallel = SINGLE, collectives: Collectives | None = None) -> Work:
+                   decode_ctx=0.0, parallel: Parallel = SINGLE_GPU.parallel,
+                   collectives: Collectives | None = None) -> Work:
     """FLOPs and bytes, on each GPU of an engine run with ``parallel``, of one iteration that
     prefills ``prefill_tokens`` tokens of ``prefill_seqs`` equal-length prompts (one chunk each, no
     earlier context) and decodes one token for each of ``decode_batch`` sequences whose mean context

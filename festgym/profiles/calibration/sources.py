@@ -31,7 +31,7 @@ from festgym.errors import DataMissingError
 from festgym.profiles import roofline
 from festgym.profiles.models import ModelSpec, model_name_of
 from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan
-from festgym.profiles.specs import GpuSpec
+from festgym.profiles.specs import GpuSpec, NodeSpec
 
 MLENERGY_FILE = "mlenergy-v3/h100_llm_configs.csv"
 MLENERGY_FILES = {MLENERGY_FILE: "H100", "mlenergy-v3/h100_moe_fp8_configs.csv": "H100",
@@ -185,23 +185,21 @@ def vidur_comparisons(gpu: GpuSpec, data_dir: Path, files: Iterable[str] = tuple
         return []
     gpu_only = dataclasses.replace(gpu, latency=gpu.latency.replace(seq_overhead_s=0.0, kernel_floor_s=0.0))
     clock = np.array([float(gpu.max_sm_clock_mhz)])
+    collectives = NodeSpec.load("dgx-h100").collectives  # timed here, then left out as vidur leaves them out
     out = []
     for name in files:
-        layer = VIDUR_FILES[name]
+        layer = ModelSpec.from_hf_config({**VIDUR_FILES[name], "num_hidden_layers": 1, "vocab_size": 1},
+                                         f"{name} layer", name)
         frame = read_csv(data_dir, name)
         frame = frame[frame.num_tensor_parallel_workers.isin(list(degrees))]
         for tp, rows in frame.groupby("num_tensor_parallel_workers"):
             rows = rows.sort_values("num_tokens")
             measured = sum(rows[f"time_stats.{op}.median"].to_numpy() for op in VIDUR_OPS) * 1e-3
             tokens = rows.num_tokens.to_numpy(dtype=float)
-            config = {**layer, "num_hidden_layers": 1, "vocab_size": 1, "head_dim": layer["hidden_size"]
-                      // layer["num_attention_heads"]}
-            for key in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
-                config[key] = max(config[key] // int(tp), 1)
-            spec = ModelSpec.from_hf_config(config, f"{name} tp{tp} layer", name)
-            work = roofline.iteration_work(spec, prefill_tokens=tokens[:, None], prefill_seqs=tokens[:, None])
+            work = roofline.iteration_work(layer, prefill_tokens=tokens[:, None], prefill_seqs=tokens[:, None],
+                                           parallel=Parallel(int(tp)), collectives=collectives)
             work = dataclasses.replace(work, flops_attention=np.zeros_like(work.flops_attention),
-                                       bytes_kv=np.zeros_like(work.bytes_kv))
+                                       bytes_kv=np.zeros_like(work.bytes_kv), comm_s=0.0, comm_bytes=0.0)
             predicted = roofline.evaluate(work, gpu_only, 1.0, clock, power_cap=False).time_s[:, 0]
             labels = tuple(f"{name.split('/')[-1].split('.')[0]} tp{tp} tokens={int(t)}" for t in tokens)
             out.append(Comparison("vidur-h100", name, f"layer_time_ms tp{tp}", labels, measured * 1e3,
