@@ -26,7 +26,7 @@ import pandas as pd
 from festgym.config import check_ranges
 from festgym.errors import FestgymError
 from festgym.policies.least_loaded import LeastLoaded
-from festgym.profiles.calibration.sources import OUTPUT_CV, PROMPT_TOKENS, mlenergy_rows
+from festgym.profiles.calibration.sources import OUTPUT_CV, PROMPT_CV, PROMPT_TOKENS, mlenergy_rows
 from festgym.profiles.generate import build_profile, model_from_config
 from festgym.profiles.parallel import NODE_OF, Parallel, Plan, weight_bytes_per_gpu
 from festgym.profiles.profile import Profile, load_profile
@@ -35,10 +35,6 @@ from festgym.sim.config import SimConfig
 from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import LengthDist, Trace
-
-PROMPT_CV = 0.5
-"""Assumed coefficient of variation of prompt lengths in the ML.ENERGY tasks (the data set gives
-no prompt lengths; their means are ``calibration.sources.PROMPT_TOKENS``)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +58,8 @@ class BenchConfig:
     """Engine batch limit."""
     prompt_mean: float = 220.0
     """Mean prompt tokens (lognormal lengths)."""
-    prompt_cv: float = PROMPT_CV
-    """Coefficient of variation of prompt lengths."""
+    prompt_cv: float = PROMPT_CV["lm-arena-chat"]
+    """Coefficient of variation of prompt lengths (default: the assumed chat prompts')."""
     output_mean: float = 400.0
     """Mean output tokens (lognormal lengths)."""
     output_cv: float = 1.0
@@ -182,7 +178,8 @@ def mlenergy_validation(data_dir, profiles_root=None, seed: int = 0, models: Col
             except LookupError:
                 continue
             cfg = BenchConfig(gpu=gpu, model=model, max_num_seqs=int(row.max_num_seqs),
-                              prompt_mean=PROMPT_TOKENS[row.task], output_mean=float(row.avg_output_len),
+                              prompt_mean=PROMPT_TOKENS[row.task], prompt_cv=PROMPT_CV[row.task],
+                              output_mean=float(row.avg_output_len),
                               output_cv=OUTPUT_CV[row.task], output_max=32768, seed=seed)
             got = run_bench(cfg, profiles_root)
             rows.append({"gpu": gpu, "model": model, "task": row.task, "max_num_seqs": int(row.max_num_seqs),

@@ -12,6 +12,11 @@ bandwidth settles above ~10 MB; a two-coefficient fit that minimises the relativ
 most of what remains is the run-to-run scatter of small messages, which no smooth form removes.
 The fit is :mod:`festgym.profiles.calibration.network`.
 
+A tensor-parallel engine's all-reduce is not always NCCL's: vLLM and SGLang run their own one-shot
+all-reduce over NVLink peer memory for small messages (``custom_all_reduce``, optional in a node
+spec), and NCCL above; the engine's all-reduce takes whichever of the two is faster at each size
+(:meth:`Collectives.engine_all_reduce_s`), which is what their size-based dispatch approximates.
+
 Worker counts between two listed ones are interpolated linearly in log2(k), both the latency and
 the time per byte (a ring all-reduce moves ``2(k-1)/k`` of the message: about linear in log2 k
 for k = 2..8). A count outside the listed range is an error naming it.
@@ -32,6 +37,8 @@ from festgym.errors import SpecError
 
 OPS = ("all_reduce", "all_to_all")
 """The collectives a node spec times, in its ``collectives`` section."""
+OPTIONAL_OPS = ("custom_all_reduce",)
+"""Collectives a node spec may time: without them an engine uses NCCL's."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +80,15 @@ class Collectives:
     """Per worker count: ``size`` is each worker's whole send buffer, ``1/k`` of which stays local."""
     provenance: Mapping[str, Any]
     source: str = dataclasses.field(default="<memory>", compare=False)
+    custom_all_reduce: Mapping[int, AlphaBeta] = dataclasses.field(default_factory=dict)
+    """Per worker count: the serving engine's own all-reduce (vLLM's one-shot custom all-reduce over
+    NVLink peer memory); empty: the engine all-reduces with NCCL only."""
     """The file it was read from, for messages (not part of what the coefficients are)."""
 
     def table(self, op: str) -> Mapping[int, AlphaBeta]:
-        if op not in OPS:
-            raise SpecError(self.source, "collectives", f"unknown collective {op!r}; expected {', '.join(OPS)}")
+        if op not in OPS + OPTIONAL_OPS:
+            raise SpecError(self.source, "collectives", f"unknown collective {op!r}; expected "
+                            f"{', '.join(OPS + OPTIONAL_OPS)}")
         table: Mapping[int, AlphaBeta] = getattr(self, op)
         return table
 
@@ -106,6 +117,14 @@ class Collectives:
             return np.zeros_like(np.asarray(size_bytes, dtype=float))
         return self.alpha_beta(op, workers).time_s(size_bytes)
 
+    def engine_all_reduce_s(self, size_bytes: Any, workers: int) -> np.ndarray:
+        """Seconds of one tensor-parallel all-reduce of ``size_bytes`` per worker (broadcasts) in a serving
+        engine: the faster of NCCL's and the engine's own (``custom_all_reduce``, where the node lists it)."""
+        nccl = self.time_s("all_reduce", size_bytes, workers)
+        if workers == 1 or not self.custom_all_reduce:
+            return nccl
+        return np.minimum(nccl, self.time_s("custom_all_reduce", size_bytes, workers))
+
     @classmethod
     def from_dict(cls, data: Any, source: str | Path = "<dict>") -> Collectives:
         """A node spec's ``collectives`` section: ``{all_reduce: {k: {latency_us, busbw_gbps}},
@@ -114,18 +133,21 @@ class Collectives:
         if not isinstance(data, Mapping):
             raise SpecError(source, "collectives", "missing: expected {all_reduce: {workers: {latency_us, "
                             "busbw_gbps}}, all_to_all: {...}, provenance: {...}}")
-        unknown = sorted(set(data) - {*OPS, "provenance"})
+        unknown = sorted(set(data) - {*OPS, *OPTIONAL_OPS, "provenance"})
         if unknown:
-            raise SpecError(source, f"collectives.{unknown[0]}", f"unknown section; expected {', '.join(OPS)}, "
-                            "provenance")
+            raise SpecError(source, f"collectives.{unknown[0]}", f"unknown section; expected "
+                            f"{', '.join(OPS + OPTIONAL_OPS)}, provenance")
         provenance = data.get("provenance", {})
         if not isinstance(provenance, Mapping):
             raise SpecError(source, "collectives.provenance", f"expected a mapping, got {provenance!r}")
-        tables = {op: _table(data.get(op), source, f"collectives.{op}") for op in OPS}
-        return cls(tables["all_reduce"], tables["all_to_all"], dict(provenance), source)
+        tables = {op: _table(data.get(op), source, f"collectives.{op}")
+                  for op in (*OPS, *(op for op in OPTIONAL_OPS if op in data))}
+        return cls(tables["all_reduce"], tables["all_to_all"], dict(provenance), source,
+                   tables.get("custom_all_reduce", {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{op: {k: ab.to_dict() for k, ab in sorted(self.table(op).items())} for op in OPS},
+        ops = (*OPS, *(op for op in OPTIONAL_OPS if self.table(op)))
+        return {**{op: {k: ab.to_dict() for k, ab in sorted(self.table(op).items())} for op in ops},
                 "provenance": dict(self.provenance)}
 
 
@@ -141,4 +163,4 @@ def _table(data: Any, source: str, field: str) -> dict[int, AlphaBeta]:
     return dict(sorted(table.items()))
 
 
-__all__ = ["OPS", "AlphaBeta", "Collectives"]
+__all__ = ["OPS", "OPTIONAL_OPS", "AlphaBeta", "Collectives"]

@@ -36,7 +36,8 @@ Modelling assumptions (each a named constant below, with its source in the GPU s
   (expected count under uniform independent routing: an upper bound, as real routers are skewed),
   computes top-k experts per token, and routes tokens at ``DISPATCH_PASSES`` activation passes.
 * **Several GPUs** (:mod:`festgym.profiles.parallel`): work is split per GPU; the collectives'
-  time, from the node's measured NCCL times, adds to the iteration at neither clock nor share.
+  time, from the node's measured NCCL times (and the engine's own all-reduce for small messages),
+  adds to the iteration at neither clock nor share.
 * **Power cap**: where the model draws more than TDP, the GPU throttles to the highest supported
   clock whose power fits (as the firmware's power limiter does), which lengthens the iteration.
 """
@@ -177,7 +178,7 @@ def _collectives(model: ModelSpec, parallel: Parallel, collectives: Collectives 
     moved: np.ndarray | float = 0.0
     if parallel.tp > 1:
         size = tokens * h * d
-        time = time + 2 * model.num_layers * collectives.time_s("all_reduce", size, parallel.tp) * (tokens > 0)
+        time = time + 2 * model.num_layers * collectives.engine_all_reduce_s(size, parallel.tp) * (tokens > 0)
         moved = moved + 2 * model.num_layers * 2 * size
     if parallel.ep > 1 and model.is_moe:
         size = engine_tokens / parallel.gpus * model.experts_per_token * h * d

@@ -17,7 +17,7 @@ import numpy as np
 
 from festgym.config import read_mapping, require, require_positive
 from festgym.errors import SpecError
-from festgym.profiles.collectives import OPS, Collectives
+from festgym.profiles.collectives import OPS, OPTIONAL_OPS, Collectives
 from festgym.profiles.constants import LatencyConstants, PowerConstants, PowerStates
 from festgym.resources import PROFILES
 
@@ -296,7 +296,7 @@ def _check_coverage(spec: NodeSpec) -> None:
     collective: listed, or between two listed worker counts."""
     if spec.gpus_per_node < 2:
         return
-    for op in OPS:
+    for op in (*OPS, *(op for op in OPTIONAL_OPS if spec.collectives.table(op))):
         counts = sorted(spec.collectives.table(op))
         missing = 2 if counts[0] > 2 else spec.gpus_per_node if counts[-1] < spec.gpus_per_node else None
         if missing is not None:

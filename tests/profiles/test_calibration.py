@@ -84,3 +84,33 @@ def test_steady_state_median_is_pure_decode_at_low_batch(h100_llama8b):
     assert t == pytest.approx(float(decode_only), rel=0.05)
     assert h100_llama8b.gpu.idle_w < p < h100_llama8b.gpu.tdp_w
     assert np.isfinite(p)
+
+
+def test_prompt_mix_keeps_each_counts_probability_and_spreads_its_tokens():
+    k = np.arange(6)
+    pmf = np.array([0.4, 0.3, 0.15, 0.1, 0.04, 0.01])
+    tokens, weight = sources._prompt_mix(k, pmf, 220.0, 1.5)
+    nodes = sources.PROMPT_NODES
+    assert weight.sum() == pytest.approx(1.0) and tokens.shape == weight.shape == (k.size * nodes,)
+    per_count = tokens.reshape(k.size, nodes)
+    assert (per_count[0] == 0).all() and (per_count[1:] > 0).all()
+    assert (np.diff(per_count[1:], axis=1) > 0).all()  # quantiles, in order
+    # Each count's nodes straddle its mean total, and more prompts spread less relative to it.
+    rel = per_count[1:] / (k[1:, None] * 220.0)
+    assert (rel[:, 0] < 1).all() and (rel[:, -1] > 1).all()
+    assert np.all(np.diff(rel[:, -1] - rel[:, 0]) < 0)
+    # Without spread every node is the fixed-length total.
+    fixed, _ = sources._prompt_mix(k, pmf, 220.0, 0.0)
+    np.testing.assert_allclose(fixed.reshape(k.size, nodes), np.repeat(k[:, None] * 220.0, nodes, axis=1))
+
+
+def test_skewed_prompts_keep_a_whole_prefill_out_of_the_median_step(h100_llama8b, monkeypatch):
+    # At 0.8 new prompts per step most steps (55%) admit one: with fixed-length prompts the median
+    # step carries a whole mean prefill, with skewed ones (most short) it carries a short one.
+    args = (h100_llama8b.model, h100_llama8b.gpu, 320, 400, "lm-arena-chat")
+    skewed, _ = sources.steady_state(*args)
+    monkeypatch.setitem(sources.PROMPT_CV, "lm-arena-chat", 0.0)
+    fixed, _ = sources.steady_state(*args)
+    decode_only = float(h100_llama8b.decode_time(320, 220 + 400))
+    assert skewed == pytest.approx(decode_only, rel=0.03)
+    assert fixed > 1.1 * skewed

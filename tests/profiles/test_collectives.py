@@ -11,7 +11,7 @@ import pytest
 from festgym.config import read_mapping
 from festgym.errors import SpecError
 from festgym.profiles.calibration import network
-from festgym.profiles.collectives import OPS, AlphaBeta, Collectives
+from festgym.profiles.collectives import OPS, OPTIONAL_OPS, AlphaBeta, Collectives
 from festgym.profiles.specs import NodeSpec, spec_path
 
 NODES = ("dgx-a100", "dgx-h100", "dgx-h200", "dgx-b200")
@@ -19,7 +19,7 @@ SIZES = np.geomspace(2e3, 1e9, 40)
 
 
 @pytest.mark.parametrize("node", NODES)
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", OPS + OPTIONAL_OPS)
 def test_time_grows_with_size_and_workers(node, op):
     c = NodeSpec.load(node).collectives
     times = np.array([c.time_s(op, SIZES, k) for k in range(2, 9)])
@@ -75,6 +75,7 @@ def _section() -> dict:
     (lambda s: s["all_reduce"].update({1: {"latency_us": 1, "busbw_gbps": 1}}), "collectives.all_reduce.1"),
     (lambda s: s["all_reduce"].update({"two": {"latency_us": 1, "busbw_gbps": 1}}), "collectives.all_reduce.two"),
     (lambda s: s.update(broadcast={}), "collectives.broadcast"),
+    (lambda s: s["custom_all_reduce"][4].update(latency_us=-2.0), "collectives.custom_all_reduce.4.latency_us"),
 ])
 def test_bad_sections_name_the_field(change, field):
     section = _section()
@@ -101,7 +102,7 @@ def test_alpha_beta_is_latency_plus_bytes_over_bandwidth():
 @pytest.mark.parametrize("node", ("dgx-h100", "dgx-a100"))
 def test_shipped_coefficients_reproduce_vidur_within_their_recorded_error(node, reference_data):
     spec = NodeSpec.load(node)
-    recorded = spec.collectives.provenance["fit"]
+    recorded = [row for row in spec.collectives.provenance["fit"] if row["source"] == "vidur-network"]
     assert recorded
     for row in recorded:
         op = row["metric"].removesuffix("_ms")
@@ -116,6 +117,36 @@ def test_shipped_coefficients_reproduce_vidur_within_their_recorded_error(node, 
         assert got["n"] == row["n"]
         assert got["mape_pct"] <= row["mape_pct"] + 0.01, (row, got)
         assert got["mape_pct"] < 15.0
+
+
+def test_shipped_custom_all_reduce_reproduces_its_published_times_within_the_recorded_error():
+    spec = NodeSpec.load("dgx-h100")
+    recorded = [row for row in spec.collectives.provenance["fit"] if row["metric"] == "custom_all_reduce_ms"]
+    assert [row["workers"] for row in recorded] == [2, 4, 8]
+    sizes = np.asarray(network.VLLM_CUSTOM_ALL_REDUCE_US["size_bytes"], dtype=float)
+    for row in recorded:
+        measured = np.asarray(network.VLLM_CUSTOM_ALL_REDUCE_US[row["workers"]]) * 1e-6
+        predicted = spec.collectives.custom_all_reduce[row["workers"]].time_s(sizes)
+        mape = float(np.mean(np.abs(predicted / measured - 1))) * 100
+        assert mape <= row["mape_pct"] + 0.01 and mape < 10.0, (row, mape)
+
+
+def test_an_engine_all_reduces_with_the_faster_of_nccl_and_its_own():
+    c = NodeSpec.load("dgx-h100").collectives
+    sizes = np.array([8 * 8192 * 2, 512 * 8192 * 2.0, 64e6])  # a decode step's activations up to 64 MB
+    nccl, custom = c.time_s("all_reduce", sizes, 4), c.time_s("custom_all_reduce", sizes, 4)
+    assert custom[0] < nccl[0] / 2  # small messages: the one-shot all-reduce, at a third of NCCL's latency
+    assert nccl[-1] < custom[-1]  # large ones: NCCL's bandwidth wins
+    assert np.array_equal(c.engine_all_reduce_s(sizes, 4), np.minimum(nccl, custom))
+    assert np.array_equal(c.engine_all_reduce_s(sizes, 1), np.zeros(3))
+
+
+def test_a_node_without_the_engines_own_all_reduce_uses_nccls():
+    section = _section()
+    section.pop("custom_all_reduce")
+    c = Collectives.from_dict(section, "node.yaml")
+    assert not c.custom_all_reduce and "custom_all_reduce" not in c.to_dict()
+    assert np.array_equal(c.engine_all_reduce_s(1e5, 8), c.time_s("all_reduce", 1e5, 8))
 
 
 def test_the_fit_regenerates_the_shipped_sections(reference_data):

@@ -130,7 +130,7 @@ def simulate(p: dict):
     engine = EngineConfig(max_num_seqs=48, max_num_batched_tokens=2048, kv_cache_gb=p["kv_cache_gb"], init_s=0.5)
     node = NodeSpec.load("dgx-h100").replace(gpus_per_node=p["gpus_per_node"], boot_s=BOOT_S, shutdown_s=2.0)
     sim = Simulator(list(p["types"]), {m: ModelServing(Slo(0.5, 0.1), engine) for m in MODELS},
-                    SimConfig(drain_s=400.0, share_mechanism=p["share_mechanism"], clock_change_s=p["clock_change_s"],
+                    SimConfig(drain_s=1000.0, share_mechanism=p["share_mechanism"], clock_change_s=p["clock_change_s"],
                               keep_alive_s=p["keep_alive_s"], consolidate_interval_s=p["consolidate_s"],
                               node_off_after_s=p["node_off_after_s"]), node=node)
     trace = SyntheticWorkload(MODELS, rate_rps=p["rate"], duration_s=p["duration"],
@@ -186,7 +186,9 @@ def test_invariants(p, monkeypatch):
     assert done.e2e_s.notna().all() and req[req.status != "finished"].e2e_s.isna().all()
     assert (done.tbt_over_frac.fillna(0) <= 1).all()
     assert result.summary["output_tokens"] >= done.output_tokens.sum()
-    # Nothing is left running long after the last arrival (the horizon leaves 400 s to drain).
+    # Nothing is left running long after the last arrival (the horizon leaves 1000 s to drain: the random
+    # policy can hold an engine at a sliver of the SMs and a low clock throughout, and one such run, on an
+    # A100 under MPS, took 340 s to serve its last 6 requests).
     assert counts.get("unfinished", 0) == 0
 
     # Power stays between the empty floor and TDP in the per-interval timeline too, except in an

@@ -7,6 +7,9 @@ assumption. Reads ``vidur-network/{h100_dgx,a100_dgx}/*.csv`` (columns
 ``time_stats.<op>.median`` in ms, ``size`` in bytes, ``num_workers``, ``devices_per_node``) and
 keeps the rows inside one node (``num_workers == devices_per_node``).
 
+The engine's own all-reduce (``custom_all_reduce``) is fitted the same way on vLLM's custom
+all-reduce timed on H100 (:data:`VLLM_CUSTOM_ALL_REDUCE_US`, published figures, not a data file).
+
 Each worker count gets ``t = latency + size / bandwidth``, fitted by least absolute relative
 error (iteratively reweighted least squares on ``predicted / measured - 1``, which is linear in
 latency and 1/bandwidth): the fit minimises the MAPE it reports. Coefficients are rounded to
@@ -42,6 +45,21 @@ ALL_TO_ALL_BASIS = ("dgx-h100", "send_recv")
 """Where the all-to-all coefficients come from: the one point-to-point table (H100's)."""
 TRANSFERRED = {"dgx-h200": "dgx-h100", "dgx-b200": "dgx-h100"}
 """Node specs without measurements -> the measured node their coefficients are scaled from."""
+
+VLLM_CUSTOM_ALL_REDUCE_SOURCE = ("vLLM's custom all-reduce on 8 × H100 SXM, timed by SGLang's unit test without "
+                                 "CUDA graphs: https://github.com/sgl-project/sglang/pull/2904 (the 'vllm' table)")
+VLLM_CUSTOM_ALL_REDUCE_US = {
+    "size_bytes": (512, 4096, 32768, 262144, 524288, 1048576),
+    2: (9.5, 8.8, 8.7, 12.9, 17.7, 26.6),
+    4: (9.1, 8.5, 9.2, 20.6, 26.9, 40.2),
+    8: (10.1, 9.3, 11.8, 24.1, 30.4, 45.0),
+}
+"""Latency (µs) of vLLM's one-shot/two-shot all-reduce over NVLink peer memory per message size and
+worker count (:data:`VLLM_CUSTOM_ALL_REDUCE_SOURCE`). vLLM dispatches an all-reduce to it below its
+buffer size and to NCCL above; festgym takes the faster of the two at each size."""
+CUSTOM_NOTE = ("fitted to {source}: t = latency + size/busbw per worker count, 512 B-1 MB, least absolute relative "
+               "error. Timed outside CUDA graphs, so in a captured decode step it is likely a few µs faster: band "
+               "latency 0.5-1x")
 
 ALL_REDUCE_NOTE = ("fitted to {file} (NCCL all-reduce medians inside one node, num_workers = devices_per_node, "
                    "2 KB-64 MB): t = latency + size/busbw per worker count, least absolute relative error")
@@ -96,6 +114,19 @@ def fit_table(data_dir: Path, folder: str, op: str) -> tuple[str, dict[int, Alph
     return file, table, errors
 
 
+def custom_all_reduce() -> tuple[dict[int, AlphaBeta], list[dict]]:
+    """Coefficients and fit errors of the engine's own all-reduce on H100 (vLLM's custom all-reduce)."""
+    sizes = np.asarray(VLLM_CUSTOM_ALL_REDUCE_US["size_bytes"], dtype=float)
+    table, errors = {}, []
+    for k in WORKERS:
+        time_s = np.asarray(VLLM_CUSTOM_ALL_REDUCE_US[k], dtype=float) * 1e-6
+        table[k] = fit_alpha_beta(sizes, time_s, f"vLLM custom all-reduce workers={k}")
+        labels = tuple(f"workers={k} size={int(s)}" for s in sizes)
+        errors.append({"workers": k, **Comparison("sglang-pr-2904", "sgl-project/sglang#2904", "custom_all_reduce_ms",
+                                                  labels, time_s * 1e3, table[k].time_s(sizes) * 1e3).summary()})
+    return table, errors
+
+
 def all_to_all(send_recv: AlphaBeta, workers: Sequence[int] = WORKERS) -> dict[int, AlphaBeta]:
     """All-to-all among k workers from a point-to-point fit: each sends (k-1)/k of its buffer."""
     return {k: AlphaBeta(send_recv.latency_us, _digits(send_recv.busbw_gbps * k / (k - 1))) for k in workers}
@@ -113,6 +144,8 @@ def node_sections(data_dir: Path) -> dict[str, dict[str, Any]]:
     sr_file, sr_table, sr_errors = fit_table(data_dir, MEASURED[base], op)
     a2a = all_to_all(sr_table[2])
     a2a_note = ALL_TO_ALL_NOTE.format(file=sr_file, **sr_table[2].to_dict())
+    custom, custom_errors = custom_all_reduce()
+    custom_note = CUSTOM_NOTE.format(source=VLLM_CUSTOM_ALL_REDUCE_SOURCE)
     sections: dict[str, dict[str, Any]] = {}
     for name, folder in MEASURED.items():
         file, table, errors = fit_table(data_dir, folder, "all_reduce")
@@ -120,26 +153,30 @@ def node_sections(data_dir: Path) -> dict[str, dict[str, Any]]:
         note = a2a_note if name == base else SCALED_NOTE.format(
             kind="assumption: all_to_all transferred", base=base, nvlink=nvlink[name], base_nvlink=nvlink[base],
             band=". Band: busbw 0.6-0.8x of dgx-h100's")
-        sections[name] = _section(table, own_a2a, {
-            "all_reduce": ALL_REDUCE_NOTE.format(file=file), "all_to_all": note,
-            "fit": errors + (sr_errors if name == base else [])})
+        own_custom = scaled(custom, nvlink[name] / nvlink[base])
+        custom_own_note = custom_note if name == base else SCALED_NOTE.format(
+            kind="assumption: custom_all_reduce transferred", base=base, nvlink=nvlink[name],
+            base_nvlink=nvlink[base], band=f". Band: latency 0.5-1.5x of {base}'s")
+        sections[name] = _section(table, own_a2a, own_custom, {
+            "all_reduce": ALL_REDUCE_NOTE.format(file=file), "all_to_all": note, "custom_all_reduce": custom_own_note,
+            "fit": errors + (sr_errors + custom_errors if name == base else [])})
     for name, source in TRANSFERRED.items():
         factor = nvlink[name] / nvlink[source]
         measured = sections[source]
         note = SAME_NOTE.format(base=source, nvlink=nvlink[name]) if factor == 1 else SCALED_NOTE.format(
             kind="assumption: transferred", base=source, nvlink=nvlink[name], base_nvlink=nvlink[source],
             band=f". Band: busbw 1.5-2x of {source}'s (NVLink5's doubled links may not double NCCL's rate)")
-        sections[name] = _section(scaled(_parsed(measured["all_reduce"]), factor),
-                                  scaled(_parsed(measured["all_to_all"]), factor),
-                                  {"all_reduce": note, "all_to_all": f"{note}; {source}'s: "
-                                   f"{measured['provenance']['all_to_all']}"})
+        own = {op: scaled(_parsed(measured[op]), factor) for op in ("all_reduce", "all_to_all", "custom_all_reduce")}
+        sections[name] = _section(own["all_reduce"], own["all_to_all"], own["custom_all_reduce"],
+                                  {"all_reduce": note, **{op: f"{note}; {source}'s: {measured['provenance'][op]}"
+                                                          for op in ("all_to_all", "custom_all_reduce")}})
     return sections
 
 
 def _section(all_reduce: Mapping[int, AlphaBeta], all_to_all_: Mapping[int, AlphaBeta],
-             provenance: Mapping[str, Any]) -> dict[str, Any]:
-    return {"all_reduce": {k: ab.to_dict() for k, ab in sorted(all_reduce.items())},
-            "all_to_all": {k: ab.to_dict() for k, ab in sorted(all_to_all_.items())},
+             custom: Mapping[int, AlphaBeta], provenance: Mapping[str, Any]) -> dict[str, Any]:
+    tables = {"all_reduce": all_reduce, "all_to_all": all_to_all_, "custom_all_reduce": custom}
+    return {**{op: {k: ab.to_dict() for k, ab in sorted(t.items())} for op, t in tables.items()},
             "provenance": dict(provenance)}
 
 
