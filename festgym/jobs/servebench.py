@@ -107,7 +107,7 @@ def run_bench(cfg: BenchConfig, profiles_root=None) -> dict[str, Any]:
     """Median/p90/p99 inter-token latency, average power of the engine's GPUs together, energy per
     token and throughput."""
     profile = bench_profile(cfg, profiles_root)
-    sim_cfg = SimConfig(drain_s=1e7, keep_alive_s=1e7, stop_when_done=True)
+    sim_cfg = SimConfig(drain_s=1e6, keep_alive_s=1e6, stop_when_done=True)  # 11 days: ends when done
     gpus = profile.parallel.gpus
     free_gb = profile.gpu.memory_gb * sim_cfg.gpu_memory_utilization - weight_bytes_per_gpu(profile) / 1e9
     if free_gb <= 0:

@@ -99,3 +99,9 @@ def test_a_tensor_parallel_engine_in_the_simulator_matches_its_profile(reference
     predicted = {c.metric: c.predicted[: len(table)] for c in roofline}
     np.testing.assert_allclose(table.itl_sim_ms, predicted["median_itl_ms"], rtol=0.1)
     np.testing.assert_allclose(table.power_sim_w, predicted["avg_power_w"], rtol=0.1)
+
+
+def test_an_eight_gpu_engine_is_benchmarked():
+    # An 8-GPU plan's drain must fit the simulator's bound on control intervals (GPUs × horizon).
+    got = run_bench(BenchConfig(model="Llama-3.1-405B-FP8-tp8", max_num_seqs=8, requests=40))
+    assert got["steady_window"] and 30e-3 < got["median_itl_ms"] * 1e-3 < 40e-3
