@@ -23,7 +23,7 @@ from festgym.profiles.specs import NodeSpec, spec_path
 from festgym.sim.config import SimConfig
 from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.policy import ActionError, BasePolicy
-from festgym.sim.serving import EngineConfig, ModelServing
+from festgym.sim.serving import EngineConfig, ModelServing, Slo
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import Trace
 
@@ -67,7 +67,7 @@ class Script(BasePolicy):
 
 def simulator(n_gpus=4, models=(TP2, SMALL), node=NODE, kv_cache_gb=2.0, **config) -> Simulator:
     engine = EngineConfig(max_num_seqs=16, kv_cache_gb=kv_cache_gb)
-    cfg = SimConfig(drain_s=0.0, consolidate_interval_s=5.0, **{"init_s": 2.0, **config})
+    cfg = SimConfig(drain_s=0.0, **{"init_s": 2.0, "consolidate_interval_s": 5.0, **config})
     return Simulator([H100] * n_gpus, {m: ModelServing(engine=engine) for m in models}, cfg, node=node)
 
 
@@ -265,3 +265,44 @@ def test_festina_never_empties_a_gpu_of_a_multi_gpu_engine_even_asleep():
     festina.reset(sim.view)
     assert sim.instances_of(TP2)[0].phase == 6  # asleep
     assert festina._empty(sim.view.gpu(1), sim.view.gpus, {g: 0.0 for g in range(4)}, sim.view) is None
+
+
+def test_festinas_peer_gpus_keep_a_multi_gpu_engine_at_its_leads_clock_and_a_passing_share():
+    """The engine runs at the least clock and share its GPUs give it: each GPU of it other than the lead
+    runs no lower a clock than the lead's and gives the engine at least the share that meets its SLOs at
+    that clock (planned apart, the engine alone on its second GPU took a lower clock than the lead's)."""
+    from festgym.policies.festina import Festina
+
+    checked: list[bool] = []
+    planned: dict[int, tuple[float, float]] = {}  # what each GPU is set to give the engine (it lands a moment later)
+
+    class Pinned(Festina):
+        def place(self, request, cluster):
+            return 0  # the small model shares the engine's lead GPU; the second GPU holds the engine alone
+
+        def control(self, gpu, now):
+            out = super().control(gpu, now)
+            inst = gpu.instance(TP2)
+            if inst is None or not inst.ready:
+                return out
+            planned[gpu.index] = (out.clock_mhz if out is not None else gpu.clock_mhz,
+                                  out.shares[TP2] if out is not None and out.shares else gpu.share_of(TP2))
+            lead = self._lead_plans.get(TP2)
+            tab = self.tables(gpu, TP2)
+            if gpu.index != 1 or lead is None or lead[0] != now or self._situation(inst, tab, self._interval) is None:
+                return out  # idle, or nothing passes on the lead (overload: no setting would)
+            _, c, level = lead  # the lead's clock and the least share that passes there
+            (lead_clock, _), (clock, share) = planned[0], planned[1]
+            checked.append(clock >= lead_clock == tab.clocks[c] and share >= tab.shares[level] - 1e-9)
+            return out
+
+    times = np.r_[np.linspace(1.0, 80.0, 2000), np.linspace(2.0, 80.0, 1200)]  # the engine's, the small model's
+    order = np.argsort(times, kind="stable")
+    arrivals, models = times[order], np.r_[np.zeros(2000, dtype=int), np.ones(1200, dtype=int)][order]
+    engine = EngineConfig(max_num_seqs=16, kv_cache_gb=2.0)
+    tight = ModelServing(Slo(ttft_s=0.02, tbt_s=0.002), engine)  # tight enough that clock and share matter
+    sim = Simulator([H100] * 2, {TP2: tight, SMALL: ModelServing(engine=engine)},
+                    SimConfig(drain_s=0.0, init_s=2.0, consolidate_interval_s=1e6),
+                    node=NodeSpec.load("dgx-h100").replace(gpus_per_node=2))
+    sim.run(trace(arrivals, models, 85.0), Pinned())
+    assert len(checked) > 20 and all(checked)
