@@ -41,6 +41,7 @@ class HostInstance:
     """One engine as an :class:`~festgym.sim.views.InstanceView` (plain attributes, set each interval)."""
 
     gpu = 0
+    gpus = (0,)  # one GPU per engine on a host
     prefilling = 0
     last_arrival_s = -1.0
 

@@ -18,6 +18,7 @@ An engine spans ``gpus = max(tp, ep)`` GPUs, always of one node (collectives run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,24 @@ def kv_bytes_per_token(profile: Profile) -> float:
     """KV-cache bytes one token takes over all the GPUs of an engine (more than the model's per-token
     figure where heads are replicated), so that an engine's ``kv_cache_gb`` holds that many tokens."""
     return profile.model.kv_bytes_per_token * profile.parallel.tp / kv_split(profile.model, profile.parallel.tp)
+
+
+def kv_cache_tokens(profile: Profile, cache_bytes: float) -> tuple[int, int]:
+    """How many tokens an engine's KV cache of ``cache_bytes`` (over all its GPUs) holds, and the tokens
+    each sequence reserves besides its own: ``(capacity, per_sequence)``.
+
+    A sliding-window layer holds at most its window (vLLM's hybrid KV-cache manager frees the blocks
+    behind it), so a sequence of ``c`` tokens takes ``full·c + sliding·min(c, W)`` layer-tokens. Counted in
+    tokens of the full-attention layers, that is ``c`` plus at most ``sliding·W/full`` per sequence, which
+    each sequence reserves whole (exact from ``c ≥ W`` on; shorter ones hold a little less). Without
+    sliding layers the reservation is 0 and the capacity is the cache over the whole per-token figure; a
+    model whose every layer slides is counted the same way (an upper bound on its use)."""
+    model = profile.model
+    full = model.num_layers - model.sliding_layers
+    if not model.sliding_layers or full == 0:
+        return int(cache_bytes // kv_bytes_per_token(profile)), 0
+    per_token = kv_bytes_per_token(profile) * full / model.num_layers
+    return int(cache_bytes // per_token), math.ceil(model.sliding_layers * model.sliding_window / full)
 
 
 def weight_bytes_per_gpu(profile: Profile) -> float:

@@ -58,7 +58,7 @@ from festgym.control.states import (
     PHASE_RESTARTING,
     PHASE_UNLOADED,
 )
-from festgym.profiles.parallel import kv_bytes_per_token
+from festgym.profiles.parallel import kv_cache_tokens
 from festgym.sim.events import EventQueue
 from festgym.sim.ledger import Counters, Ledger
 from festgym.sim.queues import WaitingQueue
@@ -114,10 +114,10 @@ class Instance:
     """A model served on one GPU or a group of them, with its own queue, batch and KV cache."""
 
     __slots__ = ("host", "events", "ledger", "gpu", "peers", "shares_on", "model", "name", "serving", "slices",
-                 "kv_tokens", "weight_bytes", "share", "max_num_seqs", "phase", "version", "waiting", "prefilling",
-                 "decoding", "heap", "tok", "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n", "g0", "dg",
-                 "chunk", "factor", "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to", "migrate_from",
-                 "drain", "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s",
+                 "kv_tokens", "kv_seq", "weight_bytes", "share", "max_num_seqs", "phase", "version", "waiting",
+                 "prefilling", "decoding", "heap", "tok", "ctx_base", "kv_prefill", "cum_gap", "cum_over", "t0", "n",
+                 "g0", "dg", "chunk", "factor", "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to",
+                 "migrate_from", "drain", "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s",
                  "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s",
                  "sleep_after_s")
 
@@ -136,7 +136,8 @@ class Instance:
         self.slices = slices
         spec = slices.profile.model
         self.weight_bytes = spec.weight_bytes
-        self.kv_tokens = int(serving.engine.kv_cache_gb * 1e9 // kv_bytes_per_token(slices.profile))
+        # KV tokens of the full-attention layers; each sequence also reserves kv_seq for its window layers
+        self.kv_tokens, self.kv_seq = kv_cache_tokens(slices.profile, serving.engine.kv_cache_gb * 1e9)
         self.share = share
         self.max_num_seqs = serving.engine.max_num_seqs
         self.tbt_s = serving.slo.tbt_s
@@ -204,8 +205,10 @@ class Instance:
 
     @property
     def kv_used(self) -> int:
-        """KV-cache tokens in use: reserved for prompts being prefilled, and the decoding contexts."""
-        return self.kv_prefill + self.ctx_base + len(self.decoding) * self.tok
+        """KV-cache tokens in use: reserved for prompts being prefilled, the decoding contexts, and each
+        sequence's window layers."""
+        return (self.kv_prefill + self.ctx_base + len(self.decoding) * self.tok
+                + (len(self.decoding) + len(self.prefilling)) * self.kv_seq)
 
     @property
     def ready(self) -> bool:
@@ -380,7 +383,7 @@ class Instance:
         free = self.kv_tokens - self.kv_used - batch - len(self.prefilling)
         while waiting and batch + len(self.prefilling) < limit:
             seq = waiting.head()
-            need = seq.prompt + 1
+            need = seq.prompt + 1 + self.kv_seq
             if need > free:
                 break  # head-of-line: the head waits for KV space
             waiting.pop()
@@ -442,7 +445,7 @@ class Instance:
             heappop(heap)  # left by a preemption
         batch = len(decoding)
         total = self.ctx_base + batch * self.tok
-        room = (self.kv_tokens - self.kv_prefill - total) // batch
+        room = (self.kv_tokens - self.kv_prefill - total - (batch + len(self.prefilling)) * self.kv_seq) // batch
         if room < 1:
             self._preempt(now)
             self.plan(now)

@@ -39,7 +39,7 @@ from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, W
 from festgym.control.states import PHASE_ASLEEP, PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
 from festgym.errors import RangeError
 from festgym.profiles.generate import with_physics
-from festgym.profiles.parallel import kv_bytes_per_token, weight_bytes_per_gpu
+from festgym.profiles.parallel import kv_cache_tokens, weight_bytes_per_gpu
 from festgym.profiles.profile import Profile, gpu_type_spec, load_profile
 from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.sim.config import SimConfig
@@ -76,6 +76,12 @@ def _column(typecode: str, values: np.ndarray) -> array[Any]:
     out: array[Any] = array(typecode)
     out.frombytes(np.ascontiguousarray(values, dtype=np.float64 if typecode == "d" else np.int64).tobytes())
     return out
+
+
+def _longest(profile: Profile, cache_bytes: float) -> int:
+    """The longest request (prompt and output tokens) one engine's KV cache holds alone."""
+    capacity, per_sequence = kv_cache_tokens(profile, cache_bytes)
+    return capacity - per_sequence
 
 
 class Simulator:
@@ -127,7 +133,7 @@ class Simulator:
         # One GPU type, one device: its models' profiles must agree on it (not the first one's memory_gb for all).
         self.specs: dict[str, GpuSpec] = {t: gpu_type_spec([self._slices[(t, m)].profile for m in self.model_names])
                                           for t in self.gpu_types}
-        self._kv_tokens = {key: int(self.serving[key[1]].engine.kv_cache_gb * 1e9 // kv_bytes_per_token(c.profile))
+        self._kv_tokens = {key: _longest(c.profile, self.serving[key[1]].engine.kv_cache_gb * 1e9)
                            for key, c in self._slices.items()}
         # Per GPU of an engine: its share of the weights, and of the KV cache (kv_cache_gb is the engine's).
         self._memory = {(t, i): float(weight_bytes_per_gpu(self._slices[(t, m)].profile)

@@ -12,7 +12,10 @@ import pytest
 from festgym.cli.main import main
 from festgym.errors import SpecError
 from festgym.jobs.servebench import BenchConfig, mlenergy_validation, run_bench
+from festgym.profiles.parallel import kv_bytes_per_token, weight_bytes_per_gpu
+from festgym.profiles.profile import load_profile
 from festgym.resources import PROFILES
+from festgym.sim.config import SimConfig
 from festgym.sim.simulator import Simulator
 
 
@@ -105,3 +108,16 @@ def test_an_eight_gpu_engine_is_benchmarked():
     # An 8-GPU plan's drain must fit the simulator's bound on control intervals (GPUs × horizon).
     got = run_bench(BenchConfig(model="Llama-3.1-405B-FP8-tp8", max_num_seqs=8, requests=40))
     assert got["steady_window"] and 30e-3 < got["median_itl_ms"] * 1e-3 < 40e-3
+
+
+def test_window_layers_let_a_sliding_window_engine_hold_more_sequences():
+    # gpt-oss-20b keeps half its layers to a 128-token window: its KV cache holds nearly twice the
+    # sequences that counting every layer's KV per token would (vLLM's hybrid KV-cache manager).
+    cfg = BenchConfig(model="gpt-oss-20b", max_num_seqs=2048, prompt_mean=300, prompt_cv=0.4, output_mean=2100,
+                      output_cv=0.5, output_max=32768, requests=4000)
+    got = run_bench(cfg)
+    profile = load_profile("H100-SXM-80GB/gpt-oss-20b")
+    cache = (profile.gpu.memory_gb * SimConfig().gpu_memory_utilization - weight_bytes_per_gpu(profile) / 1e9) * 1e9
+    ctx = 300 + 2100 * (1 + 0.5**2) / 2  # a running sequence's mean context
+    counted_whole = cache / (ctx * kv_bytes_per_token(profile))
+    assert 1.6 * counted_whole < got["avg_batch_size"] < 2.0 * counted_whole

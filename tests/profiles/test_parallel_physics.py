@@ -16,7 +16,14 @@ from festgym.errors import SpecError
 from festgym.profiles import roofline
 from festgym.profiles.generate import build_profile, shipped_plans
 from festgym.profiles.models import FORMAT_BYTES, ModelSpec
-from festgym.profiles.parallel import SINGLE_GPU, Parallel, Plan, weight_bytes_per_gpu
+from festgym.profiles.parallel import (
+    SINGLE_GPU,
+    Parallel,
+    Plan,
+    kv_bytes_per_token,
+    kv_cache_tokens,
+    weight_bytes_per_gpu,
+)
 from festgym.profiles.profile import iter_profile_dirs, load_profile
 from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.resources import PROFILES
@@ -204,3 +211,24 @@ def test_generating_a_model_too_big_for_its_gpus_names_the_fix(tmp_path):
         generate("H100-SXM-80GB", "Llama-3.1-70B", tmp_path / "p", fit_errors=False)
     assert generate("H100-SXM-80GB", "Llama-3.1-70B", tmp_path / "q", fit_errors=False, tp=2).name == \
         "Llama-3.1-70B-tp2"
+
+
+@pytest.mark.parametrize("key", ["H100-SXM-80GB/Llama-3.1-8B", "H100-SXM-80GB/Llama-3.1-70B-tp4",
+                                 "H100-SXM-80GB/Qwen3-30B-A3B-ep2"])
+def test_a_kv_cache_without_window_layers_holds_its_bytes_over_the_per_token_figure(key):
+    profile = load_profile(key)
+    assert kv_cache_tokens(profile, 40e9) == (int(40e9 // kv_bytes_per_token(profile)), 0)
+
+
+@pytest.mark.parametrize("ctx", [128, 129, 1000, 8192])
+def test_window_layers_hold_their_window_once_per_sequence(ctx):
+    profile = load_profile("H100-SXM-80GB/gpt-oss-20b")
+    model = profile.model
+    capacity, per_seq = kv_cache_tokens(profile, 40e9)
+    assert per_seq == 128  # 12 window layers of 128 tokens, counted in tokens of the other 12 layers
+    full_token = kv_bytes_per_token(profile) / 2  # half the layers attend to everything
+    assert capacity == int(40e9 // full_token)
+    # A sequence past its window holds exactly what the model says, in these units.
+    assert (ctx + per_seq) * full_token == pytest.approx(float(model.kv_bytes(ctx)), rel=1e-12)
+    # The cache holds about twice as many such sequences as counting every layer's KV per token would.
+    assert capacity // (ctx + per_seq) >= int(40e9 // (ctx * kv_bytes_per_token(profile))) * 1.9 * ctx / (ctx + 128)
