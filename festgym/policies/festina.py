@@ -54,8 +54,10 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
   GPU's plan keeps to its lead's: the lead GPU plans as above and records the engine's clock and
   the smallest share that meets its SLOs there; every other GPU of the engine then plans with the
   engine at that share or more and a clock no lower (one interval behind where a peer is
-  controlled before its lead). Planned apart, the four GPUs of a TP 4 engine ran at clocks 314 MHz
-  apart on average, and the engine at the lowest (``mixed-tp-moe``, seed 0).
+  controlled before its lead), unless no setting of that GPU then passes (its other models need
+  the SMs), when it plans as if the engine were its own. Planned apart, the four GPUs of a TP 4
+  engine ran at clocks 314 MHz apart on average, and the engine at the lowest (``mixed-tp-moe``,
+  seed 0).
 * **MPS** (``sim.share_mechanism: mps``, where a share change restarts the engine): shares are
   never changed by local control (a restart costs more than any partition saves); the clock is
   the least-energy one that meets every SLO with the current shares, else the top clock.
@@ -212,7 +214,8 @@ class Festina(BasePolicy):
             self._marginals: dict[tuple, float] = {}
             self._plans: dict[tuple, tuple[float, dict[str, float]]] = {}
         self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
-        self._lead_plans: dict[str, tuple[float, int, int]] = {}  # engine -> (when, clock index, share level)
+        # (lead GPU, model) of a multi-GPU engine -> (when, clock index, share level) its lead planned
+        self._lead_plans: dict[tuple[int, str], tuple[float, int, int]] = {}
         self._low = [0] * len(cluster.gpus)
         self._draining: set[int] = set()
         self.demand = Demand()
@@ -311,7 +314,8 @@ class Festina(BasePolicy):
         interval = self._interval
         busy: list[tuple[InstanceView, Summary]] = []
         idle: list[InstanceView] = []
-        situations = []
+        situations: list[tuple] = []
+        alone: list[tuple[InstanceView, Summary, tuple]] = []  # the same without the lead's floors
         for inst in instances:
             key = (gpu.index, inst.model)
             self.demand.tick(gpu.index, inst.model, interval)
@@ -320,15 +324,21 @@ class Festina(BasePolicy):
             if situation is None:
                 idle.append(inst)
                 self._need[key] = (0.0, now)
-            else:
-                summary = self._summary(inst, tab, situation, interval)
-                floor = self._lead_floor(gpu, inst, now)
-                if floor is not None:
-                    situation = (situation, floor)
-                    summary = self._at_least(summary, tab, situation, *floor)
-                busy.append((inst, summary))
-                situations.append(situation)
-                self._need[key] = (summary.need, now)
+                continue
+            summary = self._summary(inst, tab, situation, interval)
+            alone.append((inst, summary, situation))
+            floor = self._lead_floor(gpu, inst, now)
+            if floor is not None:
+                situation = (situation, floor)
+                summary = self._at_least(summary, tab, situation, *floor)
+            busy.append((inst, summary))
+            situations.append(situation)
+        if situations != [a[2] for a in alone] and not self._passes(gpu, busy, len(instances)):
+            # Nothing on this GPU passes with the engine held to its lead's setting: plan it as if alone
+            # (its other models keep their SLOs; the engine runs at the least its GPUs give it).
+            busy, situations = [(i, x) for i, x, _ in alone], [a[2] for a in alone]
+        for inst, summary in busy:
+            self._need[(gpu.index, inst.model)] = (summary.need, now)
         # The settings depend on nothing else (the current clock only through the hysteresis; the
         # current shares under MPS, which keeps them when it can).
         kept = tuple(i.share for i in instances) if self._mps else ()
@@ -339,12 +349,19 @@ class Festina(BasePolicy):
         self._record_leads(gpu, busy, plan[0], now)
         return self._emit(gpu, *plan)
 
+    def _passes(self, gpu: GpuView, busy: list[tuple[InstanceView, Summary]], n_instances: int) -> bool:
+        """Whether some setting of ``gpu`` keeps every busy instance within its SLOs (MPS: with its shares)."""
+        tab = self.tables(gpu, gpu.instances[0].model)
+        if self._mps:
+            return self._keep_shares(gpu, tab, busy) is not None
+        return self._choose(gpu, tab, [summary for _, summary in busy], n_instances) is not None
+
     def _lead_floor(self, gpu: GpuView, inst: InstanceView, now: float) -> tuple[int, int] | None:
         """On a GPU of a multi-GPU engine other than its lead: the (clock index, share level) the lead's
         latest plan (this interval or the last) needs the engine to get here at least."""
         if len(inst.gpus) == 1 or gpu.index == inst.gpu:
             return None
-        found = self._lead_plans.get(inst.model)
+        found = self._lead_plans.get((inst.gpu, inst.model))
         if found is None or now - found[0] > self._interval + 1e-9:
             return None
         return found[1], found[2]
@@ -369,9 +386,9 @@ class Festina(BasePolicy):
                 c = int(np.abs(tab.clocks - clock_mhz).argmin())
                 level = summary.first_level[c]
                 if level < len(tab.shares):
-                    self._lead_plans[inst.model] = (now, c, level)
+                    self._lead_plans[(gpu.index, inst.model)] = (now, c, level)
                 else:
-                    self._lead_plans.pop(inst.model, None)
+                    self._lead_plans.pop((gpu.index, inst.model), None)
 
     def _plan(self, gpu: GpuView, busy: list[tuple[InstanceView, Summary]],
               idle: list[InstanceView]) -> tuple[float, dict[str, float]]:

@@ -13,7 +13,9 @@ Figures the metrics do not give are estimated (named assumptions):
   its memory of the traffic (Festina's demand estimate) sees them.
 * **Running / prefilling**: the engine's running gauge (vLLM counts sequences in prefill there);
   nothing counts as prefilling. **Pending prompt tokens**: waiting requests × the mean prompt.
-* **Mean context**: KV-cache use × its capacity in tokens / running sequences.
+* **Mean context**: KV-cache use × its capacity in tokens / running sequences (less the window each
+  sequence holds in sliding-window layers, counted as the simulator counts them:
+  :func:`festgym.profiles.parallel.kv_cache_tokens`).
 * **Peak TTFT ratio and longest gap**: the interval's 99th percentiles (as the observation).
 
 A policy's batch caps (``max_num_seqs``) are not applied: engines fix them at start.
@@ -31,6 +33,7 @@ from festgym.deploy.deciders import HostState
 from festgym.deploy.engine_metrics import EngineWindow
 from festgym.deploy.observation import EngineSpec, host_state, nan_to_zero, peak_gap_s
 from festgym.policies.demand import CTX_GUESS
+from festgym.profiles.parallel import kv_cache_tokens
 from festgym.profiles.profile import Profile, load_profile
 from festgym.sim.policy import Policy
 from festgym.sim.serving import ModelServing, Slo
@@ -45,8 +48,9 @@ class HostInstance:
     prefilling = 0
     last_arrival_s = -1.0
 
-    def __init__(self, spec: EngineSpec, serving: ModelServing, profile: Profile, kv_tokens: int):
-        self.model, self.profile, self.kv_tokens = spec.model, profile, kv_tokens
+    def __init__(self, spec: EngineSpec, serving: ModelServing, profile: Profile):
+        self.model, self.profile = spec.model, profile
+        self.kv_tokens, self.kv_seq = kv_cache_tokens(profile, serving.engine.kv_cache_gb * 1e9)
         self.spec = spec
         self.slo = replace(serving.slo, ttft_s=spec.ttft_slo_s, tbt_s=spec.tbt_slo_s, tbt_quantile=spec.slo_quantile,
                            ttft_per_1k_tokens_s=spec.ttft_per_1k_tokens_s)
@@ -64,7 +68,8 @@ class HostInstance:
         self.phase = "decode" if self.running else "idle"
         self.kv_used_frac = nan_to_zero(window.kv_used)
         self.prefill_tokens = int(self.queue_len * mean_prompt)
-        self.mean_ctx = self.kv_used_frac * self.kv_tokens / self.running if self.running else 0.0
+        self.mean_ctx = max(self.kv_used_frac * self.kv_tokens / self.running - self.kv_seq, 0.0) if self.running \
+            else 0.0
         self.peak_ttft_ratio, self.peak_gap_s = self.spec.peak_ttft_ratio(window), peak_gap_s(window)
 
 
@@ -127,9 +132,7 @@ class RuleDecider:
                  serving: Mapping[str, ModelServing], interval_s: float, profiles_root=None):
         self.policy, self.name = policy, getattr(policy, "name", type(policy).__name__)
         profiles = {e.model: load_profile(f"{gpu_type}/{e.model}", profiles_root) for e in engines}
-        self.instances = [HostInstance(e, serving[e.model], profiles[e.model],
-                                       int(serving[e.model].engine.kv_cache_gb * 1e9
-                                           // profiles[e.model].model.kv_bytes_per_token)) for e in engines]
+        self.instances = [HostInstance(e, serving[e.model], profiles[e.model]) for e in engines]
         self.gpu = HostGpu(next(iter(profiles.values())), self.instances)
         self.cluster = HostCluster(self.gpu, profiles, interval_s)
         # The host's views offer every property of the simulator's that rule policies read.

@@ -507,11 +507,30 @@ def test_host_views_estimate_what_the_metrics_do_not_say():
                           {"ttft_s": Histogram.from_values((0.1, 0.5, 1.0), [0.2, 0.2]), "itl_s": Histogram.empty(())})
     w = window(None, parse_metrics(text))
     assert spec.ttft_limit_s(w) == pytest.approx(0.3 + 0.1 * 2000 / 1000)  # mean prompt 4000 / 2 first tokens
-    inst = HostInstance(spec, serving, load_profile("H100-SXM-80GB/Llama-3.1-8B"), kv_tokens=100_000)
+    inst = HostInstance(spec, serving, load_profile("H100-SXM-80GB/Llama-3.1-8B"))
     inst.update(w, 0.5, mean_prompt=2000.0)
     assert (inst.running, inst.queue_len, inst.prefill_tokens, inst.share) == (8, 3, 6000, 0.5)
-    assert inst.mean_ctx == pytest.approx(0.25 * 100_000 / 8)
+    assert inst.kv_seq == 0 and inst.mean_ctx == pytest.approx(0.25 * inst.kv_tokens / 8)
     assert inst.slo.ttft_per_1k_tokens_s == 0.1 and inst.ready
+
+
+def test_the_host_reads_a_sliding_window_engines_context_as_the_simulator_counts_it():
+    from festgym.deploy.engine_metrics import Histogram, parse_metrics, render_metrics, window
+    from festgym.deploy.observation import EngineSpec
+    from festgym.policies.on_host import HostInstance
+    from festgym.profiles.profile import load_profile
+    from festgym.sim.serving import EngineConfig, ModelServing
+
+    serving = ModelServing(engine=EngineConfig(kv_cache_gb=10.0))
+    spec = EngineSpec("gpt-oss-20b", "sim://x", 256, 0.3, 0.1)
+    inst = HostInstance(spec, serving, load_profile("H100-SXM-80GB/gpt-oss-20b"))
+    # 100 sequences of 2000 tokens hold their context in the full-attention layers and 128 tokens' worth
+    # in the window layers: that is the KV use the engine reports, and the host reads 2000 back.
+    used = 100 * (2000 + inst.kv_seq) / inst.kv_tokens
+    text = render_metrics("vllm", "gpt-oss-20b", {"running": 100, "waiting": 0, "kv_used": used},
+                          {"prompt_tokens": 0.0}, {"ttft_s": Histogram.empty(()), "itl_s": Histogram.empty(())})
+    inst.update(window(None, parse_metrics(text)), 1.0, mean_prompt=300.0)
+    assert inst.kv_seq == 128 and inst.mean_ctx == pytest.approx(2000.0)
 
 
 def test_cli_runs_a_rule_policy_on_the_simulated_host(tmp_path, capsys):

@@ -287,7 +287,7 @@ def test_festinas_peer_gpus_keep_a_multi_gpu_engine_at_its_leads_clock_and_a_pas
                 return out
             planned[gpu.index] = (out.clock_mhz if out is not None else gpu.clock_mhz,
                                   out.shares[TP2] if out is not None and out.shares else gpu.share_of(TP2))
-            lead = self._lead_plans.get(TP2)
+            lead = self._lead_plans.get((0, TP2))
             tab = self.tables(gpu, TP2)
             if gpu.index != 1 or lead is None or lead[0] != now or self._situation(inst, tab, self._interval) is None:
                 return out  # idle, or nothing passes on the lead (overload: no setting would)
