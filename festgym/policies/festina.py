@@ -56,7 +56,7 @@ abstracts leave open is a named choice here, with its knob in :class:`FestinaCon
   engine at that share or more and a clock no lower (one interval behind where a peer is
   controlled before its lead), unless no setting of that GPU then passes (its other models need
   the SMs), when it plans as if the engine were its own. Planned apart, the four GPUs of a TP 4
-  engine ran at clocks 314 MHz apart on average, and the engine at the lowest (``mixed-tp-moe``,
+  engine ran at clocks 315 MHz apart on average, and the engine at the lowest (``mixed-tp-moe``,
   seed 0).
 * **MPS** (``sim.share_mechanism: mps``, where a share change restarts the engine): shares are
   never changed by local control (a restart costs more than any partition saves); the clock is
@@ -316,6 +316,7 @@ class Festina(BasePolicy):
         idle: list[InstanceView] = []
         situations: list[tuple] = []
         alone: list[tuple[InstanceView, Summary, tuple]] = []  # the same without the lead's floors
+        floored = False
         for inst in instances:
             key = (gpu.index, inst.model)
             self.demand.tick(gpu.index, inst.model, interval)
@@ -329,11 +330,12 @@ class Festina(BasePolicy):
             alone.append((inst, summary, situation))
             floor = self._lead_floor(gpu, inst, now)
             if floor is not None:
+                floored = True
                 situation = (situation, floor)
                 summary = self._at_least(summary, tab, situation, *floor)
             busy.append((inst, summary))
             situations.append(situation)
-        if situations != [a[2] for a in alone] and not self._passes(gpu, busy, len(instances)):
+        if floored and not self._passes(gpu, busy, len(instances)):
             # Nothing on this GPU passes with the engine held to its lead's setting: plan it as if alone
             # (its other models keep their SLOs; the engine runs at the least its GPUs give it).
             busy, situations = [(i, x) for i, x, _ in alone], [a[2] for a in alone]

@@ -83,8 +83,9 @@ class Collectives:
     """The file it was read from, for messages (not part of what the coefficients are)."""
     custom_all_reduce: Mapping[int, AlphaBeta] = dataclasses.field(default_factory=dict)
     """Per worker count: the serving engine's own all-reduce (vLLM's one-shot custom all-reduce over
-    NVLink peer memory; fitted on 512 B-1 MB, beyond which NCCL's is faster on every shipped node but
-    dgx-a100's 2 workers, up to 1.75 MB); empty: the engine all-reduces with NCCL only."""
+    NVLink peer memory; fitted on 512 B-1 MB: it is the faster up to 0.6-0.7 MB on dgx-h100 and dgx-h200,
+    and, with the bandwidth scaled, up to 0.8-1.8 MB on dgx-a100 and dgx-b200, a little beyond the fit);
+    empty: the engine all-reduces with NCCL only."""
 
     def table(self, op: str) -> Mapping[int, AlphaBeta]:
         if op not in OPS + OPTIONAL_OPS:

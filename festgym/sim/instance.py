@@ -445,7 +445,7 @@ class Instance:
             heappop(heap)  # left by a preemption
         batch = len(decoding)
         total = self.ctx_base + batch * self.tok
-        room = (self.kv_tokens - self.kv_prefill - total - (batch + len(self.prefilling)) * self.kv_seq) // batch
+        room = (self.kv_tokens - self.kv_used) // batch
         if room < 1:
             self._preempt(now)
             self.plan(now)

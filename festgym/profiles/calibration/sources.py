@@ -16,11 +16,10 @@ and output length, not prompt length or iteration mix):
   prefilled whole in the iteration it joins (vLLM chunked prefill with an 8192-token budget);
   the number per iteration is Poisson and their prompts' total is lognormal with the sum's mean
   and variance (Fenton-Wilkinson), taken at the means of ``PROMPT_NODES`` equiprobable parts (which
-  keep its mean). The median
-  inter-token latency is the weighted median of the iteration times over that mix, and average
-  power is time-weighted over it. Why the spread matters: once more than half the steps carry a
-  new prompt, a fixed-length prompt would put a whole mean prefill into the median step, where
-  with skewed lengths the median step carries a short one.
+  keep its mean). The median inter-token latency is the weighted median of the iteration times
+  over that mix, and average power is time-weighted over it. Why the spread matters: once more
+  than half the steps carry a new prompt, a fixed-length prompt would put a whole mean prefill into
+  the median step, where with skewed lengths the median step carries a short one.
 """
 
 from __future__ import annotations
