@@ -12,7 +12,8 @@ from setuptools import setup
 
 COMPILED = ["festgym/sim/instance.py", "festgym/sim/gpu.py", "festgym/sim/slices.py", "festgym/sim/simulator.py",
             "festgym/sim/observation.py", "festgym/sim/ledger.py", "festgym/sim/events.py", "festgym/sim/queues.py",
-            "festgym/control/features.py", "festgym/control/levels.py", "festgym/control/states.py"]
+            "festgym/control/features.py", "festgym/control/levels.py", "festgym/control/states.py",
+            "festgym/control/attribution.py"]
 
 
 def ext_modules():

@@ -174,14 +174,24 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     decider = _decider(args, host, specs, simulated)
     if args.actuator and simulated is None:
         host.writer = _connect_actuator(args)
-    agent = DeployAgent(host, decider, specs, config, Telemetry(log))
+    energy, energy_notes = host_energy(host.gpu.name(), [s.model for s in specs])
+    for note in energy_notes:
+        print(f"festgym deploy: {note}")
+    agent = DeployAgent(host, decider, specs, config, Telemetry(log), energy)
     mode = "APPLY: changing the GPU" if args.apply else "dry run: logging the calls it would make"
     pinned = f" (sha256 {decider.sha256[:12]})" if decider.sha256 else " (rule policy)"
+    server = _metrics_server(agent, args)
+    served = f"; metrics http://{args.metrics_address}:{server.server_port}/metrics" if server is not None else ""
     print(f"festgym deploy: {decider.name}{pinned} on {host.gpu.name()} "
           f"[{host.gpu.uuid()}], models {', '.join(agent.models)}; {mode}; every {args.interval_s:g} s"
-          f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}")
+          f"{f' for {duration:g} s' if duration else ' until SIGTERM/SIGINT'}; log {log}{served}")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds through the restore
-    reason = agent.run()
+    try:
+        reason = agent.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if simulated is not None:  # the simulator's own account, beside the agent's
         result = simulated.sim.result()
         Telemetry(log).write({"event": "simulator", "energy_j": float(result.gpus.energy_kwh.sum() * 3.6e6),
@@ -193,6 +203,46 @@ def cmd_deploy(args: argparse.Namespace) -> int:
           f"calls {'made' if args.apply else 'planned'}, {totals['watchdog_trips']} watchdog trips; "
           f"festgym deploy report {log}")
     return 0
+
+
+def host_energy(gpu_name: str, models: list[str]):
+    """What festgym knows of a GPU named ``gpu_name`` (by NVML) serving ``models``, to split its energy
+    among them (:class:`festgym.deploy.energy.HostEnergy`: its type's resident floor, each model's
+    profile), and a note for each figure it does not know."""
+    from festgym.deploy.energy import HostEnergy
+    from festgym.errors import FestgymError
+
+    try:
+        from festgym.profiles.profile import load_profile
+        from festgym.profiles.specs import GpuSpec, gpu_type_of
+    except ImportError as exc:  # a deploy-only install: numpy, nvidia-ml-py, prometheus-client
+        return HostEnergy(), [f"festgym's GPU specs and profiles need the full install ({exc.name or exc} is "
+                              f"missing): energy per model is split without a resident floor and by SM share"]
+    gpu_type = gpu_type_of(gpu_name)
+    if gpu_type is None:
+        return HostEnergy(), [f"{gpu_name} is not a GPU type festgym knows: energy per model is split without a "
+                              f"resident floor and by SM share"]
+    profiles, missing = {}, []
+    for model in models:
+        try:
+            profiles[model] = load_profile(f"{gpu_type}/{model}")
+        except FestgymError:
+            missing.append(model)
+    notes = [f"no {gpu_type} profile for {', '.join(missing)}: dynamic energy is split by SM share"] if missing else []
+    return HostEnergy(GpuSpec.load(gpu_type).resident_idle_w, None if missing else profiles), notes
+
+
+def _metrics_server(agent, args: argparse.Namespace):
+    """The Prometheus endpoint of the agent's state (festgym.deploy.exporter), if asked for."""
+    if args.metrics_port is None:
+        return None
+    from festgym.deploy import exporter
+
+    try:
+        return exporter.serve(lambda: agent.snapshot, args.metrics_port, args.metrics_address)
+    except OSError as exc:
+        raise FestgymError(f"--metrics-port {args.metrics_port}: cannot serve on {args.metrics_address}: "
+                           f"{exc.strerror or exc}; pick another port (0: any free one)") from None
 
 
 def _decider(args: argparse.Namespace, host, specs: list, simulated):
@@ -313,6 +363,11 @@ def configure_deploy(dep: argparse.ArgumentParser) -> None:
     dep.add_argument("--simulate", metavar="SCENARIO", help="a simulated host of this scenario instead of NVML")
     dep.add_argument("--seed", type=int, default=0, help="simulated workload seed (default: %(default)s)")
     add_fields(dep.add_argument_group("safety"), safety.SafetyConfig)
+    dep.add_argument("--metrics-port", type=int, metavar="PORT", help="serve the agent's state (energy per model, "
+                     "clock, shares, watchdog, decision latency) for Prometheus on this port (0: any free one; "
+                     "default: off)")
+    dep.add_argument("--metrics-address", default="127.0.0.1", help="address to serve the metrics on "
+                     "(default: %(default)s; 0.0.0.0 for every interface)")
     dep.add_argument("--json", action="store_true", help="print the summary as JSON")
     dep.set_defaults(func=cmd_deploy)
     dsub = dep.add_subparsers(dest="action")

@@ -6,6 +6,13 @@ checkpoint's numpy export, or a rule policy) choose the settings, pass them thro
 :class:`~festgym.deploy.safety.Guard`, and apply them, or only log the calls in a dry run (the
 default). Each interval is one JSONL record (:mod:`festgym.deploy.telemetry`).
 
+Energy per model: each interval's energy-counter reading is split among the engines by the
+simulator's rule (:func:`festgym.control.attribution.split_power`): the GPU's resident floor at the
+clock read by SM share, the rest by each engine's dynamic weight for the work it reported
+(:mod:`festgym.deploy.energy`: its profile's, or its share), with nothing running to the engines
+not up yet (loading). The parts are in each interval record (``energy_parts_j``) and, summed, in
+:attr:`DeployAgent.snapshot`, which the Prometheus exporter serves (:mod:`festgym.deploy.exporter`).
+
 Safety: the agent restores the GPU's original clocks and power limit, and the engines' shares,
 when it stops for any reason: the end of its run, any catchable terminating signal (SIGTERM,
 SIGHUP, SIGINT, SIGQUIT, SIGUSR1, ...: :data:`festgym.signals.STOPPING`), or an exception
@@ -24,7 +31,9 @@ from typing import Protocol
 from festgym import signals
 from festgym.config import check_ranges
 from festgym.control.actions import GpuControl
+from festgym.control.attribution import split_power
 from festgym.deploy.deciders import Decider, HostState
+from festgym.deploy.energy import HostEnergy
 from festgym.deploy.engine_metrics import EngineMetricsError, EngineUnreachable, EngineWindow
 from festgym.deploy.observation import EngineSpec, nan_to_zero
 from festgym.deploy.safety import Guard, SafetyConfig
@@ -97,7 +106,9 @@ class DeployAgent:
     ``host`` for the models in ``engines`` (in popularity order: a checkpoint's slot order)."""
 
     def __init__(self, host: Host, decider: Decider, engines: Sequence[EngineSpec], config: DeployConfig,
-                 telemetry: Telemetry):
+                 telemetry: Telemetry, energy: HostEnergy | None = None):
+        """``energy``: the floor and dynamic weights that split the energy counter among the engines
+        (:meth:`HostEnergy.for_host`; default: none known, so the split goes by SM share)."""
         if not engines:
             raise FestgymError("deploy: no engines (give --engine MODEL=URL for each served model)")
         missing = [e.model for e in engines if e.model not in host.engines]
@@ -116,6 +127,13 @@ class DeployAgent:
         self._holding = False
         self.totals = {"intervals": 0, "energy_kj": 0.0, "calls": 0, "watchdog_trips": 0}
         """Running totals (what ``festgym deploy`` prints when it stops)."""
+        self.energy = energy or HostEnergy()
+        self.energy_parts_j = {m: [0.0, 0.0, 0.0] for m in self.models}
+        """Per model: its static, dynamic and loading energy so far (J, ``ENERGY_PARTS``)."""
+        self.tokens = {m: 0.0 for m in self.models}
+        """Per model: output tokens its engine reported so far."""
+        self.snapshot: dict = {}
+        """The latest state, replaced whole after each interval (what the exporter reads)."""
 
     # --- one interval --------------------------------------------------------------------------------
 
@@ -151,11 +169,45 @@ class DeployAgent:
         self._energy, self._t = reading.energy_mj, now
         record = interval_record(now, dt, energy_j, reading, control.clock_mhz, self.shares, levels, windows,
                                  self.engines, calls, self.config.apply, hold, decision_ms, self.states)
+        if energy_j is not None and dt is not None:
+            record["energy_parts_j"] = self._attribute(energy_j, dt, reading.sm_clock_mhz, windows)
+        for m, w in windows.items():
+            if w is not None:
+                self.tokens[m] += nan_to_zero(w.generation_tokens)
         self.telemetry.write(record)
         self.totals.update(intervals=self.totals["intervals"] + 1, calls=self.totals["calls"] + len(calls),
                            energy_kj=self.totals["energy_kj"] + (energy_j or 0.0) / 1e3,
                            watchdog_trips=self.guard.trips)
+        self._publish(record)
         return record
+
+    def _attribute(self, energy_j: float, dt_s: float, clock_mhz: float,
+                   windows: Mapping[str, EngineWindow | None]) -> dict[str, list[float]]:
+        """Split an interval's energy among the engines (the module's rule); adds it to the totals and
+        returns each model's (static, dynamic, loading) joules."""
+        floor = self.energy.floor_w
+        floor_j = floor(clock_mhz) * dt_s if floor is not None else 0.0
+        parts = split_power(energy_j, floor_j, [self.shares[m] for m in self.models],
+                            self.energy.weights(self.models, windows, self.shares, clock_mhz),
+                            [self.states[m] == "unreachable" for m in self.models])
+        out = {}
+        for m, triple in zip(self.models, parts):
+            total = self.energy_parts_j[m]
+            for i, part in enumerate(triple):
+                total[i] += part
+            out[m] = [round(x, 9) for x in triple]
+        return out
+
+    def _publish(self, record: Mapping) -> None:
+        """Replace :attr:`snapshot` (one assignment: a reader on another thread sees one interval's)."""
+        self.snapshot = {"t_s": record["t_s"], "intervals": self.totals["intervals"],
+                         "energy_j": self.totals["energy_kj"] * 1e3, "power_w": record["power_w"],
+                         "sm_clock_mhz": record["sm_clock_mhz"], "target_clock_mhz": record["target_clock_mhz"],
+                         "shares": dict(self.shares), "states": dict(self.states), "watchdog": record["watchdog"],
+                         "watchdog_trips": self.guard.trips, "decision_ms": record["decision_ms"],
+                         "calls": self.totals["calls"], "energy_parts_j": {m: list(v) for m, v in
+                                                                          self.energy_parts_j.items()},
+                         "tokens": dict(self.tokens), "controller": self.decider.name}
 
     def _poll(self, model: str) -> EngineWindow | None:
         """The engine's window (None: not ready, or unknown); sets its state, logging a warning
@@ -254,6 +306,10 @@ class DeployAgent:
         if start_mj is not None and self._t is not None:  # the energy since the last interval
             record["dt_s"] = record["t_s"] - self._t
             attempt("energy_j", lambda: (self.host.gpu.total_energy_mj() - start_mj) / 1e3)
+            energy_j = record.get("energy_j")
+            if isinstance(energy_j, float):  # no windows read: the rule books it static
+                attempt("energy_parts_j", lambda: self._attribute(energy_j, record["dt_s"],
+                                                                  self.host.gpu.sm_clock_mhz(), {}))
         attempt("still_changed", self.host.writes.changed)
         record["watchdog_trips"] = self.guard.trips
         self.telemetry.write(record)

@@ -42,6 +42,7 @@ from festgym.config import check_ranges
 from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
 from festgym.control.states import STATES
 from festgym.errors import FestgymError
+from festgym.jobs.tables import PARQUET_NOTE, parquet_available, write_tables
 from festgym.plots import figure
 from festgym.policies import COMPARED, RULE_POLICIES, make_policy
 from festgym.scenario import Scenario, load_scenario
@@ -104,6 +105,8 @@ class JobResult:
     summary: dict[str, Any]
     trace_s: float
     """Length of the workload served (a replayed trace may be shorter than the duration asked)."""
+    models: pd.DataFrame | None = None
+    """The run's energy per model (:attr:`festgym.sim.results.Result.models`)."""
     power: np.ndarray | None = None
     """Rows (tick time s, cluster power W summed over GPUs)."""
     state_hours: dict[str, float] | None = None
@@ -118,7 +121,7 @@ def run_job(job: Job) -> JobResult:
         result = scenario.simulator().run(trace, make_policy(job.policy, **dict(job.params)))
     except FestgymError as exc:
         raise FestgymError(f"{job.label}, seed {job.seed}: {exc}") from None
-    out = JobResult(job.label, job.seed, {**result.summary, "policy": job.label}, trace.duration_s)
+    out = JobResult(job.label, job.seed, {**result.summary, "policy": job.label}, trace.duration_s, result.models)
     if job.series:
         power = result.timeline.groupby("t_s", sort=True)["power_w"].sum()
         out.power = np.column_stack([power.index.to_numpy(float), power.to_numpy(float)])
@@ -253,6 +256,9 @@ class CompareResult:
     """Cluster power (W) per control tick for the first seed: index tick time (s), a column per policy."""
     state_hours: pd.DataFrame
     """GPU-hours per state for the first seed: a row per policy, a column per state."""
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per (policy, seed, model): the model's GPU energy in parts and in all, what its requests
+    were charged, its output tokens and joules per token (:mod:`festgym.sim.gpu` states the rule)."""
     savings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SAVINGS_COLUMNS)))
     """Festina against every other policy of the summary, paired per seed (:func:`savings_against`)."""
     out: Path | None = None
@@ -268,7 +274,7 @@ class CompareResult:
         return {"scenario": self.scenario, "seeds": list(self.seeds), "duration_s": self.duration_s,
                 "out": str(self.out) if self.out else None, "wall_s": self.wall_s,
                 "summary": frame_records(self.summary), "ablation": frame_records(self.ablation),
-                "runs": frame_records(self.runs),
+                "runs": frame_records(self.runs), "models": frame_records(self.models),
                 "savings": frame_records(self.savings),
                 "files": {k: str(v) for k, v in self.files.items()}, "notes": list(self.notes),
                 "paired": {k: {n: _plain(x) for n, x in d.items()} for k, d in self.paired.items()}}
@@ -432,6 +438,8 @@ def compare(scenario: str | Path | Scenario = "default", config: CompareConfig |
     result = _tabulate(parsed, seeds, labels, planned, results, notes)
     result.out = Path(config.out) if config.out is not None else default_out()
     result.files = write_outputs(result, result.out)
+    if not parquet_available():
+        result.notes.append(PARQUET_NOTE)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -449,7 +457,10 @@ def _tabulate(scenario: Scenario, seeds: tuple[int, ...], labels: list[str],
     power.index.name = "t_s"
     state_hours = pd.DataFrame({r.label: r.state_hours for r, _ in series}).T.reindex(columns=list(STATES))
     savings = savings_against(runs, FULL, [x for x in labels if x != FULL]) if FULL in labels else None
-    return CompareResult(scenario=scenario.name, seeds=seeds,
+    models = pd.concat([r.models.assign(model=r.models.model.astype(str)).assign(policy=r.label, seed=r.seed)
+                        for r in results if r.models is not None], ignore_index=True)
+    models = models[["policy", "seed", *[c for c in models.columns if c not in ("policy", "seed")]]]
+    return CompareResult(scenario=scenario.name, seeds=seeds, models=models,
                          duration_s=max(r.trace_s for r in results),
                          summary=aggregate(runs, labels), ablation=aggregate(runs, ablation_labels), runs=runs,
                          power=power, state_hours=state_hours, notes=notes,
@@ -463,15 +474,9 @@ def write_outputs(result: CompareResult, out: str | Path) -> dict[str, Path]:
     """CSVs and PNGs into ``out`` (created); returns name -> path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"summary.csv": out / "summary.csv", "runs.csv": out / "runs.csv"}
-    result.summary.to_csv(files["summary.csv"], index=False)
-    result.runs.to_csv(files["runs.csv"], index=False)
-    if len(result.savings):
-        files["savings.csv"] = out / "savings.csv"
-        result.savings.to_csv(files["savings.csv"], index=False)
-    if len(result.ablation):
-        files["ablation.csv"] = out / "ablation.csv"
-        result.ablation.to_csv(files["ablation.csv"], index=False)
+    tables = {"summary": result.summary, "runs": result.runs, "models": result.models,
+              "savings": result.savings, "ablation": result.ablation}
+    files = write_tables(out, {name: frame for name, frame in tables.items() if len(frame)})
     for name, plot in (("energy_vs_slo.png", plot_energy_vs_slo), ("power_over_time.png", plot_power),
                        ("gpu_state_time.png", plot_state_time)):
         fig = plot(result)

@@ -48,6 +48,7 @@ from festgym.jobs.compare import (
     paired_difference,
     policy_label,
 )
+from festgym.jobs.tables import PARQUET_NOTE, parquet_available, write_tables
 from festgym.plots import figure
 from festgym.policies import COMPARED
 from festgym.profiles.specs import GpuSpec, NodeSpec
@@ -355,6 +356,8 @@ def sensitivity(scenario: str | Path | Scenario = "default", config: Sensitivity
     default = default_out()
     result.out = Path(config.out) if config.out is not None else default.with_name(f"sensitivity-{default.name}")
     result.files = write_outputs(result, result.out)
+    if not parquet_available():
+        result.notes.append(PARQUET_NOTE)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -428,10 +431,8 @@ def write_outputs(result: SensitivityResult, out: str | Path) -> dict[str, Path]
     """The CSVs and the tornado plot into ``out`` (created); returns name -> path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {name: out / name for name in ("sensitivity.csv", "bands.csv", "runs.csv", "tornado.png")}
-    result.table.to_csv(files["sensitivity.csv"], index=False)
-    result.bands.to_csv(files["bands.csv"], index=False)
-    result.runs.to_csv(files["runs.csv"], index=False)
+    files = write_tables(out, {"sensitivity": result.table, "bands": result.bands, "runs": result.runs})
+    files["tornado.png"] = out / "tornado.png"
     plot_tornado(result).savefig(files["tornado.png"], dpi=100)
     return files
 

@@ -37,12 +37,20 @@ A change of U by more than ``contention_tol`` re-plans the other instances at th
 iteration boundary.
 
 Power is constant between events, so energy is the exact sum of power × duration.
+
+Attribution (per-model and per-request energy): the GPU's power at every moment is split among the
+instances resident on it by one stated rule (:func:`festgym.control.attribution.split_power`): the
+resident floor by SM share, busy power above it by what each runs, loading power above it to the
+loaders; an empty or booting GPU's power stays the GPU's own (``unattributed_j``). Each instance
+integrates what its GPUs allot it (:meth:`Instance.allot`); requests then get their instance's
+energy over the iterations they ran in (:mod:`festgym.sim.instance`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from festgym.control.attribution import split_power
 from festgym.control.levels import nearest_clock
 from festgym.control.states import (
     GPU_ASLEEP,
@@ -55,7 +63,9 @@ from festgym.control.states import (
     PHASE_ASLEEP,
     PHASE_DECODE,
     PHASE_IDLE,
+    PHASE_LOADING,
     PHASE_PREFILL,
+    PHASE_RESTARTING,
     STATES,
 )
 from festgym.profiles.specs import GpuSpec
@@ -78,7 +88,7 @@ class SimGpu:
     __slots__ = ("events", "index", "spec", "clock", "instances", "state", "power_w", "t_last", "energy_j",
                  "state_s", "parked", "park_when_empty", "mem_used", "mem_bytes", "uncapped_w", "capped_s",
                  "pending_clock", "clock_version", "tol", "view", "cold_starts", "hbm_scale", "retired", "idle_w",
-                 "resident_w", "empty_w", "loading_w", "tdp_w", "node", "node_up")
+                 "resident_w", "empty_w", "loading_w", "tdp_w", "node", "node_up", "unattributed_w", "unattributed_j")
 
     def __init__(self, events: EventQueue, index: int, spec: GpuSpec, memory_utilization: float, tol: float):
         self.events = events
@@ -110,6 +120,8 @@ class SimGpu:
         self.resident_w = spec.resident_idle_w(self.clock)
         self.node: SimNode | None = None  # set by its node
         self.node_up = NODE_UP
+        self.unattributed_w = self.power_w  # the part of the power no instance bears
+        self.unattributed_j = 0.0
 
     def counters(self, now: float) -> Counters:
         """Cumulative SLO counters of everything served by engines led from here, with the lateness so far of
@@ -147,6 +159,7 @@ class SimGpu:
         if dt > 0:
             self.energy_j[self.state] += self.power_w * dt
             self.state_s[self.state] += dt
+            self.unattributed_j += self.unattributed_w * dt
             if self.uncapped_w > self.power_w:
                 self.capped_s += dt
             self.t_last = now
@@ -154,6 +167,7 @@ class SimGpu:
             power = 0.0 if self.node_up == NODE_DOWN else self.empty_w
             self.state = GPU_OFF if self.node_up == NODE_DOWN else GPU_BOOTING
             self.power_w = self.uncapped_w = power
+            self._allot(now)
             return
         power = self.idle_w
         demand = 0.0
@@ -182,12 +196,37 @@ class SimGpu:
             power = self.resident_w
         self.uncapped_w = power
         self.power_w = power if power < self.tdp_w else self.tdp_w
+        self._allot(now)
         if changed is not None and len(self.instances) > 1:
             demand *= self.hbm_scale
             factor = demand if demand > 1.0 else 1.0
             for inst in self.instances:
                 if inst is not changed and inst.phase == PHASE_DECODE and abs(inst.factor - factor) > self.tol * factor:
                     inst.interrupt(now)
+
+    def _allot(self, now: float) -> None:
+        """Split the power just set among the resident instances (:func:`split_power`)."""
+        instances = self.instances
+        if not instances or self.state >= GPU_EMPTY:  # no engine bears an empty or booting GPU's power
+            for inst in instances:
+                inst.allot(now, self, 0.0, 0.0, 0.0)
+            self.unattributed_w = self.power_w
+            return
+        self.unattributed_w = 0.0
+        shares: list[float] = []
+        dynamic: list[float] = []
+        loading: list[bool] = []
+        for inst in instances:
+            phase = inst.phase
+            shares.append(inst.share_on(self))
+            dyn = 0.0
+            if phase == PHASE_PREFILL or phase == PHASE_DECODE:  # noqa: SIM109 (two compiled comparisons)
+                dyn = inst.dyn_w
+            dynamic.append(dyn)
+            loading.append(phase == PHASE_LOADING or phase == PHASE_RESTARTING)  # noqa: SIM109
+        parts = split_power(self.power_w, self.resident_w, shares, dynamic, loading)
+        for inst, (static_w, dynamic_w, loading_w) in zip(instances, parts):
+            inst.allot(now, self, static_w, dynamic_w, loading_w)
 
     def set_node_state(self, node_state: int, now: float) -> None:
         """Its node changed state (:mod:`festgym.sim.node`); a node coming up resets the clock."""

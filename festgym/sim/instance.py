@@ -28,6 +28,13 @@ Timing:
 Per-request inter-token gaps are accounted for by differences of the instance's cumulative gap
 sum and over-SLO gap count, so a request's TBT statistics cost O(1) per request, not per token.
 
+Energy: the instance integrates the power its GPUs allot it (:meth:`allot`; the rule is in
+:mod:`festgym.sim.gpu`), in three parts: static, dynamic and loading. Each iteration's energy (all
+parts, over its duration, on every GPU of the engine) goes to the requests it ran, in proportion to
+the tokens each put through it: a prompt chunk its length, a decoding sequence one. A decode run's
+sequences share alike, through a cumulative energy per decoding sequence (differences again, as for
+the gaps). What the instance draws between iterations (idle, asleep, loading) stays its model's.
+
 An engine spanning several GPUs (tensor or expert parallel, :mod:`festgym.profiles.parallel`) is
 resident on each of them: its profile gives the engine's iteration time and each GPU's power, so
 every GPU of the group books the same dynamic power and bandwidth. Its iterations run at the lowest
@@ -74,7 +81,7 @@ class Seq:
     """A request inside an instance."""
 
     __slots__ = ("rid", "prompt", "todo", "out", "gen", "join_tok", "base", "cum0", "over0", "t_last", "order",
-                 "key", "deadline_s", "ttft_slo_s")
+                 "key", "deadline_s", "ttft_slo_s", "e0", "energy_j")
 
     def __init__(self, rid: int, prompt: int, out: int, deadline_s: float, ttft_slo_s: float):
         self.rid = rid
@@ -91,6 +98,8 @@ class Seq:
         self.t_last = -1.0  # time of its last token before a preemption or migration
         self.order = 0
         self.key = 0.0  # least-laxity order: TTFT deadline minus estimated prefill time
+        self.e0 = 0.0  # the instance's energy per decoding sequence when it joined the decoding set
+        self.energy_j = 0.0  # its share of the iterations it ran in so far (the ledger takes it when it ends)
 
 
 class InstanceHost(Protocol):
@@ -119,7 +128,8 @@ class Instance:
                  "g0", "dg", "chunk", "factor", "dyn_w", "hbm", "idle_version", "pending_share", "migrate_to",
                  "migrate_from", "drain", "cut", "orders", "prompt_todo", "counters", "peak_ttft_ratio", "peak_gap_s",
                  "last_arrival_s", "ready_at", "view", "tbt_s", "idle_w", "share_change_s", "keep_alive_s",
-                 "sleep_after_s")
+                 "sleep_after_s", "e_static_j", "e_dynamic_j", "e_loading_j", "a_static_w", "a_dynamic_w",
+                 "a_loading_w", "peer_j", "peer_w", "t_energy", "energy_mark", "cum_energy")
 
     def __init__(self, host: InstanceHost, events: EventQueue, ledger: Ledger, group: list[SimGpu], model: int,
                  name: str, serving: ModelServing, slices: SliceCache, share: float, waiting: WaitingQueue,
@@ -176,6 +186,15 @@ class Instance:
         self.last_arrival_s = -1.0
         self.ready_at = 0.0
         self.view = InstanceView(self)  # what policies see of it
+        # Energy in ENERGY_PARTS (static, dynamic, loading), integrated up to t_energy, and the power
+        # allotted now: the lead GPU's in floats (the hot path), the peers' in lists, three per GPU.
+        self.e_static_j = self.e_dynamic_j = self.e_loading_j = 0.0
+        self.a_static_w = self.a_dynamic_w = self.a_loading_w = 0.0
+        self.peer_j = [0.0] * (3 * len(self.peers))
+        self.peer_w = [0.0] * (3 * len(self.peers))
+        self.t_energy = 0.0
+        self.energy_mark = 0.0  # energy_at() when the iteration in flight started
+        self.cum_energy = 0.0  # energy per decoding sequence, summed over the iterations so far
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -196,6 +215,39 @@ class Instance:
     def share_on(self, gpu: SimGpu) -> float:
         """The SM share ``gpu`` gives it (once a change under way is done); it runs at the least of its GPUs'."""
         return self.shares_on[self.group.index(gpu)] if self.peers else self.current_share
+
+    def energy_at(self, now: float) -> float:
+        """Energy drawn so far (J, every part, on every GPU of the engine)."""
+        dt = now - self.t_energy
+        total = (self.e_static_j + self.e_dynamic_j + self.e_loading_j
+                 + (self.a_static_w + self.a_dynamic_w + self.a_loading_w) * dt)
+        if self.peers:
+            for e, w in zip(self.peer_j, self.peer_w):
+                total += e + w * dt
+        return total
+
+    def allot(self, now: float, gpu: SimGpu, static_w: float, dynamic_w: float, loading_w: float) -> None:
+        """``gpu`` gives it these parts of its power from ``now`` on (what it gave before is integrated)."""
+        dt = now - self.t_energy
+        if dt > 0.0:
+            self.e_static_j += self.a_static_w * dt
+            self.e_dynamic_j += self.a_dynamic_w * dt
+            self.e_loading_j += self.a_loading_w * dt
+            if self.peers:
+                energy, watts = self.peer_j, self.peer_w
+                for j in range(len(energy)):
+                    energy[j] += watts[j] * dt
+            self.t_energy = now
+        if gpu is self.gpu:
+            self.a_static_w, self.a_dynamic_w, self.a_loading_w = static_w, dynamic_w, loading_w
+        else:
+            i = 3 * self.peers.index(gpu)
+            watts = self.peer_w
+            watts[i], watts[i + 1], watts[i + 2] = static_w, dynamic_w, loading_w
+
+    def energy_parts(self) -> list[float]:
+        """Its ``ENERGY_PARTS`` on each GPU of the group, the lead first, up to its last allotment (J)."""
+        return [self.e_static_j, self.e_dynamic_j, self.e_loading_j, *self.peer_j]
 
     def touch(self, now: float, changed: bool) -> None:
         """Bring every GPU of the engine up to ``now`` (``changed``: its running state changed)."""
@@ -431,6 +483,7 @@ class Instance:
         factor = factor if factor > 1.0 else 1.0
         self.factor = factor
         self.t0 = now
+        self.energy_mark = self.energy_at(now)
         self.g0 = time * factor
         self.version += 1
         self.cut = False
@@ -478,6 +531,7 @@ class Instance:
         self.tok += n
         self.cum_gap += n * g0 + dg * n * (n - 1) / 2
         self.cum_over += self.book_gaps(batch, g0, dg, n)
+        self.cum_energy += (self.energy_at(now) - self.energy_mark) / batch
         self.ledger.decode_run(self.t0, g0, dg, n, batch, self.model)
         self._retire(now)
 
@@ -496,13 +550,19 @@ class Instance:
     def _end_mixed(self, now: float) -> None:
         duration = self.g0
         batch = len(self.decoding)
+        tokens = batch
+        for _, take in self.chunk:
+            tokens += take
+        per_token = (self.energy_at(now) - self.energy_mark) / tokens
         if batch:
+            self.cum_energy += per_token
             self.tok += 1
             self.cum_gap += duration
             self.cum_over += self.book_gaps(batch, duration, 0.0, 1)
             self.ledger.decode_run(self.t0, duration, 0.0, 1, batch, self.model)
             self._retire(now)
         for seq, take in self.chunk:
+            seq.energy_j += take * per_token
             seq.todo -= take
             self.prompt_todo -= take
             if seq.todo == 0:
@@ -523,7 +583,7 @@ class Instance:
             self.ledger.resumed(seq.rid, gap, self.book_gaps(1, gap, 0.0, 1))
         seq.gen += 1
         if seq.gen >= seq.out:
-            self.ledger.finished(seq.rid, now, 0.0, 0)
+            self.ledger.finished(seq.rid, now, 0.0, 0, seq.energy_j)
             return
         tok = self.tok
         seq.join_tok = tok
@@ -531,21 +591,24 @@ class Instance:
         self.ctx_base += seq.base
         seq.cum0 = self.cum_gap
         seq.over0 = self.cum_over
+        seq.e0 = self.cum_energy
         self.orders += 1
         seq.order = self.orders
         self.decoding[seq.rid] = seq
         heappush(self.heap, (tok + seq.out - seq.gen, seq.order, seq))
 
     def _leave(self, seq: Seq) -> tuple[float, int]:
-        """Remove a decoding sequence; return its gap sum and over-SLO count since it joined."""
+        """Remove a decoding sequence and charge it its energy since it joined; return its gap sum and
+        over-SLO count since then."""
         del self.decoding[seq.rid]
         self.ctx_base -= seq.base
+        seq.energy_j += self.cum_energy - seq.e0
         return self.cum_gap - seq.cum0, self.cum_over - seq.over0
 
     def _finish(self, seq: Seq, now: float) -> None:
         gaps, over = self._leave(seq)
         seq.gen += self.tok - seq.join_tok
-        self.ledger.finished(seq.rid, now, gaps, over)
+        self.ledger.finished(seq.rid, now, gaps, over, seq.energy_j)
 
     def _preempt(self, now: float) -> None:
         victim = next(reversed(self.decoding.values()))

@@ -9,6 +9,10 @@ Token-level latency costs O(1) per request and per decode run, not per token: ea
 (and each mixed iteration with decodes) is logged as (start, first gap, gap increment, steps,
 batch, model), so the run-wide gap distribution is exact in closed form, and each request's gap
 sum and over-SLO count arrive as differences of its instance's cumulative sums.
+
+Energy: a finished request's share of the energy of the iterations it ran in (:mod:`festgym.sim.instance`
+charges its sequence as it runs) is booked when it finishes; each model's whole energy
+(:data:`ENERGY_PARTS`, the rule in :mod:`festgym.sim.gpu`) per GPU when one of its instances goes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from array import array
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from festgym.control.attribution import ENERGY_PARTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.workload import Trace
@@ -48,6 +54,8 @@ class RequestLog:
         self.gap_sum = np.zeros(n)
         self.gap_over = np.zeros(n, dtype=np.int64)
         self.preemptions = np.zeros(n, dtype=np.int32)
+        self.energy_j = np.zeros(n)
+        """A finished request's share of the energy of the iterations it ran in (J)."""
 
 
 def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
@@ -131,10 +139,12 @@ class Ledger:
     """A run's book: :class:`RequestLog`, the decode-run log and the run-wide counters."""
 
     __slots__ = ("log", "runs", "run_buf", "open", "tokens_out", "migrations", "preemptions", "recomputed_tokens",
-                 "rejected_actions")
+                 "rejected_actions", "energy_gone_j")
 
     def __init__(self, trace: Trace) -> None:
         self.log = RequestLog(trace)
+        self.energy_gone_j: dict[tuple[int, int], list[float]] = {}
+        """Per (GPU, model index): the energy parts (``ENERGY_PARTS``) its instances gone so far drew there."""
         self.runs: array[float] = array("d")
         """Interleaved rows of ``RUN_COLUMNS`` (see :meth:`run_rows`)."""
         self.run_buf: list[float] = []
@@ -170,6 +180,14 @@ class Ledger:
             log.gpu[rid] = gpu
         self.migrations += 1
 
+    def instance_gone(self, model: int, gpus: list[int], energy_j: list[float]) -> None:
+        """An instance of ``model`` left ``gpus``, having drawn ``energy_j`` there (``ENERGY_PARTS`` per GPU)."""
+        parts = len(ENERGY_PARTS)
+        for k, gpu in enumerate(gpus):
+            total = self.energy_gone_j.setdefault((gpu, model), [0.0] * parts)
+            for i in range(parts):
+                total[i] += energy_j[k * parts + i]
+
     def action_refused(self) -> None:
         """A consolidation action the cluster could not carry out (no memory on the target)."""
         self.rejected_actions += 1
@@ -192,8 +210,10 @@ class Ledger:
         log.gap_sum[rid] += gaps_s
         log.gap_over[rid] += over
 
-    def finished(self, rid: int, now: float, gaps_s: float, over: int) -> None:
+    def finished(self, rid: int, now: float, gaps_s: float, over: int, energy_j: float) -> None:
+        """``rid`` is done: its last gaps since it joined the decoding batch and its energy (J)."""
         log = self.log
+        log.energy_j[rid] = energy_j
         log.gap_sum[rid] += gaps_s
         log.gap_over[rid] += over
         log.finish_s[rid] = now

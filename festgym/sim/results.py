@@ -8,6 +8,13 @@ Built from the run's :class:`~festgym.sim.ledger.Ledger`. Token-level latency: e
 logged as (start, first gap, gap increment, steps, batch), so the run-wide inter-token gap
 distribution is exact without a record per token; percentiles are found by bisection on its
 closed-form CDF.
+
+Energy by model and by request (the rule: :mod:`festgym.sim.gpu`): ``attribution`` gives the energy
+each model drew on each GPU in parts (static, dynamic, loading); ``models`` each model's in all, what
+its requests were charged, its output tokens and joules per token; ``requests.energy_j`` each
+request's share of the iterations it ran in (the one in flight at the end as if it ended then). Each GPU's
+energy is its models' plus its ``gpus.unattributed_j`` (empty and booting), exactly; host energy
+is in ``nodes``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from festgym.control.states import STATES
+from festgym.control.attribution import ENERGY_PARTS
+from festgym.control.states import PHASE_DECODE, PHASE_PREFILL, STATES
 from festgym.sim.ledger import FINISHED, RUN_COLUMNS, STATUS_NAMES
 from festgym.sim.node import NODE_STATES
 
@@ -63,19 +71,26 @@ class Result:
     runs: pd.DataFrame
     nodes: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per node: host energy and time per node state (on, booting, shutting_down, off), boots."""
+    attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per (GPU, model) that ever shared: the energy parts (``ENERGY_PARTS``, ``*_j``) and ``energy_j``."""
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per model: GPU energy in parts and in all, what its requests were charged (``requests_j``),
+    output tokens and joules per output token."""
     summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, sim: Simulator, trace: Trace, policy: str, wall_s: float) -> Result:
         requests = _request_frame(sim, trace)
         gpus = _gpu_frame(sim)
+        attribution = _attribution_frame(sim)
+        models = _model_frame(sim, requests, attribution)
         timeline = pd.DataFrame({k: np.frombuffer(v, dtype=float) for k, v in sim.timeline.items()})
         if len(timeline):
             timeline = timeline.astype({"gpu": int, "state": int, "instances": int})
             timeline["state"] = pd.Categorical.from_codes(timeline["state"], STATES)
         runs = pd.DataFrame(sim.ledger.run_rows(), columns=list(RUN_COLUMNS))
         runs["model"] = runs["model"].astype(int)
-        result = cls(policy, requests, gpus, timeline, runs, _node_frame(sim))
+        result = cls(policy, requests, gpus, timeline, runs, _node_frame(sim), attribution, models)
         result.summary = _summary(sim, result, wall_s)
         return result
 
@@ -94,8 +109,30 @@ class Result:
         return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
 
 
+def _unfinished(sim: Simulator) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens generated and energy charged so far of the requests still in an instance at the end,
+    read without changing the run: a decoding one's stint since it joined, and the iteration (or
+    decode run) in flight at the end charged as if it ended then (its tokens are not yet out)."""
+    n = len(sim.ledger.log.energy_j)
+    tokens, energy = np.zeros(n, dtype=np.int64), np.zeros(n)
+    for instances in sim.by_model.values():
+        for inst in instances:
+            for seq in [*inst.waiting, *inst.prefilling]:
+                tokens[seq.rid], energy[seq.rid] = seq.gen, seq.energy_j
+            running = inst.phase == PHASE_DECODE or inst.phase == PHASE_PREFILL
+            flight = inst.energy_at(sim.now) - inst.energy_mark if running else 0.0
+            per_token = flight / (len(inst.decoding) + sum(take for _, take in inst.chunk)) if running else 0.0
+            for seq, take in inst.chunk if inst.phase == PHASE_PREFILL else ():
+                energy[seq.rid] += take * per_token
+            for seq in inst.decoding.values():
+                tokens[seq.rid] = seq.gen + inst.tok - seq.join_tok
+                energy[seq.rid] = seq.energy_j + inst.cum_energy - seq.e0 + per_token
+    return tokens, energy
+
+
 def _request_frame(sim: Simulator, trace: Trace) -> pd.DataFrame:
     log = sim.ledger.log
+    tokens, energy = _unfinished(sim)
     names = np.asarray(sim.model_names)
     model = np.where(log.model >= 0, log.model, sim.trace_model[trace.model])
     slo_ttft = np.array([sim.serving[m].slo.ttft_s for m in names])[model]
@@ -123,6 +160,8 @@ def _request_frame(sim: Simulator, trace: Trace) -> pd.DataFrame:
         "tbt_mean_s": tbt_mean,
         "tbt_over_frac": over_frac,
         "preemptions": log.preemptions,
+        "generated_tokens": np.where(finished, trace.output_tokens, tokens),
+        "energy_j": np.where(finished, log.energy_j, energy),
         "ttft_ok": finished & ttft_ok,
         "tbt_ok": tbt_ok,
         "slo_ok": finished & ttft_ok & tbt_ok,
@@ -139,8 +178,45 @@ def _gpu_frame(sim: Simulator) -> pd.DataFrame:
         row["mean_power_w"] = gpu.energy_total_j / max(sum(gpu.state_s), 1e-12)
         row["capped_s"] = gpu.capped_s
         row["cold_starts"] = gpu.cold_starts
+        row["unattributed_j"] = gpu.unattributed_j
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+PART_COLUMNS = [f"{p}_j" for p in ENERGY_PARTS]
+
+
+def _attribution_frame(sim: Simulator) -> pd.DataFrame:
+    parts = len(ENERGY_PARTS)
+    energy = {key: list(v) for key, v in sim.ledger.energy_gone_j.items()}
+    for model, instances in sim.by_model.items():
+        for inst in instances:  # every GPU was brought up to the end: their energy is integrated to it
+            drawn = inst.energy_parts()
+            for k, gpu in enumerate(inst.group):
+                total = energy.setdefault((gpu.index, model), [0.0] * parts)
+                for i in range(parts):
+                    total[i] += drawn[k * parts + i]
+    keys = sorted(energy)
+    frame = pd.DataFrame([energy[k] for k in keys], columns=PART_COLUMNS, dtype=float)
+    frame.insert(0, "gpu", np.array([k[0] for k in keys], dtype=np.int64))
+    frame.insert(1, "model", pd.Categorical.from_codes([k[1] for k in keys], sim.model_names))
+    frame["energy_j"] = frame[PART_COLUMNS].sum(axis=1)
+    return frame
+
+
+def _model_frame(sim: Simulator, requests: pd.DataFrame, attribution: pd.DataFrame) -> pd.DataFrame:
+    names = sim.model_names
+    drawn = attribution.groupby("model", observed=False)[[*PART_COLUMNS, "energy_j"]].sum()
+    drawn = drawn.reindex(names, fill_value=0.0)
+    by_model = requests.groupby("model", observed=False)
+    tokens = by_model.generated_tokens.sum().reindex(names).to_numpy()
+    frame = drawn.reset_index(names="model")
+    frame["model"] = list(names)
+    frame["requests_j"] = by_model.energy_j.sum().reindex(names).to_numpy()
+    frame["output_tokens"] = tokens
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["j_per_token"] = np.where(tokens > 0, frame.energy_j / np.maximum(tokens, 1), np.nan)
+    return frame
 
 
 def _node_frame(sim: Simulator) -> pd.DataFrame:
@@ -192,6 +268,8 @@ def _summary(sim: Simulator, result: Result, wall_s: float) -> dict[str, Any]:
         "preemptions": ledger.preemptions,
         "recomputed_tokens": ledger.recomputed_tokens,
         "rejected_actions": ledger.rejected_actions,
+        "unattributed_gpu_energy_kwh": float(gpus.unattributed_j.sum()) / 3.6e6,
+        **{f"j_per_token[{row.model}]": float(row.j_per_token) for row in result.models.itertuples()},
         "power_capped_s": float(gpus.capped_s.sum()),
         "tbt_p50_ms": p50 * 1e3, "tbt_p90_ms": p90 * 1e3, "tbt_p99_ms": p99 * 1e3,
         "ttft_p50_ms": float(np.median(ttft)) * 1e3 if len(ttft) else float("nan"),

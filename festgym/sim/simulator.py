@@ -460,8 +460,10 @@ class Simulator:
         for gpu in inst.group:
             if not asleep:
                 gpu.mem_used -= self.memory_of(gpu, inst.model)
+            inst.allot(now, gpu, 0.0, 0.0, 0.0)  # its energy there ends now
             gpu.instances.remove(inst)
             gpu.update(now, inst)
+        self.ledger.instance_gone(inst.model, [g.index for g in inst.group], inst.energy_parts())
         for gpu in inst.group:
             if gpu.park_when_empty and not gpu.instances:
                 gpu.park(now)

@@ -92,6 +92,46 @@ def test_files_written(in_process):
     assert in_process.state_hours.sum(axis=1).to_numpy() == pytest.approx(8 * horizon_h, rel=1e-6)
 
 
+def test_energy_per_model_is_a_table_of_its_own_and_adds_up_to_each_runs_gpus(in_process):
+    models = in_process.models
+    assert list(models.columns[:3]) == ["policy", "seed", "model"]
+    assert {"static_j", "dynamic_j", "loading_j", "energy_j", "requests_j", "output_tokens", "j_per_token"} \
+        <= set(models.columns)
+    assert len(models) == len(in_process.runs) * models.model.nunique()
+    runs = in_process.runs.set_index(["policy", "seed"])
+    by_run = models.groupby(["policy", "seed"])
+    unattributed_kwh = runs.unattributed_gpu_energy_kwh
+    total_kwh = by_run.energy_j.sum() / 3.6e6 + unattributed_kwh.reindex(by_run.energy_j.sum().index)
+    np.testing.assert_allclose(total_kwh.to_numpy(), runs.gpu_energy_kwh.reindex(total_kwh.index).to_numpy(),
+                               rtol=1e-9)
+    np.testing.assert_array_equal(by_run.output_tokens.sum().to_numpy(),
+                                  runs.output_tokens.reindex(by_run.output_tokens.sum().index).to_numpy())
+    for row in models.itertuples():  # the per-model figure in each run's summary row is the table's
+        assert runs.loc[(row.policy, row.seed), f"j_per_token[{row.model}]"] == pytest.approx(row.j_per_token,
+                                                                                             nan_ok=True)
+
+
+def test_tables_are_written_as_parquet_too_with_their_types(in_process):
+    pytest.importorskip("pyarrow")
+    for name in ("summary", "runs", "models", "savings", "ablation"):
+        assert in_process.files[f"{name}.parquet"] == in_process.out / f"{name}.parquet"
+    models = pd.read_parquet(in_process.out / "models.parquet")
+    pd.testing.assert_frame_equal(models, in_process.models, check_exact=True)
+    assert models.output_tokens.dtype == np.int64
+    assert not any("Parquet" in note for note in in_process.notes)
+
+
+def test_without_pyarrow_the_csvs_are_written_alone_and_a_note_says_why(tmp_path, monkeypatch):
+    from festgym.jobs import compare as compare_module
+    from festgym.jobs import tables
+
+    monkeypatch.setattr(tables, "parquet_available", lambda: False)
+    monkeypatch.setattr(compare_module, "parquet_available", lambda: False)
+    result = compare(**{**SHORT, "policies": ["festina"]}, seeds=(0,), jobs=1, ablation=False, out=tmp_path)
+    assert not list(tmp_path.glob("*.parquet")) and (tmp_path / "models.csv").is_file()
+    assert tables.PARQUET_NOTE in result.notes and "festgym[parquet]" in tables.PARQUET_NOTE
+
+
 def test_savings_of_festina_against_every_other_policy(in_process):
     savings = in_process.savings
     assert list(savings.columns) == list(SAVINGS_COLUMNS)

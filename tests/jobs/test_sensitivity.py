@@ -31,6 +31,7 @@ from festgym.jobs.sensitivity import (
     sensitivity,
     variants,
 )
+from festgym.jobs.tables import parquet_available
 from festgym.profiles.specs import GpuSpec, NodeSpec
 from festgym.scenario import load_scenario, parse_overrides
 
@@ -176,7 +177,12 @@ def test_tables(analysis):
 
 def test_files_written(analysis):
     out = analysis.out
-    assert set(analysis.files) == {"sensitivity.csv", "bands.csv", "runs.csv", "tornado.png"}
+    tables = {"sensitivity", "bands", "runs"}
+    copies = {f"{t}.parquet" for t in tables} if parquet_available() else set()
+    assert set(analysis.files) == {f"{t}.csv" for t in tables} | copies | {"tornado.png"}
+    frames = {"sensitivity.parquet": analysis.table, "bands.parquet": analysis.bands, "runs.parquet": analysis.runs}
+    for name in copies:  # the table as it was, its types and empty strings kept (a CSV reads "" back as NaN)
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), frames[name].reset_index(drop=True))
     assert list(pd.read_csv(out / "sensitivity.csv").columns) == list(SENSITIVITY_COLUMNS)
     assert list(pd.read_csv(out / "bands.csv").columns) == list(BAND_COLUMNS)
     assert len(pd.read_csv(out / "runs.csv")) == 5 * 2

@@ -221,10 +221,25 @@ def test_invariants(p, monkeypatch):
     np.testing.assert_allclose(booked.to_numpy(), energy.to_numpy(), rtol=1e-9)
     assert line.groupby("gpu").interval_s.sum().to_numpy() == pytest.approx(sim.now)
 
+    # Attribution: each GPU's energy is its models' parts plus what no engine bore, which is exactly
+    # its empty and booting energy; no part is negative; requests are charged no more than their
+    # models drew, and their tokens add up to the run's.
+    parts = result.attribution
+    assert (parts[["static_j", "dynamic_j", "loading_j"]].to_numpy() >= -1e-9).all()
+    attributed = parts.groupby("gpu").energy_j.sum().reindex(gpus.gpu, fill_value=0.0).to_numpy()
+    np.testing.assert_allclose(attributed + gpus.unattributed_j.to_numpy(), energy.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(gpus.unattributed_j, gpus.energy_empty_j + gpus.energy_booting_j, rtol=1e-9,
+                               atol=1e-6)
+    models = result.models
+    assert (models.requests_j <= models.energy_j * (1 + 1e-9) + 1e-9).all()
+    assert (req.energy_j >= -1e-9).all() and (req[req.status != "finished"].generated_tokens >= 0).all()
+    assert req.generated_tokens.sum() == s["output_tokens"] == models.output_tokens.sum()
+    assert (done.generated_tokens == done.output_tokens).all()  # a recompute prefills its tokens, it makes no more
+
 
 @settings(max_examples=5, deadline=None)
 @given(p=scenario)
 def test_same_seed_same_results_bit_for_bit(p):
     first, second = simulate(p)[2], simulate(p)[2]
-    for name in ("requests", "gpus", "timeline", "runs", "nodes"):
+    for name in ("requests", "gpus", "timeline", "runs", "nodes", "attribution", "models"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
