@@ -32,6 +32,8 @@ def split_power(power: float, floor: float, shares: list[float], dynamic: list[f
     n = len(shares)
     if n == 0:
         return []
+    if n == 1:
+        return [split_alone(power, floor, dynamic[0] > 0.0, loading[0])]
     static = power if power < floor else floor
     extra = power - static
     running = 0.0
@@ -54,3 +56,15 @@ def split_power(power: float, floor: float, shares: list[float], dynamic: list[f
         else:
             out.append((part, 0.0, extra / loaders if loading[i] else 0.0))
     return out
+
+
+def split_alone(power: float, floor: float, running: bool, loading: bool) -> tuple[float, float, float]:
+    """:func:`split_power` for a GPU with one engine (the simulator's common case, without lists): it
+    bears it all, what is above the floor as dynamic if it ran, as loading if it loaded, else static."""
+    static = power if power < floor else floor
+    extra = power - static
+    if running:
+        return static, extra, 0.0
+    if loading:
+        return static, 0.0, extra
+    return power, 0.0, 0.0

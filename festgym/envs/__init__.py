@@ -7,6 +7,13 @@ ENV_IDS = {
     "festgym/Placement-v0": "festgym.envs.placement:PlacementEnv",
     "festgym/Cluster-v0": "festgym.envs.cluster:ClusterEnv",
 }
+VECTOR_ENTRY_POINTS = {
+    "festgym/LocalGPU-v0": "festgym.envs.vector:local_gpu",
+    "festgym/Placement-v0": "festgym.envs.vector:placement",
+    "festgym/Cluster-v0": "festgym.envs.vector:cluster",
+}
+"""What ``gym.make_vec(id, num_envs)`` builds by default: N environments in one process
+(:class:`festgym.envs.vector.ServingVectorEnv`)."""
 
 
 def register_envs() -> None:
@@ -19,4 +26,5 @@ def register_envs() -> None:
 
     for env_id, entry_point in ENV_IDS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point, disable_env_checker=False)
+            gymnasium.register(id=env_id, entry_point=entry_point, vector_entry_point=VECTOR_ENTRY_POINTS[env_id],
+                               disable_env_checker=False)

@@ -209,9 +209,15 @@ class ServingEnv(gym.Env):
         the agent's GPUs too (how the rule policy is scored on the same reward)."""
         if self._episode is None:
             raise gym.error.ResetNeeded(f"{type(self).__name__}: call reset() before step()")
-        self.agent.defer = action is None
-        if action is not None:
-            self._apply(self._levels(action))
+        return self.step_levels(None if action is None else self._levels(action), action)
+
+    def step_levels(self, levels: list[int] | None, action):
+        """``step`` with ``action`` already validated into ``levels`` (None: the background policy
+        decides); what :class:`~festgym.envs.vector.ServingVectorEnv` calls, having validated a batch."""
+        assert self._episode is not None  # step() and the vector env check it first
+        self.agent.defer = levels is None
+        if levels is not None:
+            self._apply(levels)
         self._episode["actions"].append(None if action is None else np.array(action, copy=True))
         until = self._advance()
         reward, info = self.reward_fn(self.meter.read(self.sim.now))

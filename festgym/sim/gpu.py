@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from festgym.control.attribution import split_power
+from festgym.control.attribution import split_alone, split_power
 from festgym.control.levels import nearest_clock
 from festgym.control.states import (
     GPU_ASLEEP,
@@ -213,6 +213,17 @@ class SimGpu:
             self.unattributed_w = self.power_w
             return
         self.unattributed_w = 0.0
+        if len(instances) == 1:  # the common case, without lists
+            inst = instances[0]
+            phase = inst.phase
+            running = loading_ = False
+            if phase == PHASE_PREFILL or phase == PHASE_DECODE:  # noqa: SIM109 (two compiled comparisons)
+                running = inst.dyn_w > 0.0
+            elif phase == PHASE_LOADING or phase == PHASE_RESTARTING:  # noqa: SIM109
+                loading_ = True
+            static_w, dynamic_w, loading_w = split_alone(self.power_w, self.resident_w, running, loading_)
+            inst.allot(now, self, static_w, dynamic_w, loading_w)
+            return
         shares: list[float] = []
         dynamic: list[float] = []
         loading: list[bool] = []
