@@ -12,7 +12,8 @@ Types: ``int``, ``float``, ``str``, ``Path``, ``X | None`` (the option may be le
 (``--x`` when the default is False; ``--x/--no-x`` when it is True) and ``tuple[X, ...]``
 (comma-separated). A field's ``metadata`` may give ``flag`` (another option name), ``metavar``,
 ``choices``, ``parse`` (a function from the option's text), ``repeat`` (the option is given once
-per item), ``aliases`` (older option names that still work) or ``cli: False`` (not an option).
+per item), ``bare`` (the value of the option given without one: ``--ray`` beside ``--ray ADDRESS``),
+``aliases`` (older option names that still work) or ``cli: False`` (not an option).
 """
 
 from __future__ import annotations
@@ -149,6 +150,8 @@ def add_fields(parser: Group, cls: type, *, only: Iterable[str] | None = None, s
             if field.metadata.get("repeat"):
                 kwargs["action"] = "append"
                 kwargs["type"] = field.metadata.get("parse", str)
+            if "bare" in field.metadata:
+                kwargs["nargs"], kwargs["const"] = "?", field.metadata["bare"]
             if default is dataclasses.MISSING:
                 kwargs["required"] = True
             else:

@@ -129,12 +129,16 @@ def run_job(job: Job) -> JobResult:
     return out
 
 
-def execute_jobs(jobs: Sequence[Job], workers: int, progress: bool, desc: str = "compare") -> list[JobResult]:
-    """Run ``jobs`` (in-process with one worker) behind a progress bar named ``desc``; results in job order."""
+def execute_jobs(jobs: Sequence[Job], workers: int, progress: bool, desc: str = "compare",
+                 ray: str | None = None) -> list[JobResult]:
+    """Run ``jobs`` (in-process with one worker; as Ray tasks with ``ray``, :func:`_execute_ray`)
+    behind a progress bar named ``desc``; results in job order."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc=desc, unit="run", file=sys.stderr, disable=None if progress else True)
     with bar:
+        if ray is not None:
+            return _execute_ray(jobs, ray, bar)
         if workers <= 1:
             results = []
             for job in jobs:
@@ -161,6 +165,48 @@ def _execute_pool(jobs: Sequence[Job], workers: int, bar) -> list[JobResult]:
             bar.update()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return [done[i] for i in range(len(jobs))]
+
+
+LOCAL_RAY = "local"
+"""``--ray`` without an address: a Ray started in this process, on this machine's CPUs."""
+
+
+def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:
+    """One Ray task per job, on a Ray started here (``address`` ``local``) or the cluster at
+    ``address``. A job carries its whole description (scenario, policy, seed), so a task computes
+    exactly what a pool worker would; only the order they finish in differs."""
+    try:
+        import ray
+    except ImportError:
+        raise FestgymError("--ray needs Ray: pip install 'festgym[ray]' (in a checkout: pip install -e '.[ray]')") \
+            from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            if address == LOCAL_RAY:
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise FestgymError(f"--ray {address}: cannot reach a Ray cluster there ({exc}); give its address "
+                               f"(auto, or ray://HOST:10001), or --ray alone for a Ray started here") from None
+    try:
+        task = ray.remote(run_job)
+        pending = {task.remote(job): i for i, job in enumerate(jobs)}
+        done: dict[int, JobResult] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            try:
+                done[i] = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # a festgym error in a job comes back as its cause
+                raise exc.as_instanceof_cause() from None
+            bar.set_postfix_str(f"{jobs[i].label} seed {jobs[i].seed}")
+            bar.update()
+    finally:
+        if started_here:
+            ray.shutdown()
     return [done[i] for i in range(len(jobs))]
 
 
@@ -397,6 +443,9 @@ class SeededRuns:
     """Simulated seconds (default: the scenario's workload duration)."""
     jobs: int | None = None
     """Worker processes (default: min(2, CPU count); 1: in-process). Only the wall time depends on it."""
+    ray: str | None = field(default=None, metadata={"bare": LOCAL_RAY, "metavar": "ADDRESS"})
+    """Run the simulations as Ray tasks: alone, on a Ray started here; with an address (auto, or
+    ray://HOST:10001), on that cluster; results are the local pool's bit for bit (needs the ray extra)."""
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
@@ -434,7 +483,7 @@ def compare(scenario: str | Path | Scenario = "default", config: CompareConfig |
     labels, planned, notes = plan(names, config.ablation)
     job_list = [Job(label, policy, tuple(sorted(params.items())), spec, seed, duration_s, seed == seeds[0])
                 for label, policy, params in planned for seed in seeds]
-    results = execute_jobs(job_list, min(config.jobs or default_jobs(), len(job_list)), progress)
+    results = execute_jobs(job_list, min(config.jobs or default_jobs(), len(job_list)), progress, ray=config.ray)
     result = _tabulate(parsed, seeds, labels, planned, results, notes)
     result.out = Path(config.out) if config.out is not None else default_out()
     result.files = write_outputs(result, result.out)

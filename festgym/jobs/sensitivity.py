@@ -346,7 +346,8 @@ def sensitivity(scenario: str | Path | Scenario = "default", config: Sensitivity
     planned = variants(base, check_assumptions(config.assumptions))
     jobs = [Job(f"{policy_label(p)} @ {v.assumption}{'' if v.side == BASE else ':' + v.side}", p, (), v.scenario,
                 seed, config.duration_s, False) for v in planned for p in names for seed in seeds]
-    results = execute_jobs(jobs, min(config.jobs or default_jobs(), len(jobs)), progress, desc="sensitivity")
+    results = execute_jobs(jobs, min(config.jobs or default_jobs(), len(jobs)), progress, desc="sensitivity",
+                           ray=config.ray)
     runs = _runs(planned, [policy_label(p) for p in names], seeds, results)
     table = _table(planned, runs, pairs)
     pair = (FULL, REFERENCE) if (FULL, REFERENCE) in pairs else pairs[0]
