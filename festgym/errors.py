@@ -35,6 +35,10 @@ class RangeError(FestgymError, ValueError):
         return f"out of range ({self.value!r})" + (f"; expected {self.expected}" if self.expected else "")
 
 
+class PolicyEntryError(FestgymError, ValueError):
+    """A policy given as a ``package.module:attribute`` entry point that cannot be imported, called or run."""
+
+
 class ProfileNotFoundError(FestgymError, LookupError):
     """No profile matches the GPU/model asked for."""
 

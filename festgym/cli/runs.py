@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from festgym.cli.common import Command, ScenarioChoice, add_data_option, reference_data
@@ -117,6 +118,31 @@ def configure_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=cmd_evaluate)
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from festgym.jobs.benchmark import BenchmarkConfig, run_benchmark
+    from festgym.jobs.compare import default_out
+
+    config = from_args(BenchmarkConfig, args)
+    entries, tasks = config.chosen_entries(), config.chosen_tasks()
+    out = Path(config.out) if config.out is not None else default_out().with_name(f"benchmark-{default_out().name}")
+    result = run_benchmark(entries, out, tasks, config.seeds, config.jobs, config.ray)
+    if args.json:
+        print(json.dumps({"leaderboard": result.leaderboard.to_dict(orient="records"),
+                          "files": {k: str(v) for k, v in result.files.items()}}, indent=2, default=str))
+    else:
+        print(result.files["leaderboard.md"].read_text())
+        print(f"wrote {out}/: {', '.join(result.files)}")
+    return 0
+
+
+def configure_benchmark(parser: argparse.ArgumentParser) -> None:
+    from festgym.jobs.benchmark import BenchmarkConfig
+
+    add_fields(parser, BenchmarkConfig)
+    parser.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+    parser.set_defaults(func=cmd_benchmark)
+
+
 COMMANDS = {
     "serve-bench": Command("closed-loop serving benchmark of one model (one GPU or a parallel group), simulated",
                            configure_serve_bench,
@@ -132,4 +158,10 @@ COMMANDS = {
                         "folder) next to --against and max-clock on the same seeded workloads; prints the table "
                         "festgym compare prints, and the paired difference per seed against each. --set and --load "
                         "give a controller workloads it never trained on."),
+    "benchmark": Command("the fixed controller benchmark: a versioned suite of tasks, a leaderboard",
+                         configure_benchmark,
+                         "Run the benchmark suite (scenarios x loads on held-out seeds, heterogeneous and multi-node "
+                         "among them) for the shipped entries and any --submit FILE (a YAML naming a policy: a "
+                         "package.module:Class entry point, a checkpoint folder or a rule policy), each validated "
+                         "(built and run twice: a non-deterministic one is refused); write leaderboard.md and .csv."),
 }

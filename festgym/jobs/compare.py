@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from festgym.errors import FestgymError
 from festgym.jobs.tables import PARQUET_NOTE, parquet_available, write_tables
 from festgym.plots import figure
 from festgym.policies import COMPARED, RULE_POLICIES, make_policy
+from festgym.policies.registry import is_entry_point
 from festgym.scenario import Scenario, load_scenario
 
 REFERENCE = "max-clock"
@@ -172,10 +174,12 @@ LOCAL_RAY = "local"
 """``--ray`` without an address: a Ray started in this process, on this machine's CPUs."""
 
 
-def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:
-    """One Ray task per job, on a Ray started here (``address`` ``local``) or the cluster at
-    ``address``. A job carries its whole description (scenario, policy, seed), so a task computes
-    exactly what a pool worker would; only the order they finish in differs."""
+@contextmanager
+def ray_session(address: str, cpus: int | None = None) -> Iterator[Any]:
+    """The ``ray`` module, connected: to a Ray started here (``address`` ``local``, with at least
+    ``cpus`` CPUs: more than the machine has oversubscribes it rather than waiting forever) or to
+    the cluster at ``address``; a Ray this starts is shut down on leaving. One already connected
+    in this process is used as it is."""
     try:
         import ray
     except ImportError:
@@ -185,13 +189,25 @@ def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:
     if started_here:
         try:
             if address == LOCAL_RAY:
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         num_cpus=None if cpus is None else max(cpus, os.cpu_count() or 1))
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise FestgymError(f"--ray {address}: cannot reach a Ray cluster there ({exc}); give its address "
                                f"(auto, or ray://HOST:10001), or --ray alone for a Ray started here") from None
     try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:
+    """One Ray task per job, on a Ray started here (``address`` ``local``) or the cluster at
+    ``address``. A job carries its whole description (scenario, policy, seed), so a task computes
+    exactly what a pool worker would; only the order they finish in differs."""
+    with ray_session(address) as ray:
         task = ray.remote(run_job)
         pending = {task.remote(job): i for i, job in enumerate(jobs)}
         done: dict[int, JobResult] = {}
@@ -204,9 +220,6 @@ def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:
                 raise exc.as_instanceof_cause() from None
             bar.set_postfix_str(f"{jobs[i].label} seed {jobs[i].seed}")
             bar.update()
-    finally:
-        if started_here:
-            ray.shutdown()
     return [done[i] for i in range(len(jobs))]
 
 
@@ -348,10 +361,11 @@ def check_policies(policies: Iterable[str] | None) -> list[str]:
     names = list(dict.fromkeys([*COMPARED, *find_checkpoints()] if policies is None
                                else (p.strip() for p in policies if p.strip())))
     known = f"known: {', '.join(RULE_POLICIES)}, checkpoints: {', '.join(find_checkpoints()) or 'none shipped'}"
-    unknown = [p for p in names if p not in RULE_POLICIES and resolve_checkpoint(p) is None]
+    unknown = [p for p in names if p not in RULE_POLICIES and resolve_checkpoint(p) is None and not is_entry_point(p)]
     if unknown:
         raise FestgymError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
-                           f"(not a rule policy, a shipped checkpoint or a checkpoint folder); {known}")
+                           f"(not a rule policy, a shipped checkpoint, a checkpoint folder or a package.module:Class "
+                           f"entry point); {known}")
     if not names:
         raise FestgymError(f"no policies to compare; {known}")
     labels = [policy_label(p) for p in names]
