@@ -9,8 +9,11 @@ from festgym.cli.common import Command, import_with_extra
 from festgym.cli.fields import add_fields, from_args
 
 
-def _training() -> ModuleType:
-    """:mod:`festgym.jobs.train` (it imports stable-baselines3 and torch), or a clear error."""
+def _training(backend: str = "sb3") -> ModuleType:
+    """:mod:`festgym.jobs.train` (stable-baselines3 and torch) or :mod:`festgym.jobs.train_rllib`
+    (Ray's RLlib and torch), or an error naming the extra to install."""
+    if backend == "rllib":
+        return import_with_extra("festgym.jobs.train_rllib", "training with RLlib", "rllib")
     return import_with_extra("festgym.jobs.train", "training", "train")
 
 
@@ -18,10 +21,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from festgym.control.checkpoint import CARD, checkpoint_digest, read_card
     from festgym.jobs.train_config import TrainConfig
 
-    checkpoint = _training().train(from_args(TrainConfig, args))
+    config = from_args(TrainConfig, args)
+    checkpoint = _training(config.backend).train(config)
     digest = checkpoint_digest(read_card(checkpoint), str(checkpoint / CARD))
-    print(f"checkpoint: {checkpoint}\nsha256: {digest} (keep it: `festgym export {checkpoint} --sha256 {digest}` "
-          "loads the checkpoint's pickles only under it)")
+    if config.backend == "rllib":  # exported and sealed as it trained: it runs as it is
+        print(f"checkpoint: {checkpoint}\nsha256: {digest} (pin it: festgym deploy --policy {checkpoint} --sha256 "
+              f"{digest}; festgym compare --policies festina,{checkpoint} runs it)")
+    else:
+        print(f"checkpoint: {checkpoint}\nsha256: {digest} (keep it: `festgym export {checkpoint} --sha256 "
+              f"{digest}` loads the checkpoint's pickles only under it)")
     return 0
 
 
@@ -53,9 +61,13 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = {
-    "train": Command("train a learned controller (stable-baselines3; needs the train extra)", configure_train,
+    "train": Command("train a learned controller (stable-baselines3 or RLlib; the train or rllib extra)",
+                     configure_train,
                      "Train an agent from its YAML (a shipped agent's name, ppo or sac, or a path) on a scenario; "
-                     "writes runs/{scenario}__{algo}__{seed}__{time}/ with the best checkpoint, its card and logs."),
+                     "writes runs/{scenario}__{algo}__{seed}__{time}/ with the best checkpoint, its card and logs. "
+                     "--backend rllib trains PPO with RLlib's environment runners (--env-runners N, --ray ADDRESS "
+                     "for a cluster) and exports the best policy as it goes: its checkpoint runs in compare and "
+                     "deploy without `festgym export`."),
     "export": Command("a checkpoint as a numpy-only policy (for deployment)", configure_export,
                       "Export a checkpoint folder (model.zip, card.json, vecnormalize.pkl) as weights.npz + "
                       "policy.json that run with numpy alone. The SB3 files are pickles, loaded only under --sha256, "

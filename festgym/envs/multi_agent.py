@@ -17,8 +17,7 @@ terms of its own GPU (its energy, and the SLO counters of the requests its engin
 multi-GPU engine's are its lead GPU's), over the cluster's reference energy, so that the agents'
 rewards add up to the cluster's reward (tested); the placement agent gets 0, and each agent's
 ``info`` holds its terms. Episodes are truncated together after ``env.episode_s``, never
-terminated. For RLlib, ``ray.rllib.env.wrappers.pettingzoo_env.ParallelPettingZooEnv`` wraps it
-as a ``MultiAgentEnv``.
+terminated. For RLlib, :class:`festgym.envs.rllib.ServingMultiAgentEnv` is it as a ``MultiAgentEnv``.
 """
 
 from __future__ import annotations

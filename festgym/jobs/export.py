@@ -53,7 +53,17 @@ def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
         modules = list(policy.mlp_extractor.policy_net) + [policy.action_net]
     else:
         raise PolicyFileError(f"export: unsupported policy {type(policy).__name__} (MLP actor-critic or SAC/TD3 actor)")
-    layers = _dense_layers(modules, nn)
+    return write_policy(dense_layers(modules, nn), out_dir, algorithm=type(model).__name__,
+                        observation_shape=model.observation_space.shape,
+                        action=action_spec(model.action_space, squashed=hasattr(policy, "actor")),
+                        obs_normalization=_normalization(vec_normalize))
+
+
+def write_policy(layers: list[tuple[np.ndarray, np.ndarray, str]], out_dir: str | Path, *, algorithm: str,
+                 observation_shape: tuple[int, ...], action: dict[str, Any],
+                 obs_normalization: dict[str, Any] | None = None) -> Path:
+    """Write dense ``layers`` (W, b, activation after it) as a numpy policy folder
+    (:mod:`festgym.control.numpy_policy`); returns the folder. Every exporter ends here."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -65,18 +75,18 @@ def export_sb3(model, out_dir: str | Path, vec_normalize=None) -> Path:
     (out / WEIGHTS).write_bytes(buffer.getvalue())
     spec = {
         "format": FORMAT,
-        "algorithm": type(model).__name__,
-        "observation_shape": list(model.observation_space.shape),
+        "algorithm": algorithm,
+        "observation_shape": list(observation_shape),
         "layers": [act for _, _, act in layers],
-        "action": _action_spec(model.action_space, squashed=hasattr(policy, "actor")),
-        "obs_normalization": _normalization(vec_normalize),
+        "action": action,
+        "obs_normalization": obs_normalization,
         "sha256": {WEIGHTS: sha256_file(out / WEIGHTS)},
     }
     (out / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
     return out
 
 
-def _dense_layers(modules, nn) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def dense_layers(modules, nn) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(W, b, activation after it) per Linear layer of a Linear/activation sequence."""
     names = {nn.Tanh: "tanh", nn.ReLU: "relu"}
     layers: list[tuple[np.ndarray, np.ndarray, str]] = []
@@ -92,7 +102,7 @@ def _dense_layers(modules, nn) -> list[tuple[np.ndarray, np.ndarray, str]]:
     return layers
 
 
-def _action_spec(space, squashed: bool) -> dict[str, Any]:
+def action_spec(space, squashed: bool) -> dict[str, Any]:
     kind = type(space).__name__
     if kind == "MultiDiscrete":
         return {"type": "multidiscrete", "nvec": [int(n) for n in space.nvec]}
@@ -111,4 +121,4 @@ def _normalization(vec_normalize) -> dict[str, Any] | None:
             "epsilon": float(vec_normalize.epsilon), "clip": float(vec_normalize.clip_obs)}
 
 
-__all__ = ["ExportConfig", "export_sb3"]
+__all__ = ["ExportConfig", "action_spec", "dense_layers", "export_sb3", "write_policy"]

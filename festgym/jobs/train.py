@@ -23,7 +23,6 @@ only to train.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import io
 import json
@@ -51,7 +50,7 @@ from festgym.control.checkpoint import (
 )
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
 from festgym.jobs.export import export_sb3
-from festgym.jobs.train_config import ALGORITHMS, AgentSpec, TrainConfig, load_agent, run_name
+from festgym.jobs.train_config import ALGORITHMS, AgentSpec, TrainConfig, load_agent, run_name, training_card
 from festgym.scenario import controller_interface, training_scenario
 
 
@@ -106,20 +105,8 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
     """``card.json``: how the controller was trained, how it scored in evaluation, file hashes."""
     history = [{"timesteps": int(t), "mean_reward": float(np.mean(r)), "std_reward": float(np.std(r))}
                for t, r in zip(evaluation.evaluations_timesteps, evaluation.evaluations_results)]
-    card = {
-        "name": checkpoint.parent.name,
-        "scenario": config.scenario,
-        "env": agent.env,
-        "agent": dataclasses.asdict(agent),
-        "timesteps": timesteps,
-        "seed": config.seed,
-        "wall_s": round(wall_s, 1),
-        "evaluation": {"episodes": agent.eval_episodes, "first_seed": agent.eval_seed,
-                       "best_mean_reward": max((h["mean_reward"] for h in history), default=None),
-                       "history": history},
-        "sha256": {p.name: sha256_file(p)
-                   for p in sorted(checkpoint.iterdir()) if p.name != CARD},
-    }
+    card = training_card(checkpoint.parent.name, config, agent, timesteps, wall_s, history)
+    card["sha256"] = {p.name: sha256_file(p) for p in sorted(checkpoint.iterdir()) if p.name != CARD}
     path = checkpoint / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
@@ -136,6 +123,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, sha
     that match the card's hashes (:func:`festgym.control.checkpoint.pinned_training_files`)."""
     checkpoint = Path(checkpoint)
     card = read_card(checkpoint)
+    if card.get("backend") == "rllib":
+        raise PolicyFileError(f"{checkpoint}: trained with RLlib, which exported its policy as it trained "
+                              f"({checkpoint / EXPORTED}, sealed in {CARD}): nothing to export; it runs as it is")
     files = pinned_training_files(checkpoint, card, sha256)
     algo = card.get("agent", {}).get("algo")
     if algo not in ALGORITHMS:
