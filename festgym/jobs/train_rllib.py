@@ -125,6 +125,7 @@ def train(config: TrainConfig) -> Path:
             algo.save_to_path(str((run / "rllib").resolve()))
         finally:
             algo.stop()
+            eval_env.close()
     wall = time.perf_counter() - started
     assert best is not None  # the loop evaluates at least once
     best[1].rename(checkpoint / EXPORTED)

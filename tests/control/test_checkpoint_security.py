@@ -423,7 +423,7 @@ def test_cli_train_prints_the_digest_export_needs(honest, monkeypatch, capsys):
     card.pop("interface")
     card["sha256"] = {k: v for k, v in card["sha256"].items() if not k.startswith(EXPORTED + "/")}
     (folder / CARD).write_text(json.dumps(card))
-    monkeypatch.setattr(cli_train, "_training", lambda: types.SimpleNamespace(train=lambda config: folder))
+    monkeypatch.setattr(cli_train, "_training", lambda backend: types.SimpleNamespace(train=lambda config: folder))
     assert main(["train", "--agent", "ppo"]) == 0
     assert f"sha256: {trained} (keep it: `festgym export {folder} --sha256 {trained}`" in capsys.readouterr().out
 

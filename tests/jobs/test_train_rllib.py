@@ -59,6 +59,18 @@ def test_run_folder_and_card(checkpoint):
     assert card["interface"]["slots"] == 2 and card["interface"]["action_type"] == "multidiscrete"
 
 
+def test_the_same_seed_trains_the_same_weights(checkpoint, tmp_path):
+    """Env runners seeded from the run's seed, the learner's torch too: a rerun is bit for bit."""
+    from festgym.jobs.train_rllib import train
+
+    card = read_card(checkpoint)
+    agent = tmp_path / "tiny.yaml"
+    agent.write_text(TINY)
+    again = train(TrainConfig(str(agent), "default", None, 5, str(tmp_path / "runs"), progress=False,
+                              backend="rllib", env_runners=1))
+    assert read_card(again)["sha256"] == card["sha256"]
+
+
 def test_the_export_is_what_evaluation_scored(checkpoint):
     """The card's best score is the numpy export's own return on the evaluation seeds."""
     import gymnasium as gym
