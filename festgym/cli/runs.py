@@ -124,7 +124,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     config = from_args(BenchmarkConfig, args)
     entries, tasks = config.chosen_entries(), config.chosen_tasks()
-    out = Path(config.out) if config.out is not None else default_out().with_name(f"benchmark-{default_out().name}")
+    default = default_out()
+    out = Path(config.out) if config.out is not None else default.with_name(f"benchmark-{default.name}")
     result = run_benchmark(entries, out, tasks, config.seeds, config.jobs, config.ray)
     if args.json:
         print(json.dumps({"leaderboard": result.leaderboard.to_dict(orient="records"),

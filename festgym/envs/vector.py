@@ -9,7 +9,7 @@ its seeding (``reset(seed=s)`` seeds environment i with ``s + i``) and its info 
 maps to an array over the environments, ``_key`` to the mask of those that gave it). What it
 saves: one validation of the whole batch of actions instead of one per environment, observations
 written into one array, and none of ``gym.make``'s wrappers (the environment checker ran on the
-ids' single environments: ``tests/envs``). ``benchmarks/env_speed.py --vector`` measures it.
+ids' single environments: ``tests/envs``). ``benchmarks/vector_env.py`` measures it against Gymnasium's.
 """
 
 from __future__ import annotations

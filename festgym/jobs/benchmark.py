@@ -37,6 +37,7 @@ import yaml
 
 from festgym.errors import FestgymError
 from festgym.jobs.compare import REFERENCE, check_policies, compare, paired_difference, policy_label
+from festgym.jobs.ray_session import LOCAL_RAY
 from festgym.jobs.tables import write_tables
 from festgym.policies import COMPARED
 from festgym.policies.registry import make_policy
@@ -253,10 +254,6 @@ def _ci(x: float) -> str:
     return f"{x:.1f}" if np.isfinite(x) else "n/a"
 
 
-__all__ = ["SEEDS", "SUITE_VERSION", "TASKS", "BenchmarkResult", "Entry", "Task", "leaderboard", "read_submission",
-           "run_benchmark", "shipped_entries", "validate"]
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """What ``festgym benchmark`` runs (one option per field)."""
@@ -274,7 +271,7 @@ class BenchmarkConfig:
     """Output folder (default: results/benchmark-<YYYYmmdd-HHMMSS>/)."""
     jobs: int | None = None
     """Worker processes (default: min(2, CPU count); 1: in-process)."""
-    ray: str | None = field(default=None, metadata={"bare": "local", "metavar": "ADDRESS"})
+    ray: str | None = field(default=None, metadata={"bare": LOCAL_RAY, "metavar": "ADDRESS"})
     """Run the simulations as Ray tasks (alone: a Ray started here; or a cluster's address)."""
 
     def chosen_tasks(self) -> list[Task]:
@@ -297,3 +294,7 @@ class BenchmarkConfig:
         if not entries:
             raise FestgymError("benchmark: nothing to enter: give --submit FILE or --entries, or drop --no-shipped")
         return entries
+
+
+__all__ = ["SEEDS", "SUITE_VERSION", "TASKS", "BenchmarkConfig", "BenchmarkResult", "Entry", "Task", "leaderboard",
+           "read_submission", "run_benchmark", "shipped_entries", "validate"]

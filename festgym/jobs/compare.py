@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from festgym.config import check_ranges
 from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
 from festgym.control.states import STATES
 from festgym.errors import FestgymError
+from festgym.jobs.ray_session import LOCAL_RAY, ray_session
 from festgym.jobs.tables import PARQUET_NOTE, parquet_available, write_tables
 from festgym.plots import figure
 from festgym.policies import COMPARED, RULE_POLICIES, make_policy
@@ -168,39 +168,6 @@ def _execute_pool(jobs: Sequence[Job], workers: int, bar) -> list[JobResult]:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [done[i] for i in range(len(jobs))]
-
-
-LOCAL_RAY = "local"
-"""``--ray`` without an address: a Ray started in this process, on this machine's CPUs."""
-
-
-@contextmanager
-def ray_session(address: str, cpus: int | None = None) -> Iterator[Any]:
-    """The ``ray`` module, connected: to a Ray started here (``address`` ``local``, with at least
-    ``cpus`` CPUs: more than the machine has oversubscribes it rather than waiting forever) or to
-    the cluster at ``address``; a Ray this starts is shut down on leaving. One already connected
-    in this process is used as it is."""
-    try:
-        import ray
-    except ImportError:
-        raise FestgymError("--ray needs Ray: pip install 'festgym[ray]' (in a checkout: pip install -e '.[ray]')") \
-            from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            if address == LOCAL_RAY:
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                         num_cpus=None if cpus is None else max(cpus, os.cpu_count() or 1))
-            else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise FestgymError(f"--ray {address}: cannot reach a Ray cluster there ({exc}); give its address "
-                               f"(auto, or ray://HOST:10001), or --ray alone for a Ray started here") from None
-    try:
-        yield ray
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _execute_ray(jobs: Sequence[Job], address: str, bar) -> list[JobResult]:

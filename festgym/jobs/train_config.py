@@ -14,6 +14,7 @@ from typing import Any
 
 from festgym.config import build_dataclass, check_ranges, read_mapping
 from festgym.errors import SpecError
+from festgym.jobs.ray_session import LOCAL_RAY
 from festgym.resources import AGENTS
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
@@ -79,7 +80,7 @@ class TrainConfig:
     the rllib extra)."""
     env_runners: int | None = None
     """RLlib environment runners (Ray actors; default: the agent YAML's n_envs). Only with --backend rllib."""
-    ray: str | None = field(default=None, metadata={"bare": "local", "metavar": "ADDRESS"})
+    ray: str | None = field(default=None, metadata={"bare": LOCAL_RAY, "metavar": "ADDRESS"})
     """Train on the Ray cluster at ADDRESS (auto, ray://HOST:10001); default and bare --ray: a Ray started here.
     Only with --backend rllib."""
 

@@ -25,9 +25,8 @@ refused, not exported. This module imports Ray and torch: import it only to trai
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,9 @@ from tqdm.auto import tqdm
 
 from festgym.control.checkpoint import EXPORTED, seal_card
 from festgym.control.numpy_policy import NumpyPolicy, PolicyFileError, sha256_file
-from festgym.jobs.compare import LOCAL_RAY, ray_session
+from festgym.envs.rollout import run_episode
 from festgym.jobs.export import action_spec, dense_layers, write_policy
+from festgym.jobs.ray_session import LOCAL_RAY, ray_session
 from festgym.jobs.train_config import (
     AgentSpec,
     RllibSettings,
@@ -109,7 +109,8 @@ def train(config: TrainConfig) -> Path:
     history: list[dict[str, Any]] = []
     best: tuple[float, Path] | None = None
     started = time.perf_counter()
-    with ray_session(config.ray or LOCAL_RAY, cpus=settings.env_runners), _progress(timesteps, config.progress) as bar:
+    with ray_session(config.ray or LOCAL_RAY, cpus=settings.env_runners), \
+            tqdm(total=timesteps, unit="step", desc="train (rllib)", disable=None if config.progress else True) as bar:
         register_env(ENV_NAME, make_env)
         algo = build_config(agent, settings, config.scenario, config.seed).build_algo()
         try:
@@ -130,7 +131,7 @@ def train(config: TrainConfig) -> Path:
     assert best is not None  # the loop evaluates at least once
     best[1].rename(checkpoint / EXPORTED)
     for stale in run.glob("candidate-*"):  # exports that were overtaken by a better one
-        _remove_tree(stale)
+        shutil.rmtree(stale)
     write_card(checkpoint, config, agent, settings, timesteps, wall, history)
     return checkpoint
 
@@ -145,25 +146,19 @@ def _evaluate(algo, eval_env: gym.Env, agent: AgentSpec, steps: int, run: Path, 
     history.append({"timesteps": steps, "mean_reward": mean, "std_reward": float(np.std(rewards))})
     if best is None or mean > best[0]:
         if best is not None:
-            _remove_tree(best[1])
+            shutil.rmtree(best[1])
         return mean, folder
-    _remove_tree(folder)
+    shutil.rmtree(folder)
     return best
 
 
 def evaluate_policy(policy: NumpyPolicy, env: gym.Env, episodes: int, first_seed: int) -> list[float]:
     """Undiscounted return of ``episodes`` deterministic episodes, seeded ``first_seed`` up (as
     SB3's evaluation callback scores a model, but on the numpy export that will be deployed)."""
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=first_seed + i)
-        total, over = 0.0, False
-        while not over:
-            obs, reward, terminated, truncated, _ = env.step(policy.predict(np.asarray(obs, np.float32)))
-            total += float(reward)
-            over = terminated or truncated
-        returns.append(total)
-    return returns
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.predict(np.asarray(obs, np.float32))
+
+    return [run_episode(env, act, first_seed + i)["reward"] for i in range(episodes)]
 
 
 def export_rl_module(module, observation_space: gym.Space, action_space: gym.Space, out_dir: str | Path) -> Path:
@@ -215,20 +210,6 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, settings
     action_type = agent.env_kwargs.get("action_type", "multidiscrete")
     return seal_card(checkpoint, controller_interface(training_scenario(card), action_type), card)
 
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    bar = tqdm(total=total, unit="step", desc="train (rllib)", disable=None if enabled else True)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def _remove_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
 
 
 __all__ = ["build_config", "evaluate_policy", "export_rl_module", "make_env", "train", "write_card"]

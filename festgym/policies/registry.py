@@ -41,7 +41,7 @@ def load_entry_point(name: str, **params: Any) -> Policy:
     missing = [m for m in POLICY_METHODS if not callable(getattr(policy, m, None))]
     if missing:
         raise PolicyEntryError(f"policy entry point {name!r}: what {attr} returned has no {', '.join(missing)} "
-                         f"(subclass festgym.sim.policy.BasePolicy)")
+                               f"(subclass festgym.sim.policy.BasePolicy)")
     return policy
 
 

@@ -44,7 +44,7 @@ def test_one_multi_agent_ppo_iteration():
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from festgym.jobs.compare import LOCAL_RAY, ray_session
+    from festgym.jobs.ray_session import LOCAL_RAY, ray_session
 
     config = (PPOConfig()
               .environment(ServingMultiAgentEnv, env_config={**CONFIG, "env": {"episode_s": 30.0}})
