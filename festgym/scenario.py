@@ -17,7 +17,7 @@ Sections (each documented in the shipped YAMLs):
   (see ``_workload``).
 * ``sim``: :class:`~festgym.sim.config.SimConfig`.
 * ``policy``: ``{name, params}``, the rule policy that runs whatever the agent does not.
-* ``reward``: :class:`~festgym.scenario.RewardConfig`.
+* ``reward``: :class:`~festgym.sim.reward.RewardConfig`.
 * ``local``: :class:`LocalSpec`, the part of the cluster ``LocalGPU-v0`` simulates.
 * ``env``: :class:`EnvSpec`, episode length and action quantisation.
 * ``physics``: GPU type → ``{latency|power|states: {constant: value}}``, overrides of the GPU
@@ -42,6 +42,7 @@ from festgym.errors import SpecError
 from festgym.profiles.specs import NodeSpec
 from festgym.resources import SCENARIOS
 from festgym.sim.config import SimConfig
+from festgym.sim.reward import RewardConfig
 from festgym.sim.serving import ModelServing
 from festgym.sim.simulator import Simulator
 from festgym.sim.workload import (
@@ -133,29 +134,6 @@ def _length(data: Any, source: str) -> LengthDist:
     return build_dataclass(LengthDist, data, source)
 
 
-REWARD_MODES = ("smooth", "count")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Reward weights (a scenario's ``reward`` section)."""
-
-    energy_weight: float = 1.0
-    """Weight of the interval's energy over its reference (TDP × interval × GPUs)."""
-    ttft_weight: float = 1.0
-    """Weight of the TTFT term."""
-    tbt_weight: float = 0.01
-    """Weight of the TBT term (per gap: a busy GPU produces thousands of gaps a second)."""
-    mode: str = "smooth"
-    """``smooth`` (graded excess) or ``count`` (violations)."""
-
-    def __post_init__(self):
-        check_ranges(self, {"energy_weight": self.energy_weight >= 0, "ttft_weight": self.ttft_weight >= 0,
-                            "tbt_weight": self.tbt_weight >= 0, "mode": self.mode in REWARD_MODES},
-                     {"energy_weight": "≥ 0", "ttft_weight": "≥ 0", "tbt_weight": "≥ 0",
-                      "mode": f"one of {', '.join(REWARD_MODES)}"})
-
-
 @dataclass(frozen=True)
 class LocalSpec:
     """The sub-cluster ``LocalGPU-v0`` simulates: its GPU 0 is the agent's; the others (if any)
@@ -212,13 +190,20 @@ class EnvSpec:
     """SM share choices per model slot (weights k/n, renormalised to sum ≤ 1)."""
     batch_caps: tuple[int, ...] = ()
     """If given, a batch-limit choice per model slot among these values (``max_num_seqs``)."""
+    residual_steps: int = 0
+    """``LocalGPU-v0`` only. R ≥ 1 makes the agent a residual controller: its action is one
+    clock adjustment of −R..R levels of the background policy's clock grid, applied to that
+    policy's own decision for the GPU (shares stay the policy's); the middle level (0 in a Box)
+    is the background policy bit for bit (:mod:`festgym.policies.residual`). 0: the agent sets
+    clock and shares itself."""
 
     def __post_init__(self):
         check_ranges(self, {"episode_s": self.episode_s > 0, "warmup_s": self.warmup_s >= 0,
                             "clock_levels": self.clock_levels >= 2, "share_levels": self.share_levels >= 1,
-                            "batch_caps": all(b >= 1 for b in self.batch_caps)},
+                            "batch_caps": all(b >= 1 for b in self.batch_caps),
+                            "residual_steps": self.residual_steps >= 0},
                      {"episode_s": "> 0 s", "warmup_s": "≥ 0 s", "clock_levels": "≥ 2", "share_levels": "≥ 1",
-                      "batch_caps": "a list of whole numbers ≥ 1"})
+                      "batch_caps": "a list of whole numbers ≥ 1", "residual_steps": "≥ 0 (0: not residual)"})
 
 
 @dataclass(frozen=True)
@@ -498,4 +483,4 @@ def controller_interface(scenario: Scenario, action_type: str) -> ControllerInte
     """``LocalGPU-v0``'s layout in ``scenario``: what a controller trained there observes and does."""
     env = scenario.env
     return ControllerInterface(len(scenario.local.models), env.clock_levels, env.share_levels, tuple(env.batch_caps),
-                               float(scenario.workload.diurnal_period_s), action_type)
+                               float(scenario.workload.diurnal_period_s), action_type, env.residual_steps)

@@ -87,7 +87,8 @@ def test_an_unknown_name_lists_what_is_known(monkeypatch):
     with pytest.raises(FestgymError, match="no gpu named .B300-NOPE. .known: A100-SXM-80GB, B200-SXM-180GB, "
                        "H100-SXM-80GB, H200-SXM-141GB"):
         GpuSpec.load("B300-NOPE")
-    with pytest.raises(FestgymError, match="no agent named 'nope' .known: ppo, sac; FESTGYM_AGENTS adds folders"):
+    with pytest.raises(FestgymError,
+                       match="no agent named 'nope' .known: ppo-residual, ppo, sac; FESTGYM_AGENTS adds folders"):
         AGENTS.resolve("nope", "{}.yaml")
 
 

@@ -267,7 +267,7 @@ def test_mapping_scenario_works_end_to_end():
         *_, truncated, info = env.step(env.action_space.sample())
     assert truncated and info["energy_j"] > 0
     assert background_policy(load_scenario(small(policy={"name": "least-loaded"}))).name == "least-loaded"
-    with pytest.raises(ValueError, match="rule policies: dvfs-only, festina, least-loaded, max-clock"):
+    with pytest.raises(ValueError, match="rule policies: clairvoyant, dvfs-only, festina, least-loaded, max-clock"):
         background_policy(load_scenario(small(policy={"name": "nope"})))
 
 

@@ -245,6 +245,12 @@ def _metrics_server(agent, args: argparse.Namespace):
                            f"{exc.strerror or exc}; pick another port (0: any free one)") from None
 
 
+DEPLOYED = "festina"
+"""What ``festgym deploy`` runs without ``--policy``: the controller the comparison chooses, the
+one with the least energy at joint SLO attainment no lower than Festina's on the default
+scenario's evaluation seeds. No learned controller has beaten Festina there yet (docs/headroom.md)."""
+
+
 def _decider(args: argparse.Namespace, host, specs: list, simulated):
     """A checkpoint's decider (numpy only) when --policy names one; else a rule policy's, which
     needs the profiles of the host's GPU type and the scenario's engine settings."""
@@ -328,8 +334,9 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
 def configure_deploy(dep: argparse.ArgumentParser) -> None:
     from festgym.deploy import actuator, agent, engine_metrics, safety
 
-    dep.add_argument("--policy", default="ppo-local", help="checkpoint name or folder, or a rule policy such as "
-                     "festina (needs the GPU type's profiles) (default: %(default)s)")
+    dep.add_argument("--policy", default=DEPLOYED, help="checkpoint name or folder, or a rule policy such as "
+                     "festina (needs the GPU type's profiles) (default: %(default)s, the controller `festgym compare` "
+                     "chooses: docs/headroom.md)")
     dep.add_argument("--sha256", metavar="DIGEST", help="refuse the checkpoint unless its digest (export, interface "
                      "and card hashes: the one `festgym export` printed; docs/learned.md) is this one")
     dep.add_argument("--engine", action="append", metavar="MODEL=URL",

@@ -50,9 +50,10 @@ def split_power(power: float, floor: float, shares: list[float], dynamic: list[f
         static, extra = power, 0.0
     out: list[tuple[float, float, float]] = []
     for i in range(n):
-        part = static * shares[i] / held if held > 0.0 else static / n
+        # Fractions first: a product with a subnormal weight would lose the ratio before the division.
+        part = static * (shares[i] / held) if held > 0.0 else static / n
         if running > 0.0:
-            out.append((part, extra * dynamic[i] / running, 0.0))
+            out.append((part, extra * (dynamic[i] / running), 0.0))
         else:
             out.append((part, 0.0, extra / loaders if loading[i] else 0.0))
     return out

@@ -95,6 +95,9 @@ class ControllerInterface:
     """Diurnal period of the time-of-day features."""
     action_type: str
     """``multidiscrete`` (level indices) or ``box`` (each component in [-1, 1], cut into levels)."""
+    residual_steps: int = 0
+    """0: the action sets the clock and shares. R ≥ 1: a residual controller, whose one action
+    component moves the background policy's clock by −R..R levels (``env.residual_steps``)."""
 
     @classmethod
     def from_card(cls, card: dict[str, Any], source: str) -> ControllerInterface:
@@ -103,13 +106,25 @@ class ControllerInterface:
             raise PolicyFileError(f"{source}: no 'interface' (seal the checkpoint: `festgym export <checkpoint>`)")
         try:
             return cls(int(data["slots"]), int(data["clock_levels"]), int(data["share_levels"]),
-                       tuple(int(c) for c in data["batch_caps"]), float(data["period_s"]), str(data["action_type"]))
+                       tuple(int(c) for c in data["batch_caps"]), float(data["period_s"]), str(data["action_type"]),
+                       int(data.get("residual_steps", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyFileError(f"{source}: field 'interface': {exc!r}") from None
 
+    def record(self) -> dict[str, Any]:
+        """The card's ``interface``: the fields, ``residual_steps`` only when set (cards written
+        before it existed keep their digests)."""
+        data = asdict(self)
+        if not self.residual_steps:
+            del data["residual_steps"]
+        return data
+
     @property
     def nvec(self) -> list[int]:
-        """Levels of each action component: clock, a share per slot, a batch cap per slot."""
+        """Levels of each action component: clock, a share per slot, a batch cap per slot; for a
+        residual controller, its clock adjustment alone."""
+        if self.residual_steps:
+            return [2 * self.residual_steps + 1]
         caps = [len(self.batch_caps)] * self.slots if self.batch_caps else []
         return [self.clock_levels] + [self.share_levels] * self.slots + caps
 
@@ -173,7 +188,7 @@ def checkpoint_digest(card: dict[str, Any], source: str, *, with_export: bool = 
         "algo": agent.get("algo"),
         "env_kwargs": agent.get("env_kwargs", {}),
         "sha256": {name: h for name, h in hashes.items() if with_export or not name.startswith(EXPORTED + "/")},
-        "interface": asdict(ControllerInterface.from_card(card, source)) if sealed else None,
+        "interface": ControllerInterface.from_card(card, source).record() if sealed else None,
     }
     try:
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -236,7 +251,7 @@ def seal_card(folder: str | Path, interface: ControllerInterface, card: dict[str
     replaced on disk while the export ran is overwritten, not sealed and then printed as trusted."""
     folder = Path(folder)
     card = dict(read_card(folder) if card is None else card)
-    card["interface"] = asdict(interface)
+    card["interface"] = interface.record()
     card["sha256"] = {**card.get("sha256", {}), **{name: sha256_file(folder / name) for name in SEALED}}
     path = folder / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")

@@ -55,6 +55,10 @@ class CheckpointDecider:
     def __init__(self, controller: LocalController, engines: Sequence[EngineSpec], supported_mhz: Sequence[int],
                  tdp_w: float):
         face = controller.interface
+        if face.residual_steps:
+            raise FestgymError(f"deploy: {controller.name} is a residual controller (it adjusts Festina's clock "
+                               "decisions); deploying one needs Festina on the host beside it, which deploy does "
+                               "not do yet: --policy festina, or a checkpoint that sets the clock itself")
         if len(engines) > face.slots:
             raise FestgymError(f"deploy: {len(engines)} engines, but {controller.name} controls at most "
                                f"{face.slots} models per GPU")

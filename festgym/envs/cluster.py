@@ -45,7 +45,7 @@ class ClusterEnv(ServingEnv):
 
     ## Rewards
 
-    :class:`~festgym.envs.reward.EnergySLOReward` over every GPU for the interval (energy over
+    :class:`~festgym.sim.reward.EnergySLOReward` over every GPU for the interval (energy over
     G·TDP·interval); all terms in ``info``.
 
     ## Starting State

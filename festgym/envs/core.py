@@ -12,13 +12,14 @@ import numpy as np
 
 from festgym.control.actions import Action, GpuControl
 from festgym.control.decoder import LevelDecoder, box_level
-from festgym.envs.reward import EnergySLOReward, Meter
 from festgym.policies.registry import background_policy
+from festgym.policies.residual import ClockSteps, base_clock_levels
 from festgym.scenario import Scenario, load_scenario
 from festgym.sim.gpu import SimGpu
 from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.observation import time_features
 from festgym.sim.policy import BasePolicy, Policy
+from festgym.sim.reward import EnergySLOReward, Meter
 from festgym.sim.views import ClusterView, GpuView, Request
 
 ACTION_TYPES = ("multidiscrete", "box")
@@ -48,13 +49,18 @@ class AgentPolicy(BasePolicy):
         self.pending: dict[int, Callable[[], GpuControl]] = {}
         self.routes: dict[str, int] = {}
         self.target: int | None = None
+        self.residual: ClockSteps | None = None  # a residual agent: it adjusts the background's decisions
+        self.steps: dict[int, int] = {}  # its clock adjustment per GPU
+        foresee = getattr(background, "foresee", None)
+        if foresee is not None:  # a planner with foresight (the clairvoyant reference) plans as it would alone
+            self.foresee = foresee
 
     def reset(self, cluster: ClusterView) -> None:
-        self.active, self.pending, self.routes, self.target = False, {}, {}, None
+        self.active, self.pending, self.routes, self.target, self.steps = False, {}, {}, None, {}
         self.background.reset(cluster)
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
-        if self.active and not self.defer:
+        if self.active and not self.defer and self.residual is None:  # a residual agent places as the background
             if self.only_gpu is not None:
                 return self.only_gpu  # one GPU, the agent's: nothing to choose
             if self.target is not None:
@@ -67,6 +73,8 @@ class AgentPolicy(BasePolicy):
 
     def control(self, gpu: GpuView, now: float) -> GpuControl | None:
         if self.active and not self.defer and gpu.index in self.controlled:
+            if self.residual is not None:
+                return self.residual.shift(self.background.control(gpu, now), gpu, self.steps.get(gpu.index, 0))
             build = self.pending.pop(gpu.index, None)
             return build() if build is not None else None  # built now: residents may have changed
         return self.background.control(gpu, now)
@@ -82,6 +90,8 @@ class ServingEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012 (Gymnasium declares it so)
     local = False
     """Simulate the scenario's ``local`` sub-cluster instead of the whole cluster."""
+    residual_capable = False
+    """Whether ``env.residual_steps`` may turn the agent into a residual controller."""
 
     def __init__(self, scenario: str | Scenario | dict = "default", action_type: str = "multidiscrete",
                  render_mode: str | None = None, **overrides: Any):
@@ -100,6 +110,10 @@ class ServingEnv(gym.Env):
         self.controlled = self._controlled()
         self.agent = AgentPolicy(background_policy(self.scenario), self.controlled, len(self.sim.gpu_types))
         env = self.scenario.env
+        if env.residual_steps:
+            if not self.residual_capable:
+                raise ValueError(f"{type(self).__name__}: env.residual_steps is for LocalGPU-v0 (here: set it to 0)")
+            self.agent.residual = ClockSteps(base_clock_levels(self.agent.background))
         ladders = {t: s.sm_clocks_mhz for t, s in self.sim.specs.items()}
         self.decoder = LevelDecoder(ladders, env.clock_levels, env.share_levels, env.batch_caps)
         self.clocks = self.decoder.clocks

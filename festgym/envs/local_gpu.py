@@ -52,6 +52,11 @@ class LocalGpuEnv(ServingEnv):
     are ignored. With ``action_type="box"`` the same components are a ``Box(-1, 1)``, component
     i giving level ⌊(a+1)/2 · n_i⌋.
 
+    **Residual** (``env.residual_steps`` = R ≥ 1): ``MultiDiscrete([2R + 1])``, level j moving
+    the background policy's own clock decision for the GPU by j − R levels of its clock grid
+    (shares, placement and the rest stay the background's). The middle level (0 in a Box) is the
+    background policy bit for bit, so training starts from Festina (tested).
+
     ## Observation Space
 
     ``Box(0, 1, (10·M + 8 + 2,), float32)``, every feature in [0, 1]; ``squash(x) = x/(1+x)``
@@ -77,7 +82,7 @@ class LocalGpuEnv(ServingEnv):
 
     ## Rewards
 
-    :class:`~festgym.envs.reward.EnergySLOReward` over the agent's GPU for the interval:
+    :class:`~festgym.sim.reward.EnergySLOReward` over the agent's GPU for the interval:
     −energy/(TDP·interval) − λ_TTFT·TTFT lateness − λ_TBT·TBT excess, weights from the scenario's
     ``reward``. ``info`` holds every term, the raw joules and the interval's TTFT/TBT attainment.
 
@@ -104,6 +109,7 @@ class LocalGpuEnv(ServingEnv):
     """
 
     local = True
+    residual_capable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -112,9 +118,12 @@ class LocalGpuEnv(ServingEnv):
         """This episode's slot models (fewer than the slots when ``local.pool`` draws fewer)."""
         m = len(local.models)
         slots = [f"slot{k}" for k in range(m)] if local.pool else list(local.models)
-        nvec = [env.clock_levels] + [env.share_levels] * m + ([len(env.batch_caps)] * m if env.batch_caps else [])
-        labels = ["clock"] + [f"share[{x}]" for x in slots] + \
-                 ([f"batch_cap[{x}]" for x in slots] if env.batch_caps else [])
+        if env.residual_steps:
+            nvec, labels = [2 * env.residual_steps + 1], ["clock_adjust"]
+        else:
+            nvec = [env.clock_levels] + [env.share_levels] * m + ([len(env.batch_caps)] * m if env.batch_caps else [])
+            labels = ["clock"] + [f"share[{x}]" for x in slots] + \
+                     ([f"batch_cap[{x}]" for x in slots] if env.batch_caps else [])
         self._set_action_space(nvec, labels)
         self.feature_names = tuple(f"{x}.{f}" for x in slots for f in SLOT_FEATURES) + \
             tuple(f"gpu.{f}" for f in GPU_FEATURES) + TIME_FEATURES
@@ -136,6 +145,10 @@ class LocalGpuEnv(ServingEnv):
         return [0]
 
     def _apply(self, levels: list[int]) -> None:
+        residual = self.scenario.env.residual_steps
+        if residual:
+            self.agent.steps[0] = int(levels[0]) - residual
+            return
         m = len(self.scenario.local.models)
         gpu = self.sim.gpus[0]
         self.set_control(gpu, self.models, int(levels[0]), levels[1:1 + m], levels[1 + m:])

@@ -12,7 +12,7 @@ agents that act together every control interval:
   go, 0 for the background policy's placement, k for GPU k−1 (``MultiDiscrete([G + 1] * M)``). It
   sees ``Cluster-v0``'s whole observation. Without it the background policy places.
 
-Rewards split ``Cluster-v0``'s: each GPU agent gets :class:`~festgym.envs.reward.EnergySLOReward`'s
+Rewards split ``Cluster-v0``'s: each GPU agent gets :class:`~festgym.sim.reward.EnergySLOReward`'s
 terms of its own GPU (its energy, and the SLO counters of the requests its engines served; a
 multi-GPU engine's are its lead GPU's), over the cluster's reference energy, so that the agents'
 rewards add up to the cluster's reward (tested); the placement agent gets 0, and each agent's
@@ -31,8 +31,8 @@ from pettingzoo import ParallelEnv
 
 from festgym.envs.cluster import ClusterEnv
 from festgym.envs.core import box
-from festgym.envs.reward import EnergySLOReward, Meter
 from festgym.sim.observation import GPU_FEATURES, SLOT_FEATURES, TIME_FEATURES, local_features
+from festgym.sim.reward import EnergySLOReward, Meter
 
 PLACEMENT = "placement"
 

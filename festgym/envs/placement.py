@@ -41,7 +41,7 @@ class PlacementEnv(ServingEnv):
 
     ## Rewards
 
-    :class:`~festgym.envs.reward.EnergySLOReward` over the whole cluster from this arrival to the
+    :class:`~festgym.sim.reward.EnergySLOReward` over the whole cluster from this arrival to the
     next (energy over G·TDP·control interval, so a step's energy term is small and the sum over
     an interval matches ``Cluster-v0``'s scale).
 

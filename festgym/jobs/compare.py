@@ -45,7 +45,7 @@ from festgym.errors import FestgymError
 from festgym.jobs.ray_session import LOCAL_RAY, ray_session
 from festgym.jobs.tables import PARQUET_NOTE, parquet_available, write_tables
 from festgym.plots import figure
-from festgym.policies import COMPARED, RULE_POLICIES, make_policy
+from festgym.policies import COMPARED, REFERENCES, RULE_POLICIES, make_policy
 from festgym.policies.registry import is_entry_point
 from festgym.scenario import Scenario, load_scenario
 
@@ -444,6 +444,8 @@ class CompareConfig(SeededRuns):
     checkpoint)."""
     ablation: bool = True
     """Also run the Festina ablation: DVFS, then + SM partitioning, + placement."""
+    references: bool = False
+    """Also run the references that see the future (clairvoyant: about 20 plain runs' time each)."""
     out: Path | None = None
     """Output folder (default: results/<YYYYmmdd-HHMMSS>/)."""
 
@@ -461,6 +463,8 @@ def compare(scenario: str | Path | Scenario = "default", config: CompareConfig |
     spec = scenario if isinstance(scenario, Scenario) else str(scenario)
     parsed = load_scenario(spec)  # a bad name or file fails here, before any worker starts
     names, seeds, duration_s = check_policies(config.policies), check_seeds(config.seeds), config.duration_s
+    if config.references:
+        names += [r for r in REFERENCES if r not in names]
     labels, planned, notes = plan(names, config.ablation)
     job_list = [Job(label, policy, tuple(sorted(params.items())), spec, seed, duration_s, seed == seeds[0])
                 for label, policy, params in planned for seed in seeds]

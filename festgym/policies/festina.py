@@ -79,7 +79,7 @@ import numpy as np
 from festgym.config import build_dataclass, check_ranges
 from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload
 from festgym.control.levels import SHARE_STEP, normalize_shares, quantize_share
-from festgym.memo import remember
+from festgym.memo import Memo, remember
 from festgym.policies.demand import CTX_GUESS, Demand
 from festgym.policies.least_loaded import LeastLoaded, load_score
 from festgym.policies.tables import ProfileTables, TableCache
@@ -210,9 +210,9 @@ class Festina(BasePolicy):
         if context != self._context:
             self._context = context
             self._tables = TableCache(self.config.n_share_levels, self.config.n_clock_levels)
-            self._summaries: dict[tuple, Summary] = {}
-            self._marginals: dict[tuple, float] = {}
-            self._plans: dict[tuple, tuple[float, dict[str, float]]] = {}
+            self._summaries: Memo = Memo()  # situation -> Summary
+            self._marginals: Memo = Memo()  # situation -> J per token
+            self._plans: Memo = Memo()  # settings -> (clock, shares)
         self._need: dict[tuple[int, str], tuple[float, float]] = {}  # (need, when computed)
         # (lead GPU, model) of a multi-GPU engine -> (when, clock index, share level) its lead planned
         self._lead_plans: dict[tuple[int, str], tuple[float, int, int]] = {}

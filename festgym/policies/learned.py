@@ -13,6 +13,8 @@ numpy alone (the exported ``numpy/`` folder of a checkpoint, :class:`~festgym.co
   training. *Assumption:* the features are model-agnostic (SLO ratios, fractions), so a slot
   trained on Llama-3.1-8B serves another model of similar rank. A GPU holding more models than
   there are slots goes to the background policy's local control; ``fallbacks`` counts those calls.
+* **Residual controllers** (card interface ``residual_steps``) move the background policy's own
+  clock decision by their action's levels (:mod:`festgym.policies.residual`), as in training.
 * **Time of day** features use the training scenario's diurnal period (the card's interface; a
   policy does not see the running workload's).
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from festgym.control.actions import Action, GpuControl
 from festgym.control.checkpoint import CARD, LocalController, read_card
 from festgym.control.decoder import LevelDecoder
+from festgym.policies.residual import ClockSteps, base_clock_levels
 from festgym.policies.rules import make_rule_policy
 from festgym.scenario import training_scenario
 from festgym.sim.lifecycle import Mechanisms
@@ -74,6 +77,8 @@ class LearnedLocal(BasePolicy):
         self.mechanisms = getattr(self.background, "mechanisms", Mechanisms())  # its engines live as the background's
         self.fallbacks = 0
         self.calls = 0
+        residual = self.controller.interface.residual_steps
+        self.residual = ClockSteps(base_clock_levels(self.background)) if residual else None
 
     def reset(self, cluster: ClusterView) -> None:
         face = self.controller.interface
@@ -99,6 +104,9 @@ class LearnedLocal(BasePolicy):
         slots = [self.rank[m] for m in ordered] + [-1] * (self.n_slots - len(ordered))
         obs = gpu.observe(slots, now, self.decoder.clock_lo[gpu.spec.name], self.controller.interface.period_s)
         levels = self.controller.levels(obs)
+        if self.residual is not None:  # it adjusts the background policy's decision
+            steps = int(levels[0]) - self.controller.interface.residual_steps
+            return self.residual.shift(self.background.control(gpu, now), gpu, steps)
         m = self.n_slots
         return self.decoder.control(gpu.spec.name, present, ordered, levels[0], levels[1:1 + m], levels[1 + m:])
 

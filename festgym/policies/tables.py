@@ -86,6 +86,10 @@ class TableCache:
         self.n_shares, self.n_clocks = n_shares, n_clocks
         self._tables: dict[tuple[str, str], ProfileTables] = {}
 
+    def __deepcopy__(self, memo: dict) -> TableCache:
+        """The cache itself: tables are pure functions of the profiles, which forked runs share."""
+        return self
+
     def get(self, cluster, gpu, model: str) -> ProfileTables:
         """Tables of ``model`` on ``gpu``'s type (``cluster``: a ClusterView, ``gpu``: a GpuView)."""
         key = (gpu.spec.name, model)

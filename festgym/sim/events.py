@@ -8,6 +8,7 @@ their own (an iteration's end, a clock change taking effect) and never see the l
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from heapq import heappush
 from typing import Any
@@ -15,6 +16,18 @@ from typing import Any
 Callback = Callable[[Any, float], None]
 """``callback(argument, now)``: each kind of event takes its own argument (a version number, ``None``)."""
 Event = tuple[float, int, Callback, object]
+
+
+def copy_callback(callback: Callback, memo: dict[int, Any]) -> Callback:
+    """``callback`` bound to the copy of its owner in ``memo`` (copied now if it is not there yet).
+    ``copy.deepcopy`` takes a compiled class's bound method for an atomic built-in and would leave
+    it bound to the original object."""
+    owner = getattr(callback, "__self__", None)
+    if owner is None or isinstance(owner, type(copy)):  # a plain function, or a module's
+        return callback
+    name: str = callback.__name__
+    bound: Callback = getattr(copy.deepcopy(owner, memo), name)
+    return bound
 
 
 class EventQueue:
@@ -31,3 +44,11 @@ class EventQueue:
         """Run ``callback(arg, t)`` at time ``t``, after every event already scheduled for ``t``."""
         self.scheduled += 1
         heappush(self.heap, (t, self.scheduled, callback, arg))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EventQueue:
+        """A copy whose events call the copies of their owners (a forked run's, :meth:`Simulator.fork`)."""
+        twin = EventQueue()
+        memo[id(self)] = twin
+        twin.scheduled = self.scheduled
+        twin.heap = [(t, n, copy_callback(fn, memo), copy.deepcopy(arg, memo)) for t, n, fn, arg in self.heap]
+        return twin

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from festgym.control.attribution import split_alone, split_power
 from festgym.control.levels import nearest_clock
 from festgym.control.states import (
@@ -82,6 +84,7 @@ NODE_UP, NODE_CHANGING, NODE_DOWN = 0, 1, 2
 """What a GPU sees of its node's state: on; booting or shutting down; off."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SimGpu:
     """A GPU and the instances resident on it."""
 

@@ -56,6 +56,8 @@ import math
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from festgym.control.states import (
     PHASE_ASLEEP,
     PHASE_DECODE,
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.gpu import SimGpu
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Seq:
     """A request inside an instance."""
 
@@ -119,6 +122,7 @@ class InstanceHost(Protocol):
         """End ``src``'s migration: its requests move to its ready target, and ``src`` goes."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Instance:
     """A model served on one GPU or a group of them, with its own queue, batch and KV cache."""
 

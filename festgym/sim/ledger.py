@@ -22,6 +22,7 @@ from array import array
 from typing import TYPE_CHECKING
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from festgym.control.attribution import ENERGY_PARTS
 
@@ -38,6 +39,7 @@ RUN_BUFFER = 6 * 1024
 """Run-log values gathered in a list before they move to the compact array."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RequestLog:
     """Per-request outcome arrays, indexed by request number in the trace."""
 
@@ -74,6 +76,7 @@ def over_limit(g0: float, dg: float, n: int, limit: float) -> tuple[int, float]:
     return m, m * (g0 - limit) + dg * (lo + hi - 1) * m / 2
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Counters:
     """Cumulative SLO counters of an instance (and, for unloaded instances, of their GPU).
 
@@ -135,6 +138,7 @@ class Counters:
         return out
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ledger:
     """A run's book: :class:`RequestLog`, the decode-run log and the run-wide counters."""
 

@@ -18,10 +18,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:  # pragma: no cover
     from festgym.sim.instance import Instance, Seq
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WaitingQueue:
     """The requests of one instance waiting for admission, head first."""
 
@@ -58,6 +61,7 @@ class WaitingQueue:
         return iter(self.seqs)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FcfsQueue(WaitingQueue):
     """First come, first served."""
 
@@ -67,6 +71,7 @@ class FcfsQueue(WaitingQueue):
         self.seqs.append(seq)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LeastLaxityQueue(WaitingQueue):
     """Least laxity first: TTFT deadline minus the prompt's estimated prefill time."""
 
@@ -83,3 +88,4 @@ class LeastLaxityQueue(WaitingQueue):
 
 QUEUE_ORDERS: dict[str, type[WaitingQueue]] = {"fcfs": FcfsQueue, "llf": LeastLaxityQueue}
 """Queue disciplines by the name a policy's ``queue_order`` gives."""
+

@@ -26,6 +26,7 @@ runs through them, :mod:`festgym.jobs.sensitivity`).
 
 from __future__ import annotations
 
+import copy
 import time as wallclock
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from festgym.control.actions import Action, GpuControl, Migrate, Park, Unload, Wake
 from festgym.control.states import PHASE_ASLEEP, PHASE_IDLE, PHASE_LOADING, PHASE_UNLOADED
@@ -84,6 +86,7 @@ def _longest(profile: Profile, cache_bytes: float) -> int:
     return capacity - per_sequence
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Simulator:
     """A cluster of GPUs serving several models.
 
@@ -251,9 +254,50 @@ class Simulator:
         self.timeline = {k: array("d") for k in TIMELINE_COLUMNS}
         self._tick_energy = [0.0] * len(self.gpus)
         self._tick_s = 0.0  # start of the control interval under way
+        self._foreseeing = False  # inside the policy's foresee hook (fork() then runs the tick in the copy)
         self.events.schedule(0.0, self._tick, None)
         self.events.schedule(self.config.consolidate_interval_s, self._consolidate, None)
         policy.reset(self.view)
+
+    # --- forks -------------------------------------------------------------------------------
+
+    def fork(self, policy: Policy) -> Simulator:
+        """A copy of this run at this moment that goes on on its own under a copy of ``policy``:
+        what a planner with foresight rolls candidate actions forward in
+        (:mod:`festgym.policies.clairvoyant`). ``policy`` is copied together with the run, so that
+        what it holds of the run (views, instances) is the copy's (the run's own policy, copied
+        too, is then replaced by it). The profiles, their slice caches (of pure functions), the
+        trace, the settings and the per-request constants are shared, not copied; the copy's
+        timeline starts empty (the intervals booked so far stay here).
+
+        Call it between events: from :meth:`advance`'s caller, or from the hook
+        ``policy.foresee(simulator, now)`` that the run calls at the start of every control tick
+        when its policy has one. From the hook, the copy has already run that tick under its own
+        policy, so that it stands where this run will stand after the tick. Either way the copy
+        then advances exactly as this run would under the same decisions (tested bit for bit).
+        """
+        memo: dict[int, Any] = {id(x): x for x in self._read_only()}
+        timeline = self.timeline
+        self.timeline = {k: array("d") for k in TIMELINE_COLUMNS}
+        try:
+            twin, twin_policy = copy.deepcopy((self, policy), memo)
+        finally:
+            self.timeline = timeline
+        twin.policy = twin_policy
+        if self._foreseeing:  # the tick under way: the copy runs it with its policy
+            twin._foreseeing = False
+            twin._tick(None, self.now)
+        return twin
+
+    def _read_only(self) -> list[object]:
+        """What a fork shares with this run: nothing changes these during a run, or they cache pure functions."""
+        shared: list[object] = [self.trace, self.config, self.node_spec, self.serving, self.specs, self._slices,
+                                self._arrivals, self.ttft_limit_s, self.deadline_s, self._req_model, self._req_prompt,
+                                self._req_out, self.trace_model, self.mechanisms, self.queue_type,
+                                *self.serving.values(), *self.specs.values()]
+        for cache in self._slices.values():
+            shared += [cache, cache.profile, *cache.held()]
+        return shared
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -283,6 +327,7 @@ class Simulator:
                         return i
                     self._arrive(i, t_arr)
                     i += 1
+                    self._next = i  # current for a fork taken inside an event (Simulator.fork)
                 if self.ledger.open == 0 and i == n and self.config.stop_when_done:
                     until = self.now
                     break
@@ -519,6 +564,13 @@ class Simulator:
         self._tick_s = now
 
     def _tick(self, _arg: object, now: float) -> None:
+        foresee = getattr(self.policy, "foresee", None)
+        if foresee is not None:  # a planner with foresight: it may fork the run here, before the tick
+            self._foreseeing = True
+            try:
+                foresee(self, now)
+            finally:
+                self._foreseeing = False
         interval = self.config.control_interval_s
         self._close_interval(now)  # updates every GPU to now
         for gpu in self.gpus:

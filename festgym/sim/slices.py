@@ -20,6 +20,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from festgym.profiles.profile import Profile
 
@@ -27,6 +28,7 @@ CACHE_SIZE = 512
 Vector = tuple[float, ...]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DecodeSlice:
     """Decode step time (s), power (W) and HBM use over (batch, context) at one (share, clock).
 
@@ -62,6 +64,7 @@ class DecodeSlice:
         return a + b * max(ctx, self.ctx[0])
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class _Rows:
     """Rows over context for integer batch sizes, interpolated from the grid's batch points
     (linearly; extrapolated from the last cell above the grid) when first asked for."""
@@ -84,6 +87,7 @@ class _Rows:
         return row
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class PrefillSlice:
     """Prefill iteration time (s), power (W) and HBM use over prompt tokens."""
@@ -101,6 +105,7 @@ class PrefillSlice:
         return table[i] + (table[i + 1] - table[i]) * (t - x[i]) / (x[i + 1] - x[i])
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SliceCache:
     """Slices of one profile, computed on first use for each (share, clock); the oldest goes
     first when more than ``CACHE_SIZE`` are held."""
@@ -123,6 +128,10 @@ class SliceCache:
             found = self._prefill[(share, clock_mhz)] = self._build_prefill(share, clock_mhz)
             _bound(self._prefill)
         return found
+
+    def held(self) -> list[DecodeSlice | PrefillSlice]:
+        """The slices computed so far (a forked run shares them, :meth:`Simulator.fork`)."""
+        return [*self._decode.values(), *self._prefill.values()]
 
     def _build_decode(self, share: float, clock_mhz: float) -> DecodeSlice:
         grid = self.profile.decode_grid

@@ -35,6 +35,7 @@ from festgym.deploy.observation import EngineSpec, host_observation
 from festgym.deploy.safety import Guard, SafetyConfig
 from festgym.deploy.telemetry import Telemetry
 from festgym.devices.device import NoPermission
+from festgym.errors import FestgymError
 from festgym.scenario import load_scenario
 from festgym.simhost.host import SimulatedHost, gap_histogram
 
@@ -346,7 +347,7 @@ url = serve_metrics()
 gpu = FakeGpu()
 nvml.open_gpus = lambda indices=None: [gpu]  # the host's GPU, without a driver
 from festgym.cli.main import main
-code = main(["deploy", "--engine", f"Llama-3.1-8B={url}", "--slo",
+code = main(["deploy", "--policy", "ppo-local", "--engine", f"Llama-3.1-8B={url}", "--slo",
              "Llama-3.1-8B=0.5,0.1", "--max-num-seqs", "Llama-3.1-8B=64", "--apply", "--interval", "0.1",
              "--duration", "0.5", "--min-change-interval", "0", "--log", sys.argv[1], "--json"])
 print(json.dumps({"code": code, "writes": gpu.writes, "changed": gpu.changed()}))
@@ -354,8 +355,8 @@ print(json.dumps({"code": code, "writes": gpu.writes, "changed": gpu.changed()})
 
 
 def test_festgym_deploy_on_a_real_host_needs_numpy_alone(tmp_path):
-    """The CLI path of a real host (NVML faked, a live HTTP metrics endpoint) with pandas, YAML,
-    Gymnasium and torch made unimportable."""
+    """The CLI path of a real host running a checkpoint (NVML faked, a live HTTP metrics
+    endpoint) with pandas, YAML, Gymnasium and torch made unimportable."""
     log = tmp_path / "host.jsonl"
     done = subprocess.run([sys.executable, "-c", REAL_HOST_CLI, str(log)], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
@@ -399,8 +400,29 @@ def test_cli_deploy_simulated_and_gpu_info(tmp_path, capsys):
     assert info["name"] == "H100-SXM-80GB" and info["sm_count"] == 132 and info["power_limit_w"] == 700.0
 
 
+def test_without_a_policy_deploy_runs_the_controller_the_comparison_chooses(tmp_path):
+    from festgym.cli.deploy import DEPLOYED
+
+    log = tmp_path / "d.jsonl"
+    assert main(["deploy", "--simulate", "default", "--duration", "5", "--log", str(log)]) == 0
+    start = json.loads(log.read_text().splitlines()[0])
+    assert DEPLOYED == "festina" and start["controller"] == DEPLOYED and start["controller_sha256"] is None
+
+
+def test_a_residual_checkpoint_is_refused_on_a_host_by_name():
+    from types import SimpleNamespace
+
+    from festgym.control.checkpoint import ControllerInterface
+
+    face = ControllerInterface(2, 8, 4, (), 86400.0, "box", residual_steps=2)
+    residual = SimpleNamespace(interface=face, name="ppo-residual", sha256=None)
+    with pytest.raises(FestgymError, match="ppo-residual is a residual controller"):
+        CheckpointDecider(residual, [], [990, 1980], 700.0)
+
+
 def test_a_pinned_hash_that_differs_is_refused(tmp_path, capsys):
-    assert main(["deploy", "--simulate", "default", "--sha256", "0" * 64, "--log", str(tmp_path / "x")]) == 2
+    assert main(["deploy", "--simulate", "default", "--policy", "ppo-local", "--sha256", "0" * 64,
+                 "--log", str(tmp_path / "x")]) == 2
     assert "is not the pinned" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

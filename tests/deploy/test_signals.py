@@ -141,9 +141,9 @@ for line in sys.stdin:  # one command line per run, the same process throughout
 
 
 def agent_argv(log: Path, *extra: str) -> list[str]:
-    return ["deploy", "--engine", "Llama-3.1-8B=METRICS", "--slo", "Llama-3.1-8B=0.5,0.1", "--max-num-seqs",
-            "Llama-3.1-8B=64", "--apply", "--interval", "0.02", "--min-change-interval", "0", "--log", str(log),
-            *extra]
+    return ["deploy", "--policy", "ppo-local", "--engine", "Llama-3.1-8B=METRICS", "--slo", "Llama-3.1-8B=0.5,0.1",
+            "--max-num-seqs", "Llama-3.1-8B=64", "--apply", "--interval", "0.02", "--min-change-interval", "0",
+            "--log", str(log), *extra]
 
 
 class Child:

@@ -25,7 +25,8 @@ SHORT = {"episode_s": 30, "warmup_s": 10}
 QUICK = {"init_s": 2.0}
 """Engine start after the weights: short, so the engines a warm-up of 10 s starts are ready when
 the episode begins (the scenarios' 14 s is vLLM's)."""
-INFO_KEYS = ("reward_energy", "reward_ttft", "reward_tbt", "energy_j", "ttft_attainment", "tbt_attainment", "time_s")
+INFO_KEYS = ("reward_energy", "reward_ttft", "reward_tbt", "cost", "energy_j", "ttft_attainment", "tbt_attainment",
+             "time_s")
 
 
 def make(env_id: str, action_type: str = "multidiscrete", **kwargs) -> gym.Env:
@@ -332,6 +333,9 @@ def test_reward_terms_follow_the_scenario_weights(mode):
         tbt = info["tbt_excess"] if mode == "smooth" else info["gaps_over"]
         assert info["reward_ttft"] == pytest.approx(-2.0 * ttft, abs=1e-12)
         assert info["reward_tbt"] == pytest.approx(-0.25 * tbt, abs=1e-12)
+        # The safe-RL cost (Safety-Gymnasium's info["cost"]): the SLO terms alone, non-negative.
+        assert info["cost"] == pytest.approx(2.0 * ttft + 0.25 * tbt, abs=1e-12) and info["cost"] >= 0
+        assert _reward == pytest.approx(info["reward_energy"] - info["cost"], abs=1e-12)
         if info["first_tokens"]:
             assert info["ttft_attainment"] == pytest.approx(1 - info["ttft_over"] / info["first_tokens"])
 

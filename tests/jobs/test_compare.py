@@ -257,3 +257,12 @@ def test_paired_difference_cancels_the_workload():
     assert d["energy_pct"] == pytest.approx(10.0) and d["energy_pct_ci95"] == pytest.approx(0.0, abs=1e-9)
     assert d["gpu_energy_pct"] == pytest.approx(-20.0) and d["gpu_energy_pct_ci95"] == pytest.approx(0.0, abs=1e-9)
     assert d["slo_pp"] == pytest.approx(-5.0) and d["seeds"] == 3
+
+
+def test_references_run_beside_the_policies_when_asked(tmp_path):
+    pytest.importorskip("scipy")
+    result = compare(**{**SHORT, "policies": ["festina"]}, seeds=(0,), jobs=1, ablation=False, references=True,
+                     out=tmp_path)
+    # then max-clock, the savings reference
+    assert list(result.summary.policy)[:3] == ["festina", "clairvoyant", "offline-optimal"]
+    assert result.summary["energy_kwh"].gt(0).all()

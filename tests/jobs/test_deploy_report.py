@@ -21,7 +21,8 @@ DEFAULT_MHZ = 1980
 
 def deploy(folder: Path, *extra: str) -> Path:
     log = folder / "deploy.jsonl"
-    assert main(["deploy", "--simulate", "default", "--duration", "20", "--log", str(log), *extra]) == 0
+    assert main(["deploy", "--simulate", "default", "--policy", "ppo-local", "--duration", "20", "--log", str(log),
+                 *extra]) == 0
     return log
 
 

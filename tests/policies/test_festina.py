@@ -263,7 +263,7 @@ def test_make_policy_defaults():
     tuned = make_policy("festina", dvfs=False, low_load=0.2)
     assert tuned.config.dvfs is False and tuned.config.low_load == 0.2 and tuned.config.partition is True
     assert set(RULE_POLICIES) == {"festina", "least-loaded", "max-clock", "serverless-llm", "mps-even",
-                                  "dvfs-only", "miad-llf", "power-cap"}
+                                  "dvfs-only", "miad-llf", "power-cap", "clairvoyant", "offline-optimal"}
     assert make_policy("least-loaded").name == "least-loaded"
 
 

@@ -1,4 +1,5 @@
 """The environments' reward: energy minus SLO penalties, returned with its terms (as Sinergym does).
+It is the cost the clairvoyant reference plans with too (:mod:`festgym.policies.clairvoyant`).
 
 For one control interval of the GPUs an agent controls::
 
@@ -15,7 +16,9 @@ For one control interval of the GPUs an agent controls::
   the TBT SLO. A step per violation: simpler to read, harder to learn from.
 
 Every term, the raw joules and the interval's SLO attainment go into ``info`` so that a user can
-re-weight offline.
+re-weight offline. ``info["cost"]`` is the SLO part alone as a non-negative cost,
+``ttft_weight·TTFT_term + tbt_weight·TBT_term`` (so ``reward = reward_energy − cost``): the
+per-step constraint cost safe-RL libraries read, as Safety-Gymnasium's environments give it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from festgym.scenario import RewardConfig
+from festgym.config import check_ranges
 from festgym.sim.gpu import SimGpu
 from festgym.sim.ledger import Counters
+
+REWARD_MODES = ("smooth", "count")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Reward weights (a scenario's ``reward`` section)."""
+
+    energy_weight: float = 1.0
+    """Weight of the interval's energy over its reference (TDP × interval × GPUs)."""
+    ttft_weight: float = 1.0
+    """Weight of the TTFT term."""
+    tbt_weight: float = 0.01
+    """Weight of the TBT term (per gap: a busy GPU produces thousands of gaps a second)."""
+    mode: str = "smooth"
+    """``smooth`` (graded excess) or ``count`` (violations)."""
+
+    def __post_init__(self):
+        check_ranges(self, {"energy_weight": self.energy_weight >= 0, "ttft_weight": self.ttft_weight >= 0,
+                            "tbt_weight": self.tbt_weight >= 0, "mode": self.mode in REWARD_MODES},
+                     {"energy_weight": "≥ 0", "ttft_weight": "≥ 0", "tbt_weight": "≥ 0",
+                      "mode": f"one of {', '.join(REWARD_MODES)}"})
 
 
 @dataclass
@@ -81,7 +106,7 @@ class EnergySLOReward:
         # Attainment of an interval with nothing to attain is 1 (nothing missed; NaN would break
         # equality checks on info); the raw counts beside it tell the two apart.
         terms = {
-            "reward_energy": energy, "reward_ttft": ttft, "reward_tbt": tbt,
+            "reward_energy": energy, "reward_ttft": ttft, "reward_tbt": tbt, "cost": -(ttft + tbt),
             "energy_j": stats.energy_j,
             "ttft_attainment": 1 - slo.ttft_over / slo.first_tokens if slo.first_tokens else 1.0,
             "tbt_attainment": 1 - slo.gaps_over / slo.gaps if slo.gaps else 1.0,

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from festgym.envs.reward import EnergySLOReward, IntervalStats
-from festgym.scenario import RewardConfig
 from festgym.sim.ledger import Counters, over_limit
+from festgym.sim.reward import EnergySLOReward, IntervalStats, RewardConfig
 
 FIELDS = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
 
