@@ -167,10 +167,12 @@ class _Program:
         self.models = list(sim.model_names)
         self.G, self.M = len(sim.gpus), len(self.models)
         self.W = max(1, math.ceil(sim.end / config.window_s))
-        for (gpu_type, model), cache in sim._slices.items():
-            if cache.profile.parallel.gpus > 1:
-                raise FestgymError(f"offline-optimal: {model} spans {cache.profile.parallel.gpus} GPUs on {gpu_type}; "
-                                   "the program places one-GPU engines only (remove it from --policies)")
+        for gpu_type in dict.fromkeys(sim.gpu_types):
+            for model in self.models:
+                span = sim.profile(gpu_type, model).parallel.gpus
+                if span > 1:
+                    raise FestgymError(f"offline-optimal: {model} spans {span} GPUs on {gpu_type}; the program "
+                                       "places one-GPU engines only (remove it from --policies)")
         self.clocks = [clock_levels(sim.specs[t].sm_clocks_mhz, config.n_clock_levels, t) for t in sim.gpu_types]
         self.C = config.n_clock_levels
         self.unplanned: list[tuple[str, int]] = []
@@ -193,7 +195,7 @@ class _Program:
         for more). Energy is at the batch the work itself forms."""
         sim, cfg = self.sim, self.cfg
         gpu_type, name = sim.gpu_types[g], self.models[m]
-        profile = sim._slices[(gpu_type, name)].profile
+        profile = sim.profile(gpu_type, name)
         clock = self.clocks[g][c]
         n = self.n[m, w]
         rate = n / cfg.window_s
@@ -218,7 +220,7 @@ class _Program:
         """Energy of one cold start of m on g: its load time at the resident idle power's top."""
         sim = self.sim
         gpu_type, name = sim.gpu_types[g], self.models[m]
-        profile = sim._slices[(gpu_type, name)].profile
+        profile = sim.profile(gpu_type, name)
         init = sim.serving[name].engine.init_s
         seconds = cold_start_s(weight_bytes_per_gpu(profile), "fast", sim.config.weights_from,
                                sim.specs[gpu_type].host_to_gpu_gbps, sim.config.init_s if init is None else init)
