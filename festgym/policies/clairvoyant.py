@@ -33,7 +33,6 @@ seconds; tested against that bound).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,7 +147,7 @@ class Clairvoyant(BasePolicy):
 
     def _cost(self, meter: Meter, reference_j: float, now: float) -> float:
         reward, _ = EnergySLOReward(self.reward, reference_j)(meter.read(now))
-        return -reward if math.isfinite(reward) else math.inf
+        return -reward
 
 
 __all__ = ["Clairvoyant", "ClairvoyantConfig"]

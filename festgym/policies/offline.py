@@ -175,6 +175,7 @@ class _Program:
                                        "places one-GPU engines only (remove it from --policies)")
         self.clocks = [clock_levels(sim.specs[t].sm_clocks_mhz, config.n_clock_levels, t) for t in sim.gpu_types]
         self.C = config.n_clock_levels
+        self._capacity: dict[tuple[str, str, int], float] = {}  # decode seconds per token at full throughput
         self.unplanned: list[tuple[str, int]] = []
         """(model, window) whose work no GPU can take within its SLOs: left to the base policy."""
         # Work per (model, window): requests, prompt and output tokens.
@@ -213,16 +214,19 @@ class _Program:
         dec_busy = self.out[m, w] / batch * step_s
         pre_busy = n * pre_s
         joules = dec_busy * (dec_w - idle_w) + pre_busy * (float(prefill["power_w"]) - idle_w)
-        return self.out[m, w] * _per_token_at_capacity(profile, clock, (1 - cfg.tbt_margin) * slo.tbt_s) + pre_busy, \
-            max(joules, 0.0)
+        key = (gpu_type, name, c)  # the same for every window: computed once
+        per_token = self._capacity.get(key)
+        if per_token is None:
+            per_token = self._capacity[key] = _per_token_at_capacity(profile, clock, (1 - cfg.tbt_margin) * slo.tbt_s)
+        return self.out[m, w] * per_token + pre_busy, max(joules, 0.0)
 
     def load_j(self, g: int, m: int) -> float:
-        """Energy of one cold start of m on g: its load time at the resident idle power's top."""
+        """Energy of one cold start of m on g: its load time (the run's loader) at the resident idle power's top."""
         sim = self.sim
         gpu_type, name = sim.gpu_types[g], self.models[m]
         profile = sim.profile(gpu_type, name)
         init = sim.serving[name].engine.init_s
-        seconds = cold_start_s(weight_bytes_per_gpu(profile), "fast", sim.config.weights_from,
+        seconds = cold_start_s(weight_bytes_per_gpu(profile), sim.mechanisms.loader, sim.config.weights_from,
                                sim.specs[gpu_type].host_to_gpu_gbps, sim.config.init_s if init is None else init)
         return seconds * sim.specs[gpu_type].resident_idle_w(sim.specs[gpu_type].max_sm_clock_mhz)
 
