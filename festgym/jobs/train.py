@@ -14,11 +14,11 @@ naming) holding:
 * ``eval/``: the evaluation callback's ``evaluations.npz``.
 
 Training uses ``n_envs`` environments in worker processes (``SubprocVecEnv``; one environment runs
-in-process), normalised by ``VecNormalize``. Evaluation runs on its own environment with seeds
-from ``eval_seed`` up, which training never draws (training seeds its environments from ``seed``),
-with the training statistics frozen. Everything an agent needs beyond the defaults lives in its
-YAML; nothing is hard-coded here. This module imports stable-baselines3 (and so torch): import it
-only to train.
+in-process), normalised by ``VecNormalize``. Evaluation runs on its own environment, on the same
+episodes every time (seeds ``eval_seed``, ``eval_seed + 1``, ...; training never draws them, it
+seeds its environments from ``seed``), with the training statistics frozen. Everything an agent
+needs beyond the defaults lives in its YAML; nothing is hard-coded here. This module imports
+stable-baselines3 (and so torch): import it only to train.
 """
 
 from __future__ import annotations
@@ -49,8 +49,20 @@ from festgym.control.checkpoint import (
     seal_card,
 )
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
+from festgym.envs.constrained import LagrangianReward, dual_step
+from festgym.envs.rollout import SeededEpisodes, run_episode
+from festgym.errors import SpecError
 from festgym.jobs.export import export_sb3
-from festgym.jobs.train_config import ALGORITHMS, AgentSpec, TrainConfig, load_agent, run_name, training_card
+from festgym.jobs.train_config import (
+    ALGORITHMS,
+    BASELINE_SEED,
+    AgentSpec,
+    LagrangianSpec,
+    TrainConfig,
+    load_agent,
+    run_name,
+    training_card,
+)
 from festgym.scenario import controller_interface, training_scenario
 
 
@@ -69,9 +81,15 @@ def train(config: TrainConfig) -> Path:
     env_kwargs = {"scenario": config.scenario, **agent.env_kwargs}
     gym.spec(agent.env)  # an unknown id fails here, with gymnasium's message
     make = partial(make_env, agent.env)  # by reference: a worker process imports festgym, which registers the id
+    constraint = agent.constraint
+    dual = None if constraint is None else \
+        DualAscent(constraint, _cost_limit(constraint, make, env_kwargs, config.agent))
     venv = make_vec_env(make, n_envs=agent.n_envs, seed=config.seed, env_kwargs=env_kwargs,
-                        vec_env_cls=SubprocVecEnv if agent.n_envs > 1 else DummyVecEnv)
-    eval_env = make_vec_env(make, n_envs=1, seed=agent.eval_seed, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv)
+                        vec_env_cls=SubprocVecEnv if agent.n_envs > 1 else DummyVecEnv,
+                        wrapper_class=None if dual is None else
+                        partial(LagrangianReward, multiplier=dual.multiplier, cost_key=dual.constraint.cost_key))
+    eval_env = make_vec_env(make, n_envs=1, env_kwargs=env_kwargs, vec_env_cls=DummyVecEnv,
+                            wrapper_class=partial(SeededEpisodes, first_seed=agent.eval_seed))
     if agent.normalize:
         gamma = agent.hyperparams.get("gamma", 0.99)
         venv = VecNormalize(venv, gamma=gamma, **agent.normalize)
@@ -80,14 +98,14 @@ def train(config: TrainConfig) -> Path:
     model = getattr(sb3, agent.algo.upper())(agent.policy, venv, seed=config.seed, device="cpu", verbose=0,
                                              tensorboard_log=str(run / "tb") if _has_tensorboard() else None,
                                              **agent.hyperparams)
-    evaluation = EvalCallback(eval_env, callback_on_new_best=SaveNormalization(checkpoint / STATISTICS),
+    evaluation = FixedEpisodes(eval_env, callback_on_new_best=SaveNormalization(checkpoint / STATISTICS),
                               n_eval_episodes=agent.eval_episodes, eval_freq=max(agent.eval_freq // agent.n_envs, 1),
                               best_model_save_path=str(checkpoint), log_path=str(run / "eval"), deterministic=True,
                               verbose=0)
     started = time.perf_counter()
     try:
-        model.learn(timesteps, callback=CallbackList([evaluation, Progress(timesteps, config.progress)]),
-                    tb_log_name="train")
+        callbacks = [evaluation, Progress(timesteps, config.progress)] + ([] if dual is None else [dual])
+        model.learn(timesteps, callback=CallbackList(callbacks), tb_log_name="train")
     finally:
         venv.close()
     wall = time.perf_counter() - started
@@ -96,16 +114,36 @@ def train(config: TrainConfig) -> Path:
         if agent.normalize:
             model.get_vec_normalize_env().save(str(checkpoint / STATISTICS))
     (checkpoint / "best_model.zip").rename(checkpoint / MODEL)
-    write_card(checkpoint, config, agent, timesteps, wall, evaluation)
+    write_card(checkpoint, config, agent, timesteps, wall, evaluation, dual)
     return checkpoint
 
 
+def _cost_limit(constraint: LagrangianSpec, make, env_kwargs: dict, source: str) -> float:
+    """The constraint's limit: its own, or the background policy's mean cost per step over its
+    baseline episodes (action None: the policy the environment runs beside decides)."""
+    if constraint.cost_limit is not None:
+        return constraint.cost_limit
+    env = make(**env_kwargs)
+    try:
+        episodes = [run_episode(env, lambda _obs: None, BASELINE_SEED + i) for i in range(constraint.baseline_episodes)]
+    finally:
+        env.close()
+    limit = sum(e[constraint.cost_key] for e in episodes) / sum(e["steps"] for e in episodes)
+    if limit <= 0:
+        raise SpecError(source, "lagrangian.cost_limit", f"absent, and the background policy's mean cost per step is "
+                        f"{limit}: nothing to hold a controller to; set one")
+    return limit
+
+
 def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timesteps: int, wall_s: float,
-               evaluation) -> Path:
-    """``card.json``: how the controller was trained, how it scored in evaluation, file hashes."""
+               evaluation, dual: DualAscent | None = None) -> Path:
+    """``card.json``: how the controller was trained, how it scored in evaluation, file hashes
+    (and, for constrained training, the limit and the multiplier's course)."""
     history = [{"timesteps": int(t), "mean_reward": float(np.mean(r)), "std_reward": float(np.std(r))}
                for t, r in zip(evaluation.evaluations_timesteps, evaluation.evaluations_results)]
     card = training_card(checkpoint.parent.name, config, agent, timesteps, wall_s, history)
+    if dual is not None:
+        card["lagrangian"] = {"cost_limit": dual.limit, "history": dual.history}
     card["sha256"] = {p.name: sha256_file(p) for p in sorted(checkpoint.iterdir()) if p.name != CARD}
     path = checkpoint / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
@@ -144,6 +182,17 @@ def _has_tensorboard() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+class FixedEpisodes(EvalCallback):
+    """SB3's evaluation callback on the same episodes at every evaluation (seeds ``eval_seed``
+    up, :class:`~festgym.envs.rollout.SeededEpisodes`), so that the best model is chosen on
+    returns of one fixed set of episodes, as the RLlib backend chooses its exports."""
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+            self.eval_env.env_method("restart")
+        return super()._on_step()
+
+
 class SaveNormalization(BaseCallback):
     """Saves the training ``VecNormalize`` next to each new best model (SB3's evaluation callback
     saves only the model, whose actions are meaningless without the statistics it saw)."""
@@ -157,6 +206,33 @@ class SaveNormalization(BaseCallback):
         if vec is not None:
             vec.save(str(self.path))
         return True
+
+
+class DualAscent(BaseCallback):
+    """The Lagrangian's multiplier, adapted after each rollout from the rollout's mean cost per
+    step (:func:`festgym.envs.constrained.dual_step`) and sent to every training environment."""
+
+    def __init__(self, constraint: LagrangianSpec, limit: float):
+        super().__init__()
+        self.constraint, self.limit = constraint, limit
+        self.multiplier = constraint.multiplier
+        self.history: list[dict[str, float]] = []
+        self._cost, self._steps = 0.0, 0
+
+    def _on_step(self) -> bool:
+        infos = self.locals["infos"]
+        self._cost += sum(float(info[self.constraint.cost_key]) for info in infos)
+        self._steps += len(infos)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        mean = self._cost / max(self._steps, 1)
+        self.multiplier = dual_step(self.multiplier, mean, self.limit, self.constraint.lr)
+        self.training_env.env_method("set_multiplier", self.multiplier)
+        self.history.append({"timesteps": int(self.num_timesteps), "mean_cost": mean, "multiplier": self.multiplier})
+        self.logger.record("lagrangian/multiplier", self.multiplier)
+        self.logger.record("lagrangian/mean_cost", mean)
+        self._cost, self._steps = 0.0, 0
 
 
 class Progress(BaseCallback):

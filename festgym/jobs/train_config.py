@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from festgym.config import build_dataclass, check_ranges, read_mapping
+from festgym.envs.constrained import COSTS
 from festgym.errors import SpecError
 from festgym.jobs.ray_session import LOCAL_RAY
 from festgym.resources import AGENTS
@@ -44,7 +45,11 @@ class AgentSpec:
     """Evaluate every this many environment steps (over all environments)."""
     eval_episodes: int = 5
     eval_seed: int = 10_000
-    """First evaluation seed; evaluation episodes use seeds from here up."""
+    """First evaluation seed: every evaluation plays the episodes seeded from here up, the same ones."""
+    lagrangian: dict[str, Any] | None = None
+    """Constrained training (SB3): the reward ``reward_energy − λ·cost``, λ adapted so that the mean
+    SLO cost per step meets a limit (the fields of :class:`LagrangianSpec`); absent: the
+    environment's reward."""
 
     def __post_init__(self):
         self.algo = self.algo.lower()
@@ -53,6 +58,42 @@ class AgentSpec:
                             "eval_episodes": self.eval_episodes >= 1},
                      {"algo": f"one of {', '.join(ALGORITHMS)}", "n_envs": "≥ 1", "timesteps": "≥ 1",
                       "eval_freq": "≥ 1", "eval_episodes": "≥ 1"})
+
+    @property
+    def constraint(self) -> LagrangianSpec | None:
+        return None if self.lagrangian is None else build_dataclass(LagrangianSpec, self.lagrangian, "lagrangian")
+
+
+@dataclass(frozen=True)
+class LagrangianSpec:
+    """An agent YAML's ``lagrangian`` section (:mod:`festgym.envs.constrained`)."""
+
+    cost_limit: float | None = None
+    """Mean ``info["cost"]`` per step to meet; absent: the background policy's own (Festina's on
+    the default scenario) over ``baseline_episodes`` episodes, i.e. SLOs no worse than it."""
+    multiplier: float = 1.0
+    """λ at the start (1: the environment's own reward)."""
+    lr: float = 0.5
+    """Dual step after each rollout: λ += lr · (mean cost − limit) / limit, never below 0."""
+    baseline_episodes: int = 4
+    """Background-policy episodes that measure the default limit (seeds from :data:`BASELINE_SEED` up)."""
+    cost_key: str = "cost"
+    """The ``info`` entry held down (:data:`festgym.envs.constrained.COSTS`): ``cost`` (the reward's
+    SLO terms) or ``ttft_over`` / ``gaps_over`` (counts of SLO violations, robust to overloaded episodes)."""
+
+    def __post_init__(self):
+        check_ranges(self, {"cost_key": self.cost_key in COSTS,
+                            "cost_limit": self.cost_limit is None or self.cost_limit > 0,
+                            "multiplier": self.multiplier >= 0, "lr": self.lr > 0,
+                            "baseline_episodes": self.baseline_episodes >= 1},
+                     {"cost_key": " or ".join(COSTS), "cost_limit": "> 0 (or absent: the background policy's)",
+                      "multiplier": "≥ 0", "lr": "> 0",
+                      "baseline_episodes": "≥ 1"})
+
+
+BASELINE_SEED = 20_000
+"""First seed of the episodes that measure a Lagrangian limit: far from training's (the run's
+seed up) and evaluation's (``eval_seed``, 10 000 up by default)."""
 
 
 BACKENDS = ("sb3", "rllib")
@@ -135,6 +176,9 @@ def rllib_settings(agent: AgentSpec, env_runners: int | None = None, source: str
     an error naming it, never dropped."""
     if agent.algo != "ppo":
         raise SpecError(source, "algo", f"{agent.algo!r}; --backend rllib trains ppo only")
+    if agent.lagrangian is not None:
+        raise SpecError(source, "lagrangian", "constrained training runs with --backend sb3 only; remove the section "
+                          "for --backend rllib")
     if agent.normalize and agent.normalize.get("norm_obs", True):
         raise SpecError(source, "normalize.norm_obs", "true; --backend rllib exports no observation "
                           "statistics: set it to false (festgym's observations already lie in [0, 1])")
@@ -188,7 +232,10 @@ def load_agent(spec: str | Path) -> AgentSpec:
     user's agent folders or the shipped one, :data:`festgym.resources.AGENTS`); unknown keys are an
     error naming them."""
     path = AGENTS.resolve(spec, "{}.yaml")
-    return build_dataclass(AgentSpec, read_mapping(path), path)
+    agent = build_dataclass(AgentSpec, read_mapping(path), path)
+    if agent.lagrangian is not None:
+        build_dataclass(LagrangianSpec, agent.lagrangian, f"{path}: lagrangian")  # its errors name the file
+    return agent
 
 
 def training_card(name: str, config: TrainConfig, agent: AgentSpec, timesteps: int, wall_s: float,

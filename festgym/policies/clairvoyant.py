@@ -93,6 +93,9 @@ class Clairvoyant(BasePolicy):
         self.adjusted = Residual(self.base)
         self.plans = self.forks = self.changed = 0
         self.rollout_s = 0.0
+        self.costs: dict[int, dict[int, float]] = {}
+        """The last plan's cost of each candidate (adjustment -> GPU index -> cost): what a
+        learner imitating the planner is taught (``benchmarks/predictable_headroom.py``)."""
         self._next_plan = 0.0
 
     def reset(self, cluster: ClusterView) -> None:
@@ -100,6 +103,7 @@ class Clairvoyant(BasePolicy):
         self.adjusted.steps = {}
         self.plans = self.forks = self.changed = 0
         self.rollout_s = 0.0
+        self.costs = {}
         self._next_plan = 0.0
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
@@ -118,10 +122,10 @@ class Clairvoyant(BasePolicy):
         self._next_plan = now + max(self.config.hold_s, sim.config.control_interval_s)
         awake = [g.index for g in sim.gpus if not g.parked and g.instances]
         if not awake:
-            self.adjusted.steps = {}
+            self.adjusted.steps, self.costs = {}, {}
             return
         self.plans += 1
-        costs = {k: self._rollout(sim, now, k, awake) for k in self.config.candidates}
+        self.costs = costs = {k: self._rollout(sim, now, k, awake) for k in self.config.candidates}
         chosen = {}
         for g in awake:
             best = min(costs, key=lambda k: (costs[k][g], abs(k)))

@@ -710,3 +710,57 @@ def test_run_episode_sums_the_episode():
     assert totals["reward"] == pytest.approx(sum(r for r, _ in rows))
     assert totals["kwh"] == pytest.approx(sum(i["energy_j"] for _, i in rows) / 3.6e6) and totals["kwh"] > 0
     assert 0 <= totals["ttft_attainment"] <= 1 and 0 <= totals["tbt_attainment"] <= 1
+
+
+def test_seeded_episodes_replay_the_same_evaluation():
+    """SB3's evaluation through SeededEpisodes plays run_episode's episodes, seeded first_seed up,
+    and the same ones after a restart: what the training callback chooses checkpoints on."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from festgym.envs.rollout import SeededEpisodes, run_episode
+
+    def act(obs):
+        return np.array([3, 2, 1])
+
+    venv = DummyVecEnv([lambda: SeededEpisodes(make(LOCAL), first_seed=40)])
+    returns = []
+    for _ in range(2):
+        venv.env_method("restart")
+        obs, played, total = venv.reset(), [], 0.0
+        while len(played) < 3:
+            obs, r, done, _info = venv.step(np.array([act(obs[0])]))
+            total += float(r[0])
+            if done[0]:
+                played.append(total)
+                total = 0.0
+        returns.append(played)
+    assert returns[0] == returns[1]
+    expected = [run_episode(make(LOCAL), act, 40 + i)["reward"] for i in range(3)]
+    assert returns[0] == pytest.approx(expected, rel=1e-6)
+    assert len(set(returns[0])) == 3  # three different episodes
+    explicit = SeededEpisodes(make(LOCAL), first_seed=40)
+    explicit.reset(seed=7)
+    assert explicit.played == 0  # an explicit seed is not one of the sequence
+
+
+def test_lagrangian_reward_weighs_the_cost_by_its_multiplier():
+    from festgym.envs.constrained import LagrangianReward, dual_step
+
+    plain, wrapped = make(LOCAL), LagrangianReward(make(LOCAL), multiplier=1.0)
+    plain.reset(seed=3)
+    wrapped.reset(seed=3)
+    for multiplier in (1.0, 0.0, 2.5):
+        wrapped.set_multiplier(multiplier)
+        _, r, *_rest, info = plain.step(np.array([3, 2, 1]))
+        _, rw, *_rest, info_w = wrapped.step(np.array([3, 2, 1]))
+        assert info == info_w  # the same step underneath
+        assert rw == pytest.approx(info["reward_energy"] - multiplier * info["cost"])
+        if multiplier == 1.0:
+            assert rw == pytest.approx(r)
+    violations = LagrangianReward(make(LOCAL), multiplier=2.0, cost_key="ttft_over")
+    violations.reset(seed=3)
+    _, rv, *_rest, info = violations.step(np.array([3, 2, 1]))
+    assert rv == pytest.approx(info["reward_energy"] - 2.0 * info["ttft_over"])
+    assert dual_step(1.0, 3.0, 2.0, 0.5) == pytest.approx(1.25)
+    assert dual_step(0.1, 0.0, 2.0, 0.5) == 0.0  # never below zero

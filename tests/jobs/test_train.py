@@ -115,3 +115,40 @@ def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, digest, tmp_path):
     scenario = load_scenario("default")
     result = scenario.simulator().run(scenario.trace(0, 90.0), policy)
     assert policy.calls > 0 and result.summary["requests"] > 0
+
+
+def test_lagrangian_training_adapts_its_multiplier(tmp_path):
+    """A constrained run measures the background policy's cost as its limit, moves λ after each
+    rollout by the dual step, and records both in the card."""
+    from festgym.envs.constrained import dual_step
+
+    agent = tmp_path / "lagrangian.yaml"
+    agent.write_text(TINY.format(n_envs=1).replace("timesteps: 2048", "timesteps: 512")
+                     .replace("n_steps: 256", "n_steps: 128")
+                     + "env_kwargs: {env: {episode_s: 60, warmup_s: 10}}\n"
+                     + "lagrangian: {multiplier: 1.0, lr: 0.5, baseline_episodes: 1, cost_key: ttft_over}\n")
+    card = read_card(train(TrainConfig(str(agent), "default", None, 0, str(tmp_path / "runs"), progress=False)))
+    record = card["lagrangian"]
+    assert record["cost_limit"] > 0 and [h["timesteps"] for h in record["history"]] == [128, 256, 384, 512]
+    multiplier = 1.0
+    for h in record["history"]:
+        multiplier = dual_step(multiplier, h["mean_cost"], record["cost_limit"], 0.5)
+        assert h["multiplier"] == pytest.approx(multiplier)
+    assert card["agent"]["lagrangian"] == {"multiplier": 1.0, "lr": 0.5, "baseline_episodes": 1,
+                                           "cost_key": "ttft_over"}
+
+
+@pytest.mark.parametrize("section, field", [("{lr: 0}", "lr"), ("{cost_limit: -1}", "cost_limit"),
+                                            ("{rate: 1}", "rate"), ("{cost_key: energy_j}", "cost_key")])
+def test_lagrangian_errors_name_the_field(tmp_path, section, field):
+    agent = tmp_path / "bad.yaml"
+    agent.write_text(f"algo: ppo\nlagrangian: {section}\n")
+    with pytest.raises(SpecError, match=rf"bad.yaml: lagrangian.*{field}"):
+        load_agent(agent)
+
+
+def test_shipped_lagrangian_agent_is_refused_by_rllib():
+    from festgym.jobs.train_config import rllib_settings
+
+    with pytest.raises(SpecError, match="lagrangian.*--backend sb3"):
+        rllib_settings(load_agent("ppo-lagrangian"))

@@ -124,3 +124,17 @@ class TestFork:
         twin.advance(twin.end)  # a different future in the copy
         sim.advance(sim.end)
         pd.testing.assert_frame_equal(sim.result().requests, whole.requests)
+
+
+def test_costs_hold_the_last_plan_and_its_choice_is_their_least():
+    """``Clairvoyant.costs`` (what benchmarks/predictable_headroom.py imitates): every candidate's
+    cost per awake GPU at the last plan; the committed adjustment is the cheapest, 0 on ties."""
+    policy = make_policy("clairvoyant", horizon_s=5.0, hold_s=2.0)
+    cost_of_run(policy, 1)
+    assert sorted(policy.costs) == sorted(policy.config.candidates)
+    gpus = set(policy.costs[0])
+    assert gpus and all(set(by_gpu) == gpus for by_gpu in policy.costs.values())
+    for g in gpus:
+        best = min(policy.costs, key=lambda k: (policy.costs[k][g], abs(k)))
+        chosen = policy.adjusted.steps.get(g, 0)
+        assert policy.costs[chosen][g] == policy.costs[best][g]
