@@ -38,15 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
+from festgym.config import build_dataclass
+from festgym.control.features import SLOT_FEATURES
 from festgym.jobs.compare import parse_seeds
-from festgym.policies.clairvoyant import Clairvoyant
+from festgym.policies.clairvoyant import Clairvoyant, ClairvoyantConfig
 from festgym.policies.residual import Residual
 from festgym.policies.rules import make_rule_policy, rule_params
 from festgym.scenario import load_scenario
 from festgym.sim.views import GpuView
 
 SCENARIO = "default"
-N_SLOT = 10  # LocalGPU-v0's features per model slot (festgym.control.features.SLOT_FEATURES)
+N_SLOT = len(SLOT_FEATURES)  # LocalGPU-v0's features per model slot
+SEARCH = build_dataclass(ClairvoyantConfig, rule_params("clairvoyant"), "policies/clairvoyant.yaml")
+"""The shipped clairvoyant's search: its hold is the imitation's, its horizon the arrivals' window."""
 
 
 def observe(gpu: GpuView, rank: dict[str, int], now: float, clock_lo_mhz: float, period_s: float) -> np.ndarray:
@@ -169,9 +173,8 @@ class Imitated(Residual):
 
 def replay(model: Imitation, steps: np.ndarray, seed: int, duration_s: float) -> dict[str, float]:
     scenario = load_scenario(SCENARIO)
-    hold_s = float(rule_params("clairvoyant").get("hold_s", 5.0))
     run = scenario.simulator().run(scenario.trace(seed, duration_s),
-                                   Imitated(model, steps, hold_s, scenario.workload.diurnal_period_s)).summary
+                                   Imitated(model, steps, SEARCH.hold_s, scenario.workload.diurnal_period_s)).summary
     return {k: run[k] for k in ("energy_kwh", "gpu_energy_kwh", "slo_attainment")}
 
 
@@ -221,7 +224,7 @@ def main() -> None:
         got, best, counts = captured(model, *load(group)[:2])
         print(f"{name} seeds: imitation gains {got:.1f} of the planner's {best:.1f} ({got / best:.1%}); "
               f"choices {dict(zip(steps.tolist(), counts.tolist()))}")
-    horizon_s = float(rule_params("clairvoyant").get("horizon_s", 20.0))
+    horizon_s = SEARCH.horizon_s
     print(f"arrivals: lag-1 autocorrelation of per-model counts in {horizon_s:g} s windows, median over models, "
           + ", ".join(f"seed {s} {arrival_memory(s, args.duration, horizon_s):.2f}" for s in held_out))
     for seed, path in zip(held_out, held_paths):

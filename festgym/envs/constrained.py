@@ -6,7 +6,7 @@ theirs. :class:`LagrangianReward` turns the pair into the Lagrangian ``reward_en
 (or a count of SLO violations in place of ``cost``, :data:`COSTS`);
 a trainer adapts λ by dual ascent so that the mean cost meets a limit (``festgym train`` with an
 agent YAML's ``lagrangian`` section: :class:`festgym.jobs.train_config.LagrangianSpec`). With
-λ = 1 the reward is the environment's own.
+``cost`` and λ = 1 the reward is the environment's own.
 """
 
 from __future__ import annotations
