@@ -34,7 +34,8 @@ class ClusterEnv(ServingEnv):
     | G + G·M + m         | route of model m: 0 = background placement, k = GPU k−1       |
 
     Shares are renormalised per GPU as in ``LocalGPU-v0``. Routing to a GPU without memory for
-    the model rejects the request (counted as ``rejected_memory``). ``action_type="box"`` gives
+    the model rejects the request (counted as ``rejected_memory``, and in the reward as a first
+    token a cold start late: ``info["rejected"]``). ``action_type="box"`` gives
     the same components as a ``Box(-1, 1)``.
 
     ## Observation Space

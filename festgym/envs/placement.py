@@ -30,7 +30,8 @@ class PlacementEnv(ServingEnv):
     ## Action Space
 
     ``MultiDiscrete([G])``: the GPU index (``action_type="box"``: ``Box(-1, 1, (1,))``). A GPU
-    without memory for the model rejects the request (``rejected_memory`` in the results).
+    without memory for the model rejects the request (``rejected_memory`` in the results; the
+    reward charges it as a first token a cold start there late, ``info["rejected"]``).
 
     ## Observation Space
 

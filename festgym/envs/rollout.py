@@ -9,14 +9,15 @@ import gymnasium as gym
 import numpy as np
 
 TOTALS = ("reward_energy", "reward_ttft", "reward_tbt", "cost", "energy_j", "first_tokens", "ttft_over", "gaps",
-          "gaps_over")
+          "gaps_over", "rejected")
 """``info`` entries summed over the episode."""
 
 
 def run_episode(env: gym.Env, act: Callable[[np.ndarray], Any], seed: int) -> dict[str, float]:
     """Play one episode from ``reset(seed=seed)`` with ``act(observation) -> action`` (``None``:
     the background rule policy decides). Returns the episode reward, its terms, its SLO cost
-    and violations (``info``'s ``cost``, ``ttft_over`` and ``gaps_over`` summed), its steps, kWh,
+    and violations (``info``'s ``cost``, ``ttft_over`` and ``gaps_over`` summed), the requests
+    turned away (``rejected``, counted in ``ttft_over`` too), its steps, kWh,
     and the TTFT and TBT attainment over the whole episode."""
     obs, _ = env.reset(seed=seed)
     reward, total = 0.0, dict.fromkeys(TOTALS, 0.0)
@@ -30,7 +31,8 @@ def run_episode(env: gym.Env, act: Callable[[np.ndarray], Any], seed: int) -> di
             total[key] += info[key]
     return {"reward": reward, "energy_term": total["reward_energy"], "ttft_term": total["reward_ttft"],
             "tbt_term": total["reward_tbt"], "cost": total["cost"], "ttft_over": total["ttft_over"],
-            "gaps_over": total["gaps_over"], "steps": steps, "kwh": total["energy_j"] / 3.6e6,
+            "gaps_over": total["gaps_over"], "rejected": total["rejected"], "steps": steps,
+            "kwh": total["energy_j"] / 3.6e6,
             "ttft_attainment": 1 - total["ttft_over"] / max(total["first_tokens"], 1),
             "tbt_attainment": 1 - total["gaps_over"] / max(total["gaps"], 1)}
 

@@ -84,10 +84,13 @@ class Counters:
     sequence (a decode step of batch b gives b gaps) and booked when the iteration or closed-form
     run that produced them ends. A first token later than its SLO books its whole lateness in
     TTFT-SLO units; :meth:`Instance.ttft_overdue` gives the lateness so far of requests still
-    waiting, so that (booked + waiting) grows continuously while a queue starves.
+    waiting, so that (booked + waiting) grows continuously while a queue starves. A request the GPU
+    it was sent to turned away (:meth:`add_rejected`) books a first token that never came, so
+    rewards and costs count it as the evaluation's attainment does: a refusal is never cheaper
+    than serving late.
     """
 
-    __slots__ = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
+    __slots__ = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess", "rejected")
 
     def __init__(self) -> None:
         self.first_tokens = 0
@@ -102,6 +105,8 @@ class Counters:
         """Gaps longer than the TBT SLO."""
         self.tbt_excess = 0.0
         """Sum over gaps of max(0, gap − TBT SLO) / TBT SLO."""
+        self.rejected = 0
+        """Requests turned away (each also booked as a late first token)."""
 
     def add_first_token(self, late: float) -> None:
         """Book a first token ``late`` TTFT-SLO units after its deadline (≤ 0: on time)."""
@@ -109,6 +114,11 @@ class Counters:
         if late > 0:
             self.ttft_over += 1
             self.ttft_excess += late
+
+    def add_rejected(self, late: float) -> None:
+        """Book a request turned away as a first token ``late`` (> 0) TTFT-SLO units after its deadline."""
+        self.rejected += 1
+        self.add_first_token(late)
 
     def add_gaps(self, batch: int, g0: float, dg: float, n: int, tbt_s: float) -> int:
         """Book ``batch`` sequences' gaps g0 + dg·j (j < n); return the steps over ``tbt_s``."""
@@ -125,6 +135,7 @@ class Counters:
         self.gaps += other.gaps
         self.gaps_over += other.gaps_over
         self.tbt_excess += other.tbt_excess
+        self.rejected += other.rejected
         return self
 
     def minus(self, other: Counters) -> Counters:
@@ -135,6 +146,7 @@ class Counters:
         out.gaps -= other.gaps
         out.gaps_over -= other.gaps_over
         out.tbt_excess -= other.tbt_excess
+        out.rejected -= other.rejected
         return out
 
 

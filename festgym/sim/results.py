@@ -108,6 +108,17 @@ class Result:
         """Energy (J) per GPU state, summed over GPUs (host energy: :attr:`nodes`)."""
         return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
 
+    def idle_excess_j(self) -> float:
+        """GPU energy (J) that idle and asleep engines drew above their GPUs' empty floor
+        (``empty_w``, the least a GPU on a powered node draws): the most that moving idle engines
+        away (consolidation, keep-alive, placement) could save of this run's energy while every
+        node stays on, since their GPUs would still draw the floor. It bounds the idle part only:
+        packing busy engines onto fewer GPUs saves at most the busy floor's excess over the empty
+        one while they run together (``idle_w − empty_w``, 5 W on an H100), and powering a node
+        off saves its host power too (:attr:`nodes`)."""
+        g = self.gpus
+        return float((g.energy_idle_j + g.energy_asleep_j - g.empty_w * (g.time_idle_s + g.time_asleep_s)).sum())
+
 
 def _unfinished(sim: Simulator) -> tuple[np.ndarray, np.ndarray]:
     """Tokens generated and energy charged so far of the requests still in an instance at the end,
@@ -179,6 +190,7 @@ def _gpu_frame(sim: Simulator) -> pd.DataFrame:
         row["capped_s"] = gpu.capped_s
         row["cold_starts"] = gpu.cold_starts
         row["unattributed_j"] = gpu.unattributed_j
+        row["empty_w"] = gpu.empty_w
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -11,7 +11,9 @@ For one control interval of the GPUs an agent controls::
   first tokens in TTFT-SLO units, requests still waiting included (a request 50% late adds 0.5 in
   all, spread over the intervals it was late in, so a starved queue is charged while it
   starves); TBT_term is the sum over inter-token
-  gaps of max(0, gap − TBT)/TBT. Both grow continuously with lateness.
+  gaps of max(0, gap − TBT)/TBT. Both grow continuously with lateness. A request the GPU it was
+  sent to turns away counts as a first token a cold start of its model late (``count`` mode: one
+  late first token; ``info["rejected"]`` counts them), so that refusing never avoids lateness.
 * ``count`` mode: TTFT_term counts first tokens later than their SLO, TBT_term gaps longer than
   the TBT SLO. A step per violation: simpler to read, harder to learn from.
 
@@ -112,5 +114,6 @@ class EnergySLOReward:
             "tbt_attainment": 1 - slo.gaps_over / slo.gaps if slo.gaps else 1.0,
             "first_tokens": slo.first_tokens, "ttft_over": slo.ttft_over, "ttft_excess": slo.ttft_excess,
             "gaps": slo.gaps, "gaps_over": slo.gaps_over, "tbt_excess": slo.tbt_excess,
+            "rejected": slo.rejected,
         }
         return energy + ttft + tbt, terms

@@ -354,7 +354,7 @@ class Simulator:
         gpu = self.lead(self._gpu(target, "place"), model)
         inst = gpu.instance_of(model)
         if prompt + out > self._kv_tokens[(gpu.spec.name, name)]:
-            ledger.rejected(rid, REJECTED_TOO_LONG)
+            self._turned_away(rid, gpu, model, REJECTED_TOO_LONG)
             return
         if inst is not None and inst.phase == PHASE_ASLEEP and not self.wake_instance(inst, now):
             self.unload(inst, now)  # its memory was taken: start afresh
@@ -362,11 +362,20 @@ class Simulator:
         if inst is None:
             inst = self.cold_start(gpu, model, now)
             if inst is None:
-                ledger.rejected(rid, REJECTED_MEMORY)
+                self._turned_away(rid, gpu, model, REJECTED_MEMORY)
                 return
         ledger.placed(rid, gpu.index, inst.phase == PHASE_LOADING)
         inst.last_arrival_s = now
         inst.enqueue(Seq(rid, prompt, out, self.deadline_s[rid], self.ttft_limit_s[rid]), now)
+
+    def _turned_away(self, rid: int, gpu: SimGpu, model: int, status: int) -> None:
+        """The GPU a request was sent to cannot serve it. Its SLO counters book it as a first token
+        as late as a cold start of its model there would have made it (the longest an ordinary
+        outcome keeps a request waiting), so that no reward or cost makes sending requests where
+        they are refused cheaper than serving them. A refusal by the policy itself (``place``
+        returned None) is booked on no GPU: no environment's agent refuses."""
+        self.ledger.rejected(rid, status)
+        gpu.retired.add_rejected(self.load_time_s(gpu, model) / self.ttft_limit_s[rid])
 
     def _refusal(self, model: int, tokens: int) -> int:
         """Why a request the policy turned away could not be served: a cause of the cluster's
@@ -419,6 +428,20 @@ class Simulator:
         inst = group[0].instance_of(index)
         return (inst is not None and inst.phase != PHASE_ASLEEP) or self._fits(group, index)
 
+    def load_time_s(self, gpu: SimGpu, model: int, source: str = "") -> float:
+        """How long ``model`` takes to start on ``gpu`` (an engine's lead) once it is awake: its
+        weights in from ``source`` (default: the scenario's ``weights_from``), then the engine's
+        initialisation. Each GPU of an engine loads its own slice over its own link; from disk
+        they share the node's drive, so the whole model is read."""
+        name = self.model_names[model]
+        profile = self._slices[(gpu.spec.name, name)].profile
+        cfg = self.config
+        source = source or cfg.weights_from
+        init_s = self.serving[name].engine.init_s
+        init_s = cfg.init_s if init_s is None else init_s
+        weights = weight_bytes_per_gpu(profile) if source == "dram" else float(profile.model.weight_bytes)
+        return cold_start_s(weights, self.mechanisms.loader, source, gpu.spec.host_to_gpu_gbps, init_s)
+
     def cold_start(self, gpu: SimGpu, model: int, now: float) -> Instance | None:
         """Load ``model`` on ``gpu``'s block (waking its GPUs if parked); ``None`` if it does not fit."""
         group = self.block(gpu, model)
@@ -431,14 +454,8 @@ class Simulator:
         crowd = max(len(g.instances) for g in group)
         share = 1.0 / (crowd + 1)
         cfg, mech = self.config, self.mechanisms
-        # Each GPU of an engine loads its own slice over its own link; from disk they share the node's drive.
-        shard = weight_bytes_per_gpu(slices.profile)
-        link = gpu.spec.host_to_gpu_gbps
-        init_s = self.serving[name].engine.init_s
-        init_s = cfg.init_s if init_s is None else init_s
         # MPS: a new share restarts the engine (weights again from the page cache, initialisation again)
-        restart_s = cold_start_s(shard, mech.loader, "dram", link, init_s) if cfg.share_mechanism == "mps" else 0.0
-        weights = shard if cfg.weights_from == "dram" else float(slices.profile.model.weight_bytes)
+        restart_s = self.load_time_s(gpu, model, "dram") if cfg.share_mechanism == "mps" else 0.0
         inst = Instance(self, self.events, self.ledger, group, model, name, self.serving[name], slices, share,
                         self.queue_type(), restart_s, mech.keep_alive(cfg.keep_alive_s),
                         mech.sleep_after_s if mech.sleep_level else float("inf"))
@@ -452,7 +469,7 @@ class Simulator:
             g.mem_used += self.memory_of(g, model)
         gpu.cold_starts += 1
         self.by_model[model].append(inst)
-        inst.ready_at = awake + cold_start_s(weights, mech.loader, cfg.weights_from, link, init_s)
+        inst.ready_at = awake + self.load_time_s(gpu, model, cfg.weights_from)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
         inst.touch(now, False)
         return inst

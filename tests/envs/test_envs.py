@@ -486,12 +486,17 @@ def test_placement_action_places_the_request_on_that_gpu():
             assert obs[names.index(f"gpu{k}.fits")] == (1.0 if k in hosts else 0.0)
         others = [k for k in range(len(u.sim.gpus)) if k not in hosts]
         if others and (step % 2 or not hosts):  # a GPU without memory for the model rejects the request
-            obs, *_ = env.step(np.array([others[0]]))
+            obs, _, _, _, info = env.step(np.array([others[0]]))
             assert u.sim.ledger.log.status[rid] == REJECTED_MEMORY
+            # ... and the reward charges it as a first token a cold start there late, never less
+            late = u.sim.load_time_s(u.sim.gpus[others[0]], u.models.index(model)) / u.sim.ttft_limit_s[rid]
+            assert late > 1 and info["rejected"] == 1 and info["ttft_over"] >= 1
+            assert info["ttft_excess"] >= late and info["reward_ttft"] <= -late
             rejected += 1
             continue
         k = hosts[step % len(hosts)]
-        obs, *_ = env.step(np.array([k]))
+        obs, _, _, _, info = env.step(np.array([k]))
+        assert info["rejected"] == 0
         assert u.sim.ledger.log.gpu[rid] == k
         assert u.sim.gpus[k].instance_of(u.models.index(model)) is not None
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from festgym.sim.ledger import Counters, over_limit
 from festgym.sim.reward import EnergySLOReward, IntervalStats, RewardConfig
 
-FIELDS = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess")
+FIELDS = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess", "rejected")
 
 
 def brute(g0: float, dg: float, n: int, limit: float) -> tuple[np.ndarray, int, float]:
@@ -97,20 +97,29 @@ def test_counters_start_at_zero():
 
 
 def test_counters_add_and_minus():
-    a = counters(first_tokens=5, ttft_over=2, ttft_excess=1.5, gaps=100, gaps_over=7, tbt_excess=2.25)
-    b = counters(first_tokens=1, ttft_over=1, ttft_excess=0.25, gaps=40, gaps_over=3, tbt_excess=0.75)
+    a = counters(first_tokens=5, ttft_over=2, ttft_excess=1.5, gaps=100, gaps_over=7, tbt_excess=2.25, rejected=1)
+    b = counters(first_tokens=1, ttft_over=1, ttft_excess=0.25, gaps=40, gaps_over=3, tbt_excess=0.75, rejected=0)
     before_b = as_dict(b)
     out = a.add(b)
     assert out is a  # in place, chainable
     assert as_dict(a) == {"first_tokens": 6, "ttft_over": 3, "ttft_excess": 1.75, "gaps": 140, "gaps_over": 10,
-                          "tbt_excess": 3.0}
+                          "tbt_excess": 3.0, "rejected": 1}
     assert as_dict(b) == before_b
     diff = a.minus(b)
     assert diff is not a and diff is not b
     assert as_dict(diff) == {"first_tokens": 5, "ttft_over": 2, "ttft_excess": 1.5, "gaps": 100, "gaps_over": 7,
-                             "tbt_excess": 2.25}
+                             "tbt_excess": 2.25, "rejected": 1}
     assert as_dict(a)["gaps"] == 140 and as_dict(b) == before_b  # minus leaves both alone
     assert as_dict(Counters().add(a).minus(a)) == dict.fromkeys(FIELDS, 0)
+
+
+def test_a_rejection_is_a_late_first_token():
+    c = Counters()
+    c.add_rejected(40.0)
+    assert as_dict(c) == {**dict.fromkeys(FIELDS, 0), "first_tokens": 1, "ttft_over": 1, "ttft_excess": 40.0,
+                          "rejected": 1}
+    _, terms = EnergySLOReward(RewardConfig(), reference_j=700.0)(IntervalStats(0.0, c))
+    assert terms["rejected"] == 1 and terms["ttft_attainment"] == 0.0 and terms["cost"] == 40.0
 
 
 @settings(max_examples=50, deadline=None)
