@@ -41,12 +41,16 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from festgym.control.checkpoint import LocalController
+    from festgym.control.checkpoint import LOCAL_ENV, LocalController, read_card, trained_env
     from festgym.jobs.export import ExportConfig
 
     config = from_args(ExportConfig, args, checkpoint=args.checkpoint)
     print(f"numpy policy: {_training().export_checkpoint(config.checkpoint, config.out, config.sha256)}")
-    if config.out is None:  # sealed into the card: the digest that deploy pins
+    env = trained_env(read_card(config.checkpoint))
+    if env != LOCAL_ENV:
+        print(f"a {env} controller: it plays {env} (festgym.control.numpy_policy.NumpyPolicy.load); "
+              f"compare and deploy run {LOCAL_ENV} controllers only")
+    elif config.out is None:  # sealed into the card: the digest that deploy pins
         digest = LocalController(config.checkpoint).sha256
         print(f"sha256: {digest} (pin it: festgym deploy --policy {config.checkpoint} --sha256 {digest})")
     return 0

@@ -49,6 +49,14 @@ PICKLED = (MODEL, STATISTICS)
 """Training files whose loading runs code: SB3's ``model.zip`` (cloudpickled objects in ``data``,
 torch ``.pth`` pickles) and the pickled ``VecNormalize``."""
 DIGEST_FORMAT = "festgym-checkpoint-digest/1"
+LOCAL_ENV = "festgym/LocalGPU-v0"
+"""The environment whose controllers run as simulator and host policies (the card's ``interface``)."""
+
+
+def trained_env(card: dict[str, Any]) -> str:
+    """The environment a checkpoint was trained on (its card's ``agent.env``)."""
+    agent = card.get("agent")
+    return str(agent.get("env", LOCAL_ENV)) if isinstance(agent, dict) else LOCAL_ENV
 """Tag inside the record :func:`checkpoint_digest` hashes: a new definition gets a new tag."""
 
 
@@ -245,13 +253,16 @@ def _verified_bytes(folder: Path, name: str, expected: str, refusing: str) -> by
     return data
 
 
-def seal_card(folder: str | Path, interface: ControllerInterface, card: dict[str, Any] | None = None) -> Path:
+def seal_card(folder: str | Path, interface: ControllerInterface | None, card: dict[str, Any] | None = None) -> Path:
     """Record the interface and the export's hashes in the checkpoint's card: ``card``, the one
     the export was verified against (default: the card on disk). Export passes it, so that a card
-    replaced on disk while the export ran is overwritten, not sealed and then printed as trusted."""
+    replaced on disk while the export ran is overwritten, not sealed and then printed as trusted.
+    ``interface`` None: a controller of another environment than ``LocalGPU-v0``, which has none."""
     folder = Path(folder)
     card = dict(read_card(folder) if card is None else card)
-    card["interface"] = interface.record()
+    card.pop("interface", None)
+    if interface is not None:
+        card["interface"] = interface.record()
     card["sha256"] = {**card.get("sha256", {}), **{name: sha256_file(folder / name) for name in SEALED}}
     path = folder / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
@@ -276,6 +287,11 @@ class LocalController:
                                f"of that name; shipped: {known}")
         self.folder, self.name = folder, folder.name
         self.card = read_card(folder)
+        env = trained_env(self.card)
+        if env != LOCAL_ENV:
+            raise PolicyFileError(f"{folder}: a {env} controller ('agent.env' in {CARD}); only {LOCAL_ENV} "
+                                  f"controllers run as simulator and host policies (play it in {env} with "
+                                  f"festgym.control.numpy_policy.NumpyPolicy.load('{folder / EXPORTED}'))")
         self.interface = ControllerInterface.from_card(self.card, str(folder / CARD))
         self.sha256, verified = self._verify(expect_sha256)
         # The bytes that were hashed, not the files again: what runs is what the pin covers.

@@ -42,11 +42,13 @@ from tqdm.auto import tqdm
 from festgym.control.checkpoint import (
     CARD,
     EXPORTED,
+    LOCAL_ENV,
     MODEL,
     STATISTICS,
     pinned_training_files,
     read_card,
     seal_card,
+    trained_env,
 )
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
 from festgym.envs.constrained import LagrangianReward, dual_step
@@ -174,7 +176,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, sha
     folder = export_sb3(model, out or checkpoint / EXPORTED, vec)
     if out is None:  # the checkpoint's own export: record its hashes and interface in the card
         action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
-        seal_card(checkpoint, controller_interface(training_scenario(card), action_type), card)
+        local = trained_env(card) == LOCAL_ENV
+        seal_card(checkpoint, controller_interface(training_scenario(card), action_type) if local else None, card)
     return folder
 
 

@@ -152,3 +152,30 @@ def test_shipped_lagrangian_agent_is_refused_by_rllib():
 
     with pytest.raises(SpecError, match="lagrangian.*--backend sb3"):
         rllib_settings(load_agent("ppo-lagrangian"))
+
+
+def test_a_placement_controller_exports_without_a_local_interface(tmp_path, capsys):
+    """A controller of another environment exports and plays there; as a simulator or host
+    policy (which take LocalGPU-v0 controllers) it is refused by name, not by a level mismatch."""
+    import gymnasium as gym
+
+    from festgym.control.checkpoint import LocalController
+
+    agent = tmp_path / "placement.yaml"
+    agent.write_text(TINY.format(n_envs=1).replace("festgym/LocalGPU-v0", "festgym/Placement-v0")
+                     .replace("timesteps: 2048", "timesteps: 256").replace("n_steps: 256", "n_steps: 128")
+                     .replace("eval_freq: 1024", "eval_freq: 256")
+                     + "env_kwargs: {env: {episode_s: 30, warmup_s: 10}}\n")
+    folder = train(TrainConfig(str(agent), "default", None, 0, str(tmp_path / "runs"), progress=False))
+    digest = checkpoint_digest(read_card(folder), str(folder / CARD))
+    assert main(["export", str(folder), "--sha256", digest]) == 0
+    assert "a festgym/Placement-v0 controller" in capsys.readouterr().out
+    card = read_card(folder)
+    assert "interface" not in card and set(card["sha256"]) >= {"numpy/policy.json", "numpy/weights.npz"}
+    policy = NumpyPolicy.load(folder / "numpy")
+    env = gym.make("festgym/Placement-v0", env={"episode_s": 30, "warmup_s": 10})
+    obs, _ = env.reset(seed=0)
+    action = policy.predict(obs)
+    assert env.action_space.contains(np.asarray(action, dtype=np.int64))
+    with pytest.raises(PolicyFileError, match="a festgym/Placement-v0 controller"):
+        LocalController(folder)
