@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 from multiprocessing import Pool
+from pathlib import Path
 
 import gymnasium as gym
 
@@ -63,16 +64,22 @@ def play(folder: str | None, seeds: tuple[int, ...]) -> list[dict[str, float]]:
     return [run_episode(env, act, seed) for seed in seeds]
 
 
+def run_name(folder: str) -> str:
+    """A training run's folder name for an export inside it (``<run>/checkpoint/numpy``)."""
+    path = Path(folder).resolve()
+    return path.parents[1].name if path.parent.name == "checkpoint" else path.name
+
+
 def placement_table(folders: list[str], seeds: tuple[int, ...]) -> None:
     base = play(None, seeds)
     print("controller                      return   vs Festina   kWh vs Festina   TTFT att.   refused")
-    for label, runs in [("festina", base)] + [(f, play(f, seeds)) for f in folders]:
+    for label, runs in [("festina", base)] + [(run_name(f), play(f, seeds)) for f in folders]:
         ret = sum(r["reward"] for r in runs) / len(runs)
         kwh = sum(r["kwh"] for r in runs) / sum(r["kwh"] for r in base) - 1
         ttft = sum(r["ttft_attainment"] for r in runs) / len(runs)
         refused = sum(r["rejected"] for r in runs) / len(runs)
         gap = ret - sum(r["reward"] for r in base) / len(base)
-        print(f"{label[-30:]:30s}{ret:9.1f}   {gap:+9.1f}   {100 * kwh:+13.2f}%   {100 * ttft:8.2f}%   {refused:7.1f}")
+        print(f"{label:30.30s}{ret:9.1f}   {gap:+9.1f}   {100 * kwh:+13.2f}%   {100 * ttft:8.2f}%   {refused:7.1f}")
 
 
 def main() -> None:
