@@ -370,10 +370,10 @@ class Simulator:
 
     def _turned_away(self, rid: int, gpu: SimGpu, model: int, status: int) -> None:
         """The GPU a request was sent to cannot serve it. Its SLO counters book it as a first token
-        as late as a cold start of its model there would have made it (the longest an ordinary
-        outcome keeps a request waiting), so that no reward or cost makes sending requests where
-        they are refused cheaper than serving them. A refusal by the policy itself (``place``
-        returned None) is booked on no GPU: no environment's agent refuses."""
+        as late as a cold start of its model there would have made it (what waiting for an engine
+        to start costs a request), so that no reward or cost makes sending requests where they are
+        refused cheaper than serving them. A refusal by the policy itself (``place`` returned
+        None) is booked on no GPU: no environment's agent refuses, only background policies do."""
         self.ledger.rejected(rid, status)
         gpu.retired.add_rejected(self.load_time_s(gpu, model) / self.ttft_limit_s[rid])
 
@@ -428,7 +428,7 @@ class Simulator:
         inst = group[0].instance_of(index)
         return (inst is not None and inst.phase != PHASE_ASLEEP) or self._fits(group, index)
 
-    def load_time_s(self, gpu: SimGpu, model: int, source: str = "") -> float:
+    def load_time_s(self, gpu: SimGpu, model: int, source: str | None = None) -> float:
         """How long ``model`` takes to start on ``gpu`` (an engine's lead) once it is awake: its
         weights in from ``source`` (default: the scenario's ``weights_from``), then the engine's
         initialisation. Each GPU of an engine loads its own slice over its own link; from disk
@@ -436,7 +436,7 @@ class Simulator:
         name = self.model_names[model]
         profile = self._slices[(gpu.spec.name, name)].profile
         cfg = self.config
-        source = source or cfg.weights_from
+        source = cfg.weights_from if source is None else source
         init_s = self.serving[name].engine.init_s
         init_s = cfg.init_s if init_s is None else init_s
         weights = weight_bytes_per_gpu(profile) if source == "dram" else float(profile.model.weight_bytes)
@@ -469,7 +469,7 @@ class Simulator:
             g.mem_used += self.memory_of(g, model)
         gpu.cold_starts += 1
         self.by_model[model].append(inst)
-        inst.ready_at = awake + self.load_time_s(gpu, model, cfg.weights_from)
+        inst.ready_at = awake + self.load_time_s(gpu, model)
         self.events.schedule(inst.ready_at, inst.on_ready, None)
         inst.touch(now, False)
         return inst
