@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from festgym.config import build_dataclass, check_ranges, read_mapping, require, require_positive
-from festgym.control.checkpoint import ControllerInterface
+from festgym.control.checkpoint import LOCAL_ENV, ControllerInterface, trained_env
 from festgym.errors import SpecError
 from festgym.profiles.specs import NodeSpec
 from festgym.resources import SCENARIOS
@@ -484,3 +484,12 @@ def controller_interface(scenario: Scenario, action_type: str) -> ControllerInte
     env = scenario.env
     return ControllerInterface(len(scenario.local.models), env.clock_levels, env.share_levels, tuple(env.batch_caps),
                                float(scenario.workload.diurnal_period_s), action_type, env.residual_steps)
+
+
+def card_interface(card: dict[str, Any]) -> ControllerInterface | None:
+    """The interface a checkpoint's card is sealed with: ``LocalGPU-v0``'s layout in its training
+    scenario; None for a controller of another environment, which runs only there."""
+    if trained_env(card) != LOCAL_ENV:
+        return None
+    action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
+    return controller_interface(training_scenario(card), action_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import ModuleType
 
 from festgym.cli.common import Command, import_with_extra
@@ -41,15 +42,18 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from festgym.control.checkpoint import LOCAL_ENV, LocalController, read_card, trained_env
+    from festgym.control.checkpoint import CARD, LOCAL_ENV, LocalController, checkpoint_digest, read_card, trained_env
     from festgym.jobs.export import ExportConfig
 
     config = from_args(ExportConfig, args, checkpoint=args.checkpoint)
     print(f"numpy policy: {_training().export_checkpoint(config.checkpoint, config.out, config.sha256)}")
-    env = trained_env(read_card(config.checkpoint))
+    card = read_card(config.checkpoint)
+    env = trained_env(card)
     if env != LOCAL_ENV:
         print(f"a {env} controller: it plays {env} (festgym.control.numpy_policy.NumpyPolicy.load); "
               f"compare and deploy run {LOCAL_ENV} controllers only")
+        if config.out is None:
+            print(f"sha256: {checkpoint_digest(card, str(Path(config.checkpoint) / CARD))}")
     elif config.out is None:  # sealed into the card: the digest that deploy pins
         digest = LocalController(config.checkpoint).sha256
         print(f"sha256: {digest} (pin it: festgym deploy --policy {config.checkpoint} --sha256 {digest})")

@@ -49,6 +49,7 @@ PICKLED = (MODEL, STATISTICS)
 """Training files whose loading runs code: SB3's ``model.zip`` (cloudpickled objects in ``data``,
 torch ``.pth`` pickles) and the pickled ``VecNormalize``."""
 DIGEST_FORMAT = "festgym-checkpoint-digest/1"
+"""Tag inside the record :func:`checkpoint_digest` hashes: a new definition gets a new tag."""
 LOCAL_ENV = "festgym/LocalGPU-v0"
 """The environment whose controllers run as simulator and host policies (the card's ``interface``)."""
 
@@ -56,15 +57,25 @@ LOCAL_ENV = "festgym/LocalGPU-v0"
 def trained_env(card: dict[str, Any]) -> str:
     """The environment a checkpoint was trained on (its card's ``agent.env``)."""
     agent = card.get("agent")
-    return str(agent.get("env", LOCAL_ENV)) if isinstance(agent, dict) else LOCAL_ENV
-"""Tag inside the record :func:`checkpoint_digest` hashes: a new definition gets a new tag."""
+    env = agent.get("env") if isinstance(agent, dict) else None
+    return str(env) if env else LOCAL_ENV
 
 
-def find_checkpoints() -> dict[str, Path]:
+def find_checkpoints(local_only: bool = False) -> dict[str, Path]:
     """Checkpoints by name: every ``<name>/`` with a card and an export in the user's checkpoint
-    folders and the shipped one (:data:`festgym.resources.CHECKPOINTS`)."""
+    folders and the shipped one (:data:`festgym.resources.CHECKPOINTS`). ``local_only``: only
+    those that run as simulator and host policies (trained on ``LocalGPU-v0``; a card that does
+    not read stays in, so that running it names the problem)."""
     found = CHECKPOINTS.glob(f"*/{CARD}", keep=lambda card: (card.parent / EXPORTED).is_dir())
-    return {name[: -len("/" + CARD)]: path.parent for name, path in found}
+    out = {name[: -len("/" + CARD)]: path.parent for name, path in found}
+    return {name: folder for name, folder in out.items() if not local_only or _runs_locally(folder)}
+
+
+def _runs_locally(folder: Path) -> bool:
+    try:
+        return trained_env(read_card(folder)) == LOCAL_ENV
+    except PolicyFileError:
+        return True
 
 
 def resolve_checkpoint(spec: str | Path) -> Path | None:

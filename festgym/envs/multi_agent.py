@@ -14,8 +14,9 @@ agents that act together every control interval:
 
 Rewards split ``Cluster-v0``'s: each GPU agent gets :class:`~festgym.sim.reward.EnergySLOReward`'s
 terms of its own GPU (its energy, and the SLO counters of the requests its engines served; a
-multi-GPU engine's are its lead GPU's), over the cluster's reference energy, so that the agents'
-rewards add up to the cluster's reward (tested); the placement agent gets 0, and each agent's
+multi-GPU engine's are its lead GPU's, and the requests routed to it that it refused), over the
+cluster's reference energy, so that the agents' rewards add up to the cluster's reward (tested);
+the placement agent gets 0 (so a GPU agent bears the refusals the placement caused), and each agent's
 ``info`` holds its terms. Episodes are truncated together after ``env.episode_s``, never
 terminated. For RLlib, :class:`festgym.envs.rllib.ServingMultiAgentEnv` is it as a ``MultiAgentEnv``.
 """

@@ -42,13 +42,11 @@ from tqdm.auto import tqdm
 from festgym.control.checkpoint import (
     CARD,
     EXPORTED,
-    LOCAL_ENV,
     MODEL,
     STATISTICS,
     pinned_training_files,
     read_card,
     seal_card,
-    trained_env,
 )
 from festgym.control.numpy_policy import PolicyFileError, sha256_file
 from festgym.envs.constrained import LagrangianReward, dual_step
@@ -65,7 +63,7 @@ from festgym.jobs.train_config import (
     run_name,
     training_card,
 )
-from festgym.scenario import controller_interface, training_scenario
+from festgym.scenario import card_interface
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
@@ -175,9 +173,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, sha
     vec = pickle.loads(files[STATISTICS]) if STATISTICS in files else None  # pinned: see above
     folder = export_sb3(model, out or checkpoint / EXPORTED, vec)
     if out is None:  # the checkpoint's own export: record its hashes and interface in the card
-        action_type = card["agent"].get("env_kwargs", {}).get("action_type", "multidiscrete")
-        local = trained_env(card) == LOCAL_ENV
-        seal_card(checkpoint, controller_interface(training_scenario(card), action_type) if local else None, card)
+        seal_card(checkpoint, card_interface(card), card)
     return folder
 
 

@@ -55,7 +55,7 @@ from festgym.jobs.train_config import (
     training_card,
 )
 from festgym.resources import AGENTS
-from festgym.scenario import controller_interface, training_scenario
+from festgym.scenario import card_interface
 
 ENV_NAME = "festgym-rllib"
 """The name under which the environment creator is registered with Ray's registry."""
@@ -207,8 +207,7 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, settings
             "rllib": {"version": ray.__version__, **dataclasses.asdict(settings)}}
     card["evaluation"]["policy"] = "numpy export"
     card["sha256"] = {f"{EXPORTED}/{p.name}": sha256_file(p) for p in sorted((checkpoint / EXPORTED).iterdir())}
-    action_type = agent.env_kwargs.get("action_type", "multidiscrete")
-    return seal_card(checkpoint, controller_interface(training_scenario(card), action_type), card)
+    return seal_card(checkpoint, card_interface(card), card)
 
 
 

@@ -48,8 +48,7 @@ from festgym.config import build_dataclass, check_ranges
 from festgym.control.actions import Action, GpuControl, Park, Unload
 from festgym.control.levels import clock_levels
 from festgym.errors import FestgymError
-from festgym.profiles.parallel import weight_bytes_per_gpu
-from festgym.sim.lifecycle import Mechanisms, cold_start_s
+from festgym.sim.lifecycle import Mechanisms
 from festgym.sim.policy import BasePolicy, Policy
 from festgym.sim.views import ClusterView, GpuView, Request
 
@@ -221,14 +220,10 @@ class _Program:
         return self.out[m, w] * per_token + pre_busy, max(joules, 0.0)
 
     def load_j(self, g: int, m: int) -> float:
-        """Energy of one cold start of m on g: its load time (the run's loader) at the resident idle power's top."""
+        """Energy of one cold start of m on g: the simulator's load time at the resident idle power's top."""
         sim = self.sim
-        gpu_type, name = sim.gpu_types[g], self.models[m]
-        profile = sim.profile(gpu_type, name)
-        init = sim.serving[name].engine.init_s
-        seconds = cold_start_s(weight_bytes_per_gpu(profile), sim.mechanisms.loader, sim.config.weights_from,
-                               sim.specs[gpu_type].host_to_gpu_gbps, sim.config.init_s if init is None else init)
-        return seconds * sim.specs[gpu_type].resident_idle_w(sim.specs[gpu_type].max_sm_clock_mhz)
+        spec = sim.specs[sim.gpu_types[g]]
+        return sim.load_time_s(sim.gpus[g], m) * spec.resident_idle_w(spec.max_sm_clock_mhz)
 
     def solve(self) -> Plan:
         try:

@@ -85,9 +85,8 @@ class Counters:
     run that produced them ends. A first token later than its SLO books its whole lateness in
     TTFT-SLO units; :meth:`Instance.ttft_overdue` gives the lateness so far of requests still
     waiting, so that (booked + waiting) grows continuously while a queue starves. A request the GPU
-    it was sent to turned away (:meth:`add_rejected`) books a first token that never came, so
-    rewards and costs count it as the evaluation's attainment does: a refusal is never cheaper
-    than serving late.
+    it was sent to turned away (:meth:`add_rejected`) books a late first token, so that refusing
+    never avoids lateness (:meth:`festgym.sim.simulator.Simulator._turned_away` says how late).
     """
 
     __slots__ = ("first_tokens", "ttft_over", "ttft_excess", "gaps", "gaps_over", "tbt_excess", "rejected")

@@ -108,16 +108,18 @@ class Result:
         """Energy (J) per GPU state, summed over GPUs (host energy: :attr:`nodes`)."""
         return self.gpus[[f"energy_{s}_j" for s in STATES]].sum().rename(lambda c: c[7:-2])
 
-    def idle_excess_j(self) -> float:
-        """GPU energy (J) that idle and asleep engines drew above their GPUs' empty floor
-        (``empty_w``, the least a GPU on a powered node draws): the most that moving idle engines
-        away (consolidation, keep-alive, placement) could save of this run's energy while every
-        node stays on, since their GPUs would still draw the floor. It bounds the idle part only:
-        packing busy engines onto fewer GPUs saves at most the busy floor's excess over the empty
-        one while they run together (``idle_w − empty_w``, 5 W on an H100), and powering a node
-        off saves its host power too (:attr:`nodes`)."""
-        g = self.gpus
-        return float((g.energy_idle_j + g.energy_asleep_j - g.empty_w * (g.time_idle_s + g.time_asleep_s)).sum())
+    def standby_excess_j(self) -> float:
+        """GPU energy (J) drawn above the GPUs' empty floor (``empty_w``, the least a GPU on a
+        powered node draws) while their engines served nothing: idle and asleep engines, and cold
+        starts loading. Placement, keep-alive and consolidation act on this part: an engine moved
+        away or never started leaves its GPU at the floor at best. It is not a bound on everything
+        they can save: packing busy engines onto fewer GPUs also saves the busy floor's excess
+        over the empty one while they run together (up to ``resident_w − empty_w``, 46 W on an
+        H100 at its top clock), and powering a node off saves its host power (:attr:`nodes`)."""
+        gpus = self.gpus
+        spent_j = gpus.energy_idle_j + gpus.energy_asleep_j + gpus.energy_loading_j
+        floor_j = gpus.empty_w * (gpus.time_idle_s + gpus.time_asleep_s + gpus.time_loading_s)
+        return float((spent_j - floor_j).sum())
 
 
 def _unfinished(sim: Simulator) -> tuple[np.ndarray, np.ndarray]:

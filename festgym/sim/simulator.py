@@ -370,10 +370,10 @@ class Simulator:
 
     def _turned_away(self, rid: int, gpu: SimGpu, model: int, status: int) -> None:
         """The GPU a request was sent to cannot serve it. Its SLO counters book it as a first token
-        as late as a cold start of its model there would have made it (what waiting for an engine
-        to start costs a request), so that no reward or cost makes sending requests where they are
-        refused cheaper than serving them. A refusal by the policy itself (``place`` returned
-        None) is booked on no GPU: no environment's agent refuses, only background policies do."""
+        a cold start of its model there past its deadline (what waiting for an engine to start
+        costs), so that refusing never avoids lateness; in ``count`` mode it is one late first
+        token, as a served late one is. A refusal by the policy itself (``place`` returned None) is
+        booked on no GPU: no environment's agent refuses, only background policies do."""
         self.ledger.rejected(rid, status)
         gpu.retired.add_rejected(self.load_time_s(gpu, model) / self.ttft_limit_s[rid])
 
@@ -429,7 +429,7 @@ class Simulator:
         return (inst is not None and inst.phase != PHASE_ASLEEP) or self._fits(group, index)
 
     def load_time_s(self, gpu: SimGpu, model: int, source: str | None = None) -> float:
-        """How long ``model`` takes to start on ``gpu`` (an engine's lead) once it is awake: its
+        """How long ``model`` takes to start on ``gpu`` (any GPU of its block) once it is awake: its
         weights in from ``source`` (default: the scenario's ``weights_from``), then the engine's
         initialisation. Each GPU of an engine loads its own slice over its own link; from disk
         they share the node's drive, so the whole model is read."""

@@ -154,7 +154,7 @@ def test_shipped_lagrangian_agent_is_refused_by_rllib():
         rllib_settings(load_agent("ppo-lagrangian"))
 
 
-def test_a_placement_controller_exports_without_a_local_interface(tmp_path, capsys):
+def test_a_placement_controller_exports_without_a_local_interface(tmp_path, capsys, monkeypatch):
     """A controller of another environment exports and plays there; as a simulator or host
     policy (which take LocalGPU-v0 controllers) it is refused by name, not by a level mismatch."""
     import gymnasium as gym
@@ -179,3 +179,10 @@ def test_a_placement_controller_exports_without_a_local_interface(tmp_path, caps
     assert env.action_space.contains(np.asarray(action, dtype=np.int64))
     with pytest.raises(PolicyFileError, match="a festgym/Placement-v0 controller"):
         LocalController(folder)
+    # In the user's checkpoint folder it is found by name, but compare's default list leaves it out.
+    from festgym.control.checkpoint import find_checkpoints
+    from festgym.jobs.compare import check_policies
+
+    monkeypatch.setenv("FESTGYM_CHECKPOINTS", str(folder.parent))
+    assert "checkpoint" in find_checkpoints() and "checkpoint" not in find_checkpoints(local_only=True)
+    assert "checkpoint" not in check_policies(None) and "ppo-local" in check_policies(None)

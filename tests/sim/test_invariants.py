@@ -211,12 +211,12 @@ def test_invariants(p, monkeypatch):
     np.testing.assert_allclose(off["min"], nodes.time_off_s)  # a node's GPUs are off exactly while it is
     np.testing.assert_allclose(off["max"], nodes.time_off_s)
     assert (gpus.energy_off_j == 0).all()
-    # Idle and asleep engines draw at least the empty floor, so the consolidation bound is
-    # non-negative and no more than the energy they drew.
-    idle_j = gpus.energy_idle_j + gpus.energy_asleep_j
-    excess = idle_j - gpus.empty_w * (gpus.time_idle_s + gpus.time_asleep_s)
-    assert (excess >= -1e-9 * (1 + idle_j)).all() and (excess <= idle_j + 1e-9).all()
-    assert result.idle_excess_j() == pytest.approx(float(excess.sum()), rel=1e-12, abs=1e-9)
+    # Idle, asleep and loading engines draw at least the empty floor, so what placement and
+    # consolidation act on is non-negative on every GPU and no more than the energy drawn.
+    spent = gpus.energy_idle_j + gpus.energy_asleep_j + gpus.energy_loading_j
+    excess = spent - gpus.empty_w * (gpus.time_idle_s + gpus.time_asleep_s + gpus.time_loading_s)
+    assert (excess >= -1e-9 * (1 + spent)).all() and (excess <= spent + 1e-9).all()
+    assert result.standby_excess_j() == pytest.approx(float(excess.sum()), rel=1e-12, abs=1e-9)
     s = result.summary
     assert s["energy_kwh"] == pytest.approx(s["gpu_energy_kwh"] + s["host_energy_kwh"], rel=1e-12)
     assert s["host_energy_kwh"] == pytest.approx(nodes.energy_kwh.sum(), rel=1e-12)
