@@ -69,7 +69,7 @@ class LagrangianSpec:
     """An agent YAML's ``lagrangian`` section (:mod:`festgym.envs.constrained`)."""
 
     cost_limit: float | None = None
-    """Mean ``info["cost"]`` per step to meet; absent: the background policy's own (Festina's on
+    """Mean ``info[cost_key]`` per step to meet; absent: the background policy's own (Festina's on
     the default scenario) over ``baseline_episodes`` episodes, i.e. SLOs no worse than it."""
     multiplier: float = 1.0
     """λ at the start (1: the environment's own reward)."""
