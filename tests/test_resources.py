@@ -89,7 +89,8 @@ def test_an_unknown_name_lists_what_is_known(monkeypatch):
         GpuSpec.load("B300-NOPE")
     with pytest.raises(FestgymError,
                        match="no agent named .nope. .known: ppo-lagrangian, ppo-placement-lagrangian, "
-                             "ppo-placement, ppo-residual, ppo, sac; FESTGYM_AGENTS adds folders"):
+                             "ppo-placement, ppo-residual, ppo-spawn-lagrangian, ppo, sac; "
+                             "FESTGYM_AGENTS adds folders"):
         AGENTS.resolve("nope", "{}.yaml")
 
 

@@ -42,7 +42,15 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from festgym.control.checkpoint import CARD, LOCAL_ENV, LocalController, checkpoint_digest, read_card, trained_env
+    from festgym.control.checkpoint import (
+        CARD,
+        GATE_ENV,
+        LOCAL_ENV,
+        LocalController,
+        checkpoint_digest,
+        read_card,
+        trained_env,
+    )
     from festgym.jobs.export import ExportConfig
 
     config = from_args(ExportConfig, args, checkpoint=args.checkpoint)
@@ -50,8 +58,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     card = read_card(config.checkpoint)
     env = trained_env(card)
     if env != LOCAL_ENV:
+        runs = "compare runs it beside Festina (--policies <checkpoint>); deploy runs" if env == GATE_ENV else \
+            "compare and deploy run"
         print(f"a {env} controller: it plays {env} (festgym.control.numpy_policy.NumpyPolicy.load); "
-              f"compare and deploy run {LOCAL_ENV} controllers only")
+              f"{runs} {LOCAL_ENV} controllers only")
         if config.out is None:
             print(f"sha256: {checkpoint_digest(card, str(Path(config.checkpoint) / CARD))}")
     elif config.out is None:  # sealed into the card: the digest that deploy pins

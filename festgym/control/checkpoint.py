@@ -52,6 +52,11 @@ DIGEST_FORMAT = "festgym-checkpoint-digest/1"
 """Tag inside the record :func:`checkpoint_digest` hashes: a new definition gets a new tag."""
 LOCAL_ENV = "festgym/LocalGPU-v0"
 """The environment whose controllers run as simulator and host policies (the card's ``interface``)."""
+GATE_ENV = "festgym/Spawn-v0"
+"""The environment of spawn-gate controllers: they run as simulator policies beside Festina
+(:class:`~festgym.policies.gate.LearnedSpawn`), not on hosts."""
+SIMULATED_ENVS = (LOCAL_ENV, GATE_ENV)
+"""Environments whose controllers run as simulator policies (compare, benchmark)."""
 
 
 def trained_env(card: dict[str, Any]) -> str:
@@ -61,19 +66,19 @@ def trained_env(card: dict[str, Any]) -> str:
     return str(env) if env else LOCAL_ENV
 
 
-def find_checkpoints(local_only: bool = False) -> dict[str, Path]:
+def find_checkpoints(simulated_only: bool = False) -> dict[str, Path]:
     """Checkpoints by name: every ``<name>/`` with a card and an export in the user's checkpoint
-    folders and the shipped one (:data:`festgym.resources.CHECKPOINTS`). ``local_only``: only
-    those that run as simulator and host policies (trained on ``LocalGPU-v0``; a card that does
-    not read stays in, so that running it names the problem)."""
+    folders and the shipped one (:data:`festgym.resources.CHECKPOINTS`). ``simulated_only``: only
+    those that run as simulator policies (trained on one of :data:`SIMULATED_ENVS`; a card that
+    does not read stays in, so that running it names the problem)."""
     found = CHECKPOINTS.glob(f"*/{CARD}", keep=lambda card: (card.parent / EXPORTED).is_dir())
     out = {name[: -len("/" + CARD)]: path.parent for name, path in found}
-    return {name: folder for name, folder in out.items() if not local_only or _runs_locally(folder)}
+    return {name: folder for name, folder in out.items() if not simulated_only or _simulated(folder)}
 
 
-def _runs_locally(folder: Path) -> bool:
+def _simulated(folder: Path) -> bool:
     try:
-        return trained_env(read_card(folder)) == LOCAL_ENV
+        return trained_env(read_card(folder)) in SIMULATED_ENVS
     except PolicyFileError:
         return True
 
@@ -280,15 +285,19 @@ def seal_card(folder: str | Path, interface: ControllerInterface | None, card: d
     return path
 
 
-class LocalController:
-    """A checkpoint's trained local controller: observation -> level indices, numpy only.
+class Controller:
+    """A checkpoint's trained controller, verified and loaded with numpy alone.
 
     ``checkpoint``: a folder or the name of a shipped one. ``expect_sha256``: pin the checkpoint's
     digest (:func:`checkpoint_digest`, ``sha256`` here: the export, the interface and the card's
     other hashes); another is refused. The card's own hashes catch corrupt or partly replaced
     files; against deliberate tampering (card and files replaced together) only a pinned digest
-    helps, so deployments pin it.
+    helps, so deployments pin it. Subclasses name the environment they play (:attr:`env`) and
+    check the export against it (:meth:`_check`).
     """
+
+    env = LOCAL_ENV
+    plays = "simulator and host policies"
 
     def __init__(self, checkpoint: str | Path, expect_sha256: str | None = None):
         folder = resolve_checkpoint(checkpoint)
@@ -299,24 +308,21 @@ class LocalController:
         self.folder, self.name = folder, folder.name
         self.card = read_card(folder)
         env = trained_env(self.card)
-        if env != LOCAL_ENV:
-            raise PolicyFileError(f"{folder}: a {env} controller ('agent.env' in {CARD}); only {LOCAL_ENV} "
-                                  f"controllers run as simulator and host policies (play it in {env} with "
+        if env != self.env:
+            raise PolicyFileError(f"{folder}: a {env} controller ('agent.env' in {CARD}); {type(self).__name__} runs "
+                                  f"{self.env} controllers as {self.plays} (play it in {env} with "
                                   f"festgym.control.numpy_policy.NumpyPolicy.load('{folder / EXPORTED}'))")
-        self.interface = ControllerInterface.from_card(self.card, str(folder / CARD))
+        self._read_interface()
         self.sha256, verified = self._verify(expect_sha256)
         # The bytes that were hashed, not the files again: what runs is what the pin covers.
         self.net = NumpyPolicy.from_bytes(verified[SEALED[0]], verified[SEALED[1]], folder / EXPORTED)
-        action = self.net.spec["action"]
-        expected = self.interface.nvec
-        nvec = action.get("nvec") or expected
-        if action["type"] != self.interface.action_type or nvec != expected or \
-                len(action.get("low", expected)) != len(expected):
-            raise PolicyFileError(f"{folder}: the exported action ({action}) does not match LocalGPU-v0's levels "
-                                  f"{expected} ({self.interface.action_type}) in its card's interface")
-        if self.net.obs_shape != (self.interface.n_obs,):
-            raise PolicyFileError(f"{folder}: the exported policy observes {self.net.obs_shape}, LocalGPU-v0 with "
-                                  f"{self.interface.slots} slots gives ({self.interface.n_obs},)")
+        self._check()
+
+    def _read_interface(self) -> None:
+        """Read what the card says the observation and action are (before the files are verified)."""
+
+    def _check(self) -> None:
+        """Refuse an export whose action or observation is not the environment's."""
 
     def _verify(self, expect_sha256: str | None) -> tuple[str, dict[str, bytes]]:
         """Check every file hash the card records (the export's must be there; the training files
@@ -341,17 +347,41 @@ class LocalController:
                                   "refusing to run this checkpoint")
         return digest, verified
 
-    def levels(self, observation: Sequence[float]) -> list[int]:
-        """Level indices (clock, shares per slot, caps per slot) for one observation.
-
-        The observation is cast to float32 first, as the environment hands it to the agent:
-        the same arg-max, bit for bit."""
+    def _action(self, observation: Sequence[float], nvec: Sequence[int], action_type: str) -> list[int]:
+        """Level indices for one observation, cast to float32 first as the environment hands it
+        to the agent: the same arg-max, bit for bit."""
         action = self.net.predict(np.asarray(observation, np.float32)).tolist()
-        if self.interface.action_type == "box":
-            return [box_level(a, n) for a, n in zip(action, self.interface.nvec)]
+        if action_type == "box":
+            return [box_level(a, n) for a, n in zip(action, nvec)]
         return [int(a) for a in action]
 
+    def _check_export(self, nvec: Sequence[int], action_type: str, n_obs: int, what: str) -> None:
+        action = self.net.spec["action"]
+        found = action.get("nvec") or list(nvec)
+        if action["type"] != action_type or found != list(nvec) or len(action.get("low", nvec)) != len(nvec):
+            raise PolicyFileError(f"{self.folder}: the exported action ({action}) does not match {self.env}'s levels "
+                                  f"{list(nvec)} ({action_type}) {what}")
+        if self.net.obs_shape != (n_obs,):
+            raise PolicyFileError(f"{self.folder}: the exported policy observes {self.net.obs_shape}, {self.env} "
+                                  f"gives ({n_obs},)")
 
-__all__ = ["CARD", "EXPORTED", "MODEL", "PICKLED", "STATISTICS", "ControllerInterface", "LocalController",
+
+class LocalController(Controller):
+    """A checkpoint's trained local controller (``LocalGPU-v0``): observation -> level indices."""
+
+    def _read_interface(self) -> None:
+        self.interface = ControllerInterface.from_card(self.card, str(self.folder / CARD))
+
+    def _check(self) -> None:
+        face = self.interface
+        self._check_export(face.nvec, face.action_type, face.n_obs, f"in its card's interface ({face.slots} slots)")
+
+    def levels(self, observation: Sequence[float]) -> list[int]:
+        """Level indices (clock, shares per slot, caps per slot) for one observation."""
+        return self._action(observation, self.interface.nvec, self.interface.action_type)
+
+
+__all__ = ["CARD", "EXPORTED", "GATE_ENV", "LOCAL_ENV", "MODEL", "PICKLED", "SIMULATED_ENVS", "STATISTICS",
+           "Controller", "ControllerInterface", "LocalController",
            "card_hashes", "checkpoint_digest", "find_checkpoints", "pinned", "pinned_training_files", "read_card",
            "resolve_checkpoint", "seal_card"]

@@ -6,11 +6,13 @@ ENV_IDS = {
     "festgym/LocalGPU-v0": "festgym.envs.local_gpu:LocalGpuEnv",
     "festgym/Placement-v0": "festgym.envs.placement:PlacementEnv",
     "festgym/Cluster-v0": "festgym.envs.cluster:ClusterEnv",
+    "festgym/Spawn-v0": "festgym.envs.spawn:SpawnEnv",
 }
 VECTOR_ENTRY_POINTS = {
     "festgym/LocalGPU-v0": "festgym.envs.vector:local_gpu",
     "festgym/Placement-v0": "festgym.envs.vector:placement",
     "festgym/Cluster-v0": "festgym.envs.vector:cluster",
+    "festgym/Spawn-v0": "festgym.envs.vector:spawn",
 }
 """What ``gym.make_vec(id, num_envs)`` builds by default: N environments in one process
 (:class:`festgym.envs.vector.ServingVectorEnv`)."""

@@ -150,4 +150,10 @@ def cluster(num_envs: int = 1, **kwargs: Any) -> ServingVectorEnv:
     return ServingVectorEnv(ClusterEnv, num_envs, **kwargs)
 
 
-__all__ = ["ServingVectorEnv", "cluster", "local_gpu", "placement"]
+def spawn(num_envs: int = 1, **kwargs: Any) -> ServingVectorEnv:
+    from festgym.envs.spawn import SpawnEnv
+
+    return ServingVectorEnv(SpawnEnv, num_envs, **kwargs)
+
+
+__all__ = ["ServingVectorEnv", "cluster", "local_gpu", "placement", "spawn"]

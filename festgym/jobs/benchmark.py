@@ -94,7 +94,7 @@ def shipped_entries() -> list[Entry]:
     """The first entries: Festina, the baselines, ``least-loaded`` and every shipped checkpoint."""
     from festgym.control.checkpoint import find_checkpoints
 
-    names = list(dict.fromkeys([*COMPARED, "least-loaded", *find_checkpoints(local_only=True)]))
+    names = list(dict.fromkeys([*COMPARED, "least-loaded", *find_checkpoints(simulated_only=True)]))
     return [Entry(policy_label(n), n) for n in names]
 
 

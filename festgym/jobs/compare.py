@@ -325,7 +325,7 @@ def check_policies(policies: Iterable[str] | None) -> list[str]:
     name is an error listing the known."""
     if isinstance(policies, str):
         policies = policies.split(",")
-    names = list(dict.fromkeys([*COMPARED, *find_checkpoints(local_only=True)] if policies is None
+    names = list(dict.fromkeys([*COMPARED, *find_checkpoints(simulated_only=True)] if policies is None
                                else (p.strip() for p in policies if p.strip())))
     known = f"known: {', '.join(RULE_POLICIES)}, checkpoints: {', '.join(find_checkpoints()) or 'none shipped'}"
     unknown = [p for p in names if p not in RULE_POLICIES and resolve_checkpoint(p) is None and not is_entry_point(p)]

@@ -19,6 +19,15 @@ episodes every time (seeds ``eval_seed``, ``eval_seed + 1``, ...; training never
 seeds its environments from ``seed``), with the training statistics frozen. Everything an agent
 needs beyond the defaults lives in its YAML; nothing is hard-coded here. This module imports
 stable-baselines3 (and so torch): import it only to train.
+
+A constrained run (an agent YAML's ``lagrangian`` section) is chosen for the constraint, not the
+reward: before training the background policy plays the evaluation episodes once (action
+``None``), and the best model is the one with the least energy (highest summed
+``reward_energy``) among the evaluations whose summed ``cost_key`` over those episodes is no
+more than the background policy's, or, while none is, the one with the least of it. Totals over
+the same episodes, not means per step: an agent that changes how many steps an episode has (a
+``Spawn-v0`` agent that absorbs more meets its gate more often) cannot dilute its violations.
+The card records the reference and every evaluation's totals (``lagrangian.selection``).
 """
 
 from __future__ import annotations
@@ -26,8 +35,11 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import math
+import os
 import pickle
 import time
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -98,10 +110,12 @@ def train(config: TrainConfig) -> Path:
     model = getattr(sb3, agent.algo.upper())(agent.policy, venv, seed=config.seed, device="cpu", verbose=0,
                                              tensorboard_log=str(run / "tb") if _has_tensorboard() else None,
                                              **agent.hyperparams)
+    reference = None if constraint is None else \
+        _eval_reference(constraint.cost_key, make, env_kwargs, agent.eval_seed, agent.eval_episodes)
     evaluation = FixedEpisodes(eval_env, callback_on_new_best=SaveNormalization(checkpoint / STATISTICS),
                               n_eval_episodes=agent.eval_episodes, eval_freq=max(agent.eval_freq // agent.n_envs, 1),
                               best_model_save_path=str(checkpoint), log_path=str(run / "eval"), deterministic=True,
-                              verbose=0)
+                              verbose=0, constraint=reference)
     started = time.perf_counter()
     try:
         callbacks = [evaluation, Progress(timesteps, config.progress)] + ([] if dual is None else [dual])
@@ -128,11 +142,24 @@ def _cost_limit(constraint: LagrangianSpec, make, env_kwargs: dict, source: str)
         episodes = [run_episode(env, lambda _obs: None, BASELINE_SEED + i) for i in range(constraint.baseline_episodes)]
     finally:
         env.close()
-    limit = sum(e[constraint.cost_key] for e in episodes) / sum(e["steps"] for e in episodes)
+    count = len(episodes) if constraint.per == "episode" else sum(e["steps"] for e in episodes)
+    limit = sum(e[constraint.cost_key] for e in episodes) / count
     if limit <= 0:
-        raise SpecError(source, "lagrangian.cost_limit", f"absent, and the background policy's mean cost per step is "
+        raise SpecError(source, "lagrangian.cost_limit", f"absent, and the background policy's mean cost per "
+                        f"{constraint.per} is "
                         f"{limit}: nothing to hold a controller to; set one")
     return limit
+
+
+def _eval_reference(cost_key: str, make, env_kwargs: dict, first_seed: int, episodes: int) -> Reference:
+    """The background policy's summed ``cost_key`` and ``reward_energy`` over the evaluation
+    episodes (action None), which a constrained run's best model must not exceed in cost."""
+    env = make(**env_kwargs)
+    try:
+        played = [run_episode(env, lambda _obs: None, first_seed + i) for i in range(episodes)]
+    finally:
+        env.close()
+    return Reference(cost_key, sum(e[cost_key] for e in played), sum(e["energy_term"] for e in played))
 
 
 def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timesteps: int, wall_s: float,
@@ -144,6 +171,10 @@ def write_card(checkpoint: Path, config: TrainConfig, agent: AgentSpec, timestep
     card = training_card(checkpoint.parent.name, config, agent, timesteps, wall_s, history)
     if dual is not None:
         card["lagrangian"] = {"cost_limit": dual.limit, "history": dual.history}
+    if evaluation.constraint is not None:
+        card["lagrangian"]["selection"] = {**asdict(evaluation.constraint),
+                                           "chosen_timesteps": evaluation.chosen_timesteps,
+                                           "history": evaluation.scores}
     card["sha256"] = {p.name: sha256_file(p) for p in sorted(checkpoint.iterdir()) if p.name != CARD}
     path = checkpoint / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
@@ -181,15 +212,59 @@ def _has_tensorboard() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What the background policy scored on the evaluation episodes (summed over them)."""
+
+    cost_key: str
+    cost: float
+    reward_energy: float
+
+
 class FixedEpisodes(EvalCallback):
     """SB3's evaluation callback on the same episodes at every evaluation (seeds ``eval_seed``
     up, :class:`~festgym.envs.rollout.SeededEpisodes`), so that the best model is chosen on
-    returns of one fixed set of episodes, as the RLlib backend chooses its exports."""
+    returns of one fixed set of episodes, as the RLlib backend chooses its exports.
+
+    With ``constraint`` (the background policy's totals on those episodes) the best model is
+    chosen on the constraint instead (the module docstring); :attr:`scores` keeps each
+    evaluation's totals."""
+
+    def __init__(self, *args, constraint: Reference | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.constraint = constraint
+        self.scores: list[dict[str, float | bool]] = []
+        self._best: tuple[bool, float] | None = None
+        self.chosen_timesteps: int | None = None
+        self._cost = self._energy = 0.0
+
+    def _log_success_callback(self, locals_: dict, globals_: dict) -> None:
+        super()._log_success_callback(locals_, globals_)
+        if self.constraint is not None:
+            info = locals_["info"]
+            self._cost += float(info[self.constraint.cost_key])
+            self._energy += float(info["reward_energy"])
 
     def _on_step(self) -> bool:
-        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+        evaluating = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+        if evaluating:
             self.eval_env.env_method("restart")
-        return super()._on_step()
+            self._cost = self._energy = 0.0
+        if self.constraint is None or not evaluating:
+            return super()._on_step()
+        self.best_mean_reward = math.inf  # SB3 saves on a new best return: here the constraint chooses
+        go_on = super()._on_step()
+        feasible = self._cost <= self.constraint.cost
+        self.scores.append({"timesteps": int(self.num_timesteps), "cost": self._cost,
+                            "reward_energy": self._energy, "feasible": feasible})
+        score = (feasible, self._energy if feasible else -self._cost)
+        if self._best is None or score > self._best:
+            self._best, self.chosen_timesteps = score, int(self.num_timesteps)
+            if self.best_model_save_path is not None:
+                self.model.save(os.path.join(self.best_model_save_path, "best_model"))
+            if self.callback_on_new_best is not None:
+                go_on = self.callback_on_new_best.on_step() and go_on
+        return go_on
 
 
 class SaveNormalization(BaseCallback):
@@ -209,29 +284,33 @@ class SaveNormalization(BaseCallback):
 
 class DualAscent(BaseCallback):
     """The Lagrangian's multiplier, adapted after each rollout from the rollout's mean cost per
-    step (:func:`festgym.envs.constrained.dual_step`) and sent to every training environment."""
+    step (:func:`festgym.envs.constrained.dual_step`) and sent to every training environment.
+    Per episode (``per: episode``): the cost since the last update over the episodes that ended
+    since; a rollout in which none ended leaves λ and its sums for the next."""
 
     def __init__(self, constraint: LagrangianSpec, limit: float):
         super().__init__()
         self.constraint, self.limit = constraint, limit
         self.multiplier = constraint.multiplier
         self.history: list[dict[str, float]] = []
-        self._cost, self._steps = 0.0, 0
+        self._cost, self._count = 0.0, 0
 
     def _on_step(self) -> bool:
         infos = self.locals["infos"]
         self._cost += sum(float(info[self.constraint.cost_key]) for info in infos)
-        self._steps += len(infos)
+        self._count += int(np.sum(self.locals["dones"])) if self.constraint.per == "episode" else len(infos)
         return True
 
     def _on_rollout_end(self) -> None:
-        mean = self._cost / max(self._steps, 1)
+        if self._count == 0:
+            return
+        mean = self._cost / self._count
         self.multiplier = dual_step(self.multiplier, mean, self.limit, self.constraint.lr)
         self.training_env.env_method("set_multiplier", self.multiplier)
         self.history.append({"timesteps": int(self.num_timesteps), "mean_cost": mean, "multiplier": self.multiplier})
         self.logger.record("lagrangian/multiplier", self.multiplier)
         self.logger.record("lagrangian/mean_cost", mean)
-        self._cost, self._steps = 0.0, 0
+        self._cost, self._count = 0.0, 0
 
 
 class Progress(BaseCallback):

@@ -64,13 +64,22 @@ class AgentSpec:
         return None if self.lagrangian is None else build_dataclass(LagrangianSpec, self.lagrangian, "lagrangian")
 
 
+PER = ("step", "episode")
+"""What a Lagrangian constraint's mean cost is over (:attr:`LagrangianSpec.per`)."""
+
+
 @dataclass(frozen=True)
 class LagrangianSpec:
     """An agent YAML's ``lagrangian`` section (:mod:`festgym.envs.constrained`)."""
 
     cost_limit: float | None = None
-    """Mean ``info[cost_key]`` per step to meet; absent: the background policy's own (Festina's on
-    the default scenario) over ``baseline_episodes`` episodes, i.e. SLOs no worse than it."""
+    """Mean ``info[cost_key]`` per step (or per episode, ``per``) to meet; absent: the background
+    policy's own (Festina's on the default scenario) over ``baseline_episodes`` episodes, i.e.
+    SLOs no worse than it."""
+    per: str = "step"
+    """What the mean is over: ``step``, or ``episode`` where the agent changes how many steps an
+    episode of fixed simulated length has (``Spawn-v0``: absorbing meets the gate more often), so
+    that a mean per step would dilute its violations."""
     multiplier: float = 1.0
     """λ at the start (1: the environment's own reward)."""
     lr: float = 0.5
@@ -82,11 +91,12 @@ class LagrangianSpec:
     SLO terms) or ``ttft_over`` / ``gaps_over`` (counts of SLO violations, robust to overloaded episodes)."""
 
     def __post_init__(self):
-        check_ranges(self, {"cost_key": self.cost_key in COSTS,
+        check_ranges(self, {"cost_key": self.cost_key in COSTS, "per": self.per in PER,
                             "cost_limit": self.cost_limit is None or self.cost_limit > 0,
                             "multiplier": self.multiplier >= 0, "lr": self.lr > 0,
                             "baseline_episodes": self.baseline_episodes >= 1},
-                     {"cost_key": " or ".join(COSTS), "cost_limit": "> 0 (or absent: the background policy's)",
+                     {"cost_key": " or ".join(COSTS), "per": " or ".join(PER),
+                      "cost_limit": "> 0 (or absent: the background policy's)",
                       "multiplier": "≥ 0", "lr": "> 0",
                       "baseline_episodes": "≥ 1"})
 

@@ -185,6 +185,18 @@ class Summary:
                    float(padded[first[-1]]) if first[-1] < n else 1.0 + SHARE_STEP)
 
 
+@dataclass(frozen=True)
+class SpawnGate:
+    """A placement at Festina's spawn gate (:meth:`Festina.spawn_gate`)."""
+
+    spawn: bool
+    """Festina's choice: start a new instance (else absorb into the least-loaded one)."""
+    absorb_gpu: int
+    """The GPU of the least-loaded ready instance, where an absorbed request goes."""
+    unsafe: int
+    """Requests of the model in a row, this one included, that no instance passed."""
+
+
 class Festina(BasePolicy):
     """The Festina rule policy (see the module docstring for every design choice)."""
 
@@ -198,6 +210,10 @@ class Festina(BasePolicy):
             self.name = name
         self._context: tuple | None = None
         self._fallback = LeastLoaded(spawn_at=self.config.spawn_at)
+        self.spawn_override: bool | None = None
+        """The next placement's choice at its spawn gate (:meth:`spawn_gate`), if another
+        controller makes it: True starts a new instance, False absorbs the request; ``None``:
+        Festina's own rule. Read and cleared by the next :meth:`place`."""
 
     # --- state --------------------------------------------------------------------------------
 
@@ -483,11 +499,30 @@ class Festina(BasePolicy):
 
     def place(self, request: Request, cluster: ClusterView) -> int | None:
         model = request.model
+        override, self.spawn_override = self.spawn_override, None  # one request's only
         self.demand.arrived(model, request.prompt_tokens)
         if cluster.n_gpus == 1:  # nothing to choose: serve it there (cold-starting if needed)
             return self.demand.placed(0, model)
         if not self.config.placement:
             return self.demand.placed(self._fallback.place(request, cluster), model)
+        best, loading, least = self._candidates(request, cluster)
+        if best is not None:
+            self._unsafe[model] = 0
+            return self.demand.placed(best.gpu, model)
+        if loading is not None:
+            return self.demand.placed(loading.gpu, model)
+        self._unsafe[model] = self._unsafe.get(model, 0) + 1
+        spawn = self._unsafe[model] >= self.config.spawn_after if override is None else override
+        if least is not None and not spawn:
+            return self.demand.placed(least.gpu, model)  # a burst: absorb it rather than start an instance
+        self._unsafe[model] = 0
+        return self.demand.placed(self._spawn(request, cluster), model)
+
+    def _candidates(self, request: Request, cluster: ClusterView) \
+            -> tuple[InstanceView | None, InstanceView | None, InstanceView | None]:
+        """(the ready instance of the request's model with the least marginal energy that passes
+        its SLOs, a loading one, the least-loaded ready one); each ``None`` if there is none."""
+        model = request.model
         best, best_cost, loading, least, least_score = None, np.inf, None, None, np.inf
         prompt, now = request.prompt_tokens, cluster.now
         for inst in cluster.instances_of(model):
@@ -502,16 +537,22 @@ class Festina(BasePolicy):
             cost = self._marginal(inst, prompt, cluster, now)
             if cost < best_cost:
                 best, best_cost = inst, cost
-        if best is not None:
-            self._unsafe[model] = 0
-            return self.demand.placed(best.gpu, model)
-        if loading is not None:
-            return self.demand.placed(loading.gpu, model)
-        self._unsafe[model] = self._unsafe.get(model, 0) + 1
-        if least is not None and self._unsafe[model] < self.config.spawn_after:
-            return self.demand.placed(least.gpu, model)  # a burst: absorb it rather than start an instance
-        self._unsafe[model] = 0
-        return self.demand.placed(self._spawn(request, cluster), model)
+        return best, loading, least
+
+    def spawn_gate(self, request: Request, cluster: ClusterView) -> SpawnGate | None:
+        """Whether placing ``request`` now would face the choice between starting a new instance
+        and sending it to the least-loaded one (no instance passes its SLOs, none is loading, one
+        is ready), and what :meth:`place` would choose; ``None`` where it would not. Changes
+        nothing: :meth:`place` at the same moment computes the same candidates (the load
+        estimates it caches are those of this moment). Set :attr:`spawn_override` before the
+        request is placed to make the other choice."""
+        if cluster.n_gpus == 1 or not self.config.placement:
+            return None
+        best, loading, least = self._candidates(request, cluster)
+        if best is not None or loading is not None or least is None:
+            return None
+        unsafe = self._unsafe.get(request.model, 0) + 1
+        return SpawnGate(unsafe >= self.config.spawn_after, least.gpu, unsafe)
 
     def _marginal(self, inst: InstanceView, prompt: int, cluster: ClusterView, now: float) -> float:
         """Dynamic energy per token after adding a request of ``prompt`` tokens, or ``inf`` if an

@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from festgym.control.checkpoint import find_checkpoints, resolve_checkpoint
+from festgym.control.checkpoint import GATE_ENV, find_checkpoints, read_card, resolve_checkpoint, trained_env
 from festgym.errors import PolicyEntryError
+from festgym.policies.gate import LearnedSpawn
 from festgym.policies.learned import LearnedLocal
 from festgym.policies.rules import RULE_POLICIES, make_rule_policy
 from festgym.scenario import Scenario
@@ -47,12 +48,15 @@ def load_entry_point(name: str, **params: Any) -> Policy:
 
 def make_policy(name: str, **params: Any) -> Policy:
     """A rule policy by name, configured from ``policies/<name>.yaml`` and ``params``; a trained
-    local controller (:class:`LearnedLocal`) by checkpoint path or shipped checkpoint name; or a
-    policy in Python code, by entry point ``package.module:attribute`` (called with ``params``)."""
+    controller by checkpoint path or shipped checkpoint name (a local one as :class:`LearnedLocal`,
+    a spawn-gate one as :class:`LearnedSpawn`); or a policy in Python code, by entry point
+    ``package.module:attribute`` (called with ``params``)."""
     if name in RULE_POLICIES:
         return make_rule_policy(name, **params)
-    if resolve_checkpoint(name) is not None:
-        return LearnedLocal(name, **params)
+    folder = resolve_checkpoint(name)
+    if folder is not None:
+        gate = trained_env(read_card(folder)) == GATE_ENV
+        return LearnedSpawn(name, **params) if gate else LearnedLocal(name, **params)
     if is_entry_point(name):
         return load_entry_point(name, **params)
     shipped = ", ".join(find_checkpoints())

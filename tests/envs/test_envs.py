@@ -20,6 +20,7 @@ from festgym.policies.registry import background_policy
 
 IDS = list(ENV_IDS)
 LOCAL, PLACEMENT, CLUSTER = "festgym/LocalGPU-v0", "festgym/Placement-v0", "festgym/Cluster-v0"
+SPAWN = "festgym/Spawn-v0"
 ACTION_TYPES = ("multidiscrete", "box")
 SHORT = {"episode_s": 30, "warmup_s": 10}
 QUICK = {"init_s": 2.0}
@@ -71,7 +72,7 @@ def run_episode(env: gym.Env, action) -> list[dict]:
 # --- conformance ---------------------------------------------------------------------------------
 
 def test_every_id_is_registered_on_import():
-    assert set(IDS) == {LOCAL, PLACEMENT, CLUSTER}
+    assert set(IDS) == {LOCAL, PLACEMENT, CLUSTER, SPAWN}
     for env_id in IDS:
         assert env_id in gym.registry
     festgym.envs.register_envs()  # idempotent

@@ -119,16 +119,31 @@ def test_a_trained_checkpoint_runs_in_the_cluster(checkpoint, digest, tmp_path):
 
 def test_lagrangian_training_adapts_its_multiplier(tmp_path):
     """A constrained run measures the background policy's cost as its limit, moves λ after each
-    rollout by the dual step, and records both in the card."""
+    rollout by the dual step, chooses its best model on the constraint over the evaluation
+    episodes, and records all three in the card."""
+    import gymnasium as gym
+
     from festgym.envs.constrained import dual_step
+    from festgym.envs.rollout import run_episode
 
     agent = tmp_path / "lagrangian.yaml"
     agent.write_text(TINY.format(n_envs=1).replace("timesteps: 2048", "timesteps: 512")
-                     .replace("n_steps: 256", "n_steps: 128")
+                     .replace("n_steps: 256", "n_steps: 128").replace("eval_freq: 1024", "eval_freq: 128")
                      + "env_kwargs: {env: {episode_s: 60, warmup_s: 10}}\n"
                      + "lagrangian: {multiplier: 1.0, lr: 0.5, baseline_episodes: 1, cost_key: ttft_over}\n")
     card = read_card(train(TrainConfig(str(agent), "default", None, 0, str(tmp_path / "runs"), progress=False)))
     record = card["lagrangian"]
+    selection = record["selection"]
+    env = gym.make("festgym/LocalGPU-v0", env={"episode_s": 60, "warmup_s": 10})
+    festina = run_episode(env, lambda _obs: None, card["evaluation"]["first_seed"])  # one evaluation episode
+    assert (selection["cost_key"], selection["cost"], selection["reward_energy"]) == \
+        ("ttft_over", festina["ttft_over"], festina["energy_term"])
+    scores = selection["history"]
+    assert [h["timesteps"] for h in scores] == [128, 256, 384, 512]
+    assert all(h["feasible"] == (h["cost"] <= selection["cost"]) for h in scores)
+    feasible = [h for h in scores if h["feasible"]]
+    chosen = max(feasible, key=lambda h: h["reward_energy"]) if feasible else min(scores, key=lambda h: h["cost"])
+    assert selection["chosen_timesteps"] == chosen["timesteps"]
     assert record["cost_limit"] > 0 and [h["timesteps"] for h in record["history"]] == [128, 256, 384, 512]
     multiplier = 1.0
     for h in record["history"]:
@@ -138,8 +153,44 @@ def test_lagrangian_training_adapts_its_multiplier(tmp_path):
                                            "cost_key": "ttft_over"}
 
 
+def test_dual_ascent_per_episode_counts_episodes_not_steps():
+    """Per episode, the mean is the cost over the episodes that ended; a rollout in which none
+    ended leaves λ alone and carries its cost into the next."""
+    from festgym.envs.constrained import dual_step
+    from festgym.jobs.train import DualAscent
+    from festgym.jobs.train_config import LagrangianSpec
+
+    class Env:
+        def env_method(self, name, value):
+            self.sent = (name, value)
+
+    dual = DualAscent(LagrangianSpec(cost_key="ttft_over", per="episode", lr=0.5), limit=10.0)
+    class Model:  # what a callback reads of the algorithm: its environment and its logger
+        env = Env()
+        logger = type("Logger", (), {"record": lambda *args: None})()
+
+        def get_env(self):
+            return self.env
+
+    dual.model, dual.num_timesteps = Model(), 0
+
+    def rollout(costs, dones):
+        for cost, done in zip(costs, dones):
+            dual.locals = {"infos": [{"ttft_over": cost}], "dones": np.array([done])}
+            dual._on_step()
+        dual._on_rollout_end()
+
+    rollout([4, 4, 4], [False, False, False])  # no episode ended: nothing moves
+    assert dual.multiplier == 1.0 and dual.history == []
+    rollout([4, 4, 4], [False, False, True])  # one episode of 24 late first tokens, over 6 steps
+    assert dual.history[-1]["mean_cost"] == 24.0
+    assert dual.multiplier == pytest.approx(dual_step(1.0, 24.0, 10.0, 0.5))
+    assert dual.model.env.sent == ("set_multiplier", dual.multiplier)
+
+
 @pytest.mark.parametrize("section, field", [("{lr: 0}", "lr"), ("{cost_limit: -1}", "cost_limit"),
-                                            ("{rate: 1}", "rate"), ("{cost_key: energy_j}", "cost_key")])
+                                            ("{rate: 1}", "rate"), ("{cost_key: energy_j}", "cost_key"),
+                                            ("{per: request}", "per")])
 def test_lagrangian_errors_name_the_field(tmp_path, section, field):
     agent = tmp_path / "bad.yaml"
     agent.write_text(f"algo: ppo\nlagrangian: {section}\n")
@@ -184,5 +235,5 @@ def test_a_placement_controller_exports_without_a_local_interface(tmp_path, caps
     from festgym.jobs.compare import check_policies
 
     monkeypatch.setenv("FESTGYM_CHECKPOINTS", str(folder.parent))
-    assert "checkpoint" in find_checkpoints() and "checkpoint" not in find_checkpoints(local_only=True)
+    assert "checkpoint" in find_checkpoints() and "checkpoint" not in find_checkpoints(simulated_only=True)
     assert "checkpoint" not in check_policies(None) and "ppo-local" in check_policies(None)

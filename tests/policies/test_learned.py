@@ -35,12 +35,12 @@ N_OBS = 30  # LocalGPU-v0 on the default scenario: 2 slots x 10 + 8 GPU + 2 time
 NVEC = [8, 4, 4]
 
 
-def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, scenario="default", n_obs=N_OBS):
-    """A checkpoint whose policy ignores its observation and always picks these levels: one
-    linear layer with zero weights and a bias that is largest at the chosen level of each part."""
+def write_export(folder, one_hots, n_obs: int, nvec) -> None:
+    """``folder/numpy``: one linear layer with zero weights and, per action part, a one-hot bias:
+    a policy that ignores its observation."""
     export = folder / "numpy"
     export.mkdir(parents=True)
-    bias = np.concatenate([np.eye(n)[k] for n, k in zip(nvec, (clock, *shares))])
+    bias = np.concatenate(one_hots)
     buffer = io.BytesIO()
     np.savez(buffer, W0=np.zeros((len(bias), n_obs)), b0=bias)
     (export / WEIGHTS).write_bytes(buffer.getvalue())
@@ -48,6 +48,12 @@ def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, sce
             "action": {"type": "multidiscrete", "nvec": list(nvec)}, "obs_normalization": None,
             "sha256": {WEIGHTS: sha256_file(export / WEIGHTS)}}
     (export / "policy.json").write_text(json.dumps(spec))
+
+
+def write_checkpoint(folder, clock: int, shares: tuple[int, int], nvec=NVEC, scenario="default", n_obs=N_OBS):
+    """A checkpoint whose policy ignores its observation and always picks these levels: one
+    linear layer with zero weights and a bias that is largest at the chosen level of each part."""
+    write_export(folder, [np.eye(n)[k] for n, k in zip(nvec, (clock, *shares))], n_obs, nvec)
     card = {"name": folder.name, "scenario": scenario, "env": "festgym/LocalGPU-v0",
             "agent": {"algo": "ppo", "env_kwargs": {"action_type": "multidiscrete"}}, "sha256": {}}
     (folder / "card.json").write_text(json.dumps(card))
@@ -117,7 +123,7 @@ def test_bad_checkpoints_are_refused(tmp_path, lowest_clock):
     with pytest.raises(FestgymError, match="no checkpoint at"):
         LearnedLocal(tmp_path / "nowhere")
     wrong = write_checkpoint(tmp_path / "wrong", clock=0, shares=(0, 0), nvec=[8, 4, 4, 4])
-    with pytest.raises(PolicyFileError, match="does not match LocalGPU-v0's levels"):
+    with pytest.raises(PolicyFileError, match="does not match festgym/LocalGPU-v0's levels"):
         LearnedLocal(wrong)
     wrong = write_checkpoint(tmp_path / "wrong-obs", clock=0, shares=(0, 0), n_obs=40)
     with pytest.raises(PolicyFileError, match=r"observes \(40,\)"):
